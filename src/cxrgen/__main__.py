@@ -1,0 +1,5 @@
+"""``python -m cxrgen`` runs the command line."""
+
+from cxrgen.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""Checkpoint files: dicts of state_dicts and plain values, written atomically, read with ``weights_only=True``.
+
+A checkpoint is a pickle, and unpickling arbitrary objects runs arbitrary code. So writing refuses anything but
+tensors and plain Python values, and reading uses ``torch.load(weights_only=True)`` with no fallback: a file
+that needs more is refused by name. A checkpoint appears under its final name only once complete (temporary
+file in the same folder, fsync, ``os.replace``), so a kill while saving leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cxrgen.errors import CxrgenError
+from cxrgen.fileio import atomic_path
+
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
+
+
+class CheckpointError(CxrgenError):
+    """A checkpoint that cannot be written or read safely; the message names the file."""
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise on the first value ``torch.load(weights_only=True)`` would refuse; ``where`` is its key path."""
+    if isinstance(value, _PLAIN):
+        return
+    if type(value) in (dict, OrderedDict):
+        for key, item in value.items():
+            if not isinstance(key, str | int | float | bool | type(None)):
+                raise TypeError(f"{where}: key {key!r} of type {type(key).__name__} is not a plain value")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    if type(value) in (list, tuple, set):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    raise TypeError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, not a tensor or plain value")
+
+
+def save_checkpoint(state: Mapping[str, Any], path: Path | str) -> None:
+    """Write ``state`` to ``path`` atomically.
+
+    Args:
+        state: Nested dicts, lists and tuples of tensors, numbers, strings, booleans and ``None``.
+        path: Destination; its folder is created. The previous file under this name stays until the new one
+            is complete.
+
+    Raises:
+        CheckpointError: ``state`` holds another kind of object (it could not be read back safely).
+    """
+    path = Path(path)
+    try:
+        _check_plain(dict(state), "checkpoint")
+    except TypeError as exc:
+        raise CheckpointError(f"refusing to write checkpoint {path}: {exc}") from exc
+    with atomic_path(path) as tmp:
+        torch.save(dict(state), tmp)
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or damaged, or holds pickled objects other than tensors
+            and plain values (refused, never loaded another way).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} holds pickled objects other than tensors and plain values; refused because "
+            f"loading them could run code ({str(exc).splitlines()[0]})"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or damaged and cannot be read ({exc}); other checkpoints in "
+            f"{path.parent} are untouched"
+        ) from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
+    return state

@@ -1,0 +1,38 @@
+"""Who is in each dataset and split: the content of the paper's Figures 1 and 4-6 as a table."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def describe(manifest: pd.DataFrame, splits: pd.DataFrame | None, labels: list[str]) -> pd.DataFrame:
+    """One row per (dataset, split) and one per dataset total: images, patients, sex %, age, positives per label.
+
+    Positives count targets equal to 1 after the uncertainty policy (the paper's label totals).
+    """
+    frame = manifest
+    if splits is not None:
+        frame = manifest.merge(splits[["image_id", "split"]], on="image_id", how="left", validate="one_to_one")
+    else:
+        frame = manifest.assign(split="all")
+    rows = []
+    for dataset, part in frame.groupby("dataset", sort=False):
+        groups = [*part.groupby("split", sort=False)] if splits is not None else []
+        order = {"train": 0, "val": 1, "test": 2}
+        groups.sort(key=lambda item: order.get(str(item[0]), 9))
+        for split, group in [*groups, ("all", part)]:
+            sex = group["sex"].value_counts(normalize=True) * 100
+            row: dict[str, object] = {
+                "dataset": dataset,
+                "split": split,
+                "images": len(group),
+                "patients": group["patient_id"].nunique(),
+                "male_pct": round(float(sex.get("M", 0.0)), 1),
+                "female_pct": round(float(sex.get("F", 0.0)), 1),
+                "age_mean": round(float(group["age"].mean()), 1),
+                "age_sd": round(float(group["age"].std()), 1),
+            }
+            for label in labels:
+                row[label] = int((group[label] == 1).sum())
+            rows.append(row)
+    return pd.DataFrame(rows)

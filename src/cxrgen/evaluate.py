@@ -1,0 +1,354 @@
+"""Evaluate predictions files: per-label AUC with clustered-bootstrap and DeLong intervals, model comparisons.
+
+A predictions file (DESIGN.md section 8) is a parquet table with one row per image::
+
+    image_id, patient_id, y_<label>, p_<label>   (one y_/p_ pair per label)
+
+``y`` in {0, 1} or NaN (NaN = not labelled, excluded from that label), ``p`` a probability in [0, 1].
+Any model, trained here or elsewhere, can be evaluated once its outputs are written in this schema.
+
+Outputs of :func:`evaluate_files`:
+
+* ``auc.csv``: one row per (file, label): AUC, percentile CI of the patient-clustered bootstrap
+  (``ci_low``/``ci_high``), DeLong logit CI (``delong_low``/``delong_high``), counts.
+* ``comparisons.csv`` (2+ files): one row per (pair of files, shared label): paired DeLong test when both files
+  hold the same image ids, otherwise the unpaired z test; ``p_holm`` is Holm-adjusted over the labels of
+  each pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrgen import metrics
+
+__all__ = [
+    "AUC_COLUMNS",
+    "COMPARISON_COLUMNS",
+    "PredictionsError",
+    "auc_table",
+    "compare_predictions",
+    "evaluate_files",
+    "read_predictions",
+    "write_csv_atomic",
+]
+
+#: Columns of the tidy AUC table, after any caller-supplied columns (``test_set``, ``configuration``...).
+AUC_COLUMNS: tuple[str, ...] = (
+    "label",
+    "auc",
+    "ci_low",
+    "ci_high",
+    "n_pos",
+    "n_neg",
+    "n_patients",
+    "boot_se",
+    "n_boot",
+    "n_boot_degenerate",
+    "delong_se",
+    "delong_low",
+    "delong_high",
+    "ci",
+)
+
+#: Columns of ``comparisons.csv``.
+COMPARISON_COLUMNS: tuple[str, ...] = (
+    "a",
+    "b",
+    "label",
+    "test",
+    "auc_a",
+    "auc_b",
+    "statistic",
+    "p",
+    "p_holm",
+    "n_a",
+    "n_b",
+)
+
+
+class PredictionsError(ValueError):
+    """A predictions file breaks the schema; the message names the file and the column."""
+
+
+def _label_columns(columns: Sequence[str], path: Path) -> list[str]:
+    ys = [c[2:] for c in columns if c.startswith("y_")]
+    ps = [c[2:] for c in columns if c.startswith("p_")]
+    for lab in ys:
+        if lab not in ps:
+            raise PredictionsError(f"{path}: column 'y_{lab}' has no matching 'p_{lab}'")
+    for lab in ps:
+        if lab not in ys:
+            raise PredictionsError(f"{path}: column 'p_{lab}' has no matching 'y_{lab}'")
+    if not ys:
+        raise PredictionsError(f"{path}: no label columns (expected pairs 'y_<label>', 'p_<label>')")
+    return ys
+
+
+def _numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
+    try:
+        values = pd.to_numeric(df[col], errors="raise")
+    except (ValueError, TypeError) as exc:
+        raise PredictionsError(f"{path}: column {col!r} is not numeric ({exc})") from exc
+    return np.asarray(pd.Series(values).to_numpy(dtype=np.float64, na_value=np.nan))
+
+
+def read_predictions(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Read and validate one predictions parquet file.
+
+    Args:
+        path: The ``.parquet`` file.
+
+    Returns:
+        ``(frame, labels)``: the frame has ``image_id`` and ``patient_id`` as strings and every
+        ``y_<label>`` / ``p_<label>`` as float64 (NaN = unlabelled); ``labels`` in file order.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        PredictionsError: Unreadable file, missing column, ``y`` outside {0, 1, NaN}, ``p`` outside [0, 1]
+            or NaN, missing ids, or a duplicate ``image_id``. The message names the file and the column.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: predictions file not found")
+    try:
+        raw = pd.read_parquet(p)
+    except (OSError, ValueError) as exc:
+        raise PredictionsError(f"{p}: cannot read as parquet ({exc})") from exc
+    for col in ("image_id", "patient_id"):
+        if col not in raw.columns:
+            raise PredictionsError(f"{p}: missing column {col!r}")
+        if raw[col].isna().any():
+            raise PredictionsError(f"{p}: column {col!r} has {int(raw[col].isna().sum())} missing values")
+    labels = _label_columns([str(c) for c in raw.columns], p)
+    out = pd.DataFrame({"image_id": raw["image_id"].astype(str), "patient_id": raw["patient_id"].astype(str)})
+    dup = out["image_id"].duplicated(keep=False)
+    if dup.any():
+        examples = out.loc[dup, "image_id"].unique()[:3].tolist()
+        raise PredictionsError(f"{p}: column 'image_id' has {int(dup.sum())} duplicated rows, e.g. {examples}")
+    for lab in labels:
+        y = _numeric(raw, f"y_{lab}", p)
+        bad = ~(np.isnan(y) | (y == 0) | (y == 1))
+        if bad.any():
+            raise PredictionsError(
+                f"{p}: column 'y_{lab}' must hold 0, 1 or NaN; found {np.unique(y[bad])[:5].tolist()} "
+                f"in {int(bad.sum())} rows"
+            )
+        prob = _numeric(raw, f"p_{lab}", p)
+        bad = ~((prob >= 0) & (prob <= 1))  # also catches NaN
+        if bad.any():
+            raise PredictionsError(
+                f"{p}: column 'p_{lab}' must hold probabilities in [0, 1]; {int(bad.sum())} rows are outside "
+                f"or NaN, e.g. {prob[bad][:3].tolist()}"
+            )
+        out[f"y_{lab}"] = y
+        out[f"p_{lab}"] = prob
+    return out, labels
+
+
+def auc_table(
+    df: pd.DataFrame,
+    labels: Sequence[str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    extra: Mapping[str, object] | None = None,
+) -> pd.DataFrame:
+    """Tidy per-label AUC rows for one predictions frame (as returned by :func:`read_predictions`).
+
+    Args:
+        df: Frame with ``patient_id``, ``y_<label>``, ``p_<label>``.
+        labels: Labels to evaluate.
+        n_boot: Patient-clustered bootstrap resamples (shared by all labels).
+        seed: Bootstrap seed.
+        ci: Confidence level of both intervals.
+        extra: Constant columns put first on every row, e.g. ``{"configuration": "nih", "arch": ...,
+            "test_set": "mimic", "kind": "external"}`` (the study runner's keys).
+
+    Returns:
+        One row per label with ``extra`` keys then :data:`AUC_COLUMNS`. ``auc`` is NaN (with a warning)
+        for a label with one class. ``ci_low``/``ci_high``: bootstrap percentile interval;
+        ``delong_low``/``delong_high``: DeLong interval on the logit scale (images assumed independent).
+    """
+    y = np.column_stack([df[f"y_{lab}"].to_numpy(dtype=np.float64) for lab in labels])
+    p = np.column_stack([df[f"p_{lab}"].to_numpy(dtype=np.float64) for lab in labels])
+    boot = metrics.clustered_bootstrap_auc(
+        y, p, df["patient_id"].to_numpy(), n_boot=n_boot, seed=seed, ci=ci, labels=list(labels)
+    )
+    rows: list[dict[str, object]] = []
+    for j, lab in enumerate(labels):
+        with warnings.catch_warnings():
+            # The bootstrap already warned about a one-class label; do not repeat it.
+            warnings.simplefilter("ignore", metrics.OneClassWarning)
+            dl = metrics.delong(y[:, j], p[:, j], ci=ci, ci_method="logit", name=lab)
+        labelled = ~np.isnan(y[:, j])
+        rows.append(
+            {
+                **(dict(extra) if extra else {}),
+                "label": lab,
+                "auc": boot.auc[j],
+                "ci_low": boot.ci_low[j],
+                "ci_high": boot.ci_high[j],
+                "n_pos": int((y[:, j] == 1).sum()),
+                "n_neg": int((y[:, j] == 0).sum()),
+                "n_patients": int(df.loc[labelled, "patient_id"].nunique()),
+                "boot_se": boot.se[j],
+                "n_boot": n_boot,
+                "n_boot_degenerate": int(boot.n_degenerate[j]),
+                "delong_se": dl.se,
+                "delong_low": dl.ci_low,
+                "delong_high": dl.ci_high,
+                "ci": ci,
+            }
+        )
+    columns = [*(extra or {}), *AUC_COLUMNS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def compare_predictions(
+    df_a: pd.DataFrame,
+    df_b: pd.DataFrame,
+    labels: Sequence[str],
+    *,
+    name_a: str = "a",
+    name_b: str = "b",
+) -> pd.DataFrame:
+    """Compare two models label by label; Holm-adjust the p-values over ``labels``.
+
+    When both frames hold the same set of ``image_id`` they are aligned on it and compared with DeLong's
+    paired test (``test == "delong_paired"``); their ``y`` must then agree. Otherwise each AUC gets its own
+    DeLong variance and the two are compared with the unpaired z test (``test == "unpaired"``), which
+    assumes independent test sets.
+
+    Raises:
+        PredictionsError: Paired frames whose ground truth differs for a label.
+    """
+    paired = set(df_a["image_id"]) == set(df_b["image_id"])
+    rows: list[dict[str, object]] = []
+    if paired:
+        merged = df_a.merge(df_b, on="image_id", suffixes=("_a", "_b"), validate="one_to_one")
+    for lab in labels:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", metrics.OneClassWarning)  # NaN rows speak for themselves
+            if paired:
+                ya = merged[f"y_{lab}_a"].to_numpy(dtype=np.float64)
+                yb = merged[f"y_{lab}_b"].to_numpy(dtype=np.float64)
+                if not np.array_equal(ya, yb, equal_nan=True):
+                    raise PredictionsError(
+                        f"{name_a} vs {name_b}: column 'y_{lab}' differs on {int((ya != yb).sum())} shared "
+                        "images; a paired comparison needs the same ground truth"
+                    )
+                t = metrics.delong_paired_test(
+                    ya, merged[f"p_{lab}_a"].to_numpy(), merged[f"p_{lab}_b"].to_numpy(), name=lab
+                )
+                n = int((~np.isnan(ya)).sum())
+                row = {
+                    "test": "delong_paired", "auc_a": t.auc_a, "auc_b": t.auc_b,
+                    "statistic": t.statistic, "p": t.p, "n_a": n, "n_b": n,
+                }
+            else:
+                da = metrics.delong(df_a[f"y_{lab}"].to_numpy(), df_a[f"p_{lab}"].to_numpy(), name=lab)
+                db = metrics.delong(df_b[f"y_{lab}"].to_numpy(), df_b[f"p_{lab}"].to_numpy(), name=lab)
+                u = metrics.unpaired_auc_test(da.auc, da.variance, db.auc, db.variance)
+                row = {
+                    "test": "unpaired", "auc_a": u.auc_a, "auc_b": u.auc_b, "statistic": u.statistic,
+                    "p": u.p, "n_a": da.n_pos + da.n_neg, "n_b": db.n_pos + db.n_neg,
+                }
+        rows.append({"a": name_a, "b": name_b, "label": lab, **row})
+    out = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c != "p_holm"])
+    out.insert(out.columns.get_loc("p") + 1, "p_holm", metrics.holm(out["p"].to_numpy(dtype=np.float64)))
+    return out
+
+
+def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write ``df`` to ``path`` as CSV via a temporary file in the same folder and ``os.replace``.
+
+    Readers never see a half-written file, and an interrupted write leaves the previous version intact.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            df.to_csv(fh, index=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def _source_names(paths: Sequence[Path]) -> list[str]:
+    """Shortest trailing path (without suffix) that tells the files apart: ``mimic`` or ``nih/x/mimic``."""
+    parts = [list(p.with_suffix("").parts) for p in paths]
+    longest = max(len(x) for x in parts)
+    for k in range(1, longest + 1):
+        names = ["/".join(x[-k:]) for x in parts]
+        if len(set(names)) == len(names):
+            return names
+    raise ValueError(f"the same predictions file is given twice: {[str(p) for p in paths]}")
+
+
+def evaluate_files(
+    paths: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Evaluate predictions files and write ``out_dir/auc.csv`` (and ``comparisons.csv`` for 2+ files).
+
+    Args:
+        paths: Predictions parquet files; each is a test set named by its file stem (``test_set``).
+        out_dir: Output folder, created if needed; CSVs are written atomically.
+        n_boot: Patient-clustered bootstrap resamples per file.
+        seed: Bootstrap seed (the same for every file, so a file's intervals do not depend on the others).
+        ci: Confidence level of all intervals.
+
+    Returns:
+        ``(auc, comparisons)``; ``comparisons`` is None for a single file. ``auc`` has ``test_set`` (file
+        stem), ``source`` (the shortest trailing path telling the files apart, used as ``a``/``b`` in
+        comparisons), ``file``, then :data:`AUC_COLUMNS`. Comparisons cover every pair of files in the
+        given order and the labels they share.
+    """
+    files = [Path(p) for p in paths]
+    if not files:
+        raise ValueError("evaluate_files: no predictions files given")
+    names = _source_names(files)
+    frames: list[tuple[pd.DataFrame, list[str]]] = [read_predictions(f) for f in files]
+    tables = [
+        auc_table(
+            df, labels, n_boot=n_boot, seed=seed, ci=ci,
+            extra={"test_set": f.stem, "source": name, "file": str(f)},
+        )
+        for f, name, (df, labels) in zip(files, names, frames, strict=True)
+    ]
+    auc = pd.concat(tables, ignore_index=True)
+    out = Path(out_dir)
+    write_csv_atomic(auc, out / "auc.csv")
+    if len(files) < 2:
+        return auc, None
+    comps = []
+    for i, j in itertools.combinations(range(len(files)), 2):
+        (df_a, lab_a), (df_b, lab_b) = frames[i], frames[j]
+        shared = [lab for lab in lab_a if lab in lab_b]
+        if shared:
+            comps.append(compare_predictions(df_a, df_b, shared, name_a=names[i], name_b=names[j]))
+    comparisons = (
+        pd.concat(comps, ignore_index=True) if comps else pd.DataFrame(columns=list(COMPARISON_COLUMNS))
+    )
+    write_csv_atomic(comparisons, out / "comparisons.csv")
+    return auc, comparisons

@@ -1,0 +1,72 @@
+"""Label vocabulary, per-dataset names and the uncertainty policies of the paper.
+
+Raw labels follow the CheXpert convention: 1 positive, 0 negative, -1 uncertain, NaN blank (not mentioned).
+A policy turns them into training targets in {0, 1, NaN}, where NaN means "masked out of loss and metrics".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+Policy = Literal["ones", "zeros", "ignore"]
+BlankPolicy = Literal["zeros", "ignore"]
+
+#: The five findings of the paper, in the order of its label list.
+PAPER_LABELS: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+
+#: The paper's U-Ones / U-Zeroes assignment.
+PAPER_UNCERTAINTY: dict[str, Policy] = {
+    "Atelectasis": "ones",
+    "Cardiomegaly": "zeros",
+    "Consolidation": "zeros",
+    "Edema": "ones",
+    "Pleural Effusion": "ones",
+}
+
+#: Every finding any supported dataset names, with each dataset's spelling where it differs.
+DATASET_NAMES: dict[str, dict[str, str]] = {
+    "nih": {"Pleural Effusion": "Effusion", "Pleural Thickening": "Pleural_Thickening"},
+    "chexpert": {},
+    "mimic": {},
+}
+
+RAW_VALUES = frozenset({1.0, 0.0, -1.0})
+
+
+def dataset_name(label: str, dataset_kind: str) -> str:
+    """The spelling of ``label`` in the native files of ``dataset_kind`` (a reader name)."""
+    return DATASET_NAMES.get(dataset_kind, {}).get(label, label)
+
+
+def raw_column(label: str) -> str:
+    """Manifest column holding the raw {1, 0, -1, NaN} value of ``label``."""
+    return f"raw_{label}"
+
+
+def apply_policy(raw: np.ndarray | pd.Series, policy: Policy, blank: BlankPolicy) -> np.ndarray:
+    """Map raw values {1, 0, -1, NaN} to targets {1, 0, NaN}.
+
+    Args:
+        raw: raw labels; NaN means the report did not mention the finding.
+        policy: what an uncertain (-1) label becomes: 1, 0 or NaN (``ignore``).
+        blank: what a blank (NaN) label becomes: 0 or NaN (``ignore``).
+    """
+    values = np.asarray(raw, dtype=np.float64)
+    out = values.copy()
+    out[values == -1.0] = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[policy]
+    out[np.isnan(values)] = 0.0 if blank == "zeros" else np.nan
+    return out
+
+
+def apply_policies(
+    frame: pd.DataFrame, labels: list[str], uncertainty: Mapping[str, Policy], blank: BlankPolicy
+) -> pd.DataFrame:
+    """Add one target column per label (named as the label) computed from its ``raw_<label>`` column."""
+    out = frame.copy()
+    for label in labels:
+        out[label] = apply_policy(out[raw_column(label)], uncertainty.get(label, "zeros"), blank)
+    return out

@@ -1,0 +1,45 @@
+"""The study manifest: every dataset of the study read by its reader, label policies and view filter applied."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from cxrgen.config import StudyConfig
+from cxrgen.labels import apply_policies, raw_column
+from cxrgen.sources import get_reader
+from cxrgen.sources.common import BASE_COLUMNS, SourceError
+
+log = logging.getLogger(__name__)
+
+
+def read_dataset(config: StudyConfig, name: str) -> pd.DataFrame:
+    """One dataset's manifest rows, with targets after the study's policies and its views filter."""
+    spec = config.datasets[name]
+    reader = get_reader(spec.reader)
+    if not spec.root.is_dir():
+        raise SourceError(f"datasets.{name}.root: folder {spec.root} does not exist")
+    frame = reader(spec.root, name=name, labels=list(config.labels), **spec.options())
+    frame = apply_policies(frame, list(config.labels), config.uncertainty, config.blank)
+    if config.views != "all":
+        keep = frame["view"].isin(list(config.views))
+        log.info("dataset %s: views filter %s keeps %d of %d images", name, config.views, keep.sum(), len(frame))
+        frame = frame.loc[keep].reset_index(drop=True)
+    if frame.empty:
+        raise SourceError(f"dataset {name!r}: no images left after the views filter {config.views}")
+    return frame
+
+
+def build_manifest(config: StudyConfig) -> pd.DataFrame:
+    """The union of all datasets; checks one label schema and unique, namespaced ids."""
+    frames = [read_dataset(config, name) for name in config.datasets]
+    columns = [*BASE_COLUMNS, *(raw_column(label) for label in config.labels), *config.labels]
+    for name, frame in zip(config.datasets, frames, strict=True):
+        if list(frame.columns) != columns:
+            raise SourceError(f"dataset {name!r}: reader returned columns {list(frame.columns)}, expected {columns}")
+    manifest = pd.concat(frames, ignore_index=True)
+    duplicated = manifest["image_id"].duplicated()
+    if duplicated.any():
+        raise SourceError(f"duplicate image ids across datasets, e.g. {manifest.loc[duplicated, 'image_id'].iloc[0]}")
+    return manifest

@@ -1,0 +1,86 @@
+"""CheXpert (Irvin et al., AAAI 2019; Stanford ML Group), as shipped in ``CheXpert-v1.0[-small]/``.
+
+``train.csv`` / ``valid.csv`` (or any CSV of that layout) with columns ``Path, Sex, Age, Frontal/Lateral, AP/PA``
+followed by the 14 observations in {1.0, 0.0, -1.0, blank}. ``Path`` carries the folder prefix
+(``CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg``); the patient id comes from the path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cxrgen.labels import dataset_name
+from cxrgen.sources import register
+from cxrgen.sources.common import (
+    SourceError,
+    ages_in_years,
+    assemble,
+    check_raw_labels,
+    check_relative_paths,
+    normalize_sex,
+    normalize_view,
+    require_columns,
+)
+
+FOLDERS = ("CheXpert-v1.0-small", "CheXpert-v1.0")
+META_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
+OFFICIAL_SPLIT = {"train.csv": "train", "valid.csv": "val"}
+
+
+def find_csv(root: Path, csv: str) -> Path:
+    """The CSV under ``root`` itself or under one of the two release folders inside it."""
+    for folder in (root, *(root / f for f in FOLDERS)):
+        if (folder / csv).is_file():
+            return folder / csv
+    raise SourceError(f"{root}: missing {csv} (looked in {root} and in {', '.join(FOLDERS)}/ inside it)")
+
+
+@register("chexpert")
+def read(root: Path, *, name: str, labels: list[str], csv: str = "train.csv", **options: Any) -> pd.DataFrame:
+    """Read one CheXpert CSV into manifest rows; paths become relative to ``root``."""
+    if options:
+        raise SourceError(f"chexpert reader: unknown option(s) {sorted(options)}")
+    source = find_csv(root, csv)
+    try:
+        frame = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{source}: not a readable CheXpert CSV ({exc})") from exc
+    label_columns = [dataset_name(label, "chexpert") for label in labels]
+    require_columns(frame, [*META_COLUMNS, *label_columns], source)
+    if frame.empty:
+        raise SourceError(f"{source}: no rows")
+
+    native = frame["Path"].str.strip().str.replace("\\", "/", regex=False)
+    native = native.str.replace(rf"^({'|'.join(FOLDERS)})/", "", regex=True)
+    check_relative_paths(native, source)
+    folder = source.parent.relative_to(root).as_posix()
+    paths = native if folder == "." else folder + "/" + native
+
+    ids = native.str.extract(r"patient(?P<patient>\d+)/study(?P<study>\d+)/")
+    missing = ids["patient"].isna()
+    if missing.any():
+        row = int(missing.to_numpy().nonzero()[0][0])
+        raise SourceError(f"{source}: row {row + 2}: path {frame['Path'].iloc[row]!r} has no patientNNNNN/studyN/")
+
+    lateral = frame["Frontal/Lateral"].str.strip().str.lower() == "lateral"
+    views = normalize_view(frame["AP/PA"])
+    views = views.where(~lateral, frame["AP/PA"].fillna("").str.strip().str.upper().map(
+        lambda v: "LL" if v == "LL" else "LATERAL"))
+    check_raw_labels(frame, label_columns, source)
+    return assemble(
+        dataset=name,
+        native_ids=native,
+        paths=paths,
+        patients=ids["patient"],
+        studies=ids["patient"] + "/" + ids["study"],
+        views=views,
+        frontal=~lateral,
+        sexes=normalize_sex(frame["Sex"]),
+        ages=ages_in_years(frame["Age"], source),
+        official_split=pd.Series(OFFICIAL_SPLIT.get(csv, ""), index=frame.index),
+        raw={label: frame[col] for label, col in zip(labels, label_columns, strict=True)},
+        source=source,
+    )

@@ -1,0 +1,156 @@
+"""What every dataset reader shares: the manifest schema, value normalizers and path safety.
+
+Readers know nothing of images or models: they turn a dataset's metadata files into rows of the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from cxrgen.errors import CxrgenError
+from cxrgen.labels import RAW_VALUES, raw_column
+
+log = logging.getLogger(__name__)
+
+#: Columns every reader returns, before label policies are applied (``raw_<label>`` follow).
+BASE_COLUMNS: tuple[str, ...] = (
+    "dataset",
+    "image_id",
+    "path",
+    "patient_id",
+    "study_id",
+    "view",
+    "frontal",
+    "sex",
+    "age",
+    "official_split",
+)
+VIEWS: tuple[str, ...] = ("PA", "AP", "LATERAL", "LL", "OTHER", "UNKNOWN")
+FRONTAL_VIEWS = frozenset({"PA", "AP"})
+MAX_AGE_YEARS = 120.0
+
+
+class SourceError(CxrgenError, ValueError):
+    """Metadata that cannot be read as the dataset ships it; the message names the file, row or column."""
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise SourceError(f"{path}: missing {what}")
+    return path
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], source: Path) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SourceError(f"{source}: missing column(s) {', '.join(map(repr, missing))}; found {list(frame.columns)}")
+
+
+def check_relative_paths(paths: pd.Series, source: Path, row_offset: int = 2) -> None:
+    """Refuse absolute paths and paths that climb out of the dataset root.
+
+    ``row_offset`` converts a 0-based data index into the file's line number (header on line 1).
+    """
+    for position, value in enumerate(paths.to_numpy()):
+        text = str(value)
+        pure = PurePosixPath(text.replace("\\", "/"))
+        if pure.is_absolute() or (len(text) > 1 and text[1] == ":") or ".." in pure.parts or not text:
+            raise SourceError(
+                f"{source}: row {position + row_offset}: path {text!r} is absolute or leaves the dataset root"
+            )
+
+
+def normalize_sex(values: pd.Series) -> pd.Series:
+    """Male/Female/M/F (any case) -> M/F; anything else -> U."""
+    mapped = values.astype("string").str.strip().str.upper().str[:1]
+    return mapped.where(mapped.isin(["M", "F"]), "U").astype(str)
+
+
+def normalize_view(values: pd.Series) -> pd.Series:
+    """Map native view names onto PA, AP, LATERAL, LL, OTHER, UNKNOWN."""
+    text = values.astype("string").str.strip().str.upper()
+    table = {"PA": "PA", "AP": "AP", "LATERAL": "LATERAL", "LAT": "LATERAL", "LL": "LL", "RL": "OTHER"}
+    mapped = text.map(lambda v: table.get(v, "OTHER") if isinstance(v, str) and v else "UNKNOWN")
+    return mapped.astype(str)
+
+
+def ages_in_years(values: pd.Series, source: Path) -> pd.Series:
+    """Parse ages given as numbers or as NIH 2017 strings (``058Y``, ``011M``, ``005D``) into float years.
+
+    Ages above 120 years are recording errors (NIH ships 16 of them): they become NaN and one warning counts them.
+    """
+    text = values.astype("string").str.strip().str.upper()
+    unit = text.str.extract(r"^\s*[0-9.]+\s*([YMDW]?)\s*$", expand=False).fillna("")
+    number = pd.to_numeric(text.str.replace(r"[YMDW]$", "", regex=True), errors="coerce")
+    bad = text.notna() & (text != "") & number.isna()
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        raise SourceError(f"{source}: row {first + 2}: age {values.iloc[first]!r} is not a number of years")
+    divisor = unit.map({"": 1.0, "Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}).astype(float)
+    years = number.astype(float) / divisor.to_numpy()
+    impossible = years > MAX_AGE_YEARS
+    if impossible.any():
+        warnings.warn(
+            f"{source}: {int(impossible.sum())} age(s) above {MAX_AGE_YEARS:g} years set to NaN", stacklevel=2
+        )
+        years = years.mask(impossible)
+    return years.astype(float)
+
+
+def check_raw_labels(frame: pd.DataFrame, columns: Sequence[str], source: Path) -> None:
+    """Raw label columns hold 1, 0, -1 or blank; anything else is named with its row and column."""
+    for column in columns:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = (frame[column].notna() & values.isna()) | (values.notna() & ~values.isin(list(RAW_VALUES)))
+        if bad.any():
+            first = int(np.flatnonzero(bad.to_numpy())[0])
+            raise SourceError(
+                f"{source}: row {first + 2}, column {column!r}: label value {frame[column].iloc[first]!r} "
+                "is not one of 1, 0, -1 or blank"
+            )
+
+
+def assemble(
+    *,
+    dataset: str,
+    native_ids: pd.Series,
+    paths: pd.Series,
+    patients: pd.Series,
+    studies: pd.Series,
+    views: pd.Series,
+    frontal: pd.Series | None = None,
+    sexes: pd.Series,
+    ages: pd.Series,
+    official_split: pd.Series | None,
+    raw: dict[str, pd.Series],
+    source: Path,
+) -> pd.DataFrame:
+    """Build manifest rows with namespaced ids and check that image ids are unique."""
+    frame = pd.DataFrame(
+        {
+            "dataset": dataset,
+            "image_id": (dataset + ":" + native_ids.astype(str)).to_numpy(),
+            "path": paths.astype(str).to_numpy(),
+            "patient_id": (dataset + ":" + patients.astype(str)).to_numpy(),
+            "study_id": (dataset + ":" + studies.astype(str)).to_numpy(),
+            "view": views.to_numpy(),
+            "sex": sexes.to_numpy(),
+            "age": ages.to_numpy(dtype=float),
+            "official_split": (official_split.to_numpy() if official_split is not None else ""),
+        }
+    )
+    is_frontal = frame["view"].isin(list(FRONTAL_VIEWS)) if frontal is None else frontal.to_numpy(dtype=bool)
+    frame.insert(6, "frontal", is_frontal)
+    for label, values in raw.items():
+        frame[raw_column(label)] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    duplicated = frame["image_id"].duplicated(keep=False)
+    if duplicated.any():
+        dups = frame.loc[duplicated, "image_id"].unique()[:3]
+        raise SourceError(f"{source}: duplicate image id(s) {', '.join(dups)}")
+    return frame.reset_index(drop=True)

@@ -1,0 +1,109 @@
+"""MIMIC-CXR-JPG v2.0.0 (Johnson et al., 2019; PhysioNet, credentialed access).
+
+Four gzipped tables at the root are joined on their keys, never by row order: labels per study (CheXpert or
+NegBio labeler), metadata per image, and the official split per image. Each image takes its study's labels.
+Images live at ``files/p<first two digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrgen.labels import dataset_name
+from cxrgen.sources import register
+from cxrgen.sources.common import (
+    SourceError,
+    assemble,
+    check_raw_labels,
+    normalize_view,
+    require_columns,
+    require_file,
+)
+
+PREFIX = "mimic-cxr-2.0.0"
+SPLITS = {"train": "train", "validate": "val", "test": "test"}
+
+
+def read_table(root: Path, suffix: str, columns: list[str]) -> pd.DataFrame:
+    path = require_file(root / f"{PREFIX}-{suffix}.csv.gz", f"MIMIC-CXR-JPG table {PREFIX}-{suffix}.csv.gz")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, EOFError) as exc:
+        raise SourceError(f"{path}: not a readable gzipped CSV ({exc})") from exc
+    require_columns(frame, columns, path)
+    for key in ("subject_id", "study_id"):
+        if key in columns:
+            bad = ~frame[key].fillna("").str.fullmatch(r"\d+")
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise SourceError(f"{path}: row {row + 2}, column {key!r}: {frame[key].iloc[row]!r} is not an id")
+    return frame
+
+
+def unique_keys(frame: pd.DataFrame, keys: list[str], path: str) -> None:
+    duplicated = frame.duplicated(keys, keep=False)
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated.to_numpy())[0])
+        raise SourceError(f"{path}: row {row + 2}: duplicate {'+'.join(keys)} {frame.loc[row, keys].tolist()}")
+
+
+@register("mimic")
+def read(
+    root: Path, *, name: str, labels: list[str], labeler: str = "chexpert", **options: Any
+) -> pd.DataFrame:
+    """Read the four MIMIC-CXR-JPG tables into manifest rows; ``labeler`` picks the chexpert or negbio file."""
+    if options:
+        raise SourceError(f"mimic reader: unknown option(s) {sorted(options)}")
+    if labeler not in ("chexpert", "negbio"):
+        raise SourceError(f"mimic reader: labels must be 'chexpert' or 'negbio', got {labeler!r}")
+    label_columns = [dataset_name(label, "mimic") for label in labels]
+    study_labels = read_table(root, labeler, ["subject_id", "study_id", *label_columns])
+    label_file = f"{root / PREFIX}-{labeler}.csv.gz"
+    unique_keys(study_labels, ["subject_id", "study_id"], label_file)
+    check_raw_labels(study_labels, label_columns, Path(label_file))
+    metadata = read_table(root, "metadata", ["dicom_id", "subject_id", "study_id", "ViewPosition"])
+    unique_keys(metadata, ["dicom_id"], f"{root / PREFIX}-metadata.csv.gz")
+    split = read_table(root, "split", ["dicom_id", "study_id", "subject_id", "split"])
+    unique_keys(split, ["dicom_id"], f"{root / PREFIX}-split.csv.gz")
+    unknown_split = ~split["split"].isin(list(SPLITS))
+    if unknown_split.any():
+        row = int(np.flatnonzero(unknown_split.to_numpy())[0])
+        raise SourceError(
+            f"{root / PREFIX}-split.csv.gz: row {row + 2}, column 'split': {split['split'].iloc[row]!r} "
+            f"is not one of {sorted(SPLITS)}"
+        )
+
+    images = metadata.merge(
+        split[["dicom_id", "subject_id", "study_id", "split"]], on="dicom_id", how="left",
+        suffixes=("", "_split"), validate="one_to_one",
+    )  # fmt: skip
+    mismatch = images["split"].notna() & (
+        (images["subject_id"] != images["subject_id_split"]) | (images["study_id"] != images["study_id_split"])
+    )
+    if mismatch.any():
+        bad = images.loc[mismatch].iloc[0]
+        raise SourceError(
+            f"{root / PREFIX}-split.csv.gz: dicom_id {bad['dicom_id']} has subject/study "
+            f"{bad['subject_id_split']}/{bad['study_id_split']}, metadata says {bad['subject_id']}/{bad['study_id']}"
+        )
+    # A study with no label row was not labelled: its labels are blank, not negative.
+    images = images.merge(study_labels, on=["subject_id", "study_id"], how="left", validate="many_to_one")
+    subject = images["subject_id"]
+    paths = "files/p" + subject.str[:2] + "/p" + subject + "/s" + images["study_id"] + "/" + images["dicom_id"] + ".jpg"
+    return assemble(
+        dataset=name,
+        native_ids=images["dicom_id"],
+        paths=paths,
+        patients=subject,
+        studies=images["study_id"],
+        views=normalize_view(images["ViewPosition"]),
+        sexes=pd.Series("U", index=images.index),
+        ages=pd.Series(np.nan, index=images.index),
+        official_split=images["split"].map(SPLITS).fillna(""),
+        raw={label: images[col] for label, col in zip(labels, label_columns, strict=True)},
+        source=root,
+    )

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrgen.labels import PAPER_UNCERTAINTY, apply_policies, apply_policy, dataset_name
+
+RAW = np.array([1.0, 0.0, -1.0, np.nan])
+
+
+@pytest.mark.parametrize(
+    ("policy", "blank", "expected"),
+    [
+        ("ones", "zeros", [1, 0, 1, 0]),
+        ("zeros", "zeros", [1, 0, 0, 0]),
+        ("ignore", "zeros", [1, 0, np.nan, 0]),
+        ("ones", "ignore", [1, 0, 1, np.nan]),
+        ("zeros", "ignore", [1, 0, 0, np.nan]),
+        ("ignore", "ignore", [1, 0, np.nan, np.nan]),
+    ],
+)
+def test_every_policy(policy: str, blank: str, expected: list[float]) -> None:
+    np.testing.assert_array_equal(apply_policy(RAW, policy, blank), expected)  # type: ignore[arg-type]
+
+
+def test_paper_policies_per_label() -> None:
+    frame = pd.DataFrame({f"raw_{label}": RAW for label in PAPER_UNCERTAINTY})
+    out = apply_policies(frame, list(PAPER_UNCERTAINTY), PAPER_UNCERTAINTY, "zeros")
+    np.testing.assert_array_equal(out["Atelectasis"], [1, 0, 1, 0])  # U-Ones
+    np.testing.assert_array_equal(out["Cardiomegaly"], [1, 0, 0, 0])  # U-Zeroes
+    np.testing.assert_array_equal(out["raw_Edema"], RAW)  # raw values kept
+
+
+def test_nih_spells_effusion_its_own_way() -> None:
+    assert dataset_name("Pleural Effusion", "nih") == "Effusion"
+    assert dataset_name("Pleural Effusion", "chexpert") == "Pleural Effusion"
