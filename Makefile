@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/cxrgen synthesize runs/demo-data --config configs/demo.yaml
+	$(BIN)/cxrgen synthesize runs/demo-data --scale 0.5 --image-size 128
 	$(BIN)/cxrgen study configs/demo.yaml
 	$(BIN)/cxrgen report runs/demo
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from native import CHEX_FIXTURE_ROWS, chexpert_csv, mimic_root, nih_data_entry
 
 STUDY = """\

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from native import CHEX_FIXTURE_ROWS, LABELS, chexpert_csv, mimic_root, nih_data_entry
 
 from cxrgen.sources import READERS, SourceError, get_reader
 from cxrgen.sources.common import BASE_COLUMNS
+from native import CHEX_FIXTURE_ROWS, LABELS, chexpert_csv, mimic_root, nih_data_entry
 
 
 def read(reader: str, root: Path, **options: object) -> pd.DataFrame:
@@ -89,7 +89,7 @@ def test_chexpert_missing_column_duplicate_and_empty(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="not a readable CheXpert CSV"):
         read("chexpert", tmp_path)
     csv.unlink()
-    with pytest.raises(SourceError, match="missing train.csv"):
+    with pytest.raises(SourceError, match=r"missing train.csv"):
         read("chexpert", tmp_path)
 
 
@@ -129,6 +129,7 @@ def test_nih_finds_images_flat_or_in_numbered_folders(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.filterwarnings("ignore:.*age.*above 120")
 def test_nih_bad_inputs(tmp_path: Path) -> None:
     path = nih_data_entry(tmp_path, "v2020")
     text = path.read_text()
@@ -139,7 +140,7 @@ def test_nih_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="column 4 is 'Patient', expected 'Patient ID'"):
         read("nih", tmp_path)
     path.write_text(text + text.splitlines()[1] + "\n")
-    with pytest.raises(SourceError, match="duplicate image id.*00000001_000.png"):
+    with pytest.raises(SourceError, match=r"duplicate image id.*00000001_000.png"):
         read("nih", tmp_path)
     path.write_text("")
     with pytest.raises(SourceError, match="empty file"):
@@ -217,7 +218,7 @@ def test_mimic_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="missing column\\(s\\) 'split'"):
         read("mimic", root)
     (root / "mimic-cxr-2.0.0-split.csv.gz").unlink()
-    with pytest.raises(SourceError, match="missing MIMIC-CXR-JPG table mimic-cxr-2.0.0-split.csv.gz"):
+    with pytest.raises(SourceError, match=r"missing MIMIC-CXR-JPG table mimic-cxr-2.0.0-split.csv.gz"):
         read("mimic", root)
     with pytest.raises(SourceError, match="labels must be 'chexpert' or 'negbio'"):
         read("mimic", root, labeler="other")

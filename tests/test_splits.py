@@ -59,7 +59,7 @@ def test_official_split_carves_val_from_train_val_by_patient() -> None:
 
 def test_leakage_check_names_the_patient() -> None:
     splits = pd.DataFrame({"split": ["train", "test", "train"]})
-    with pytest.raises(LeakageError, match="1 patient.*nih:7"):
+    with pytest.raises(LeakageError, match=r"1 patient.*nih:7"):
         check_leakage(splits, pd.Series(["nih:7", "nih:7", "nih:8"]))
 
 

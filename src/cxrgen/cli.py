@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -14,6 +15,7 @@ import pandas as pd
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cxrgen.errors import CxrgenError
@@ -72,6 +74,23 @@ def print_frame(frame: pd.DataFrame, title: str) -> None:
     console.print(table)
 
 
+@contextlib.contextmanager
+def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
+    """Rich progress bars, one per task name, updated through ``(task, done, total)`` calls."""
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err_console, transient=False,
+    ) as bars:
+        tasks: dict[str, TaskID] = {}
+
+        def update(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bars.add_task(name, total=total)
+            bars.update(tasks[name], completed=done, total=total)
+
+        yield update
+
+
 def parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
@@ -98,10 +117,121 @@ def prepare(
     if until not in STAGES:
         raise typer.BadParameter(f"--until must be one of {', '.join(STAGES)}, got {until!r}")
     config = load_study(study)
-    prepared = run_prepare(config, until=until, workers=workers, shard=parse_shard(shard))  # type: ignore[arg-type]
+    with progress_bars() as progress:
+        prepared = run_prepare(config, until=until, workers=workers, shard=parse_shard(shard), progress=progress)
     if prepared.cohort is not None:
         print_frame(prepared.cohort, f"{config.name}: images, patients, sex, age and positives per split")
+    if prepared.excluded_tests is not None:
+        print_frame(prepared.excluded_tests, "test sets: images that failed to decode are reported, never dropped")
     console.print(f"wrote {config.out}")
+
+
+@command("evaluate")
+def evaluate(
+    predictions: Annotated[list[Path], typer.Argument(help="Predictions files: image_id, patient_id, y_/p_<label>.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for auc.csv (and comparisons.csv with 2+ files).")],
+    n_boot: Annotated[int, typer.Option(help="Patient-clustered bootstrap resamples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    ci: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
+) -> None:
+    """Per-label AUC with bootstrap and DeLong intervals; DeLong tests between files."""
+    from cxrgen.evaluate import evaluate_files
+
+    auc, comparisons = evaluate_files(predictions, out, n_boot=n_boot, seed=seed, ci=ci)
+    print_frame(auc[["source", "label", "auc", "ci_low", "ci_high", "n_pos", "n_neg"]].round(4), "AUC")
+    if comparisons is not None:
+        shown = comparisons[["a", "b", "label", "test", "auc_a", "auc_b", "p", "p_holm"]]
+        print_frame(shown.round({"auc_a": 4, "auc_b": 4}), "comparisons")  # p unrounded: 1e-30 is not 0
+    console.print(f"wrote {out}")
+
+
+@command("synthesize")
+def synthesize(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the three synthetic hospitals and study.yaml.")],
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+    scale: Annotated[float, typer.Option(help="Multiplies patient counts (1.0: about 3,400 images).")] = 1.0,
+    image_size: Annotated[int, typer.Option(help="Image height in pixels.")] = 256,
+    workers: Annotated[int | None, typer.Option(help="Rendering processes (default: cores, at most 8).")] = None,
+) -> None:
+    """Write CheXpert-, NIH- and MIMIC-like synthetic datasets in their native layouts, and a study file."""
+    from cxrgen.synthetic import write_synthetic
+
+    workers = workers or min(8, os.cpu_count() or 1)
+    write_synthetic(out_dir, seed=seed, scale=scale, image_size=image_size, workers=workers)
+    console.print(f"wrote {out_dir} (study file {out_dir / 'study.yaml'})")
+
+
+@command("report")
+def report(
+    study_dir: Annotated[Path, typer.Argument(help="The study directory (config.yaml, manifest.parquet, runs/).")],
+    review: Annotated[bool, typer.Option(help="Error review with Grad-CAM (loads checkpoints and images).")] = True,
+) -> None:
+    """Table 1, comparisons, ROC and dataset figures, error review -> STUDY_DIR/results/report.html."""
+    from cxrgen.report import build_report
+
+    with console.status("report") as status:
+        results = build_report(study_dir, review=review, progress=lambda step: status.update(f"report: {step}"))
+    console.print(f"wrote {results / 'report.html'}")
+
+
+@command("models")
+def models(
+    labels: Annotated[int, typer.Option(help="Outputs of the classifier (the paper: 5).")] = 5,
+) -> None:
+    """Registered architectures: input size and trainable parameters (Keras-faithful) beside the paper's."""
+    from cxrgen.models import models_table
+
+    print_frame(pd.DataFrame(models_table(num_labels=labels)), "architectures")
+
+
+@command("train")
+def train(
+    study: Annotated[Path, typer.Argument(help="The study YAML file.")],
+    configuration: Annotated[str, typer.Option(help="Configuration name.")],
+    arch: Annotated[str, typer.Option(help="Architecture (see cxrgen models) or any timm model name.")],
+) -> None:
+    """Train one run; a rerun resumes from last.ckpt, a finished run returns at once."""
+    from cxrgen.config import load_study
+    from cxrgen.training import train_run
+
+    config = load_study(study)
+    console.print(f"wrote {train_run(config, config.out, configuration, arch, progress=True)}")
+
+
+@command("predict")
+def predict(
+    study: Annotated[Path, typer.Argument(help="The study YAML file.")],
+    configuration: Annotated[str, typer.Option(help="Configuration name.")],
+    arch: Annotated[str, typer.Option(help="Architecture of the trained run.")],
+    test_set: Annotated[str | None, typer.Option(help="internal or an external dataset (default: all).")] = None,
+) -> None:
+    """Predictions of a run's best.ckpt on its test sets -> runs/<configuration>/<arch>/predictions/."""
+    from cxrgen.config import load_study
+    from cxrgen.predict import predict_run
+    from cxrgen.study import test_sets
+
+    config = load_study(study)
+    conf = next((c for c in config.configurations if c.name == configuration), None)
+    if conf is None:
+        raise CxrgenError(f"{study}: no configuration {configuration!r}")
+    for name in [test_set] if test_set else [t.name for t in test_sets(conf)]:
+        console.print(f"wrote {predict_run(config, config.out, configuration, arch, name)}")
+
+
+@command("study")
+def study(
+    study: Annotated[Path, typer.Argument(help="The study YAML file.")],
+    only: Annotated[str | None, typer.Option(help="Run only CONFIGURATION/ARCH, e.g. nih/densenet121.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes for verify and cache (default: all cores).")] = None,
+) -> None:
+    """Prepare, then train, predict and evaluate every configuration x architecture; resumable."""
+    from cxrgen.config import load_study
+    from cxrgen.study import run_study, summary
+
+    config = load_study(study)
+    table = run_study(config, only=only, workers=workers, progress=lambda step: console.rule(step, style="dim"))
+    print_frame(summary(table), f"{config.name}: mean AUC over {len(config.labels)} labels")
+    console.print(f"wrote {config.out}; next: cxrgen report {config.out}")
 
 
 def main() -> None:

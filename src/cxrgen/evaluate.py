@@ -18,10 +18,8 @@ Outputs of :func:`evaluate_files`:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from cxrgen import metrics
+from cxrgen.errors import CxrgenError
+from cxrgen.fileio import write_csv
 
 __all__ = [
     "AUC_COLUMNS",
@@ -39,7 +39,6 @@ __all__ = [
     "compare_predictions",
     "evaluate_files",
     "read_predictions",
-    "write_csv_atomic",
 ]
 
 #: Columns of the tidy AUC table, after any caller-supplied columns (``test_set``, ``configuration``...).
@@ -76,7 +75,7 @@ COMPARISON_COLUMNS: tuple[str, ...] = (
 )
 
 
-class PredictionsError(ValueError):
+class PredictionsError(CxrgenError, ValueError):
     """A predictions file breaks the schema; the message names the file and the column."""
 
 
@@ -270,27 +269,6 @@ def compare_predictions(
     return out
 
 
-def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write ``df`` to ``path`` as CSV via a temporary file in the same folder and ``os.replace``.
-
-    Readers never see a half-written file, and an interrupted write leaves the previous version intact.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return target
-
-
 def _source_names(paths: Sequence[Path]) -> list[str]:
     """Shortest trailing path (without suffix) that tells the files apart: ``mimic`` or ``nih/x/mimic``."""
     parts = [list(p.with_suffix("").parts) for p in paths]
@@ -338,7 +316,7 @@ def evaluate_files(
     ]
     auc = pd.concat(tables, ignore_index=True)
     out = Path(out_dir)
-    write_csv_atomic(auc, out / "auc.csv")
+    write_csv(auc, out / "auc.csv")  # atomic: temporary file + os.replace
     if len(files) < 2:
         return auc, None
     comps = []
@@ -350,5 +328,5 @@ def evaluate_files(
     comparisons = (
         pd.concat(comps, ignore_index=True) if comps else pd.DataFrame(columns=list(COMPARISON_COLUMNS))
     )
-    write_csv_atomic(comparisons, out / "comparisons.csv")
+    write_csv(comparisons, out / "comparisons.csv")
     return auc, comparisons

@@ -204,15 +204,26 @@ def roc_curve_points(
 def _group_matrices(
     y: FloatArray, p: FloatArray, rows: IntArray, n_rows: int
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """Count matrices [n_rows, G] of positive and negative images per (row, distinct score value).
+    """Count matrices [n_rows, G] of positive and negative images per (row, block of scores).
 
-    ``G`` is the number of distinct scores, ordered ascending; ``rows`` maps each image to a row (the image
-    itself for :func:`weighted_auc`, its patient for the bootstrap). Multiplying a weight vector over rows
-    by these matrices gives the weighted number of positives / negatives at each distinct score.
+    Blocks partition the ascending scores: a score shared by both classes is a block of its own (its ties
+    count one half); consecutive scores held by one class only merge into one block, since no comparison
+    happens inside it. This keeps ``G`` near the number of class changes along the sorted scores rather
+    than the number of images (about 4 times fewer columns at 15% prevalence). ``rows`` maps each image to
+    a row (the image itself for :func:`weighted_auc`, its patient for the bootstrap). Multiplying a weight
+    vector over rows by these matrices gives the weighted positives / negatives in each block.
     """
-    _, value_idx = np.unique(p, return_inverse=True)  # dense ascending code of each score
-    n_values = int(value_idx.max()) + 1 if p.size else 0
     pos = y == 1
+    _, value_idx = np.unique(p, return_inverse=True)  # dense ascending code of each distinct score
+    value_idx = value_idx.ravel()
+    n_distinct = int(value_idx.max()) + 1 if p.size else 0
+    has_pos = np.bincount(value_idx[pos], minlength=n_distinct) > 0
+    has_neg = np.bincount(value_idx[~pos], minlength=n_distinct) > 0
+    kind = has_pos.astype(np.int8) + 2 * has_neg.astype(np.int8)  # 1 positive only, 2 negative only, 3 both
+    new_block = np.r_[True, (kind[1:] != kind[:-1]) | (kind[1:] == 3)] if n_distinct else np.empty(0, bool)
+    block_of_value = np.cumsum(new_block) - 1
+    value_idx = block_of_value[value_idx]
+    n_values = int(block_of_value[-1]) + 1 if n_distinct else 0
 
     def count(mask: NDArray[np.bool_]) -> sp.csr_matrix:
         data = np.ones(int(mask.sum()), dtype=np.float64)
@@ -357,7 +368,7 @@ def clustered_bootstrap_auc(
 
     samples = np.full((n_boot, n_labels), np.nan)
     rng = np.random.default_rng(seed)
-    for start in range(0, n_boot, _BOOT_CHUNK):
+    for start in range(0, n_boot if any(m is not None for m in mats) else 0, _BOOT_CHUNK):
         b = min(_BOOT_CHUNK, n_boot - start)
         draws = rng.integers(0, n_pat, size=(b, n_pat))  # [b, P] patient indices drawn with replacement
         offsets = (np.arange(b, dtype=np.int64) * n_pat)[:, None]
@@ -591,8 +602,9 @@ class UnpairedTestResult:
 def unpaired_auc_test(auc_a: float, var_a: float, auc_b: float, var_b: float) -> UnpairedTestResult:
     """Compare two independent AUCs with a z test on their (e.g. DeLong) variances.
 
-    Use for models evaluated on different images; images shared by both sets make the test conservative
-    only if their correlation is positive, so prefer :func:`delong_paired_test` whenever the sets coincide.
+    Use for models evaluated on different images. If the two sets share images, the two AUCs are usually
+    positively correlated and this test is conservative; use :func:`delong_paired_test` when the sets
+    coincide.
     """
     diff = auc_a - auc_b
     var = var_a + var_b

@@ -164,7 +164,8 @@ def _read_weights(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
 
 def _load_backbone(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """Load every backbone tensor; the classifier is ours (new label count), so the file's is dropped."""
-    classifier = str(model.pretrained_cfg.get("classifier", "classifier"))
+    cfg: Mapping[str, object] = getattr(model, "pretrained_cfg", {})
+    classifier = str(cfg.get("classifier", "classifier"))
     state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(classifier + ".")]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -11,12 +13,14 @@ import pandas as pd
 
 from cxrgen.cohort import describe
 from cxrgen.config import StudyConfig, dump_resolved
-from cxrgen.fileio import write_parquet, write_text
+from cxrgen.fileio import parquet_metadata, write_parquet, write_text
 from cxrgen.manifest import build_manifest
 from cxrgen.splits import make_splits
 
 Stage = Literal["manifest", "splits", "verify", "cache"]
 STAGES: tuple[Stage, ...] = ("manifest", "splits", "verify", "cache")
+#: Called with (task, done, total) as verify and cache make progress.
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -27,6 +31,7 @@ class Prepared:
     splits: pd.DataFrame | None = None
     cohort: pd.DataFrame | None = None
     excluded: pd.DataFrame | None = None
+    excluded_tests: pd.DataFrame | None = None
     caches: list[Path] = field(default_factory=list)
 
 
@@ -39,12 +44,44 @@ def frame_digest(frame: pd.DataFrame) -> str:
 def write_if_changed(frame: pd.DataFrame, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Keep an identical artifact untouched, so files that depend on its mtime stay valid."""
     digest = frame_digest(frame)
-    if path.exists():
-        from cxrgen.fileio import parquet_metadata
-
-        if parquet_metadata(path).get("cxrgen_digest") == digest:
-            return
+    if path.exists() and parquet_metadata(path).get("cxrgen_digest") == digest:
+        return
     write_parquet(frame, path, {**(metadata or {}), "cxrgen_digest": digest})
+
+
+def run_verify(
+    config: StudyConfig, manifest: pd.DataFrame, workers: int | None, progress: Progress | None
+) -> pd.DataFrame:
+    """Decode every image once; skipped when ``excluded.csv`` was made from the same manifest."""
+    from cxrgen.verify import read_excluded, verify_manifest
+
+    stamp = config.out / "verify.json"
+    digest = frame_digest(manifest)
+    done = (config.out / "excluded.csv").exists() and stamp.exists()
+    if done and json.loads(stamp.read_text()).get("manifest_digest") == digest:
+        return read_excluded(config.out)
+    roots = {name: ds.root for name, ds in config.datasets.items()}
+    report = (lambda done, total: progress("verify", done, total)) if progress else None
+    excluded = verify_manifest(manifest, roots, config.out, workers=workers, progress=report)
+    write_text(stamp, json.dumps({"manifest_digest": digest, "excluded": len(excluded)}))
+    return excluded
+
+
+def run_cache(
+    config: StudyConfig,
+    manifest: pd.DataFrame,
+    workers: int | None,
+    shard: tuple[int, int] | None,
+    progress: Progress | None,
+) -> list[Path]:
+    """Build the preprocessed caches every architecture of the study needs (at its input size)."""
+    from cxrgen.cache import ensure_caches
+    from cxrgen.models import get_arch
+
+    sizes = {arch: get_arch(arch).input_size for arch in config.architectures}
+    report = (lambda key, done, total: progress(f"cache {key}", done, total)) if progress else None
+    folders = ensure_caches(config, config.out, manifest, sizes, workers=workers, shard=shard, progress=report)
+    return list(folders.values())
 
 
 def run_prepare(
@@ -53,6 +90,7 @@ def run_prepare(
     until: Stage = "cache",
     workers: int | None = None,
     shard: tuple[int, int] | None = None,
+    progress: Progress | None = None,
 ) -> Prepared:
     """Run the preparation stages up to and including ``until``.
 
@@ -72,4 +110,12 @@ def run_prepare(
     write_if_changed(splits, out / "splits.parquet", metadata)
     prepared.splits = splits
     prepared.cohort = describe(manifest, splits, list(config.labels))
+    if STAGES.index(until) < STAGES.index("verify"):
+        return prepared
+    from cxrgen.verify import excluded_test_counts
+
+    prepared.excluded = run_verify(config, manifest, workers, progress)
+    prepared.excluded_tests = excluded_test_counts(prepared.excluded, splits)
+    if until == "cache":
+        prepared.caches = run_cache(config, manifest, workers, shard, progress)
     return prepared

@@ -300,7 +300,7 @@ class Acquisition:
         window: attenuation mapped to black and to white.
         noise: standard deviation of additive quantum noise, in [0, 1] intensity units.
         blur: Gaussian sigma of the detector blur, in pixels of a 256 px image (scaled with size).
-        resolution: the detector samples at this fraction of the output size, then is upsampled.
+        resolution: the detector samples at this fraction of the output size; pixels are upsampled.
         marker: laterality letter stamped on frontal views ("L" or "R").
         marker_corner: "tl", "tr", "bl" or "br".
         collimation: largest collimator border, as a fraction of the image side (0: none).
@@ -320,16 +320,23 @@ class Acquisition:
     jitter: float = 0.08
 
 
-def acquire(attenuation: Array, acquisition: Acquisition, rng: np.random.Generator, *, frontal: bool) -> Array:
-    """Pixels (uint8 [H, W]) from an attenuation map: window, gamma, blur, noise, marker, collimation."""
+def detector_shape(acquisition: Acquisition, shape: tuple[int, int]) -> tuple[int, int]:
+    """The (H, W) the detector samples for an output of ``shape``; render the phantom at this size."""
+    return (max(16, round(shape[0] * acquisition.resolution)), max(16, round(shape[1] * acquisition.resolution)))
+
+
+def acquire(
+    attenuation: Array, acquisition: Acquisition, rng: np.random.Generator, *, frontal: bool, shape: tuple[int, int]
+) -> Array:
+    """Pixels (uint8 ``shape``) from an attenuation map at detector size: window, gamma, upsampling, blur,
+    noise, marker, collimation."""
     a = acquisition
-    height, width = attenuation.shape
+    height, width = shape
     spread = np.exp(rng.normal(0.0, a.jitter, size=3))
     low, high = a.window[0], a.window[0] + (a.window[1] - a.window[0]) * float(spread[0])
     image = cv2.pow(np.clip((attenuation - low) / (high - low), 0.0, 1.0), a.gamma * float(spread[1]))
-    if a.resolution < 1.0:
-        small = (max(8, round(width * a.resolution)), max(8, round(height * a.resolution)))
-        image = cv2.resize(cv2.resize(image, small, interpolation=cv2.INTER_AREA), (width, height))
+    if image.shape != shape:
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     if a.blur > 0:
         image = cv2.GaussianBlur(image, (0, 0), a.blur * height / 256.0)
     image = image + rng.standard_normal(image.shape, dtype=np.float32) * np.float32(a.noise * spread[2])

@@ -30,7 +30,7 @@ from cxrgen.synthetic.hospitals import (
     PatientSpec,
     sample_patients,
 )
-from cxrgen.synthetic.phantom import DRAWN_FINDINGS, acquire, render_frontal, render_lateral
+from cxrgen.synthetic.phantom import DRAWN_FINDINGS, acquire, detector_shape, render_frontal, render_lateral
 
 CHEXPERT_FOLDER = "CheXpert-v1.0-small"
 CHEXPERT_HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_OBSERVATIONS]
@@ -79,7 +79,7 @@ class RenderTask(NamedTuple):
 
     path: str
     hospital: str
-    index: int
+    serial: int
     view: str
     signs: tuple[tuple[str, float], ...]
     device: bool
@@ -133,7 +133,7 @@ def _task(path: str, hospital: str, index: int, view: str, patient: PatientSpec,
 
 
 def plan_chexpert(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], list[RenderTask]]:
-    """``chexpert/CheXpert-v1.0-small/{train,valid}.csv`` and their images (72 % AP portable-heavy site)."""
+    """``chexpert/CheXpert-v1.0-small/{train,valid}.csv`` and their images; valid patients follow train."""
     rng = _metadata_rng(seed, "chexpert")
     hospital = HOSPITALS["chexpert"]
     shape = (size, round(size * 1.2))  # CheXpert-small is landscape, about 390 x 320
@@ -150,7 +150,8 @@ def plan_chexpert(seed: int, scale: float, size: int) -> tuple[dict[str, bytes],
             for k, study in enumerate(patient.studies):
                 for j, image in enumerate(study.images, start=1):
                     kind = "frontal" if image.frontal else "lateral"
-                    path = f"{CHEXPERT_FOLDER}/{part}/patient{patient.number:05d}/study{study.number}/view{j}_{kind}.jpg"
+                    folder = f"{CHEXPERT_FOLDER}/{part}/patient{patient.number:05d}/study{study.number}"
+                    path = f"{folder}/view{j}_{kind}.jpg"
                     rows.append([
                         path, patient.sex, study.age, kind.capitalize(), image.view if image.frontal else "",
                         *(_fmt(study.raw[name]) for name in CHEXPERT_OBSERVATIONS),
@@ -226,13 +227,17 @@ def plan_mimic(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], li
         groups += made
     subjects = _unique_ids(rng, 10_000_000, 20_000_000, len(groups))
     study_ids = _unique_ids(rng, 50_000_000, 60_000_000, sum(len(p.studies) for p in groups))
-    labels, negbio, metadata, splits = [], [], [], []
+    labels: list[list[str]] = []
+    negbio: list[list[str]] = []
+    metadata: list[list[str]] = []
+    splits: list[list[str]] = []
     tasks: list[RenderTask] = []
     next_study = iter(study_ids)
-    for patient, subject in zip(groups, subjects, strict=True):
+    for patient, subject_number in zip(groups, subjects, strict=True):
+        subject = str(subject_number)
         day = np.datetime64("2110-01-01") + int(rng.integers(0, 365 * 80))
         for k, study in enumerate(patient.studies):
-            study_id = next(next_study)
+            study_id = str(next(next_study))
             day += int(rng.integers(1, 400))
             labels.append([subject, study_id, *(_fmt(study.raw[n]) for n in MIMIC_LABEL_HEADER[2:])])
             negbio.append([subject, study_id, *(_fmt(_negbio(study.raw[n], rng)) for n in MIMIC_LABEL_HEADER[2:])])
@@ -243,15 +248,17 @@ def plan_mimic(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], li
             for image_spec in study.images:
                 dicom = "-".join(f"{int(v):08x}" for v in rng.integers(0, 2**32, size=5))
                 view = "" if rng.random() < 0.01 else image_spec.view
-                orientation = "" if rng.random() < 0.02 else ("Recumbent" if portable and rng.random() < 0.5 else "Erect")
+                supine = portable and rng.random() < 0.5
+                orientation = "" if rng.random() < 0.02 else ("Recumbent" if supine else "Erect")
                 metadata.append([
-                    dicom, subject, study_id, procedure, view, shape[0], shape[1], str(day).replace("-", ""), time,
-                    procedure, _VIEW_MEANING.get(view, ""), orientation,
+                    dicom, subject, study_id, procedure, view, str(shape[0]), str(shape[1]),
+                    str(day).replace("-", ""), time, procedure, _VIEW_MEANING.get(view, ""), orientation,
                 ])
                 splits.append([dicom, study_id, subject, patient.split])
-                path = f"mimic/files/p{str(subject)[:2]}/p{subject}/s{study_id}/{dicom}.jpg"
+                path = f"mimic/files/p{subject[:2]}/p{subject}/s{study_id}/{dicom}.jpg"
                 tasks.append(_task(path, "mimic", image_spec.index, image_spec.view, patient, k, shape))
     # Four different row orders, as the real tables do not share one: a join by row position must fail.
+    # Ids are fixed-width digit strings, so sorting the strings sorts the numbers.
     tables = {
         "chexpert": (MIMIC_LABEL_HEADER, sorted(labels, key=lambda r: (r[0], r[1]))),
         "negbio": (MIMIC_LABEL_HEADER, sorted(negbio, key=lambda r: r[1])),
@@ -295,14 +302,16 @@ configurations:
 def render_task(task: RenderTask, seed: int) -> bytes:
     """The encoded image of one task: PNG (8-bit gray, about 1 % RGBA like NIH) or baseline JPEG."""
     hospital = HOSPITALS[task.hospital]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, hospital.code, task.index + 1]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, hospital.code, task.serial + 1]))
     signs = dict(task.signs)
     frontal = task.view in ("PA", "AP")
+    detector = detector_shape(hospital.acquisition, task.shape)
     if frontal:
-        attenuation, _ = render_frontal(rng, signs, task.shape, device=task.device, meniscus=hospital.meniscus)
+        attenuation, _ = render_frontal(rng, signs, detector, device=task.device, meniscus=hospital.meniscus)
     else:
-        attenuation = render_lateral(rng, signs, task.shape, device=task.device)
-    picture = Image.fromarray(acquire(attenuation, hospital.acquisition, rng, frontal=frontal), mode="L")
+        attenuation = render_lateral(rng, signs, detector, device=task.device)
+    pixels = acquire(attenuation, hospital.acquisition, rng, frontal=frontal, shape=task.shape)
+    picture = Image.fromarray(pixels)
     buffer = io.BytesIO()
     if task.png:
         if rng.random() < 0.01:

@@ -1,0 +1,96 @@
+"""Per-image speed of the two preprocessing engines and how far apart their pixels are.
+
+Three kinds of input: a CheXpert-small-like JPEG (~320x390), an NIH PNG (1024x1024; a real one from
+../shared/realdata when present) and a full-resolution JPEG (2320x2828, an NIH image upscaled). Each is run
+through ``preprocess`` with both engines, one thread (the cache runs one process per core), and the uint8
+outputs are compared. Run: ``.venv/bin/python benchmarks/preprocess.py [--size 224]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from cxrgen import images
+from cxrgen.images import preprocess
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "nih" / "images_1024"
+
+
+def _source() -> tuple[np.ndarray, str]:
+    """An 8-bit 1024x1024 chest X-ray: a real NIH PNG when available, else a smooth synthetic one."""
+    pngs = sorted(REALDATA.glob("*.png")) if REALDATA.is_dir() else []
+    if pngs:
+        return np.asarray(Image.open(pngs[0]).convert("L")), f"real NIH {pngs[0].name}"
+    y, x = np.mgrid[0:1024, 0:1024] / 1024.0
+    lungs = np.exp(-(((x - 0.32) / 0.14) ** 2 + ((y - 0.5) / 0.3) ** 2)) + np.exp(
+        -(((x - 0.68) / 0.14) ** 2 + ((y - 0.5) / 0.3) ** 2)
+    )
+    body = 200 - 120 * lungs + np.random.default_rng(0).normal(0, 6, (1024, 1024))
+    return np.clip(body, 0, 255).astype(np.uint8), "synthetic phantom"
+
+
+def _inputs(folder: Path) -> list[tuple[str, Path, int]]:
+    """(name, file, repeats) for the three kinds of input, written into ``folder``."""
+    gray, origin = _source()
+    small = folder / "chexpert_small.jpg"
+    Image.fromarray(cv2.resize(gray, (320, 390), interpolation=cv2.INTER_AREA)).save(small, quality=95)
+    nih = folder / "nih.png"
+    Image.fromarray(gray).save(nih)
+    full = folder / "full.jpg"
+    Image.fromarray(cv2.resize(gray, (2320, 2828), interpolation=cv2.INTER_CUBIC)).save(full, quality=95)
+    return [
+        ("CheXpert-small JPEG 320x390", small, 20),
+        (f"NIH PNG 1024x1024 ({origin})", nih, 8),
+        ("full-size JPEG 2320x2828", full, 3),
+    ]
+
+
+def _rate(step: Callable[[], object], repeats: int) -> float:
+    step()  # warm-up: imports, caches, OpenCV kernels
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return repeats / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=224)
+    size = parser.parse_args().size
+    cv2.setNumThreads(1)
+    print(f"preprocess to {size}x{size}, one thread per image (images/s; difference of the uint8 outputs)\n")
+    print("| input | skimage img/s | opencv img/s | opencv / skimage | mean diff (levels, % range) | max diff |")
+    print("|---|---|---|---|---|---|")
+    resize_rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path, repeats in _inputs(Path(tmp)):
+            paper = _rate(partial(preprocess, path, size, "skimage"), repeats)
+            fast = _rate(partial(preprocess, path, size, "opencv"), repeats)
+            diff = np.abs(preprocess(path, size, "skimage").astype(int) - preprocess(path, size, "opencv"))
+            print(
+                f"| {name} | {paper:.1f} | {fast:.1f} | {fast / paper:.1f}x | "
+                f"{diff.mean():.2f} ({100 * diff.mean() / 255:.2f} %) | {diff.max()} ({100 * diff.max() / 255:.1f} %) |"
+            )
+            equalized = images.clahe_skimage(images.decode(path))
+            exact = np.abs(images.resize_skimage(equalized, size) - images.resize_opencv(equalized, size)).max()
+            resize_paper = _rate(partial(images.resize_skimage, equalized, size), repeats)
+            resize_fast = _rate(partial(images.resize_opencv, equalized, size), repeats)
+            resize_rows.append((name, resize_paper, resize_fast, exact))
+    print("\nresize alone (same CLAHE input): skimage.transform.resize vs the OpenCV rebuild\n")
+    print("| input | skimage img/s | opencv img/s | speed-up | max abs difference (0-1 scale) |")
+    print("|---|---|---|---|---|")
+    for name, paper, fast, exact in resize_rows:
+        print(f"| {name} | {paper:.1f} | {fast:.1f} | {fast / paper:.1f}x | {exact:.1e} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,406 @@
+"""Preprocess each (dataset, size, engine, CLAHE) once into a uint8 memory-mapped array.
+
+A cache is a folder ``<study_dir>/cache/<key>/`` (key ``<dataset>-<size>-<engine>[-noclahe]``) holding
+
+* ``images.npy``: uint8 [N, size, size], rows in ``image_id`` order; an image that fails to decode is all zeros;
+* ``index.parquet``: ``row, image_id, path, ok, reason`` (``ok`` False for the zero rows, with the reason);
+* ``meta.json``: parameters, fingerprint, dataset, size, engine, count, library versions;
+* ``progress-<k>of<n>.jsonl``: which chunks each process finished (an audit trail of the build).
+
+The fingerprint hashes the sorted (image_id, path, file size, mtime_ns) list, the parameters and
+:data:`cxrgen.images.PREPROCESS_VERSION`; a cache with another fingerprint is rebuilt.
+
+The build is resumable and shardable: it happens in ``<key>.partial/``, chunk by chunk; a chunk's pixels are
+written into the memmap and flushed before its id is appended (and fsynced) to the progress file, so a killed
+build, rerun, skips finished chunks and ends byte-identical to an uninterrupted one. ``shard=(k, n)`` takes the
+chunks with ``chunk_id % n == k - 1``; whoever finds every chunk done writes the index and renames the folder
+to its final name, the one atomic step that publishes a cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from cxrgen.config import StudyConfig
+from cxrgen.errors import CxrgenError
+from cxrgen.fileio import write_parquet, write_text
+from cxrgen.images import ENGINES, PREPROCESS_VERSION, Engine, ImageError, preprocess
+from cxrgen.verify import default_workers
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "cache"
+#: Images per chunk: the unit of work, of resume and of sharding (~13 MB of uint8 at 224).
+CHUNK = 256
+IMAGES = "images.npy"
+INDEX = "index.parquet"
+META = "meta.json"
+PARTIAL_SUFFIX = ".partial"
+
+Progress = Callable[[int, int], None]
+
+
+class CacheError(CxrgenError, RuntimeError):
+    """A cache that cannot be built or used; the message names the folder."""
+
+
+def cache_key(dataset: str, size: int, engine: str, clahe: bool) -> str:
+    """The readable folder name of a cache, e.g. ``nih-224-skimage`` or ``nih-224-opencv-noclahe``."""
+    return f"{dataset}-{size}-{engine}" + ("" if clahe else "-noclahe")
+
+
+def cache_dir(study_dir: Path, dataset: str, size: int, engine: str, clahe: bool) -> Path:
+    return Path(study_dir) / CACHE_DIR / cache_key(dataset, size, engine, clahe)
+
+
+def parameters(dataset: str, size: int, engine: str, clahe: bool) -> dict[str, Any]:
+    """Everything besides the files that decides the pixels."""
+    return {"dataset": dataset, "size": size, "engine": engine, "clahe": clahe, "version": PREPROCESS_VERSION}
+
+
+def fingerprint(image_ids: Sequence[str], paths: Sequence[str], root: Path, params: Mapping[str, Any]) -> str:
+    """SHA-256 of the sorted (image_id, path, file size, mtime_ns) list and the parameters.
+
+    A missing file enters as size -1 so that it appearing later changes the fingerprint.
+    """
+    digest = hashlib.sha256(json.dumps(dict(params), sort_keys=True).encode())
+    for image_id, path in sorted(zip(image_ids, paths, strict=True)):
+        try:
+            stat = (root / path).stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        digest.update(f"{image_id}\0{path}\0{size}\0{mtime}\n".encode())
+    return digest.hexdigest()
+
+
+def read_meta(folder: Path) -> dict[str, Any] | None:
+    """A cache folder's ``meta.json``, or None when absent or unreadable (a folder being created)."""
+    try:
+        return dict(json.loads((folder / META).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
+def _chunk_worker(
+    images_path: str, chunk_id: int, start: int, paths: Sequence[str], size: int, engine: Engine, clahe: bool
+) -> tuple[int, list[tuple[int, str]]]:
+    """Preprocess one chunk into rows ``start ...`` of the memmap and flush it; return the failed rows."""
+    images = np.load(images_path, mmap_mode="r+")
+    failures: list[tuple[int, str]] = []
+    for offset, path in enumerate(paths):
+        try:
+            images[start + offset] = preprocess(path, size, engine, clahe)
+        except ImageError as exc:
+            images[start + offset] = 0
+            failures.append((start + offset, exc.reason))
+    images.flush()
+    del images
+    return chunk_id, failures
+
+
+def _single_thread_opencv() -> None:
+    # One process per core already; OpenCV's own thread pool would oversubscribe them.
+    cv2.setNumThreads(1)
+
+
+def _progress_name(shard: tuple[int, int] | None) -> str:
+    k, n = shard or (1, 1)
+    return f"progress-{k}of{n}.jsonl"
+
+
+def _read_progress(folder: Path) -> dict[int, list[tuple[int, str]]]:
+    """Finished chunk id -> its failed (row, reason) pairs, over every shard's progress file."""
+    done: dict[int, list[tuple[int, str]]] = {}
+    for file in sorted(folder.glob("progress-*.jsonl")):
+        for line in file.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a kill: its chunk is simply redone
+            done[int(record["chunk"])] = [(int(row), str(reason)) for row, reason in record["failed"]]
+    return done
+
+
+class _ProgressLog:
+    """Append-only chunk log: one JSON line per finished chunk, fsynced before the next chunk counts."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if os.fstat(self._fd).st_size and not path.read_bytes().endswith(b"\n"):
+            os.write(self._fd, b"\n")  # terminate a line cut by a kill, so the next record stands alone
+
+    def record(self, chunk_id: int, failures: list[tuple[int, str]]) -> None:
+        line = json.dumps({"chunk": chunk_id, "failed": failures, "pid": os.getpid(), "time": time.time()})
+        os.write(self._fd, (line + "\n").encode())  # one write: appends from several processes do not interleave
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _create_partial(partial: Path, rows: pd.DataFrame, meta: dict[str, Any], size: int) -> None:
+    """Lay out an empty partial folder under a temporary name and rename it into place (first one wins)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{partial.name}.", dir=partial.parent))
+    try:
+        array = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=np.uint8, shape=(len(rows), size, size))
+        array.flush()
+        del array
+        write_parquet(rows.assign(row=np.arange(len(rows)))[["row", "image_id", "path"]], tmp / INDEX)
+        write_text(tmp / META, json.dumps(meta, indent=2, sort_keys=True))
+        with contextlib.suppress(OSError):  # another shard created it first: use theirs
+            os.rename(tmp, partial)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _open_partial(partial: Path, rows: pd.DataFrame, meta: dict[str, Any], size: int) -> dict[str, Any]:
+    """The partial folder's meta, after removing one left by other inputs and creating it when absent."""
+    existing = read_meta(partial)
+    if partial.exists() and (existing is None or existing["fingerprint"] != meta["fingerprint"]):
+        log.info("cache %s: removing a partial build of other inputs", partial.name)
+        shutil.rmtree(partial, ignore_errors=True)
+        existing = None
+    if existing is None:
+        _create_partial(partial, rows, meta, size)
+        existing = read_meta(partial)
+    if existing is None:
+        raise CacheError(f"{partial}: could not create the partial cache folder")
+    return existing
+
+
+def _finalize(partial: Path, final: Path, meta: dict[str, Any], done: dict[int, list[tuple[int, str]]]) -> Path:
+    """Write the index with ok flags and the final meta, then publish the folder by one rename."""
+    index = pd.read_parquet(partial / INDEX)
+    failures = dict(pair for pairs in done.values() for pair in pairs)
+    index["ok"] = ~index["row"].isin(list(failures))
+    index["reason"] = [failures.get(int(row), "") for row in index["row"]]
+    write_parquet(index, partial / INDEX)
+    with open(partial / IMAGES, "rb") as handle:
+        os.fsync(handle.fileno())
+    final_meta = {**meta, "complete": True, "failed": len(failures)}
+    write_text(partial / META, json.dumps(final_meta, indent=2, sort_keys=True))
+    stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
+    if final.exists():
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(final, stale)
+    try:
+        os.rename(partial, final)
+    except OSError:
+        # Another shard published it between our check and our rename: fine when it is the same cache.
+        published = read_meta(final)
+        if published is None or published.get("fingerprint") != meta["fingerprint"]:
+            raise
+    shutil.rmtree(stale, ignore_errors=True)
+    if failures:
+        log.warning("cache %s: %d image(s) failed to decode and are zero rows (ok=False)", final.name, len(failures))
+    return final
+
+
+def build_cache(
+    rows: pd.DataFrame,
+    root: Path,
+    study_dir: Path,
+    dataset: str,
+    size: int,
+    engine: Engine,
+    clahe: bool,
+    workers: int | None = None,
+    shard: tuple[int, int] | None = None,
+    progress: Progress | None = None,
+    chunk_size: int = CHUNK,
+) -> Path:
+    """Build (or find) the cache of one dataset at one size and preprocessing.
+
+    Args:
+        rows: the dataset's manifest rows (at least ``image_id`` and ``path``, relative to ``root``).
+        root: the dataset's root folder.
+        study_dir: the study directory; the cache goes to ``<study_dir>/cache/<key>/``.
+        dataset: the study's name for the dataset (first part of the key).
+        size: output side in pixels (224 for densenet121, 299 for inception_resnet_v2).
+        engine: ``skimage`` (the paper's functions) or ``opencv`` (faster, CLAHE differs slightly).
+        clahe: apply CLAHE before resizing.
+        workers: processes; None = all cores, 1 = in this process.
+        shard: ``(k, n)`` with 1 <= k <= n: only chunks with ``chunk_id % n == k - 1``.
+        progress: called with (images done, images in all) at the start and after each chunk.
+        chunk_size: images per chunk for a new build (a resumed build keeps its own).
+
+    Returns:
+        The final cache folder once every chunk is done (by this or other shards); otherwise the
+        ``<key>.partial`` folder, which a later shard or an unsharded run completes.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if shard is not None and not 1 <= shard[0] <= shard[1]:
+        raise ValueError(f"shard must be (k, n) with 1 <= k <= n, got {shard}")
+    rows = rows[["image_id", "path"]].astype(str).sort_values("image_id", kind="stable").reset_index(drop=True)
+    duplicated = rows["image_id"].duplicated()
+    if duplicated.any():
+        raise CacheError(f"dataset {dataset!r}: duplicate image ids, e.g. {rows['image_id'][duplicated].iloc[0]}")
+    root = Path(root)
+    final = cache_dir(study_dir, dataset, size, engine, clahe)
+    params = parameters(dataset, size, engine, clahe)
+    digest = fingerprint(rows["image_id"].tolist(), rows["path"].tolist(), root, params)
+    published = read_meta(final)
+    if published is not None and published.get("fingerprint") == digest and published.get("complete"):
+        log.info("cache %s: up to date", final.name)
+        if progress is not None:
+            progress(len(rows), len(rows))
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(final.name + PARTIAL_SUFFIX)
+    library = version("scikit-image") if engine == "skimage" else cv2.getVersionString()
+    meta = {
+        **params,
+        "fingerprint": digest,
+        "count": len(rows),
+        "chunk_size": chunk_size,
+        "library": f"{engine} {library}",
+        "root": str(root),
+        "complete": False,
+    }
+    meta = _open_partial(partial, rows, meta, size)
+    chunk_size = int(meta["chunk_size"])
+    n_chunks = -(-len(rows) // chunk_size)
+    done = _read_progress(partial)
+    mine = [c for c in range(n_chunks) if shard is None or c % shard[1] == shard[0] - 1]
+    todo = [c for c in mine if c not in done]
+    count = sum(min(chunk_size, len(rows) - c * chunk_size) for c in done)
+    if progress is not None:
+        progress(count, len(rows))
+    log.info("cache %s: %d of %d chunk(s) to do", final.name, len(todo), n_chunks)
+    paths = [str(root / p) for p in rows["path"]]
+    tasks = [
+        (str(partial / IMAGES), c, c * chunk_size, paths[c * chunk_size : (c + 1) * chunk_size], size, engine, clahe)
+        for c in todo
+    ]
+    progress_log = _ProgressLog(partial / _progress_name(shard))
+    try:
+        for chunk_id, failures in _run(tasks, workers or default_workers()):
+            progress_log.record(chunk_id, failures)
+            count += min(chunk_size, len(rows) - chunk_id * chunk_size)
+            if progress is not None:
+                progress(count, len(rows))
+    finally:
+        progress_log.close()
+    done = _read_progress(partial)
+    if len(done) < n_chunks:
+        log.info("cache %s: %d of %d chunk(s) done; other shards finish it", final.name, len(done), n_chunks)
+        return partial
+    return _finalize(partial, final, meta, done)
+
+
+TaskArgs = tuple[str, int, int, Sequence[str], int, Engine, bool]
+
+
+def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[tuple[int, list[tuple[int, str]]]]:
+    """Run chunk tasks in this process (one worker) or a process pool, yielding results as they finish."""
+    if workers == 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield _chunk_worker(*task)
+        return
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread_opencv) as pool:
+        # Keep at most 2 chunks per worker in flight, so a kill loses little and memory stays flat.
+        pending: set[Future[tuple[int, list[tuple[int, str]]]]] = set()
+        queue = list(tasks)
+        while queue or pending:
+            while queue and len(pending) < 2 * workers:
+                pending.add(pool.submit(_chunk_worker, *queue.pop(0)))
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+
+
+def cache_sizes(config: StudyConfig, arch_sizes: Mapping[str, int]) -> list[int]:
+    """The distinct input sizes the study needs: ``preprocess.size`` or those of its architectures."""
+    if config.preprocess.size is not None:
+        return [config.preprocess.size]
+    unknown = [arch for arch in config.architectures if arch not in arch_sizes]
+    if unknown:
+        raise CacheError(f"no input size known for architecture(s) {', '.join(unknown)}")
+    return sorted({arch_sizes[arch] for arch in config.architectures})
+
+
+def study_datasets(config: StudyConfig) -> list[str]:
+    """Datasets used by any configuration, in first-use order."""
+    names: dict[str, None] = {}
+    for conf in config.configurations:
+        for name in (*conf.train, *conf.internal, *conf.external):
+            names[name] = None
+    return list(names)
+
+
+def _keyed(progress: Callable[[str, int, int], None] | None, key: str) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(key, done, total)
+
+
+def ensure_caches(
+    config: StudyConfig,
+    study_dir: Path,
+    manifest: pd.DataFrame,
+    arch_sizes: Mapping[str, int],
+    workers: int | None = None,
+    shard: tuple[int, int] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[tuple[str, int], Path]:
+    """Build every cache the study needs: each dataset used by a configuration x each input size.
+
+    Args:
+        config: the study.
+        study_dir: the study directory.
+        manifest: ``manifest.parquet`` rows.
+        arch_sizes: architecture name -> input size (from the model registry; ignored when
+            ``preprocess.size`` is set).
+        workers: processes per cache; None = all cores.
+        shard: ``(k, n)``: this job's share of every cache (see :func:`build_cache`).
+        progress: called with (cache key, images done, images in all).
+
+    Returns:
+        (dataset, size) -> cache folder (a ``.partial`` folder while other shards still work on it).
+    """
+    engine, clahe = config.preprocess.engine, config.preprocess.clahe
+    folders: dict[tuple[str, int], Path] = {}
+    for dataset in study_datasets(config):
+        rows = manifest.loc[manifest["dataset"] == dataset]
+        if rows.empty:
+            raise CacheError(f"dataset {dataset!r} has no rows in the manifest")
+        for size in cache_sizes(config, arch_sizes):
+            key = cache_key(dataset, size, engine, clahe)
+            root = config.datasets[dataset].root
+            folders[(dataset, size)] = build_cache(
+                rows, root, study_dir, dataset, size, engine, clahe, workers, shard, _keyed(progress, key)
+            )
+    return folders
+
+
+def open_cache(study_dir: Path, dataset: str, size: int, engine: str, clahe: bool) -> tuple[np.memmap, pd.DataFrame]:
+    """A finished cache's images (read-only memmap [N, size, size]) and index (``row, image_id, ok, ...``)."""
+    folder = cache_dir(study_dir, dataset, size, engine, clahe)
+    meta = read_meta(folder)
+    if meta is None or not meta.get("complete"):
+        raise CacheError(f"{folder}: no finished cache; run `cxrgen prepare` (all shards) first")
+    images = np.load(folder / IMAGES, mmap_mode="r")
+    index = pd.read_parquet(folder / INDEX)
+    if images.shape != (len(index), size, size):
+        raise CacheError(f"{folder}: images.npy has shape {images.shape}, index has {len(index)} rows at {size}")
+    return images, index

@@ -1,0 +1,212 @@
+"""``report.html``: the whole report as one self-contained page that opens from disk.
+
+No external file, script or font: figures are PNG data URIs, tables are HTML, the style sheet is inline, so the
+page can be mailed or archived alone. Every AUC cell of Table 1 prints the value of ``auc.csv`` to 3 decimals and
+carries the full value in ``data-auc`` (Python ``repr``, which round-trips a float exactly), with the row's keys in
+``data-configuration``, ``data-arch``, ``data-test-set`` and ``data-label``, so a script can check the page
+against the CSV.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+import cxrgen
+from cxrgen.config import StudyConfig
+from cxrgen.report.tables import format_auc, has_reference, reference_auc, study_labels
+
+if TYPE_CHECKING:  # the review pulls in torch; the page needs only its type
+    from cxrgen.report.review import ReviewResult
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;color:#222;
+padding:0 1em}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
+th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right}
+th{background:#f3f3f3}td.key{text-align:left}
+td.paper{color:#666;font-style:italic}span.ci{color:#666;font-size:.9em}
+tr.sig td{background:#fff6d6}figure{margin:1em 0}img{max-width:100%}
+.note{color:#8a4b00}p.meta{color:#555;font-size:.9em}
+"""
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    """A written PNG and its caption."""
+
+    path: Path
+    caption: str
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _cell(value: object, digits: int) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN: an undefined statistic, shown empty
+            return ""
+        return f"{value:.1e}" if value != 0 and abs(value) < 10.0**-digits else f"{value:.{digits}f}"
+    return "" if value is None or value is pd.NA else _e(value)
+
+
+def _frame_html(frame: pd.DataFrame, digits: int = 3, highlight: Sequence[bool] | None = None) -> str:
+    """A plain HTML table; rows flagged in ``highlight`` get ``class="sig"``. Tiny numbers switch to 1.2e-05."""
+    if frame.empty:
+        return "<p>(none)</p>"
+    head = "".join(f"<th>{_e(c)}</th>" for c in frame.columns)
+    flags = list(highlight) if highlight is not None else [False] * len(frame)
+    rows = []
+    for flag, values in zip(flags, frame.itertuples(index=False, name=None), strict=True):
+        cells = "".join(f"<td>{_cell(v, digits)}</td>" for v in values)
+        rows.append(f'<tr class="sig">{cells}</tr>' if flag else f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _img(figure: FigureFile) -> str:
+    data = base64.b64encode(figure.path.read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{_e(figure.caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{_e(figure.caption)}</figcaption></figure>"
+    )
+
+
+def table1_html(config: StudyConfig, auc: pd.DataFrame) -> str:
+    """Table 1 with one ``data-auc`` cell per (run, test set, label), the paper's value beside it when known."""
+    labels = study_labels(config, auc)
+    with_reference = has_reference(config)
+    level = f"{config.evaluation.ci * 100:g} %"
+    head = "".join(
+        f"<th>{_e(label)}<br>AUC [{level} CI]</th>" + ("<th>paper</th>" if with_reference else "") for label in labels
+    )
+    out = [f"<table><thead><tr><th>model</th><th>configuration</th><th>test set</th>{head}</tr></thead><tbody>"]
+    arch_rank = {a: i for i, a in enumerate(dict.fromkeys([*config.architectures, *auc["arch"]]))}
+    order = sorted(range(len(auc)), key=lambda i: (arch_rank[auc["arch"].iat[i]], i))
+    ordered = auc.iloc[order]
+    for (arch, configuration, test_set, kind), group in ordered.groupby(
+        ["arch", "configuration", "test_set", "kind"], sort=False
+    ):
+        shown = test_set if test_set == kind else f"{kind} {test_set}"
+        cells = [f'<td class="key">{_e(value)}</td>' for value in (arch, configuration, shown)]
+        by_label = {str(r["label"]): r for _, r in group.iterrows()}
+        paper = reference_auc(config, str(configuration), str(arch), str(test_set), str(kind))
+        for label in labels:
+            row = by_label.get(label)
+            if row is None:
+                cells.append("<td></td>")
+            else:
+                value, low, high = float(row["auc"]), float(row["ci_low"]), float(row["ci_high"])
+                interval = "" if pd.isna(low) or pd.isna(high) else f" [{format_auc(low)}, {format_auc(high)}]"
+                cells.append(
+                    f'<td class="auc" data-configuration="{_e(configuration)}" data-arch="{_e(arch)}" '
+                    f'data-test-set="{_e(test_set)}" data-label="{_e(label)}" data-auc="{value!r}" '
+                    f'data-ci-low="{low!r}" data-ci-high="{high!r}">'
+                    f'{format_auc(value)}<span class="ci">{interval}</span></td>'
+                )
+            if with_reference:
+                cells.append(f'<td class="paper">{format_auc(paper[label]) if label in paper else ""}</td>')
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def comparisons_html(comparisons: pd.DataFrame, alpha: float = 0.05) -> str:
+    """One table per family; rows significant after Holm at ``alpha`` are highlighted."""
+    titles = {
+        "internal_vs_external": "Internal vs external test set (unpaired z test on DeLong variances)",
+        "multi_vs_single": "Trained on several datasets vs one, same external test set (paired DeLong)",
+        "architectures": "Architectures within a configuration and test set (paired DeLong)",
+    }
+    parts = []
+    for family, title in titles.items():
+        part = comparisons.loc[comparisons["family"] == family].drop(columns=["family"])
+        parts.append(f"<h3>{_e(title)}</h3>")
+        if part.empty:
+            parts.append("<p>(no such comparison in this study)</p>")
+            continue
+        parts.append(_frame_html(part, digits=4, highlight=(part["p_holm"] <= alpha).tolist()))
+        parts.append(
+            f'<p class="meta">Highlighted: Holm-adjusted p &le; {alpha:g} within this family '
+            f"({int(part['p'].notna().sum())} tests).</p>"
+        )
+    return "".join(parts)
+
+
+def review_html(review: ReviewResult | None, figure: FigureFile | None) -> str:
+    if review is None:
+        return "<p>No error review (see the log for why).</p>"
+    target = review.target
+    thresholds = ", ".join(f"{_e(arch)} {t:.3f}" for arch, t in review.thresholds.items())
+    parts = [
+        f"<p>Label <b>{_e(target.label)}</b>, configuration <b>{_e(target.configuration)}</b>, test set "
+        f"<b>{_e(target.test_set)}</b>: the {target.per_kind} most confident false positives and false negatives "
+        "and the cases nearest the threshold. Each architecture's threshold maximizes Youden's J "
+        f"(sensitivity + specificity - 1) on this test set: {thresholds}. Cases are ranked by the mean over "
+        "architectures of probability minus threshold (margin).</p>",
+        *(f'<p class="note">{_e(note)}</p>' for note in review.notes),
+        _frame_html(review.cases.drop(columns=["path"]), digits=3),
+    ]
+    if figure is not None:
+        parts.append(_img(figure))
+    return "".join(parts)
+
+
+def render_report(
+    config: StudyConfig,
+    auc: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    calibration: pd.DataFrame,
+    cohort: pd.DataFrame | None,
+    figures: Sequence[FigureFile],
+    review: ReviewResult | None,
+    review_figure: FigureFile | None,
+) -> str:
+    """The complete page as a string."""
+    evaluation = config.evaluation
+    reference = config.reference.source if config.reference is not None and config.reference.source else ""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    meta = (
+        f"cxrgen {cxrgen.__version__}, {now}. Intervals: {evaluation.ci * 100:g} % patient-clustered bootstrap "
+        f"({evaluation.bootstrap} resamples, seed {evaluation.seed}); DeLong intervals in auc.csv."
+        + (f" Paper values: {_e(reference)}." if reference else "")
+    )
+    auc_shown = auc.drop(columns=[c for c in ("ci",) if c in auc.columns])
+    sections = [
+        f'<h1>Study {_e(config.name)}</h1><p class="meta">{_e(meta)}</p>',
+        "<h2>Cohort</h2>",
+        _frame_html(cohort, digits=1) if cohort is not None else "<p>(no manifest summary)</p>",
+        *(_img(f) for f in figures if f.path.stem in ("cohort_flow", "demographics")),
+        "<h2>Table 1: AUC-ROC per label</h2>",
+        table1_html(config, auc),
+        "<details><summary>All AUC rows (auc.csv)</summary>",
+        _frame_html(auc_shown, digits=3),
+        "</details>",
+        "<h2>Comparisons</h2>",
+        comparisons_html(comparisons),
+        "<h2>ROC curves</h2>",
+        *(_img(f) for f in figures if f.path.stem.startswith("roc_")),
+        "<h2>Generalization gap</h2>",
+        *(_img(f) for f in figures if f.path.stem == "generalization_gap"),
+        "<h2>Calibration</h2>",
+        *(_img(f) for f in figures if f.path.stem.startswith("calibration_")),
+        "<details><summary>Brier score and expected calibration error (calibration.csv)</summary>",
+        _frame_html(calibration, digits=4),
+        "</details>",
+        "<h2>Error review</h2>",
+        review_html(review, review_figure),
+    ]
+    body = "\n".join(sections)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>cxrgen report: {_e(config.name)}</title><style>{STYLE}</style></head>\n"
+        f"<body>\n{body}\n</body></html>\n"
+    )

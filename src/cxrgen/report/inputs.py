@@ -1,0 +1,181 @@
+"""What the report reads from a study directory: the resolved config, the cohort files and every predictions file.
+
+The report works on artifacts only (DESIGN.md section 4), so it also serves a user who copied predictions files
+trained elsewhere into ``runs/<configuration>/<arch>/predictions/``: every file found there is evaluated, and
+names the config does not know are kept (an unknown test set counts as external unless it is named
+``internal``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from pydantic import ValidationError
+
+from cxrgen.config import ConfigError, StudyConfig, format_validation_error, read_yaml
+from cxrgen.errors import CxrgenError
+from cxrgen.evaluate import read_predictions
+from cxrgen.study import test_sets
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["internal", "external"]
+INTERNAL = "internal"
+
+
+@dataclass(frozen=True)
+class StudyInputs:
+    """The study-level artifacts the report needs.
+
+    Attributes:
+        study_dir: The study directory.
+        config: The resolved study config (``config.yaml``).
+        manifest: ``manifest.parquet`` (one row per image, labels after the uncertainty policy).
+        splits: ``splits.parquet`` or None when ``prepare`` stopped before the splits.
+        excluded: ``excluded.csv`` (images that failed to decode) or None when verify has not run.
+    """
+
+    study_dir: Path
+    config: StudyConfig
+    manifest: pd.DataFrame
+    splits: pd.DataFrame | None
+    excluded: pd.DataFrame | None
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One predictions file of one run on one test set, read and validated.
+
+    Attributes:
+        configuration: Configuration name (the ``runs/<configuration>`` folder).
+        arch: Architecture name (the ``runs/<configuration>/<arch>`` folder).
+        test_set: ``internal`` or an external dataset name (the file stem).
+        kind: ``internal`` or ``external``.
+        datasets: Datasets whose test split makes up the test set (empty when the config does not say).
+        path: The parquet file.
+        frame: ``image_id, patient_id, y_<label>, p_<label>`` (see :func:`cxrgen.evaluate.read_predictions`).
+        labels: Labels in the file, in the study's label order where the study knows them.
+    """
+
+    configuration: str
+    arch: str
+    test_set: str
+    kind: Kind
+    datasets: tuple[str, ...]
+    path: Path
+    frame: pd.DataFrame
+    labels: list[str]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.configuration, self.arch, self.test_set
+
+
+def load_config(study_dir: Path) -> StudyConfig:
+    """The resolved study config saved by ``prepare`` as ``STUDY_DIR/config.yaml``.
+
+    Raises:
+        ConfigError: the file is missing or does not validate; the message names it.
+    """
+    path = study_dir / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing; is {study_dir} a study directory (run `cxrgen prepare` first)?")
+    try:
+        return StudyConfig.model_validate(read_yaml(path))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, path)) from exc
+
+
+def load_inputs(study_dir: Path) -> StudyInputs:
+    """Read config, manifest, splits and exclusions of a study directory.
+
+    Raises:
+        CxrgenError: the config or the manifest is missing or unreadable.
+    """
+    study_dir = Path(study_dir)
+    config = load_config(study_dir)
+    manifest_path = study_dir / "manifest.parquet"
+    if not manifest_path.is_file():
+        raise CxrgenError(f"{manifest_path}: missing; run `cxrgen prepare` first")
+    manifest = pd.read_parquet(manifest_path)
+    splits_path = study_dir / "splits.parquet"
+    splits = pd.read_parquet(splits_path) if splits_path.is_file() else None
+    excluded_path = study_dir / "excluded.csv"
+    excluded = pd.read_csv(excluded_path, dtype=str) if excluded_path.is_file() else None
+    return StudyInputs(study_dir, config, manifest, splits, excluded)
+
+
+def _order_key(
+    inputs: StudyInputs, configuration: str, arch: str, test_set: str
+) -> tuple[int, str, int, str, int, str]:
+    """Sort runs in the config's order (configurations, architectures, internal then externals), others after."""
+    config = inputs.config
+    conf_names = [c.name for c in config.configurations]
+    c_rank = conf_names.index(configuration) if configuration in conf_names else len(conf_names)
+    a_rank = config.architectures.index(arch) if arch in config.architectures else len(config.architectures)
+    t_names: list[str] = [INTERNAL]
+    if configuration in conf_names:
+        t_names = [t.name for t in test_sets(config.configurations[c_rank])]
+    t_rank = t_names.index(test_set) if test_set in t_names else len(t_names)
+    return c_rank, configuration, a_rank, arch, t_rank, test_set
+
+
+def _describe_test_set(inputs: StudyInputs, configuration: str, test_set: str) -> tuple[Kind, tuple[str, ...]]:
+    for conf in inputs.config.configurations:
+        if conf.name == configuration:
+            for candidate in test_sets(conf):
+                if candidate.name == test_set:
+                    return candidate.kind, candidate.datasets
+            log.warning(
+                "runs/%s: predictions for test set %r, which configuration %r does not name; reported as %s",
+                configuration,
+                test_set,
+                configuration,
+                INTERNAL if test_set == INTERNAL else "external",
+            )
+    kind: Kind = "internal" if test_set == INTERNAL else "external"
+    datasets = (test_set,) if kind == "external" and test_set in inputs.config.datasets else ()
+    return kind, datasets
+
+
+def find_predictions(inputs: StudyInputs) -> list[Predictions]:
+    """Read every ``runs/<configuration>/<arch>/predictions/<test_set>.parquet``, in the config's order.
+
+    Raises:
+        CxrgenError: no predictions file exists (nothing to report).
+        PredictionsError: a file breaks the predictions schema; the message names it.
+    """
+    found = sorted(inputs.study_dir.glob("runs/*/*/predictions/*.parquet"))
+    if not found:
+        raise CxrgenError(
+            f"{inputs.study_dir / 'runs'}: no predictions files (runs/<configuration>/<arch>/predictions/"
+            "<test_set>.parquet); run `cxrgen study` or copy predictions there first"
+        )
+    study_labels = list(inputs.config.labels)
+    out: list[Predictions] = []
+    for path in found:
+        arch_dir = path.parent.parent
+        configuration, arch, test_set = arch_dir.parent.name, arch_dir.name, path.stem
+        frame, labels = read_predictions(path)
+        ordered = [lab for lab in study_labels if lab in labels] + [lab for lab in labels if lab not in study_labels]
+        kind, datasets = _describe_test_set(inputs, configuration, test_set)
+        out.append(Predictions(configuration, arch, test_set, kind, datasets, path, frame, ordered))
+    out.sort(key=lambda pr: _order_key(inputs, *pr.key))
+    return out
+
+
+def count_excluded(inputs: StudyInputs, datasets: tuple[str, ...]) -> int | None:
+    """Test-split images of ``datasets`` that failed to decode (so no model saw them); None when unknown.
+
+    Unknown means ``excluded.csv`` or ``splits.parquet`` is absent, or the test set's datasets are not known.
+    """
+    if inputs.excluded is None or inputs.splits is None or not datasets:
+        return None
+    test_ids = inputs.splits.loc[
+        (inputs.splits["split"] == "test") & inputs.splits["dataset"].isin(datasets), "image_id"
+    ]
+    return int(inputs.excluded["image_id"].isin(set(test_ids.astype(str))).sum())

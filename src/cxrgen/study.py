@@ -1,0 +1,109 @@
+"""The whole study as one resumable command: prepare, then train, predict and evaluate every run.
+
+A run is one (configuration, architecture). Each step is skipped when its artifact is already there: training
+resumes from ``last.ckpt`` or returns at once when finished, predictions are remade only when ``best.ckpt``
+changed, and evaluation is cheap enough to redo. A lock keeps a second ``cxrgen study`` out of the directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from cxrgen.config import Configuration, StudyConfig
+from cxrgen.errors import CxrgenError
+from cxrgen.evaluate import auc_table, read_predictions
+from cxrgen.fileio import write_csv
+from cxrgen.lock import study_lock
+from cxrgen.prepare import run_prepare
+
+log = logging.getLogger(__name__)
+Kind = Literal["internal", "external"]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """A test set of a configuration: ``internal`` is the union of its internal datasets' test splits."""
+
+    name: str
+    kind: Kind
+    datasets: tuple[str, ...]
+
+
+def test_sets(configuration: Configuration) -> list[TestSet]:
+    internal = TestSet("internal", "internal", tuple(configuration.internal))
+    return [internal, *(TestSet(d, "external", (d,)) for d in configuration.external)]
+
+
+def run_dir(study_dir: Path, configuration: str, arch: str) -> Path:
+    return study_dir / "runs" / configuration / arch
+
+
+def planned_runs(config: StudyConfig, only: str | None = None) -> Iterator[tuple[Configuration, str]]:
+    """Every (configuration, architecture) of the study, or the one ``only`` names (``configuration/arch``)."""
+    names = [f"{c.name}/{a}" for c in config.configurations for a in config.architectures]
+    if only is not None and only not in names:
+        raise CxrgenError(f"--only {only!r} names no run of this study (runs: {', '.join(names)})")
+    for configuration in config.configurations:
+        for arch in config.architectures:
+            if only is None or only == f"{configuration.name}/{arch}":
+                yield configuration, arch
+
+
+def evaluate_run(config: StudyConfig, study_dir: Path, configuration: Configuration, arch: str) -> pd.DataFrame:
+    """Tidy AUC rows with intervals for every test set of one run, written to ``<run>/auc.csv``."""
+    frames = []
+    for test_set in test_sets(configuration):
+        path = run_dir(study_dir, configuration.name, arch) / "predictions" / f"{test_set.name}.parquet"
+        predictions, labels = read_predictions(path)
+        extra = {"configuration": configuration.name, "arch": arch, "test_set": test_set.name, "kind": test_set.kind}
+        frames.append(
+            auc_table(
+                predictions, labels, n_boot=config.evaluation.bootstrap, seed=config.evaluation.seed,
+                ci=config.evaluation.ci, extra=extra,
+            )
+        )
+    table = pd.concat(frames, ignore_index=True)
+    write_csv(table, run_dir(study_dir, configuration.name, arch) / "auc.csv")
+    return table
+
+
+def run_study(
+    config: StudyConfig,
+    *,
+    only: str | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Run every step of the study that is not done yet; returns the AUC rows of the runs it covered."""
+    from cxrgen.predict import predict_run
+    from cxrgen.training import train_run
+
+    say = progress or (lambda message: log.info("%s", message))
+    study_dir = config.out
+    runs = list(planned_runs(config, only))
+    with study_lock(study_dir):
+        say("prepare: manifest, splits, verify, cache")
+        run_prepare(config, until="cache", workers=workers)
+        tables = []
+        for configuration, arch in runs:
+            say(f"train {configuration.name}/{arch}")
+            train_run(config, study_dir, configuration.name, arch)
+            for test_set in test_sets(configuration):
+                say(f"predict {configuration.name}/{arch} on {test_set.name}")
+                predict_run(config, study_dir, configuration.name, arch, test_set.name)
+            say(f"evaluate {configuration.name}/{arch}")
+            tables.append(evaluate_run(config, study_dir, configuration, arch))
+    return pd.concat(tables, ignore_index=True)
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean AUC over labels per run and test set, internal beside external: the study's headline."""
+    means = table.groupby(["configuration", "arch", "kind", "test_set"], sort=False)["auc"].mean().reset_index()
+    return means.rename(columns={"auc": "mean_auc"}).round({"mean_auc": 3})
