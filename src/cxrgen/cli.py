@@ -208,13 +208,12 @@ def predict(
     """Predictions of a run's best.ckpt on its test sets -> runs/<configuration>/<arch>/predictions/."""
     from cxrgen.config import load_study
     from cxrgen.predict import predict_run
-    from cxrgen.study import test_sets
 
     config = load_study(study)
     conf = next((c for c in config.configurations if c.name == configuration), None)
     if conf is None:
         raise CxrgenError(f"{study}: no configuration {configuration!r}")
-    for name in [test_set] if test_set else [t.name for t in test_sets(conf)]:
+    for name in [test_set] if test_set else [t.name for t in conf.test_sets()]:
         console.print(f"wrote {predict_run(config, config.out, configuration, arch, name)}")
 
 

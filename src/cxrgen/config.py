@@ -7,6 +7,7 @@ file. Relative paths resolve against the folder of the YAML file, so a study fol
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,6 +105,17 @@ class TrainConfig(StrictModel):
     limit_train_batches: int | float | None = None
 
 
+@dataclass(frozen=True)
+class TestSet:
+    """A test set of a configuration: ``internal`` is the union of its internal datasets' test splits."""
+
+    __test__ = False  # not a pytest class, despite its name
+
+    name: str
+    kind: Literal["internal", "external"]
+    datasets: tuple[str, ...]
+
+
 class Configuration(StrictModel):
     """One training configuration: which datasets train it and which test sets judge it."""
 
@@ -111,6 +123,11 @@ class Configuration(StrictModel):
     train: list[str]
     internal: list[str]
     external: list[str] = Field(default_factory=list)
+
+    def test_sets(self) -> list[TestSet]:
+        """``internal`` first, then one test set per external dataset, named after it."""
+        internal = TestSet("internal", "internal", tuple(self.internal))
+        return [internal, *(TestSet(d, "external", (d,)) for d in self.external)]
 
     @field_validator("name")
     @classmethod

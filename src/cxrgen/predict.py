@@ -129,7 +129,7 @@ def predict_run(
         configuration_name: The run's configuration.
         arch: The run's architecture.
         test_set_name: ``internal`` (the union of the configuration's internal datasets' test splits) or the
-            name of one external dataset, as :func:`cxrgen.study.test_sets` names them.
+            name of one external dataset, as :meth:`cxrgen.config.Configuration.test_sets` names them.
         datamodule: Provides ``test_dataset(dataset_name)``, a dataset with ``image_ids`` and ``patient_ids``
             per item; built with ``CXRDataModule.from_study`` when omitted.
         device: Defaults to the GPU when there is one.
@@ -174,10 +174,9 @@ def _predict_run(
 
         datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, int(meta["input_size"]))
     from cxrgen.data import UnionDataset
-    from cxrgen.study import test_sets
 
     configuration = next(c for c in config.configurations if c.name == configuration_name)
-    known = {test_set.name: test_set.datasets for test_set in test_sets(configuration)}
+    known = {test_set.name: test_set.datasets for test_set in configuration.test_sets()}
     if test_set_name not in known:
         raise CxrgenError(f"{test_set_name!r} is no test set of configuration {configuration_name!r}: {list(known)}")
     parts = [datamodule.test_dataset(name) for name in known[test_set_name]]

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 
@@ -23,22 +21,7 @@ from cxrgen.lock import study_lock
 from cxrgen.prepare import run_prepare
 
 log = logging.getLogger(__name__)
-Kind = Literal["internal", "external"]
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class TestSet:
-    """A test set of a configuration: ``internal`` is the union of its internal datasets' test splits."""
-
-    name: str
-    kind: Kind
-    datasets: tuple[str, ...]
-
-
-def test_sets(configuration: Configuration) -> list[TestSet]:
-    internal = TestSet("internal", "internal", tuple(configuration.internal))
-    return [internal, *(TestSet(d, "external", (d,)) for d in configuration.external)]
 
 
 def run_dir(study_dir: Path, configuration: str, arch: str) -> Path:
@@ -59,7 +42,7 @@ def planned_runs(config: StudyConfig, only: str | None = None) -> Iterator[tuple
 def evaluate_run(config: StudyConfig, study_dir: Path, configuration: Configuration, arch: str) -> pd.DataFrame:
     """Tidy AUC rows with intervals for every test set of one run, written to ``<run>/auc.csv``."""
     frames = []
-    for test_set in test_sets(configuration):
+    for test_set in configuration.test_sets():
         path = run_dir(study_dir, configuration.name, arch) / "predictions" / f"{test_set.name}.parquet"
         predictions, labels = read_predictions(path)
         extra = {"configuration": configuration.name, "arch": arch, "test_set": test_set.name, "kind": test_set.kind}
@@ -95,7 +78,7 @@ def run_study(
         for configuration, arch in runs:
             say(f"train {configuration.name}/{arch}")
             train_run(config, study_dir, configuration.name, arch)
-            for test_set in test_sets(configuration):
+            for test_set in configuration.test_sets():
                 say(f"predict {configuration.name}/{arch} on {test_set.name}")
                 predict_run(config, study_dir, configuration.name, arch, test_set.name)
             say(f"evaluate {configuration.name}/{arch}")

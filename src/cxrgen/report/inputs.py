@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from cxrgen.config import ConfigError, StudyConfig, format_validation_error, read_yaml
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import read_predictions
-from cxrgen.study import test_sets
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ def _order_key(
     a_rank = config.architectures.index(arch) if arch in config.architectures else len(config.architectures)
     t_names: list[str] = [INTERNAL]
     if configuration in conf_names:
-        t_names = [t.name for t in test_sets(config.configurations[c_rank])]
+        t_names = [t.name for t in config.configurations[c_rank].test_sets()]
     t_rank = t_names.index(test_set) if test_set in t_names else len(t_names)
     return c_rank, configuration, a_rank, arch, t_rank, test_set
 
@@ -127,7 +126,7 @@ def _order_key(
 def _describe_test_set(inputs: StudyInputs, configuration: str, test_set: str) -> tuple[Kind, tuple[str, ...]]:
     for conf in inputs.config.configurations:
         if conf.name == configuration:
-            for candidate in test_sets(conf):
+            for candidate in conf.test_sets():
                 if candidate.name == test_set:
                     return candidate.kind, candidate.datasets
             log.warning(
