@@ -83,6 +83,19 @@ def start(*args: str | Path, cwd: Path, code: str | None = None) -> subprocess.P
     )  # fmt: skip
 
 
+def wait_for(proc: subprocess.Popen[str], ready: Callable[[], bool], timeout: float = 120) -> bool:
+    """Poll ``ready`` every 5 ms while ``proc`` runs; False when it exits first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            return False
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{proc.args}: the awaited moment never came")
+        time.sleep(0.005)
+    return True
+
+
 def kill_when(
     proc: subprocess.Popen[str], ready: Callable[[], bool], delay: float = 0.0, timeout: float = 120
 ) -> bool:
@@ -92,14 +105,8 @@ def kill_when(
         True when the process was killed while running; False when it had already exited (the caller decides
         whether that is acceptable: a stage too fast to catch).
     """
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            return False
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("the moment to kill never came")
-        time.sleep(0.005)
+    if not wait_for(proc, ready, timeout):
+        return False
     time.sleep(delay)
     if proc.poll() is not None:
         return False
@@ -203,9 +210,11 @@ def png_16bit(path: Path) -> None:
 
 
 def png_palette(path: Path) -> None:
-    gray = np.asarray(Image.open(path).convert("L"))
-    gray.setflags(write=True)
-    Image.fromarray(gray).convert("P", palette=Image.Palette.ADAPTIVE, colors=64).save(path, format="PNG")
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    paletted = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    assert paletted.mode == "P"
+    paletted.save(path, format="PNG")
 
 
 def png_bomb(path: Path, side: int = 20_000) -> None:

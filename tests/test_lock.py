@@ -41,3 +41,16 @@ def test_lock_held_on_another_host_is_refused(tmp_path: Path) -> None:
     (tmp_path / LOCK_NAME).write_text(json.dumps({"host": "elsewhere", "pid": 1}))
     with pytest.raises(LockedError, match="on elsewhere"), study_lock(tmp_path):
         pass
+
+
+def test_sweep_removes_only_leftover_temporaries(tmp_path: Path) -> None:
+    from cxrgen.fileio import atomic_path, sweep_temporaries
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / ".auc.csv.abc123.tmp").write_text("half")
+    (tmp_path / ".manifest.parquet.x.tmp").write_text("half")
+    (tmp_path / "keep.tmp").write_text("not ours")
+    with atomic_path(tmp_path / "done.csv") as tmp:
+        tmp.write_text("a\n")
+    assert sweep_temporaries(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["done.csv", "keep.tmp"]

@@ -63,6 +63,9 @@ def setup_logging(verbose: Annotated[bool, typer.Option("--verbose", "-v", help=
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
     )
     logging.captureWarnings(True)
+    # Lightning logs its own banner lines (accelerators, tips) through its handler; keep only its warnings.
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def print_frame(frame: pd.DataFrame, title: str) -> None:
@@ -111,12 +114,13 @@ def prepare(
     shard: Annotated[str | None, typer.Option(help="Do only part k of n of the cache work, e.g. 2/4.")] = None,
 ) -> None:
     """Metadata -> manifest, splits, image check and the preprocessed cache."""
-    from cxrgen.config import load_study
+    from cxrgen.config import check_dataset_roots, load_study
     from cxrgen.prepare import STAGES, run_prepare
 
     if until not in STAGES:
         raise typer.BadParameter(f"--until must be one of {', '.join(STAGES)}, got {until!r}")
     config = load_study(study)
+    check_dataset_roots(config, study)
     with progress_bars() as progress:
         prepared = run_prepare(config, until=until, workers=workers, shard=parse_shard(shard), progress=progress)
     if prepared.cohort is not None:
@@ -224,10 +228,11 @@ def study(
     workers: Annotated[int | None, typer.Option(help="Processes for verify and cache (default: all cores).")] = None,
 ) -> None:
     """Prepare, then train, predict and evaluate every configuration x architecture; resumable."""
-    from cxrgen.config import load_study
+    from cxrgen.config import check_dataset_roots, load_study
     from cxrgen.study import run_study, summary
 
     config = load_study(study)
+    check_dataset_roots(config, study)
     table = run_study(config, only=only, workers=workers, progress=lambda step: console.rule(step, style="dim"))
     print_frame(summary(table), f"{config.name}: mean AUC over {len(config.labels)} labels")
     console.print(f"wrote {config.out}; next: cxrgen report {config.out}")

@@ -31,6 +31,19 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def sweep_temporaries(folder: Path) -> int:
+    """Remove temporary files that a killed writer left behind (``.<name>.<random>.tmp``, see :func:`atomic_path`).
+
+    Call only while no other process writes under ``folder`` (e.g. under the study lock).
+    """
+    removed = 0
+    for path in folder.rglob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def write_text(path: Path | str, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -16,7 +16,7 @@ import pandas as pd
 from cxrgen.config import Configuration, StudyConfig
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import auc_table, read_predictions
-from cxrgen.fileio import write_csv
+from cxrgen.fileio import sweep_temporaries, write_csv
 from cxrgen.lock import study_lock
 from cxrgen.prepare import run_prepare
 
@@ -72,12 +72,15 @@ def run_study(
     study_dir = config.out
     runs = list(planned_runs(config, only))
     with study_lock(study_dir):
+        swept = sweep_temporaries(study_dir)
+        if swept:
+            log.info("removed %d temporary file(s) left by a killed run", swept)
         say("prepare: manifest, splits, verify, cache")
         run_prepare(config, until="cache", workers=workers)
         tables = []
         for configuration, arch in runs:
             say(f"train {configuration.name}/{arch}")
-            train_run(config, study_dir, configuration.name, arch)
+            train_run(config, study_dir, configuration.name, arch, progress=True)
             for test_set in configuration.test_sets():
                 say(f"predict {configuration.name}/{arch} on {test_set.name}")
                 predict_run(config, study_dir, configuration.name, arch, test_set.name)

@@ -152,5 +152,6 @@ def assemble(
     duplicated = frame["image_id"].duplicated(keep=False)
     if duplicated.any():
         dups = frame.loc[duplicated, "image_id"].unique()[:3]
-        raise SourceError(f"{source}: duplicate image id(s) {', '.join(dups)}")
+        rows = np.flatnonzero((frame["image_id"] == dups[0]).to_numpy())[:2] + 2  # file line numbers
+        raise SourceError(f"{source}: rows {rows[0]} and {rows[1]}: duplicate image id(s) {', '.join(dups)}")
     return frame.reset_index(drop=True)

@@ -77,6 +77,17 @@ def read(
             f"is not one of {sorted(SPLITS)}"
         )
 
+    # The official split is by subject: one subject in two splits would leak a patient between train and test.
+    per_subject = split.groupby("subject_id", sort=False)["split"].transform("nunique")
+    if (per_subject > 1).any():
+        row = int(np.flatnonzero((per_subject > 1).to_numpy())[0])
+        subject = split["subject_id"].iloc[row]
+        found = sorted(split.loc[split["subject_id"] == subject, "split"].unique())
+        raise SourceError(
+            f"{root / PREFIX}-split.csv.gz: row {row + 2}: subject_id {subject} is in more than one split "
+            f"({', '.join(found)}); the official split keeps each patient in one"
+        )
+
     images = metadata.merge(
         split[["dicom_id", "subject_id", "study_id", "split"]], on="dicom_id", how="left",
         suffixes=("", "_split"), validate="one_to_one",
