@@ -19,6 +19,7 @@ Outputs of :func:`evaluate_files`:
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -67,6 +68,8 @@ COMPARISON_COLUMNS: tuple[str, ...] = (
     "test",
     "auc_a",
     "auc_b",
+    "difference",
+    "se",
     "statistic",
     "p",
     "p_holm",
@@ -214,6 +217,47 @@ def auc_table(
     return pd.DataFrame(rows, columns=columns)
 
 
+def paired_comparison(merged: pd.DataFrame, label: str, what: str) -> dict[str, object]:
+    """DeLong's paired test of one label on a frame of two models joined on ``image_id`` (suffixes ``_a``/``_b``).
+
+    ``difference`` is ``auc_a - auc_b`` and ``se`` its standard error.
+
+    Raises:
+        PredictionsError: the two models' ground truth differs on a shared image; ``what`` names the pair.
+    """
+    y_a = merged[f"y_{label}_a"].to_numpy(dtype=np.float64)
+    y_b = merged[f"y_{label}_b"].to_numpy(dtype=np.float64)
+    if not np.array_equal(y_a, y_b, equal_nan=True):
+        raise PredictionsError(
+            f"{what}: column 'y_{label}' differs on {int((y_a != y_b).sum())} shared images; "
+            "a paired comparison needs the same ground truth (were they predicted from different manifests?)"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metrics.OneClassWarning)  # auc.csv reports the undefined AUC
+        test = metrics.delong_paired_test(
+            y_a, merged[f"p_{label}_a"].to_numpy(), merged[f"p_{label}_b"].to_numpy(), name=label
+        )
+    n = test.n_pos + test.n_neg
+    return {
+        "test": "delong_paired", "auc_a": test.auc_a, "auc_b": test.auc_b, "difference": test.difference,
+        "se": math.sqrt(test.variance), "statistic": test.statistic, "p": test.p, "n_a": n, "n_b": n,
+    }
+
+
+def unpaired_comparison(df_a: pd.DataFrame, df_b: pd.DataFrame, label: str) -> dict[str, object]:
+    """Two AUCs of one label on independent test sets: their DeLong variances in the unpaired z test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metrics.OneClassWarning)
+        da = metrics.delong(df_a[f"y_{label}"].to_numpy(), df_a[f"p_{label}"].to_numpy(), name=label)
+        db = metrics.delong(df_b[f"y_{label}"].to_numpy(), df_b[f"p_{label}"].to_numpy(), name=label)
+    test = metrics.unpaired_auc_test(da.auc, da.variance, db.auc, db.variance)
+    return {
+        "test": "unpaired", "auc_a": test.auc_a, "auc_b": test.auc_b, "difference": test.difference,
+        "se": math.sqrt(test.variance), "statistic": test.statistic, "p": test.p,
+        "n_a": da.n_pos + da.n_neg, "n_b": db.n_pos + db.n_neg,
+    }
+
+
 def compare_predictions(
     df_a: pd.DataFrame,
     df_b: pd.DataFrame,
@@ -233,37 +277,16 @@ def compare_predictions(
         PredictionsError: Paired frames whose ground truth differs for a label.
     """
     paired = set(df_a["image_id"]) == set(df_b["image_id"])
-    rows: list[dict[str, object]] = []
     if paired:
         merged = df_a.merge(df_b, on="image_id", suffixes=("_a", "_b"), validate="one_to_one")
-    for lab in labels:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", metrics.OneClassWarning)  # NaN rows speak for themselves
-            if paired:
-                ya = merged[f"y_{lab}_a"].to_numpy(dtype=np.float64)
-                yb = merged[f"y_{lab}_b"].to_numpy(dtype=np.float64)
-                if not np.array_equal(ya, yb, equal_nan=True):
-                    raise PredictionsError(
-                        f"{name_a} vs {name_b}: column 'y_{lab}' differs on {int((ya != yb).sum())} shared "
-                        "images; a paired comparison needs the same ground truth"
-                    )
-                t = metrics.delong_paired_test(
-                    ya, merged[f"p_{lab}_a"].to_numpy(), merged[f"p_{lab}_b"].to_numpy(), name=lab
-                )
-                n = int((~np.isnan(ya)).sum())
-                row = {
-                    "test": "delong_paired", "auc_a": t.auc_a, "auc_b": t.auc_b,
-                    "statistic": t.statistic, "p": t.p, "n_a": n, "n_b": n,
-                }
-            else:
-                da = metrics.delong(df_a[f"y_{lab}"].to_numpy(), df_a[f"p_{lab}"].to_numpy(), name=lab)
-                db = metrics.delong(df_b[f"y_{lab}"].to_numpy(), df_b[f"p_{lab}"].to_numpy(), name=lab)
-                u = metrics.unpaired_auc_test(da.auc, da.variance, db.auc, db.variance)
-                row = {
-                    "test": "unpaired", "auc_a": u.auc_a, "auc_b": u.auc_b, "statistic": u.statistic,
-                    "p": u.p, "n_a": da.n_pos + da.n_neg, "n_b": db.n_pos + db.n_neg,
-                }
-        rows.append({"a": name_a, "b": name_b, "label": lab, **row})
+    rows = [
+        {
+            "a": name_a, "b": name_b, "label": lab,
+            **(paired_comparison(merged, lab, f"{name_a} vs {name_b}") if paired
+               else unpaired_comparison(df_a, df_b, lab)),
+        }
+        for lab in labels
+    ]
     out = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c != "p_holm"])
     out.insert(out.columns.get_loc("p") + 1, "p_holm", metrics.holm(out["p"].to_numpy(dtype=np.float64)))
     return out

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,7 +24,7 @@ import pandas as pd
 
 from cxrgen import metrics
 from cxrgen.config import StudyConfig
-from cxrgen.errors import CxrgenError
+from cxrgen.evaluate import paired_comparison, unpaired_comparison
 from cxrgen.report.inputs import Predictions
 
 log = logging.getLogger(__name__)
@@ -68,75 +66,30 @@ def _sides(a: Predictions, b: Predictions) -> dict[str, object]:
 
 def unpaired_rows(a: Predictions, b: Predictions, family: str) -> list[dict[str, object]]:
     """Per shared label: the two DeLong variances compared with the unpaired z test (independent test sets)."""
-    rows: list[dict[str, object]] = []
-    for label in (lab for lab in a.labels if lab in b.labels):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", metrics.OneClassWarning)  # auc.csv reports the undefined AUC
-            da = metrics.delong(a.frame[f"y_{label}"].to_numpy(), a.frame[f"p_{label}"].to_numpy(), name=label)
-            db = metrics.delong(b.frame[f"y_{label}"].to_numpy(), b.frame[f"p_{label}"].to_numpy(), name=label)
-        test = metrics.unpaired_auc_test(da.auc, da.variance, db.auc, db.variance)
-        rows.append(
-            {
-                "family": family,
-                "label": label,
-                **_sides(a, b),
-                "test": "unpaired",
-                "auc_a": test.auc_a,
-                "auc_b": test.auc_b,
-                "difference": test.difference,
-                "se": math.sqrt(test.variance),
-                "statistic": test.statistic,
-                "p": test.p,
-                "n_a": da.n_pos + da.n_neg,
-                "n_b": db.n_pos + db.n_neg,
-            }
-        )
-    return rows
+    return [
+        {"family": family, "label": label, **_sides(a, b), **unpaired_comparison(a.frame, b.frame, label)}
+        for label in a.labels
+        if label in b.labels
+    ]
 
 
 def paired_rows(a: Predictions, b: Predictions, family: str) -> list[dict[str, object]]:
     """Per shared label: DeLong's paired test on the images both files hold (AUCs are those of the shared set).
 
     Raises:
-        CxrgenError: the two files disagree on the ground truth of a shared image (they cannot come from the
-            same manifest); the message names both files.
+        PredictionsError: the two files disagree on the ground truth of a shared image (they cannot come from
+            the same manifest); the message names both files.
     """
     merged = a.frame.merge(b.frame, on="image_id", suffixes=("_a", "_b"), validate="one_to_one")
     if merged.empty:
         log.warning("%s and %s share no image; no paired comparison", a.path, b.path)
         return []
-    rows: list[dict[str, object]] = []
-    for label in (lab for lab in a.labels if lab in b.labels):
-        y_a = merged[f"y_{label}_a"].to_numpy(dtype=np.float64)
-        y_b = merged[f"y_{label}_b"].to_numpy(dtype=np.float64)
-        if not np.array_equal(y_a, y_b, equal_nan=True):
-            raise CxrgenError(
-                f"{a.path} and {b.path}: column 'y_{label}' differs on {int((y_a != y_b).sum())} shared images; "
-                "were they predicted from different manifests?"
-            )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", metrics.OneClassWarning)
-            test = metrics.delong_paired_test(
-                y_a, merged[f"p_{label}_a"].to_numpy(), merged[f"p_{label}_b"].to_numpy(), name=label
-            )
-        n = test.n_pos + test.n_neg
-        rows.append(
-            {
-                "family": family,
-                "label": label,
-                **_sides(a, b),
-                "test": "delong_paired",
-                "auc_a": test.auc_a,
-                "auc_b": test.auc_b,
-                "difference": test.difference,
-                "se": math.sqrt(test.variance),
-                "statistic": test.statistic,
-                "p": test.p,
-                "n_a": n,
-                "n_b": n,
-            }
-        )
-    return rows
+    what = f"{a.path} and {b.path}"
+    return [
+        {"family": family, "label": label, **_sides(a, b), **paired_comparison(merged, label, what)}
+        for label in a.labels
+        if label in b.labels
+    ]
 
 
 def comparisons(config: StudyConfig, predictions: Sequence[Predictions]) -> pd.DataFrame:
