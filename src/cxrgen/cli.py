@@ -63,8 +63,13 @@ def setup_logging(verbose: Annotated[bool, typer.Option("--verbose", "-v", help=
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
     )
     logging.captureWarnings(True)
-    # Lightning logs its own banner lines (accelerators, tips) through its handler; keep only its warnings.
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's warnings but not its banner (accelerators, tips), which it logs at INFO."""
+    import lightning.pytorch  # noqa: F401  (imported first: its import sets its logger to INFO)
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -198,6 +203,7 @@ def train(
     from cxrgen.config import load_study
     from cxrgen.training import train_run
 
+    quiet_lightning()
     config = load_study(study)
     console.print(f"wrote {train_run(config, config.out, configuration, arch, progress=True)}")
 
@@ -231,6 +237,7 @@ def study(
     from cxrgen.config import check_dataset_roots, load_study
     from cxrgen.study import run_study, summary
 
+    quiet_lightning()
     config = load_study(study)
     check_dataset_roots(config, study)
     table = run_study(config, only=only, workers=workers, progress=lambda step: console.rule(step, style="dim"))
