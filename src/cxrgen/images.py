@@ -198,6 +198,22 @@ _STEPS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray
 }
 
 
+def preprocess_array(image: np.ndarray, size: int, engine: Engine = "skimage", clahe: bool = True) -> np.ndarray:
+    """Optionally CLAHE, then resize and quantize a decoded image (float32 [H, W] in [0, 1]): uint8 [size, size].
+
+    Raises:
+        ValueError: unknown engine or a size below 1.
+    """
+    if engine not in _STEPS:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    clahe_step, resize_step = _STEPS[engine]
+    if clahe:
+        image = clahe_step(image)
+    return to_uint8(resize_step(image, size))
+
+
 def preprocess(path: Path | str, size: int, engine: Engine = "skimage", clahe: bool = True) -> np.ndarray:
     """Decode, optionally CLAHE, resize and quantize one image: uint8 [size, size].
 
@@ -207,10 +223,4 @@ def preprocess(path: Path | str, size: int, engine: Engine = "skimage", clahe: b
     """
     if engine not in _STEPS:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if size < 1:
-        raise ValueError(f"size must be positive, got {size}")
-    clahe_step, resize_step = _STEPS[engine]
-    image = decode(path)
-    if clahe:
-        image = clahe_step(image)
-    return to_uint8(resize_step(image, size))
+    return preprocess_array(decode(path), size, engine, clahe)
