@@ -129,7 +129,6 @@ def test_nih_finds_images_flat_or_in_numbered_folders(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.filterwarnings("ignore:.*age.*above 120")
 def test_nih_bad_inputs(tmp_path: Path) -> None:
     path = nih_data_entry(tmp_path, "v2020")
     text = path.read_text()
@@ -140,7 +139,10 @@ def test_nih_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="column 4 is 'Patient', expected 'Patient ID'"):
         read("nih", tmp_path)
     path.write_text(text + text.splitlines()[1] + "\n")
-    with pytest.raises(SourceError, match=r"duplicate image id.*00000001_000.png"):
+    with (
+        pytest.warns(UserWarning, match="1 age"),
+        pytest.raises(SourceError, match=r"duplicate image id.*00000001_000.png"),
+    ):
         read("nih", tmp_path)
     path.write_text("")
     with pytest.raises(SourceError, match="empty file"):

@@ -131,7 +131,8 @@ def prepare(
     if prepared.cohort is not None:
         print_frame(prepared.cohort, f"{config.name}: images, patients, sex, age and positives per split")
     if prepared.excluded_tests is not None:
-        print_frame(prepared.excluded_tests, "test sets: images that failed to decode are reported, never dropped")
+        title = "test sets: images that failed to decode, left out of evaluation and counted in results/auc.csv"
+        print_frame(prepared.excluded_tests, title)
     console.print(f"wrote {config.out}")
 
 
@@ -220,9 +221,7 @@ def predict(
     from cxrgen.predict import predict_run
 
     config = load_study(study)
-    conf = next((c for c in config.configurations if c.name == configuration), None)
-    if conf is None:
-        raise CxrgenError(f"{study}: no configuration {configuration!r}")
+    conf = config.configuration(configuration)
     for name in [test_set] if test_set else [t.name for t in conf.test_sets()]:
         console.print(f"wrote {predict_run(config, config.out, configuration, arch, name)}")
 

@@ -6,6 +6,7 @@ file. Relative paths resolve against the folder of the YAML file, so a study fol
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,6 +215,15 @@ class StudyConfig(StrictModel):
         for arch in self.architectures:
             _safe_name(arch)
         return self
+
+    def configuration(self, name: str) -> Configuration:
+        """The configuration called ``name``; an unknown name fails with the closest known one."""
+        names = [conf.name for conf in self.configurations]
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(names)}"
+            raise ConfigError(f"unknown configuration {name!r}{hint}")
+        return self.configurations[names.index(name)]
 
     def split_for(self, dataset: str) -> SplitConfig:
         return self.splits.get(dataset, SplitConfig())

@@ -11,7 +11,6 @@ the same seed gives the same batches and a resumed run sees the same order and f
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cxrgen.cache import open_cache
-from cxrgen.config import Configuration, StudyConfig
+from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
 from cxrgen.verify import read_excluded
 
@@ -197,15 +196,6 @@ class EpochSampler(Sampler[tuple[int, bool]]):
         return zip(order.tolist(), flips.tolist(), strict=True)
 
 
-def _configuration(config: StudyConfig, name: str) -> Configuration:
-    names = [conf.name for conf in config.configurations]
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(names)}"
-        raise CxrgenError(f"unknown configuration {name!r}{hint}")
-    return config.configurations[names.index(name)]
-
-
 class CXRDataModule(lightning.LightningDataModule):
     """Train, validation and test sets of one configuration at one input size, read from the caches.
 
@@ -246,7 +236,7 @@ class CXRDataModule(lightning.LightningDataModule):
         cache) leave every set; the numbers that leave a test set are in :attr:`excluded_test` and logged.
         """
         study_dir = Path(study_dir)
-        conf = _configuration(config, configuration_name)
+        conf = config.configuration(configuration_name)
         manifest = pd.read_parquet(study_dir / "manifest.parquet")
         splits = pd.read_parquet(study_dir / "splits.parquet", columns=["image_id", "split"])
         excluded = set(read_excluded(study_dir)["image_id"])

@@ -1,12 +1,15 @@
 """A lock on a study directory, so two ``cxrgen study`` processes never write the same runs.
 
-The lock file holds the owner's host name and PID. A lock whose process is gone on this host (a killed run) is
-stale and is taken over; a lock held by a live process, or by another host, is refused with its details.
+The lock is an ``flock`` on ``.cxrgen.lock``: the kernel releases it when its holder dies, so a lock left by a
+killed run is free and is taken over, and two processes can never both take it. The file also names its holder
+(host and PID) for the message a refused process prints. A file naming another host is refused even when its
+``flock`` is free, because ``flock`` does not reach across hosts on every network filesystem.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -22,26 +25,18 @@ class LockedError(CxrgenError):
     """Another live process works in this study directory."""
 
 
-def _alive(pid: int) -> bool:
+def _holder(fd: int) -> dict[str, object]:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return dict(json.loads(os.pread(fd, 4096, 0).decode() or "{}"))
+    except (OSError, ValueError):
+        return {}
 
 
-def _try_create(path: Path, payload: str) -> bool:
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return True
+def _refuse(study_dir: Path, path: Path, holder: dict[str, object]) -> LockedError:
+    return LockedError(
+        f"{study_dir}: another cxrgen process (pid {holder.get('pid', '?')} on {holder.get('host', '?')}) "
+        f"is working here; wait for it, or remove {path} if it is no longer running"
+    )
 
 
 @contextlib.contextmanager
@@ -50,30 +45,33 @@ def study_lock(study_dir: Path) -> Iterator[Path]:
     study_dir.mkdir(parents=True, exist_ok=True)
     path = study_dir / LOCK_NAME
     me = {"host": socket.gethostname(), "pid": os.getpid()}
-    payload = json.dumps(me)
-    for _ in range(2):
-        if _try_create(path, payload):
-            break
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            owner = json.loads(path.read_text() or "{}")
-        except (OSError, json.JSONDecodeError):
-            owner = {}
-        same_host = owner.get("host") == me["host"]
-        if same_host and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
-            # Stale: its process died without releasing. Rename first so only one taker wins the race.
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(path, path.with_suffix(f".stale-{os.getpid()}"))
-                path.with_suffix(f".stale-{os.getpid()}").unlink()
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise _refuse(study_dir, path, holder) from None
+        # The previous holder may have unlinked the file between our open and our flock: lock the current file.
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            os.close(fd)
             continue
-        raise LockedError(
-            f"{study_dir}: another cxrgen process (pid {owner.get('pid', '?')} on {owner.get('host', '?')}) "
-            f"is working here; wait for it, or remove {path} if it is no longer running"
-        )
-    else:
-        raise LockedError(f"{study_dir}: could not take the lock {path}")
+        locked = os.fstat(fd)
+        if (current.st_dev, current.st_ino) == (locked.st_dev, locked.st_ino):
+            break
+        os.close(fd)
+    holder = _holder(fd)
+    if holder.get("host") not in (None, me["host"]):
+        os.close(fd)
+        raise _refuse(study_dir, path, holder)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(me).encode(), 0)
+    os.fsync(fd)
     try:
         yield path
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            if json.loads(path.read_text() or "{}") == me:
-                path.unlink()
+        path.unlink(missing_ok=True)
+        os.close(fd)  # releases the flock

@@ -9,7 +9,7 @@ import pandas as pd
 from cxrgen.config import StudyConfig
 from cxrgen.labels import apply_policies, raw_column
 from cxrgen.sources import get_reader
-from cxrgen.sources.common import BASE_COLUMNS, SourceError
+from cxrgen.sources.common import BASE_COLUMNS, VIEWS, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,9 @@ def read_dataset(config: StudyConfig, name: str) -> pd.DataFrame:
     frame = reader(spec.root, name=name, labels=list(config.labels), **spec.options())
     frame = apply_policies(frame, list(config.labels), config.uncertainty, config.blank)
     if config.views != "all":
+        unknown = sorted(set(config.views) - set(VIEWS))
+        if unknown:
+            raise SourceError(f"views: {unknown} are not view names; use {', '.join(VIEWS)}")
         keep = frame["view"].isin(list(config.views))
         log.info("dataset %s: views filter %s keeps %d of %d images", name, config.views, keep.sum(), len(frame))
         frame = frame.loc[keep].reset_index(drop=True)

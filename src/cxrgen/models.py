@@ -22,6 +22,7 @@ import timm
 import torch
 from torch import nn
 
+from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,11 @@ def get_arch(name: str) -> ArchSpec:
     raise CxrgenError(
         f"unknown architecture {name!r} (registered: {', '.join(sorted(ARCHITECTURES))}; or any timm model){hint}"
     )
+
+
+def study_input_size(config: StudyConfig, arch: str) -> int:
+    """The side a study feeds ``arch``: ``preprocess.size`` when set, else the architecture's own input size."""
+    return config.preprocess.size or get_arch(arch).input_size
 
 
 def trainable_parameters(model: nn.Module) -> int:

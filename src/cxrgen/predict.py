@@ -7,6 +7,7 @@ because bf16 rounds nearby scores to ties and ties change AUCs in the third deci
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,15 @@ def predictions_frame(
     return frame.reset_index(drop=True)
 
 
+def test_rows_digest(dataset: Any) -> str:
+    """SHA-256 of a test set's image ids, patient ids and targets: what its predictions file depends on besides the
+    weights."""
+    digest = hashlib.sha256("\n".join(map(str, dataset.image_ids)).encode())
+    digest.update("\n".join(map(str, dataset.patient_ids)).encode())
+    digest.update(np.ascontiguousarray(dataset.targets, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
 def predict_run(
     config: StudyConfig,
     study_dir: Path,
@@ -163,9 +173,10 @@ def _predict_run(
 ) -> None:
     if not best.is_file():
         raise CxrgenError(f"{best} does not exist: train this run first (cxrgen train)")
-    checksum = sha256_of(best)
-    if out.is_file() and parquet_metadata(out).get("checkpoint_sha256") == checksum:
-        return
+    configuration = config.configuration(configuration_name)
+    known = {test_set.name: test_set.datasets for test_set in configuration.test_sets()}
+    if test_set_name not in known:
+        raise CxrgenError(f"{test_set_name!r} is no test set of configuration {configuration_name!r}: {list(known)}")
     model, meta = load_run_model(best)
     if list(meta["labels"]) != list(config.labels):
         raise CxrgenError(f"{best} predicts labels {meta['labels']}, the study file has {config.labels}")
@@ -175,13 +186,19 @@ def _predict_run(
         datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, int(meta["input_size"]))
     from cxrgen.data import UnionDataset
 
-    configuration = next(c for c in config.configurations if c.name == configuration_name)
-    known = {test_set.name: test_set.datasets for test_set in configuration.test_sets()}
-    if test_set_name not in known:
-        raise CxrgenError(f"{test_set_name!r} is no test set of configuration {configuration_name!r}: {list(known)}")
     parts = [datamodule.test_dataset(name) for name in known[test_set_name]]
     dataset = parts[0] if len(parts) == 1 else UnionDataset(parts)
+    # The file is current when both the weights and the test rows (ids and ground truth) are unchanged: a new
+    # label policy or labeler for a test dataset changes y without touching best.ckpt.
+    checksum = sha256_of(best)
+    rows = test_rows_digest(dataset)
+    if out.is_file():
+        recorded = parquet_metadata(out)
+        if recorded.get("checkpoint_sha256") == checksum and recorded.get("test_rows_sha256") == rows:
+            return
     p, y = predict_arrays(model, dataset, config.train.batch_size, device or default_device(), config.train.num_workers)
     frame = predictions_frame(dataset.image_ids, dataset.patient_ids, config.labels, p, y)
-    metadata = {"checkpoint_sha256": checksum, "test_set": test_set_name, "arch": str(meta["arch"])}
+    metadata = {
+        "checkpoint_sha256": checksum, "test_rows_sha256": rows, "test_set": test_set_name, "arch": str(meta["arch"]),
+    }
     write_parquet(frame, out, metadata={**metadata, "configuration": configuration_name})

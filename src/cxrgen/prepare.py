@@ -52,11 +52,19 @@ def write_if_changed(frame: pd.DataFrame, path: Path, metadata: dict[str, str] |
 def run_verify(
     config: StudyConfig, manifest: pd.DataFrame, workers: int | None, progress: Progress | None
 ) -> pd.DataFrame:
-    """Decode every image once; skipped when ``excluded.csv`` was made from the same manifest."""
+    """Decode every image once; skipped when ``excluded.csv`` was made from the same rows and image files.
+
+    The files enter by size and modification time, so a replaced (repaired) image is checked again.
+    """
+    from cxrgen.cache import fingerprint
     from cxrgen.verify import read_excluded, verify_manifest
 
     stamp = config.out / "verify.json"
-    digest = frame_digest(manifest)
+    files = [
+        fingerprint(rows["image_id"].tolist(), rows["path"].tolist(), config.datasets[str(name)].root, {})
+        for name, rows in manifest.groupby("dataset", sort=True)
+    ]
+    digest = hashlib.sha256("".join([frame_digest(manifest), *files]).encode()).hexdigest()
     done = (config.out / "excluded.csv").exists() and stamp.exists()
     if done and json.loads(stamp.read_text()).get("manifest_digest") == digest:
         return read_excluded(config.out)

@@ -65,6 +65,8 @@ def run_study(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Run every step of the study that is not done yet; returns the AUC rows of the runs it covered."""
+    from cxrgen.data import CXRDataModule
+    from cxrgen.models import study_input_size
     from cxrgen.predict import predict_run
     from cxrgen.training import train_run
 
@@ -80,10 +82,13 @@ def run_study(
         tables = []
         for configuration, arch in runs:
             say(f"train {configuration.name}/{arch}")
-            train_run(config, study_dir, configuration.name, arch, progress=True)
+            # One data module per run, shared by training and every test set's predictions.
+            size = study_input_size(config, arch)
+            datamodule = CXRDataModule.from_study(config, study_dir, configuration.name, size)
+            train_run(config, study_dir, configuration.name, arch, datamodule=datamodule, progress=True)
             for test_set in configuration.test_sets():
                 say(f"predict {configuration.name}/{arch} on {test_set.name}")
-                predict_run(config, study_dir, configuration.name, arch, test_set.name)
+                predict_run(config, study_dir, configuration.name, arch, test_set.name, datamodule=datamodule)
             say(f"evaluate {configuration.name}/{arch}")
             tables.append(evaluate_run(config, study_dir, configuration, arch))
     return pd.concat(tables, ignore_index=True)

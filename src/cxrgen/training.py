@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import random
 import time
@@ -40,9 +39,7 @@ from cxrgen.config import StudyConfig, dump_resolved
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_csv, write_text
 from cxrgen.metrics import auc_per_label
-from cxrgen.models import create_model, get_arch
-
-log = logging.getLogger(__name__)
+from cxrgen.models import create_model, study_input_size
 
 #: The quantity early stopping and the best checkpoint follow: the validation mean AUC, or 0 when no label
 #: has both classes in the validation set (so a run never stops or crashes on an undefined AUC).
@@ -337,11 +334,14 @@ def run_fingerprint(config: StudyConfig, configuration_name: str, arch: str, siz
 
     A run that exists with another fingerprint is refused instead of resumed under a changed recipe.
     """
-    conf = next(c for c in config.configurations if c.name == configuration_name)
+    conf = config.configuration(configuration_name)
     train = config.train.model_dump(mode="json", exclude=set(_RUNTIME_FIELDS))
-    train["weights"] = {k: v for k, v in train["weights"].items() if k == arch}
+    # Where files live is not what they are: roots and the weights path are left out (the weights' sha256 stays),
+    # so a study folder and its data can be moved.
+    train.pop("weights")
+    train["weights_sha256"] = {k: v for k, v in train["weights_sha256"].items() if k == arch}
     keys = {
-        "datasets": {name: config.datasets[name].model_dump(mode="json") for name in conf.train},
+        "datasets": {name: config.datasets[name].model_dump(mode="json", exclude={"root"}) for name in conf.train},
         "configuration": conf.model_dump(mode="json"),
         "labels": config.labels,
         "uncertainty": {label: config.uncertainty_for(label) for label in config.labels},
@@ -404,10 +404,8 @@ def train_run(
         CxrgenError: unknown configuration or architecture, missing pretrained weights, damaged checkpoint,
             or an existing run made with different settings.
     """
-    if configuration_name not in {c.name for c in config.configurations}:
-        raise CxrgenError(f"unknown configuration {configuration_name!r}")
-    spec = get_arch(arch)
-    size = config.preprocess.size or spec.input_size
+    config.configuration(configuration_name)  # fails early, with a suggestion, on an unknown name
+    size = study_input_size(config, arch)
     folder = run_dir(study_dir, configuration_name, arch)
     fingerprint = run_fingerprint(config, configuration_name, arch, size)
     done = folder / "done.json"

@@ -177,7 +177,7 @@ def render_report(
     meta = (
         f"cxrgen {cxrgen.__version__}, {now}. Intervals: {evaluation.ci * 100:g} % patient-clustered bootstrap "
         f"({evaluation.bootstrap} resamples, seed {evaluation.seed}); DeLong intervals in auc.csv."
-        + (f" Paper values: {_e(reference)}." if reference else "")
+        + (f" Paper values: {reference}." if reference else "")
     )
     auc_shown = auc.drop(columns=[c for c in ("ci",) if c in auc.columns])
     sections = [

@@ -162,11 +162,9 @@ def _merged_predictions(preds: Sequence[Predictions], label: str) -> pd.DataFram
 def _input_size(inputs: StudyInputs, arch: str, meta_size: object) -> int:
     if isinstance(meta_size, int):
         return meta_size
-    if inputs.config.preprocess.size is not None:
-        return inputs.config.preprocess.size
-    from cxrgen.models import get_arch
+    from cxrgen.models import study_input_size
 
-    return get_arch(arch).input_size
+    return study_input_size(inputs.config, arch)
 
 
 def load_images(inputs: StudyInputs, cases: pd.DataFrame, size: int, result: ReviewResult) -> list[np.ndarray | None]:

@@ -5,7 +5,6 @@ Readers know nothing of images or models: they turn a dataset's metadata files i
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -15,8 +14,6 @@ import pandas as pd
 
 from cxrgen.errors import CxrgenError
 from cxrgen.labels import RAW_VALUES, raw_column
-
-log = logging.getLogger(__name__)
 
 #: Columns every reader returns, before label policies are applied (``raw_<label>`` follow).
 BASE_COLUMNS: tuple[str, ...] = (
@@ -52,17 +49,14 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str], source: Path) -
         raise SourceError(f"{source}: missing column(s) {', '.join(map(repr, missing))}; found {list(frame.columns)}")
 
 
-def check_relative_paths(paths: pd.Series, source: Path, row_offset: int = 2) -> None:
-    """Refuse absolute paths and paths that climb out of the dataset root.
-
-    ``row_offset`` converts a 0-based data index into the file's line number (header on line 1).
-    """
+def check_relative_paths(paths: pd.Series, source: Path) -> None:
+    """Refuse absolute paths and paths that climb out of the dataset root; rows are numbered as lines (header 1)."""
     for position, value in enumerate(paths.to_numpy()):
         text = str(value)
         pure = PurePosixPath(text.replace("\\", "/"))
         if pure.is_absolute() or (len(text) > 1 and text[1] == ":") or ".." in pure.parts or not text:
             raise SourceError(
-                f"{source}: row {position + row_offset}: path {text!r} is absolute or leaves the dataset root"
+                f"{source}: row {position + 2}: path {text!r} is absolute or leaves the dataset root"
             )
 
 

@@ -19,6 +19,7 @@ from cxrgen.sources.common import (
     SourceError,
     assemble,
     check_raw_labels,
+    check_relative_paths,
     normalize_view,
     require_columns,
     require_file,
@@ -105,6 +106,7 @@ def read(
     images = images.merge(study_labels, on=["subject_id", "study_id"], how="left", validate="many_to_one")
     subject = images["subject_id"]
     paths = "files/p" + subject.str[:2] + "/p" + subject + "/s" + images["study_id"] + "/" + images["dicom_id"] + ".jpg"
+    check_relative_paths(paths, root / f"{PREFIX}-metadata.csv.gz")
     return assemble(
         dataset=name,
         native_ids=images["dicom_id"],
