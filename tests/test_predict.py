@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from cxrgen.checkpoints import save_checkpoint
+from cxrgen.config import run_dir
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import read_predictions
 from cxrgen.fileio import parquet_metadata
 from cxrgen.models import create_model
 from cxrgen.predict import predict_dataset, predict_run
-from cxrgen.training import CXRClassifier, run_dir
+from cxrgen.training import CXRClassifier
 from helpers_training import ARCH, LABELS, SquaresDataModule, SquaresDataset, tiny_study
 
 

@@ -232,6 +232,11 @@ class StudyConfig(StrictModel):
         return self.uncertainty.get(label, "zeros")
 
 
+def run_dir(study_dir: Path, configuration: str, arch: str) -> Path:
+    """``<study>/runs/<configuration>/<arch>``: where one run's checkpoints, metrics and predictions live."""
+    return Path(study_dir) / "runs" / configuration / arch
+
+
 def _check_duplicate_keys(node: yaml.Node, path: Path) -> None:
     """Raise on a mapping that repeats a key anywhere in the document (PyYAML keeps the last silently)."""
     if isinstance(node, yaml.MappingNode):

@@ -11,6 +11,7 @@ the same seed gives the same batches and a resumed run sees the same order and f
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +36,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Item = dict[str, Any]
 
 
+@functools.lru_cache(maxsize=8)
+def _imagenet_affine(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(1 / (255 std), mean / std)`` [1, 3, 1, 1] on ``device``, made once per device.
+
+    Cached so a training step copies nothing from the host (and CUDA-graph capture sees fixed tensors).
+    """
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    return (1.0 / (255.0 * std)).to(device), (mean / std).to(device)
+
+
 def normalize_on_device(images: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
     """uint8 [B, 1, H, W] -> float32 [B, 3, H, W]: x / 255 replicated to 3 channels, ImageNet mean/std.
 
@@ -44,12 +56,11 @@ def normalize_on_device(images: torch.Tensor, channels_last: bool = True) -> tor
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 1:
         raise ValueError(f"expected uint8 [B, 1, H, W], got {images.dtype} {list(images.shape)}")
     batch, _, height, width = images.shape
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    scale, shift = _imagenet_affine(images.device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty((batch, 3, height, width), dtype=torch.float32, device=images.device, memory_format=fmt)
-    torch.mul(images, 1.0 / (255.0 * std), out=out)
-    return out.sub_(mean / std)
+    torch.mul(images, scale, out=out)
+    return out.sub_(shift)
 
 
 class CacheDataset(Dataset[Item]):

@@ -20,11 +20,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cxrgen.checkpoints import load_checkpoint
-from cxrgen.config import StudyConfig
+from cxrgen.config import StudyConfig, run_dir
+from cxrgen.data import CXRDataModule, UnionDataset, normalize_on_device
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import parquet_metadata, write_parquet
 from cxrgen.models import create_model, sha256_of
-from cxrgen.training import run_dir
 
 
 def default_device() -> torch.device:
@@ -53,8 +53,6 @@ def predict_arrays(
     Returns:
         ``(p, y)``: float64 [N, L] probabilities in [0, 1] and float64 [N, L] targets in {0, 1, NaN}.
     """
-    from cxrgen.data import normalize_on_device
-
     device = torch.device(device)
     model = model.to(device).to(memory_format=torch.channels_last).eval()
     n = len(dataset)  # type: ignore[arg-type]
@@ -181,11 +179,7 @@ def _predict_run(
     if list(meta["labels"]) != list(config.labels):
         raise CxrgenError(f"{best} predicts labels {meta['labels']}, the study file has {config.labels}")
     if datamodule is None:
-        from cxrgen.data import CXRDataModule
-
         datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, int(meta["input_size"]))
-    from cxrgen.data import UnionDataset
-
     parts = [datamodule.test_dataset(name) for name in known[test_set_name]]
     dataset = parts[0] if len(parts) == 1 else UnionDataset(parts)
     # The file is current when both the weights and the test rows (ids and ground truth) are unchanged: a new

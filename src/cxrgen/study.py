@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrgen.config import Configuration, StudyConfig
+from cxrgen.config import Configuration, StudyConfig, run_dir
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import auc_table, read_predictions
 from cxrgen.fileio import sweep_temporaries, write_csv
@@ -22,10 +22,6 @@ from cxrgen.prepare import run_prepare
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-
-
-def run_dir(study_dir: Path, configuration: str, arch: str) -> Path:
-    return study_dir / "runs" / configuration / arch
 
 
 def planned_runs(config: StudyConfig, only: str | None = None) -> Iterator[tuple[Configuration, str]]:

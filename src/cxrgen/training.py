@@ -35,7 +35,8 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from torch import nn
 
 from cxrgen.checkpoints import load_checkpoint, save_checkpoint
-from cxrgen.config import StudyConfig, dump_resolved
+from cxrgen.config import StudyConfig, dump_resolved, run_dir
+from cxrgen.data import CXRDataModule, normalize_on_device
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_csv, write_text
 from cxrgen.metrics import auc_per_label
@@ -143,8 +144,6 @@ class CXRClassifier(pl.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits [B, L] of uint8 images [B, 1, H, W] (normalized here, on the model's device)."""
-        from cxrgen.data import normalize_on_device
-
         return self.model(normalize_on_device(images, channels_last=self.channels_last))
 
     def configure_optimizers(self) -> Any:
@@ -324,11 +323,6 @@ class RunCheckpoints(Checkpoint):
         self.stopped = bool(state_dict["stopped"])
 
 
-def run_dir(study_dir: Path, configuration_name: str, arch: str) -> Path:
-    """``<study>/runs/<configuration>/<arch>``."""
-    return Path(study_dir) / "runs" / configuration_name / arch
-
-
 def run_fingerprint(config: StudyConfig, configuration_name: str, arch: str, size: int) -> str:
     """Hash of everything that decides a run's weights (data, labels, preprocessing, recipe), not of where it runs.
 
@@ -414,13 +408,15 @@ def train_run(
         return folder
     last = folder / "checkpoints" / "last.ckpt"
     resume = last.exists()
-    if resume:
+    # run.json records the fingerprint when a run starts, so a resume need not read last.ckpt twice to check it.
+    stamp = folder / "run.json"
+    if stamp.exists():
+        _check_fingerprint(stamp, json.loads(stamp.read_text()).get("fingerprint"), fingerprint)
+    elif resume:
         _check_fingerprint(last, load_checkpoint(last).get("cxrgen", {}).get("fingerprint"), fingerprint)
 
     pl.seed_everything(config.train.seed, workers=True, verbose=False)
     if datamodule is None:
-        from cxrgen.data import CXRDataModule
-
         datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, size)
     train = config.train
     # On resume the weights come from last.ckpt; do not fetch (possibly unavailable) pretrained weights.
@@ -451,6 +447,8 @@ def train_run(
         meta=meta,
     )
     write_text(folder / "config.yaml", dump_resolved(config))
+    started = {"fingerprint": fingerprint, "arch": arch, "configuration": configuration_name}
+    write_text(stamp, json.dumps(started) + "\n")
     accelerator = _accelerator(config)
     checkpoints = RunCheckpoints(folder / "checkpoints")
     # Decide at validation end, before RunCheckpoints (checkpoint callbacks run last), so last.ckpt holds the

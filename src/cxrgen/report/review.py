@@ -31,6 +31,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from cxrgen import metrics
+from cxrgen.config import run_dir
 from cxrgen.errors import CxrgenError
 from cxrgen.report.figures import new_figure
 from cxrgen.report.inputs import INTERNAL, Predictions, StudyInputs
@@ -247,7 +248,7 @@ def _add_cams(inputs: StudyInputs, result: ReviewResult, cases: pd.DataFrame, ar
     """Fill ``result.images`` and ``result.cams``; every unavailable piece becomes a note."""
     target = result.target
     checkpoints = {
-        arch: inputs.study_dir / "runs" / target.configuration / arch / "checkpoints" / "best.ckpt" for arch in archs
+        arch: run_dir(inputs.study_dir, target.configuration, arch) / "checkpoints" / "best.ckpt" for arch in archs
     }
     for arch, checkpoint in checkpoints.items():
         if not checkpoint.is_file():
