@@ -177,6 +177,37 @@ def test_study_file_loads_with_relative_paths(data: Path) -> None:
     assert study.preprocess.size == 64
 
 
+def test_layouts_read_back_through_prepare_until_splits(tmp_path: Path) -> None:
+    """``cxrgen synthesize`` then ``cxrgen prepare OUT/study.yaml --until splits``, as a user would type them."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    def cxrgen(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cxrgen", *args], capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "hospitals"
+    assert cxrgen("synthesize", str(out), "--scale", "0.05", "--image-size", "64").returncode == 0
+    result = cxrgen("prepare", str(out / "study.yaml"), "--until", "splits")
+    assert result.returncode == 0, result.stderr
+    study_dir = load_study(out / "study.yaml").out
+    manifest = pd.read_parquet(study_dir / "manifest.parquet")
+    with open(out / "chexpert" / "CheXpert-v1.0-small" / "train.csv", newline="") as handle:
+        chexpert_rows = sum(1 for _ in csv.DictReader(handle))
+    with open(out / "nih" / "Data_Entry_2017_v2020.csv", newline="") as handle:
+        nih_rows = sum(1 for _ in handle) - 1
+    with gzip.open(out / "mimic" / "mimic-cxr-2.0.0-metadata.csv.gz", "rt") as handle:
+        mimic_rows = sum(1 for _ in handle) - 1
+    assert manifest.groupby("dataset").size().to_dict() == {"chexpert": chexpert_rows, "nih": nih_rows,
+                                                            "mimic": mimic_rows}
+    assert all((manifest.loc[manifest["dataset"] == d, "path"].map(lambda p, d=d: (out / d / p).is_file())).all()
+               for d in ("chexpert", "nih", "mimic"))
+    splits = pd.read_parquet(study_dir / "splits.parquet")
+    assert set(splits["split"]) == {"train", "val", "test"}
+    assert (splits.loc[splits["dataset"] == "mimic", "split"] == "test").any()
+
+
 def test_cardiomegaly_is_a_cardiothoracic_ratio_above_one_half() -> None:
     rng = np.random.default_rng(0)
     for strength, enlarged in [(0.0, False)] * 20 + [(s, True) for s in np.linspace(0.6, 1.0, 20)]:
