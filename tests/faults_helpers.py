@@ -227,3 +227,13 @@ def png_bomb(path: Path, side: int = 20_000) -> None:
     row = b"\0" + b"\0" * ((side + 7) // 8)
     idat = zlib.compress(row * 64, 9)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+class WritesAFile:
+    """Unpickling this calls ``open(marker, "w")``: a stand-in for the code a hostile checkpoint would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (open, (str(self.marker), "w"))

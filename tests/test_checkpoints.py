@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cxrgen.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from faults_helpers import WritesAFile
 
 
 def _state() -> dict[str, Any]:
@@ -23,15 +24,6 @@ def test_roundtrip_keeps_tensors_and_plain_values(tmp_path: Path) -> None:
     assert loaded["epoch"] == 3 and loaded["meta"] == {"labels": ["A", "B"]}
     assert os.listdir(tmp_path) == ["c.ckpt"]  # no temporary file left behind
 
-
-class WritesAFile:
-    """Unpickling this calls ``open(marker, "w")``: a stand-in for code a malicious checkpoint would run."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (open, (str(self.marker), "w"))
 
 
 def test_checkpoint_with_pickled_object_is_refused_and_runs_nothing(tmp_path: Path) -> None:

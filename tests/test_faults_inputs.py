@@ -26,6 +26,7 @@ from cxrgen.synthetic import write_synthetic
 from faults_helpers import (
     ARCH,
     ENV,
+    WritesAFile,
     cxrgen,
     error_lines,
     png_16bit,
@@ -332,15 +333,6 @@ def test_yaml_python_tags_are_refused_and_run_nothing(data: Path) -> None:
 
 # -------------------------------------------------------------------------------------------- checkpoints
 
-
-class WritesAFile:
-    """Unpickling this calls ``open(marker, "w")``: what a hostile checkpoint would do."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (open, (str(self.marker), "w"))
 
 
 def _run_folder(data: Path) -> Path:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from cxrgen import metrics
 from cxrgen.config import StudyConfig
-from cxrgen.evaluate import paired_comparison, unpaired_comparison
+from cxrgen.evaluate import COMPARISON_COLUMNS, paired_comparison, unpaired_comparison
 from cxrgen.report.inputs import Predictions
 
 log = logging.getLogger(__name__)
@@ -40,16 +40,7 @@ COMPARISONS_COLUMNS: tuple[str, ...] = (
     "configuration_b",
     "arch_b",
     "test_set_b",
-    "test",
-    "auc_a",
-    "auc_b",
-    "difference",
-    "se",
-    "statistic",
-    "p",
-    "p_holm",
-    "n_a",
-    "n_b",
+    *COMPARISON_COLUMNS[COMPARISON_COLUMNS.index("test") :],  # the statistics, as `cxrgen evaluate` writes them
 )
 
 
