@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from cxrgen.config import ConfigError, StudyConfig, format_validation_error, read_yaml
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import read_predictions
+from cxrgen.verify import EXCLUDED_FILE, excluded_test_counts, read_excluded
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,7 @@ def load_inputs(study_dir: Path) -> StudyInputs:
     manifest = pd.read_parquet(manifest_path)
     splits_path = study_dir / "splits.parquet"
     splits = pd.read_parquet(splits_path) if splits_path.is_file() else None
-    excluded_path = study_dir / "excluded.csv"
-    excluded = pd.read_csv(excluded_path, dtype=str) if excluded_path.is_file() else None
+    excluded = read_excluded(study_dir) if (study_dir / EXCLUDED_FILE).is_file() else None
     return StudyInputs(study_dir, config, manifest, splits, excluded)
 
 
@@ -174,7 +174,5 @@ def count_excluded(inputs: StudyInputs, datasets: tuple[str, ...]) -> int | None
     """
     if inputs.excluded is None or inputs.splits is None or not datasets:
         return None
-    test_ids = inputs.splits.loc[
-        (inputs.splits["split"] == "test") & inputs.splits["dataset"].isin(datasets), "image_id"
-    ]
-    return int(inputs.excluded["image_id"].isin(set(test_ids.astype(str))).sum())
+    counts = excluded_test_counts(inputs.excluded, inputs.splits)
+    return int(counts.loc[counts["dataset"].isin(datasets), "excluded"].sum())
