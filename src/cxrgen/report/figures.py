@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,23 +75,32 @@ def _curve_name(pred: Predictions) -> str:
     return f"{pred.configuration} / {pred.test_set}"
 
 
+def _label_panels(labels: Sequence[str]) -> tuple[Figure, list[tuple[Any, str]]]:
+    """A figure with one panel per label, and the (axes, label) pairs to draw into."""
+    nrows, ncols = _grid(len(labels))
+    fig = new_figure(PANEL * ncols, PANEL * nrows + 0.4)
+    return fig, list(zip(_panels(fig, len(labels)), labels, strict=True))
+
+
+def _scores(preds: Sequence[Predictions], label: str) -> Iterator[tuple[Predictions, np.ndarray, np.ndarray]]:
+    """``(file, y, p)`` for every predictions file that carries ``label``."""
+    for pred in preds:
+        if label in pred.labels:
+            yield pred, pred.frame[f"y_{label}"].to_numpy(), pred.frame[f"p_{label}"].to_numpy()
+
+
 def roc_figure(preds: Sequence[Predictions], labels: Sequence[str], title: str) -> Figure:
     """ROC curves in the layout of the paper's Figures 7-8: one panel per label, one curve per run x test set.
 
     ``preds`` are the predictions files of one architecture. The legend carries each curve's AUC, computed by
     :func:`cxrgen.metrics.roc_curve_points` (identical to ``auc.csv``).
     """
-    nrows, ncols = _grid(len(labels))
-    fig = new_figure(PANEL * ncols, PANEL * nrows + 0.4)
-    for ax, label in zip(_panels(fig, len(labels)), labels, strict=True):
-        for pred in preds:
-            if label not in pred.labels:
-                continue
+    fig, panels = _label_panels(labels)
+    for ax, label in panels:
+        for pred, y, p in _scores(preds, label):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", metrics.OneClassWarning)  # the curve is left out; auc.csv says NaN
-                curve = metrics.roc_curve_points(
-                    pred.frame[f"y_{label}"].to_numpy(), pred.frame[f"p_{label}"].to_numpy()
-                )
+                curve = metrics.roc_curve_points(y, p)
             if not curve.fpr.size:
                 continue
             ax.plot(
@@ -106,18 +115,10 @@ def roc_figure(preds: Sequence[Predictions], labels: Sequence[str], title: str) 
 
 def calibration_figure(preds: Sequence[Predictions], labels: Sequence[str], title: str) -> Figure:
     """Reliability curves (observed positive rate against mean predicted probability), one panel per label."""
-    nrows, ncols = _grid(len(labels))
-    fig = new_figure(PANEL * ncols, PANEL * nrows + 0.4)
-    for ax, label in zip(_panels(fig, len(labels)), labels, strict=True):
-        for pred in preds:
-            if label not in pred.labels:
-                continue
-            curve = metrics.reliability_curve(
-                pred.frame[f"y_{label}"].to_numpy(),
-                pred.frame[f"p_{label}"].to_numpy(),
-                n_bins=CALIBRATION_BINS,
-                name=label,
-            )
+    fig, panels = _label_panels(labels)
+    for ax, label in panels:
+        for pred, y, p in _scores(preds, label):
+            curve = metrics.reliability_curve(y, p, n_bins=CALIBRATION_BINS, name=label)
             filled = curve.count > 0
             ax.plot(
                 curve.mean_predicted[filled],
