@@ -40,7 +40,7 @@ def chexpert_csv(path: Path, rows: list[dict[str, str]], prefix: str = "CheXpert
         values["Sex"] = row.get("sex", "Female")
         values["Age"] = row.get("age", "60")
         values["Frontal/Lateral"] = "Lateral" if kind == "lateral" else "Frontal"
-        values["AP/PA"] = "" if kind == "lateral" else row.get("appa", "AP")
+        values["AP/PA"] = row.get("appa", "" if kind == "lateral" else "AP")
         for label in CHEXPERT_COLUMNS[5:]:
             values[label] = row.get(label, "")
         lines.append(",".join(values[c] for c in CHEXPERT_COLUMNS))

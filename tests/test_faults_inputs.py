@@ -339,6 +339,7 @@ def _run_folder(data: Path) -> Path:
     return data / "runs" / "tiny" / "runs" / "c1" / ARCH / "checkpoints"
 
 
+@pytest.mark.slow
 def test_hostile_checkpoint_is_refused_by_predict_and_train(data: Path) -> None:
     marker = data / "pwned"
     folder = _run_folder(data)
@@ -352,6 +353,7 @@ def test_hostile_checkpoint_is_refused_by_predict_and_train(data: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_a_clear_error(data: Path) -> None:
     folder = _run_folder(data)
     save_checkpoint({"state_dict": {"w": torch.ones(1000)}, "cxrgen": {"arch": ARCH}}, folder / "last.ckpt")
@@ -415,6 +417,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_with_one_error_and_keeps_the_previous_state(data: Path) -> None:
     out = data / "runs" / "tiny"
     first = cxrgen("prepare", "study.yaml", "--until", "verify", "--workers", "1", cwd=data)

@@ -36,6 +36,8 @@ from faults_helpers import (
     wait_for,
 )
 
+pytestmark = pytest.mark.slow  # real processes and whole studies: minutes; `make test-fast` leaves them out
+
 SYNTH = ("--seed", "0", "--scale", "0.05", "--image-size", "64", "--workers", "1")
 OUT = Path("runs") / "tiny"
 RUN = OUT / "runs" / "c1" / ARCH

@@ -36,7 +36,7 @@ def test_chexpert_reads_both_release_folders(tmp_path: Path, prefix: str) -> Non
     assert frame["path"].tolist()[0] == f"{prefix}/train/patient00001/study1/view1_frontal.jpg"
     assert frame["patient_id"].tolist() == ["chexpert:00001", "chexpert:00001", "chexpert:00002", "chexpert:00003"]
     assert frame["study_id"].tolist()[2] == "chexpert:00002/2"
-    assert frame["view"].tolist() == ["AP", "LATERAL", "PA", "LL"]
+    assert frame["view"].tolist() == ["AP", "LATERAL", "PA", "OTHER"]
     assert frame["frontal"].tolist() == [True, False, True, True]
     assert frame["sex"].tolist() == ["F", "F", "M", "U"]
     assert frame["age"].tolist() == [68.0, 68.0, 87.0, 41.0]
@@ -44,6 +44,21 @@ def test_chexpert_reads_both_release_folders(tmp_path: Path, prefix: str) -> Non
     np.testing.assert_array_equal(frame["raw_Cardiomegaly"], [1.0, 1.0, np.nan, np.nan])
     np.testing.assert_array_equal(frame["raw_Edema"], [-1.0, np.nan, np.nan, np.nan])
     np.testing.assert_array_equal(frame["raw_Pleural Effusion"], [np.nan, np.nan, 0.0, np.nan])
+
+
+def test_chexpert_view_agrees_with_frontal_lateral(tmp_path: Path) -> None:
+    # The real train.csv has 17 frontal rows whose AP/PA is LL or RL (decubitus films): frontal, view OTHER.
+    rows = [
+        {"patient": "00001", "appa": "LL"},
+        {"patient": "00002", "appa": "RL"},
+        {"patient": "00003", "view": "lateral", "appa": "LL"},
+        {"patient": "00004", "view": "lateral"},
+        {"patient": "00005", "appa": "PA"},
+    ]
+    chexpert_csv(tmp_path / "CheXpert-v1.0-small" / "train.csv", rows)
+    frame = read("chexpert", tmp_path)
+    assert frame["view"].tolist() == ["OTHER", "OTHER", "LL", "LATERAL", "PA"]
+    assert frame["frontal"].tolist() == [True, True, False, False, True]
 
 
 def test_chexpert_root_may_be_the_release_folder_itself(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from cxrgen.evaluate import read_predictions
 from cxrgen.study import planned_runs
 from cxrgen.synthetic import write_synthetic
 
+pytestmark = pytest.mark.slow  # real processes and whole studies: minutes; `make test-fast` leaves them out
+
 ARCHS = ["test_byobnet", "test_resnet"]
 STUDY = """\
 name: tiny

@@ -112,6 +112,7 @@ def _script(tmp_path: Path, body: str) -> Path:
     return script
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(straight: Path, tmp_path: Path) -> None:
     out = tmp_path / "killed"
     script = _script(
@@ -163,6 +164,7 @@ def test_early_stopping_on_undefined_auc_and_accumulation(tmp_path: Path) -> Non
     assert (run / "checkpoints" / "best.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_ddp_validation_auc_equals_single_process_evaluation(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     script = _script(

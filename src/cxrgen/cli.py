@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -19,8 +20,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from cxrgen.errors import CxrgenError
+from cxrgen.prepare import Stage
+
+#: ``cxrgen --help`` lists the commands in the order a user meets them; commands not named here come last.
+STAGE_ORDER = ("synthesize", "prepare", "plan", "study", "train", "predict", "evaluate", "report", "status", "models")
+
+
+class StageOrderGroup(typer.core.TyperGroup):
+    """Typer lists commands in the order they are registered; a study is met stage by stage instead."""
+
+    def list_commands(self, ctx: Any) -> list[str]:  # typer vendors its own click Context type
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(STAGE_ORDER)}
+        return sorted(names, key=lambda name: rank.get(name, len(rank)))
+
 
 app = typer.Typer(
+    cls=StageOrderGroup,
     help="Cross-dataset generalization studies of chest X-ray classifiers.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -71,6 +87,11 @@ def quiet_lightning() -> None:
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning 2.6's pytree helper still builds torch's deprecated LeafSpec at every fit
+    # (Lightning-AI/pytorch-lightning#21326); the warning concerns no cxrgen code, so only it is hidden.
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
 
 
 def print_frame(frame: pd.DataFrame, title: str) -> None:
@@ -114,16 +135,14 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 @command("prepare")
 def prepare(
     study: Annotated[Path, typer.Argument(help="The study YAML file.")],
-    until: Annotated[str, typer.Option(help="Last stage to run: manifest, splits, verify or cache.")] = "cache",
+    until: Annotated[Stage, typer.Option(help="Last stage to run.")] = "cache",
     workers: Annotated[int | None, typer.Option(help="Processes for verify and cache (default: all cores).")] = None,
     shard: Annotated[str | None, typer.Option(help="Do only part k of n of the cache work, e.g. 2/4.")] = None,
 ) -> None:
     """Metadata -> manifest, splits, image check and the preprocessed cache."""
     from cxrgen.config import check_dataset_roots, load_study
-    from cxrgen.prepare import STAGES, run_prepare
+    from cxrgen.prepare import run_prepare
 
-    if until not in STAGES:
-        raise typer.BadParameter(f"--until must be one of {', '.join(STAGES)}, got {until!r}")
     config = load_study(study)
     check_dataset_roots(config, study)
     with progress_bars() as progress:

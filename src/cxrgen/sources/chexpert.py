@@ -3,6 +3,11 @@
 ``train.csv`` / ``valid.csv`` (or any CSV of that layout) with columns ``Path, Sex, Age, Frontal/Lateral, AP/PA``
 followed by the 14 observations in {1.0, 0.0, -1.0, blank}. ``Path`` carries the folder prefix
 (``CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg``); the patient id comes from the path.
+
+Views: ``frontal`` is the ``Frontal/Lateral`` column (the file name agrees with it). A lateral image's view is
+``LL`` when ``AP/PA`` says so, else ``LATERAL``. A frontal image's view is its ``AP/PA`` (PA or AP); the 17
+frontal rows of the real ``train.csv`` whose ``AP/PA`` is ``LL`` or ``RL`` are decubitus films, a frontal
+projection of a patient lying on one side, so their view is ``OTHER`` and ``frontal`` stays true.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ def read(root: Path, *, name: str, labels: list[str], csv: str = "train.csv", **
 
     lateral = frame["Frontal/Lateral"].str.strip().str.lower() == "lateral"
     views = normalize_view(frame["AP/PA"])
+    views = views.where(~(views == "LL"), "OTHER")  # frontal decubitus films (see the module docstring)
     views = views.where(~lateral, frame["AP/PA"].fillna("").str.strip().str.upper().map(
         lambda v: "LL" if v == "LL" else "LATERAL"))
     check_raw_labels(frame, label_columns, source)
