@@ -12,10 +12,10 @@ to plain C-speed loops with no threads of its own, ``cache=True`` so worker proc
 Lines of ``skimage/exposure/_adapthist.py`` (scikit-image 0.26.0) followed, with where they land here:
 
 * 75-78: ``img_as_uint`` (float x 65535 in the input's float type, ``rint``, clip) then
-  ``rescale_intensity(out_range=(0, 2**14 - 1))`` in float64 and ``np.round``: :func:`_to_14bit`.
+  ``rescale_intensity(out_range=(0, 2**14 - 1))`` in float64 and ``np.round``, and 139-143, the bin of a
+  14-bit value ``value // (1 + 2**14 // nbins)``: :func:`_gray_bins` (padding and binning commute).
 * 81: kernel ``max(side // 8, 1)``; 125-136: reflect padding by ``k // 2`` before and
-  ``(k - s % k) % k + ceil(k / 2)`` after: :func:`equalize_adapthist`.
-* 139-143: bin of a 14-bit value = ``value // (1 + 2**14 // nbins)``: :func:`equalize_adapthist`.
+  ``(k - s % k) % k + ceil(k / 2)`` after: :func:`tile_geometry`, :func:`equalize_adapthist`.
 * 147-156, 166: one histogram per ``k``-sized tile starting at ``k // 2`` of the padded image;
   161: clip limit ``int(max(clip_limit * k_y * k_x, 1))``; 236-287 ``clip_histogram`` (clip, uniform
   increment, mid band, then the strided redistribution loop, overshoot included); 290-317 ``map_histogram``
@@ -42,33 +42,41 @@ CLIP_LIMIT = 0.01
 NBINS = 256
 
 
-def _to_14bit(image: np.ndarray) -> np.ndarray:
-    """``img_as_uint`` then ``round(rescale_intensity(out_range=(0, 2**14 - 1)))`` as uint16 (lines 75-78)."""
+def _gray_bins(image: np.ndarray) -> np.ndarray:
+    """The histogram bin of every pixel: ``img_as_uint``, the 14-bit ``rescale_intensity`` and ``np.round``
+    (lines 75-78), then ``value // (1 + 2**14 // nbins)`` (lines 139-143): uint8 [H, W].
+
+    Only the bins are used later, and they depend on the 16-bit value alone, so the float64 arithmetic runs
+    once per 16-bit level present (a table over ``low..high``) instead of once per pixel.
+    """
     if image.ndim != 2:
         raise ValueError(f"CLAHE expects a 2-D gray image, got shape {image.shape}")
     if not np.issubdtype(image.dtype, np.floating):
         raise ValueError(f"CLAHE expects a float image in [0, 1], got dtype {image.dtype}")
-    if image.size and (float(image.min()) < -1.0 or float(image.max()) > 1.0):
+    image = np.ascontiguousarray(image)
+    scale = image.dtype.type(65535)
+    extremes = np.array([image.min(), image.max()], dtype=image.dtype) if image.size else np.zeros(2, image.dtype)
+    if extremes[0] < -1.0 or extremes[1] > 1.0:
         raise ValueError("Images of type float must be between -1 and 1.")
-    as_uint16 = _as_uint16(np.ascontiguousarray(image), image.dtype.type(65535))
-    low, high = int(as_uint16.min()), int(as_uint16.max())
-    # The float64 rescale depends on the 16-bit value alone: one table over low..high, then one gather.
-    levels = np.arange(65536, dtype=np.float64)
+    # img_as_uint is monotonic, so the 16-bit extremes are those of the float extremes.
+    low, high = (int(v) for v in np.clip(np.rint(extremes * scale), 0, 65535))
+    levels = np.arange(low, high + 1, dtype=np.float64)
     if low == high:
-        table = np.round(np.clip(levels, 0, GRAY_LEVELS - 1))
+        scaled = np.round(np.clip(levels, 0, GRAY_LEVELS - 1))
     else:
-        table = np.round((np.clip(levels, low, high) - low) / (high - low) * float(GRAY_LEVELS - 1))
-    return table.astype(np.uint16)[as_uint16]
+        scaled = np.round((levels - low) / (high - low) * float(GRAY_LEVELS - 1))
+    table = (scaled.astype(np.uint16) // np.uint16(1 + GRAY_LEVELS // NBINS)).astype(np.uint8)
+    return _lookup_bins(image, scale, low, table)
 
 
 @numba.njit(cache=True, nogil=True)
-def _as_uint16(image: np.ndarray, scale: float) -> np.ndarray:
-    """``img_as_uint`` of a float image: ``rint(x * 65535)`` in the image's float type (``scale`` carries it)."""
-    out = np.empty(image.shape, dtype=np.uint16)
+def _lookup_bins(image: np.ndarray, scale: float, low: int, table: np.ndarray) -> np.ndarray:
+    """``table[rint(x * 65535) - low]`` per pixel, the product in the image's float type (``scale`` carries it)."""
+    out = np.empty(image.shape, dtype=np.uint8)
     for y in range(image.shape[0]):
         for x in range(image.shape[1]):
-            value = np.rint(image[y, x] * scale)
-            out[y, x] = np.uint16(min(max(value, 0), 65535))
+            value = min(max(np.rint(image[y, x] * scale), 0), 65535)
+            out[y, x] = table[int(value) - low]
     return out
 
 
@@ -91,23 +99,21 @@ def _clip_histogram(hist: np.ndarray, clip_limit: int) -> None:
         if upper <= hist[i] < clip_limit:
             n_excess += hist[i] - clip_limit
             hist[i] = clip_limit
+    # scikit-image recounts the bins under the limit at every index; a running count gives the same numbers.
+    under = 0
+    for i in range(size):
+        if hist[i] < clip_limit:
+            under += 1
     while n_excess > 0:
         previous = n_excess
         for index in range(size):
-            under = 0
-            for i in range(size):
-                if hist[i] < clip_limit:
-                    under += 1
             step = max(1, under // n_excess)
-            # The mask is taken before the increments, as scikit-image's under_mask[index::step].
-            added = 0
-            for i in range(index, size, step):
-                if hist[i] < clip_limit:
-                    added += 1
-            for i in range(index, size, step):
+            for i in range(index, size, step):  # scikit-image's hist[index::step][under_mask] += 1
                 if hist[i] < clip_limit:
                     hist[i] += 1
-            n_excess -= added
+                    n_excess -= 1
+                    if hist[i] == clip_limit:
+                        under -= 1
             if n_excess <= 0:
                 break
         if previous == n_excess:
@@ -116,8 +122,11 @@ def _clip_histogram(hist: np.ndarray, clip_limit: int) -> None:
 
 @numba.njit(cache=True, nogil=True)
 def _tile_mappings(bins: np.ndarray, k_y: int, k_x: int, n_y: int, n_x: int, nbins: int, clip: int) -> np.ndarray:
-    """Per tile the clipped, cumulated 14-bit mapping, edge-padded by one tile: int64 [n_y + 2, n_x + 2, nbins]."""
-    maps = np.empty((n_y + 2, n_x + 2, nbins), dtype=np.int64)
+    """Per tile the clipped, cumulated 14-bit mapping, edge-padded by one tile: [n_y + 2, n_x + 2, nbins].
+
+    Integers held as float64 (exact), as scikit-image's int64 mappings become float64 when weighted.
+    """
+    maps = np.empty((n_y + 2, n_x + 2, nbins), dtype=np.float64)
     scale = (GRAY_LEVELS - 1) / (k_y * k_x)
     hist = np.empty(nbins, dtype=np.int64)
     for ty in range(n_y):
@@ -134,7 +143,7 @@ def _tile_mappings(bins: np.ndarray, k_y: int, k_x: int, n_y: int, n_x: int, nbi
             for b in range(nbins):
                 total += hist[b]
                 value = min(total * scale, GRAY_LEVELS - 1.0)
-                maps[ty + 1, tx + 1, b] = int(value)
+                maps[ty + 1, tx + 1, b] = np.trunc(value)  # astype(int): integral, exact in float64
     for ty in range(1, n_y + 1):  # edge padding, first along x ...
         maps[ty, 0] = maps[ty, 1]
         maps[ty, n_x + 1] = maps[ty, n_x]
@@ -182,7 +191,17 @@ def _stretch(equalized: np.ndarray) -> np.ndarray:
     low, high = float(equalized.min()), float(equalized.max())
     levels = np.arange(65536, dtype=np.float32)
     table = np.clip(levels, 0.0, 1.0) if low == high else (levels - low) / (high - low)
-    return table.astype(np.float32)[equalized]
+    return _gather(table.astype(np.float32), equalized)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``table[index]`` for a 2-D index, without NumPy's fancy-indexing overhead."""
+    out = np.empty(index.shape, dtype=table.dtype)
+    for y in range(index.shape[0]):
+        for x in range(index.shape[1]):
+            out[y, x] = table[index[y, x]]
+    return out
 
 
 def tile_geometry(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
@@ -204,12 +223,11 @@ def equalize_adapthist(image: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: not a 2-D float image, or values outside [-1, 1] (as scikit-image).
     """
-    scaled = _to_14bit(image)
-    height, width = scaled.shape
+    unpadded = _gray_bins(image)
+    height, width = unpadded.shape
     kernel, before, after = tile_geometry(height, width)
-    padded = np.pad(scaled, [(before[0], after[0]), (before[1], after[1])], mode="reflect")
-    bins = (padded // np.uint16(1 + GRAY_LEVELS // NBINS)).astype(np.uint8)
-    n_y, n_x = padded.shape[0] // kernel[0] - 1, padded.shape[1] // kernel[1] - 1
+    bins = np.pad(unpadded, [(before[0], after[0]), (before[1], after[1])], mode="reflect")
+    n_y, n_x = bins.shape[0] // kernel[0] - 1, bins.shape[1] // kernel[1] - 1
     maps = _tile_mappings(bins, kernel[0], kernel[1], n_y, n_x, NBINS, clip_count(kernel))
     equalized = _interpolate(bins, maps, kernel[0], kernel[1], before[0], before[1], height, width)
     return _stretch(equalized)
