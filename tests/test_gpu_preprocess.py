@@ -76,3 +76,22 @@ def test_torch_jpeg_path_names_a_broken_file(tmp_path: Path) -> None:
     bad.write_bytes(good.read_bytes()[:200])
     with pytest.raises(ImageError, match=r"bad\.jpg"):
         list(gpu_preprocess.preprocess_jpegs([good, bad], 32, device="cpu"))
+
+
+@pytest.mark.gpu
+def test_cuda_path_within_one_level_of_the_exact_engine(tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the GPU path is checked on CPU above")
+    paths = []
+    for i, (height, width) in enumerate([(390, 320), (2828, 2320)]):
+        path = tmp_path / f"{i}.jpg"
+        Image.fromarray(_phantom(height, width, seed=i)).save(path, quality=90)
+        paths.append(path)
+    for path in paths:
+        decoded = images.decode(path)
+        expected = images.preprocess_array(decoded, 224, "exact").astype(np.int16)
+        on_device = gpu_preprocess.preprocess_batch(torch.from_numpy(decoded)[None].cuda(), 224)[0].cpu().numpy()
+        assert np.abs(on_device.astype(np.int16) - expected).max() <= 1, path
+        # End to end, nvJPEG may decode a level apart from libjpeg-turbo: one more level allowed.
+        ((_, end_to_end),) = gpu_preprocess.preprocess_jpegs([path], 224, device="cuda")
+        assert np.abs(end_to_end.astype(np.int16) - expected).max() <= 2, path
