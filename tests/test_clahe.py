@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import multiprocessing
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from skimage.exposure import equalize_adapthist
@@ -128,3 +130,22 @@ def test_exact_engine_decodes_like_the_others(tmp_path: Path) -> None:
     equalized = clahe.equalize_adapthist(decode(path))
     np.testing.assert_array_equal(equalized, equalize_adapthist(decode(path)).astype(np.float32))
     _assert_within_one_level(path, 64)
+
+
+def test_default_engine_cache_names_exact_and_matches_skimage(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    rows = []
+    for i in range(5):
+        Image.fromarray(_phantom(90 + i, 70, seed=i)).save(tmp_path / "data" / f"{i}.png")
+        rows.append({"image_id": f"ds:{i}", "path": f"{i}.png"})
+    engine = PreprocessConfig().engine
+    folder = cache.build_cache(
+        pd.DataFrame(rows), tmp_path / "data", tmp_path / "study", "ds", 32, engine, True, workers=2, chunk_size=2
+    )
+    meta = json.loads((folder / "meta.json").read_text())
+    assert (meta["engine"], meta["complete"], meta["failed"]) == ("exact", True, 0)
+    assert meta["library"].startswith("exact numba ")
+    stored, index = cache.open_cache(tmp_path / "study", "ds", 32, "exact", True)
+    for row in index.itertuples():
+        reference = preprocess(tmp_path / "data" / row.path, 32, "skimage").astype(np.int16)
+        assert np.abs(stored[row.row].astype(np.int16) - reference).max() <= 1

@@ -8,7 +8,8 @@ same-shape images: 14-bit rescale in float64, reflect padding, per-tile histogra
 scikit-image's clip and redistribution vectorized over tiles (its sequential loop runs over the 256 bin offsets,
 all tiles at once), float64 cumulated mappings, bilinear blending with float32 accumulation, then the Gaussian
 pre-filter, bilinear resize and clip of scikit-image's ``resize(anti_aliasing=True)``. No library does this
-(kornia's CLAHE is OpenCV's algorithm, not scikit-image's), hence hand-written.
+(kornia's CLAHE is OpenCV's algorithm, not scikit-image's), hence hand-written. torchvision 0.29 deprecates its
+image decoders in favour of TorchCodec (a DeprecationWarning); ``decode_jpeg`` still works and is what is used.
 """
 
 from __future__ import annotations
