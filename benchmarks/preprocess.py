@@ -1,17 +1,20 @@
-"""Per-image speed of the two preprocessing engines and how far apart their pixels are.
+"""Per-image speed of the three preprocessing engines and how far apart their pixels are.
 
 Three kinds of input: a CheXpert-small-like JPEG (~320x390), an NIH PNG (1024x1024; a real one from
 ../shared/realdata when present) and a full-resolution JPEG (2320x2828, an NIH image upscaled). Each is run
-through ``preprocess`` with both engines, one thread (the cache runs one process per core), and the uint8
-outputs are compared. Run: ``.venv/bin/python benchmarks/preprocess.py [--size 224]``.
+through ``preprocess`` with each engine, one thread (the cache runs one process per core), and the uint8
+outputs are compared; decode is timed alone. Last, the parallel efficiency of ``prepare``'s cache on 2 worker
+processes. Run: ``.venv/bin/python benchmarks/preprocess.py [--size 224]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -19,8 +22,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from cxrgen import images
+from cxrgen import fast_resize, images
 from cxrgen.images import preprocess
+from cxrgen.threads import pin_one_thread
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "nih" / "images_1024"
 
@@ -48,9 +52,9 @@ def _inputs(folder: Path) -> list[tuple[str, Path, int]]:
     full = folder / "full.jpg"
     Image.fromarray(cv2.resize(gray, (2320, 2828), interpolation=cv2.INTER_CUBIC)).save(full, quality=95)
     return [
-        ("CheXpert-small JPEG 320x390", small, 20),
-        (f"NIH PNG 1024x1024 ({origin})", nih, 8),
-        ("full-size JPEG 2320x2828", full, 3),
+        ("CheXpert-small JPEG 320x390", small, 10),
+        (f"NIH PNG 1024x1024 ({origin})", nih, 4),
+        ("full-size JPEG 2320x2828", full, 2),
     ]
 
 
@@ -62,41 +66,110 @@ def _rate(step: Callable[[], object], repeats: int) -> float:
     return repeats / (time.perf_counter() - start)
 
 
+def _preprocess_many(paths: list[Path], size: int) -> int:
+    for path in paths:
+        preprocess(path, size, "exact")
+    return len(paths)
+
+
+def _warm(path: Path, size: int) -> None:
+    """Load the worker's libraries and numba kernels; the pause lets the other worker take the other call."""
+    preprocess(path, size, "exact")
+    time.sleep(1.0)
+
+
+def _parallel_efficiency(folder: Path, source: Path, size: int, count: int = 32) -> dict[str, float]:
+    """Seconds for ``count`` NIH PNGs on 1 and 2 workers: ``prepare``'s cache end to end, and warm pools.
+
+    The cache's figure includes starting the pool (imports and numba's cached kernels: seconds on a loaded
+    machine); the warm figure is the steady state that a cache of 100k images sees.
+    """
+    import pandas as pd
+
+    from cxrgen.cache import build_cache
+
+    data = folder / "parallel"
+    data.mkdir()
+    paths = []
+    for i in range(count):
+        (data / f"{i}.png").write_bytes(source.read_bytes())
+        paths.append(data / f"{i}.png")
+    rows = pd.DataFrame({"image_id": [str(i) for i in range(count)], "path": [f"{i}.png" for i in range(count)]})
+    result = {}
+    for workers in (1, 2):
+        start = time.perf_counter()
+        build_cache(rows, data, folder / f"study{workers}", "bench", size, "exact", True, workers, chunk_size=4)
+        result[f"cache {workers}"] = time.perf_counter() - start
+    chunks = [paths[i : i + 4] for i in range(0, count, 4)]
+    _preprocess_many(chunks[0], size)
+    start = time.perf_counter()
+    for chunk in chunks:
+        _preprocess_many(chunk, size)
+    result["warm 1"] = time.perf_counter() - start
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(2, mp_context=context, initializer=pin_one_thread) as pool:
+        list(pool.map(_warm, [source, source], [size, size]))
+        start = time.perf_counter()
+        list(pool.map(_preprocess_many, chunks, [size] * len(chunks)))
+        result["warm 2"] = time.perf_counter() - start
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)
     size = parser.parse_args().size
     cv2.setNumThreads(1)
+    pin_one_thread()
     print(f"preprocess to {size}x{size}, one thread per image (images/s; difference of the uint8 outputs)\n")
     print(
-        "| input | skimage img/s | opencv img/s | opencv / skimage | engine only: opencv / skimage "
-        "| mean diff (levels, % range) | max diff |"
+        "| input | decode ms | skimage img/s | exact img/s | exact / skimage | engine only: exact / skimage "
+        "| exact vs skimage max diff | opencv img/s | opencv / skimage | opencv vs skimage mean, max diff |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     resize_rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, path, repeats in _inputs(Path(tmp)):
+        inputs = _inputs(Path(tmp))
+        for name, path, repeats in inputs:
+            decode_ms = 1000 / _rate(partial(images.decode, path), repeats)
             paper = _rate(partial(preprocess, path, size, "skimage"), repeats)
+            exact = _rate(partial(preprocess, path, size, "exact"), repeats)
             fast = _rate(partial(preprocess, path, size, "opencv"), repeats)
-            # The engines without the decode both share (decode is most of the opencv path for a PNG).
+            # The engines without the decode they share.
             decoded = images.decode(path)
             engine_paper = _rate(partial(images.preprocess_array, decoded, size, "skimage"), repeats)
-            engine_fast = _rate(partial(images.preprocess_array, decoded, size, "opencv"), repeats)
-            diff = np.abs(preprocess(path, size, "skimage").astype(int) - preprocess(path, size, "opencv"))
+            engine_exact = _rate(partial(images.preprocess_array, decoded, size, "exact"), repeats)
+            reference = preprocess(path, size, "skimage").astype(int)
+            exact_diff = np.abs(preprocess(path, size, "exact") - reference)
+            diff = np.abs(preprocess(path, size, "opencv") - reference)
             print(
-                f"| {name} | {paper:.1f} | {fast:.1f} | {fast / paper:.1f}x | {engine_fast / engine_paper:.1f}x | "
-                f"{diff.mean():.2f} ({100 * diff.mean() / 255:.2f} %) | {diff.max()} ({100 * diff.max() / 255:.1f} %) |"
+                f"| {name} | {decode_ms:.1f} | {paper:.1f} | {exact:.1f} | {exact / paper:.1f}x "
+                f"| {engine_exact / engine_paper:.1f}x | {exact_diff.max()} | {fast:.1f} | {fast / paper:.1f}x "
+                f"| {diff.mean():.2f}, {diff.max()} ({100 * diff.max() / 255:.1f} %) |"
             )
             equalized = images.clahe_skimage(decoded)
-            exact = np.abs(images.resize_skimage(equalized, size) - images.resize_opencv(equalized, size)).max()
+            exact_resize = np.abs(images.resize_skimage(equalized, size) - images.resize_opencv(equalized, size)).max()
             resize_paper = _rate(partial(images.resize_skimage, equalized, size), repeats)
             resize_fast = _rate(partial(images.resize_opencv, equalized, size), repeats)
-            resize_rows.append((name, resize_paper, resize_fast, exact))
-    print("\nresize alone (same CLAHE input): skimage.transform.resize vs the OpenCV rebuild\n")
-    print("| input | skimage img/s | opencv img/s | speed-up | max abs difference (0-1 scale) |")
-    print("|---|---|---|---|---|")
-    for name, paper, fast, exact in resize_rows:
-        print(f"| {name} | {paper:.1f} | {fast:.1f} | {fast / paper:.1f}x | {exact:.1e} |")
+            sparse_error = np.abs(images.resize_skimage(equalized, size) - fast_resize.resize(equalized, size)).max()
+            resize_sparse = _rate(partial(fast_resize.resize, equalized, size), repeats)
+            resize_rows.append((name, resize_paper, resize_fast, exact_resize, resize_sparse, sparse_error))
+        print("\nresize alone (same CLAHE input): skimage.transform.resize vs the OpenCV rebuild (opencv engine)")
+        print("and the sparse products (exact engine); max abs difference to skimage on the 0-1 scale\n")
+        print("| input | skimage img/s | opencv img/s | speed-up | difference | sparse img/s | speed-up | difference |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, paper, fast, exact_resize, sparse_rate, sparse_error in resize_rows:
+            print(
+                f"| {name} | {paper:.1f} | {fast:.1f} | {fast / paper:.1f}x | {exact_resize:.1e} "
+                f"| {sparse_rate:.1f} | {sparse_rate / paper:.1f}x | {sparse_error:.1e} |"
+            )
+        seconds = _parallel_efficiency(Path(tmp), inputs[1][1], size)
+        print("\nparallel efficiency of the exact engine on 2 cores, 32 NIH PNGs (efficiency = speed-up / 2)\n")
+        print("| how | 1 worker s | 2 workers s | efficiency |")
+        print("|---|---|---|---|")
+        for how, key in (("prepare's cache, pool start-up included", "cache"), ("warm worker pool", "warm")):
+            one, two = seconds[f"{key} 1"], seconds[f"{key} 2"]
+            print(f"| {how} | {one:.2f} | {two:.2f} | {100 * one / two / 2:.0f} % |")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_parquet, write_text
 from cxrgen.images import ENGINES, PREPROCESS_VERSION, Engine, ImageError, preprocess
+from cxrgen.threads import pin_one_thread
 from cxrgen.verify import default_workers
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,8 @@ def _chunk_worker(
 
 
 def _single_thread_opencv() -> None:
-    # One process per core already; OpenCV's own thread pool would oversubscribe them.
-    cv2.setNumThreads(1)
+    # One process per core already; OpenCV's, numba's and BLAS's own thread pools would oversubscribe them.
+    pin_one_thread()
 
 
 def _progress_name(shard: tuple[int, int] | None) -> str:
@@ -267,6 +268,8 @@ def build_cache(
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(final.name + PARTIAL_SUFFIX)
     library = version("scikit-image") if engine == "skimage" else cv2.getVersionString()
+    if engine == "exact":
+        library = f"numba {version('numba')}, opencv {cv2.getVersionString()}, scikit-image {version('scikit-image')}"
     meta = {
         **params,
         "fingerprint": digest,

@@ -77,7 +77,7 @@ class SplitConfig(StrictModel):
 
 class PreprocessConfig(StrictModel):
     clahe: bool = True
-    engine: Literal["skimage", "opencv"] = "skimage"
+    engine: Literal["skimage", "opencv", "exact"] = "exact"
     size: int | None = Field(default=None, gt=7, description="override every architecture's input size")
 
 

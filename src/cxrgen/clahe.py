@@ -1,0 +1,233 @@
+"""scikit-image's CLAHE (``equalize_adapthist`` with its defaults) reproduced step by step in compiled code.
+
+The paper equalizes with :func:`skimage.exposure.equalize_adapthist` (kernel 1/8 of each side, clip limit 0.01,
+256 bins). scikit-image spends most of its time in NumPy temporaries: ``np.apply_along_axis`` over tiles, a
+Python loop redistributing clipped counts, and four float64 ``take_along_axis`` passes over the padded image.
+OpenCV's CLAHE is fast but is a different algorithm (its own clip rule, 8-bit bins, no 14-bit rescale), so it
+cannot be tuned into the same output. No library offers scikit-image's arithmetic fast, hence this module: the
+same integer and float steps, in the same order and the same dtypes, as two small numba kernels (the clip's
+sequential redistribution and the per-pixel interpolation are loops that vectorize badly; numba compiles them
+to plain C-speed loops with no threads of its own, ``cache=True`` so worker processes do not recompile).
+
+Lines of ``skimage/exposure/_adapthist.py`` (scikit-image 0.26.0) followed, with where they land here:
+
+* 75-78: ``img_as_uint`` (float x 65535 in the input's float type, ``rint``, clip) then
+  ``rescale_intensity(out_range=(0, 2**14 - 1))`` in float64 and ``np.round``, and 139-143, the bin of a
+  14-bit value ``value // (1 + 2**14 // nbins)``: :func:`_gray_bins` (padding and binning commute).
+* 81: kernel ``max(side // 8, 1)``; 125-136: reflect padding by ``k // 2`` before and
+  ``(k - s % k) % k + ceil(k / 2)`` after: :func:`tile_geometry`, :func:`equalize_adapthist`.
+* 147-156, 166: one histogram per ``k``-sized tile starting at ``k // 2`` of the padded image;
+  161: clip limit ``int(max(clip_limit * k_y * k_x, 1))``; 236-287 ``clip_histogram`` (clip, uniform
+  increment, mid band, then the strided redistribution loop, overshoot included); 290-317 ``map_histogram``
+  (float64 cumsum x ``(2**14 - 1) / n``, clip, truncate); 172: edge-padded mappings: :func:`_tile_mappings`.
+* 180-212: per pixel, the four neighbouring mappings weighted by float64 ``x`` and ``1 - x`` products, each
+  term cast to float32 and summed in float32 in ``np.ndindex`` order; 214: truncation to uint16:
+  :func:`_interpolate`.
+* 90-91: ``rescale_intensity`` of the float32 result to [0, 1] in float32: :func:`_stretch`.
+
+Measured against scikit-image on every real image in ``../shared/realdata`` and on synthetic JPEGs (see
+``benchmarks/clahe_exactness.py`` and the README): the uint8 cache outputs differ by at most 1/255.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+#: scikit-image's internal gray levels (``NR_OF_GRAY``) and its defaults.
+GRAY_LEVELS = 2**14
+CLIP_LIMIT = 0.01
+NBINS = 256
+
+
+def _gray_bins(image: np.ndarray) -> np.ndarray:
+    """The histogram bin of every pixel: ``img_as_uint``, the 14-bit ``rescale_intensity`` and ``np.round``
+    (lines 75-78), then ``value // (1 + 2**14 // nbins)`` (lines 139-143): uint8 [H, W].
+
+    Only the bins are used later, and they depend on the 16-bit value alone, so the float64 arithmetic runs
+    once per 16-bit level present (a table over ``low..high``) instead of once per pixel.
+    """
+    if image.ndim != 2:
+        raise ValueError(f"CLAHE expects a 2-D gray image, got shape {image.shape}")
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"CLAHE expects a float image in [0, 1], got dtype {image.dtype}")
+    image = np.ascontiguousarray(image)
+    scale = image.dtype.type(65535)
+    extremes = np.array([image.min(), image.max()], dtype=image.dtype) if image.size else np.zeros(2, image.dtype)
+    if extremes[0] < -1.0 or extremes[1] > 1.0:
+        raise ValueError("Images of type float must be between -1 and 1.")
+    # img_as_uint is monotonic, so the 16-bit extremes are those of the float extremes.
+    low, high = (int(v) for v in np.clip(np.rint(extremes * scale), 0, 65535))
+    levels = np.arange(low, high + 1, dtype=np.float64)
+    if low == high:
+        scaled = np.round(np.clip(levels, 0, GRAY_LEVELS - 1))
+    else:
+        scaled = np.round((levels - low) / (high - low) * float(GRAY_LEVELS - 1))
+    table = (scaled.astype(np.uint16) // np.uint16(1 + GRAY_LEVELS // NBINS)).astype(np.uint8)
+    return _lookup_bins(image, scale, low, table)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup_bins(image: np.ndarray, scale: float, low: int, table: np.ndarray) -> np.ndarray:
+    """``table[rint(x * 65535) - low]`` per pixel, the product in the image's float type (``scale`` carries it)."""
+    out = np.empty(image.shape, dtype=np.uint8)
+    for y in range(image.shape[0]):
+        for x in range(image.shape[1]):
+            value = min(max(np.rint(image[y, x] * scale), 0), 65535)
+            out[y, x] = table[int(value) - low]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _clip_histogram(hist: np.ndarray, clip_limit: int) -> None:
+    """scikit-image's ``clip_histogram`` (lines 236-287) in place on one int64 histogram, overshoot included."""
+    size = hist.size
+    n_excess = 0
+    for i in range(size):
+        if hist[i] > clip_limit:
+            n_excess += hist[i] - clip_limit
+            hist[i] = clip_limit
+    bin_incr = n_excess // size
+    upper = clip_limit - bin_incr
+    for i in range(size):
+        if hist[i] < upper:
+            n_excess -= bin_incr
+            hist[i] += bin_incr
+    for i in range(size):
+        if upper <= hist[i] < clip_limit:
+            n_excess += hist[i] - clip_limit
+            hist[i] = clip_limit
+    # scikit-image recounts the bins under the limit at every index; a running count gives the same numbers.
+    under = 0
+    for i in range(size):
+        if hist[i] < clip_limit:
+            under += 1
+    while n_excess > 0:
+        previous = n_excess
+        for index in range(size):
+            step = max(1, under // n_excess)
+            for i in range(index, size, step):  # scikit-image's hist[index::step][under_mask] += 1
+                if hist[i] < clip_limit:
+                    hist[i] += 1
+                    n_excess -= 1
+                    if hist[i] == clip_limit:
+                        under -= 1
+            if n_excess <= 0:
+                break
+        if previous == n_excess:
+            break
+
+
+@numba.njit(cache=True, nogil=True)
+def _tile_mappings(bins: np.ndarray, k_y: int, k_x: int, n_y: int, n_x: int, nbins: int, clip: int) -> np.ndarray:
+    """Per tile the clipped, cumulated 14-bit mapping, edge-padded by one tile: [n_y + 2, n_x + 2, nbins].
+
+    Integers held as float64 (exact), as scikit-image's int64 mappings become float64 when weighted.
+    """
+    maps = np.empty((n_y + 2, n_x + 2, nbins), dtype=np.float64)
+    scale = (GRAY_LEVELS - 1) / (k_y * k_x)
+    hist = np.empty(nbins, dtype=np.int64)
+    for ty in range(n_y):
+        for tx in range(n_x):
+            hist[:] = 0
+            y0 = k_y // 2 + ty * k_y
+            x0 = k_x // 2 + tx * k_x
+            for y in range(y0, y0 + k_y):
+                for x in range(x0, x0 + k_x):
+                    hist[bins[y, x]] += 1
+            if clip < k_y * k_x:
+                _clip_histogram(hist, clip)
+            total = 0
+            for b in range(nbins):
+                total += hist[b]
+                value = min(total * scale, GRAY_LEVELS - 1.0)
+                maps[ty + 1, tx + 1, b] = np.trunc(value)  # astype(int): integral, exact in float64
+    for ty in range(1, n_y + 1):  # edge padding, first along x ...
+        maps[ty, 0] = maps[ty, 1]
+        maps[ty, n_x + 1] = maps[ty, n_x]
+    for tx in range(n_x + 2):  # ... then along y, corners included
+        maps[0, tx] = maps[1, tx]
+        maps[n_y + 1, tx] = maps[n_y, tx]
+    return maps
+
+
+@numba.njit(cache=True, nogil=True)
+def _interpolate(
+    bins: np.ndarray, maps: np.ndarray, k_y: int, k_x: int, pad_y: int, pad_x: int, height: int, width: int
+) -> np.ndarray:
+    """Bilinear blend of the four neighbouring tile mappings per pixel (lines 180-214): uint16 [height, width]."""
+    out = np.empty((height, width), dtype=np.uint16)
+    # Per column its tile and float64 weight x / k_x, as scikit-image's np.arange(k) / k.
+    tile_x = np.empty(width, dtype=np.int64)
+    weight_x = np.empty(width, dtype=np.float64)
+    for x in range(width):
+        tile_x[x] = (x + pad_x) // k_x
+        weight_x[x] = ((x + pad_x) % k_x) / k_x
+    for y in range(height):
+        py = y + pad_y
+        by = py // k_y
+        cy = (py % k_y) / k_y
+        iy = 1 - cy
+        for x in range(width):
+            bx = tile_x[x]
+            cx = weight_x[x]
+            ix = 1 - cx
+            b = bins[py, x + pad_x]
+            acc = np.float32(maps[by, bx, b] * (ix * iy))
+            acc += np.float32(maps[by, bx + 1, b] * (cx * iy))
+            acc += np.float32(maps[by + 1, bx, b] * (ix * cy))
+            acc += np.float32(maps[by + 1, bx + 1, b] * (cx * cy))
+            out[y, x] = np.uint16(acc)
+    return out
+
+
+def _stretch(equalized: np.ndarray) -> np.ndarray:
+    """``rescale_intensity`` of the uint16 result cast to float32: min-max to [0, 1] in float32 (lines 90-91).
+
+    As a 14-bit table (the float32 arithmetic depends on the value alone) and one gather.
+    """
+    low, high = float(equalized.min()), float(equalized.max())
+    levels = np.arange(65536, dtype=np.float32)
+    table = np.clip(levels, 0.0, 1.0) if low == high else (levels - low) / (high - low)
+    return _gather(table.astype(np.float32), equalized)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``table[index]`` for a 2-D index, without NumPy's fancy-indexing overhead."""
+    out = np.empty(index.shape, dtype=table.dtype)
+    for y in range(index.shape[0]):
+        for x in range(index.shape[1]):
+            out[y, x] = table[index[y, x]]
+    return out
+
+
+def tile_geometry(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """scikit-image's default kernel, padding before and padding after, as (y, x) pairs (lines 81, 125-130)."""
+    kernel = (max(height // 8, 1), max(width // 8, 1))
+    before = (kernel[0] // 2, kernel[1] // 2)
+    after = tuple((k - s % k) % k + math.ceil(k / 2) for k, s in zip(kernel, (height, width), strict=True))
+    return kernel, before, (after[0], after[1])
+
+
+def clip_count(kernel: tuple[int, int], clip_limit: float = CLIP_LIMIT) -> int:
+    """scikit-image's integer clip limit per tile (line 161)."""
+    return int(max(clip_limit * kernel[0] * kernel[1], 1)) if clip_limit > 0 else kernel[0] * kernel[1]
+
+
+def equalize_adapthist(image: np.ndarray) -> np.ndarray:
+    """``skimage.exposure.equalize_adapthist(image)`` with its defaults, for a 2-D float image: float32 [0, 1].
+
+    Raises:
+        ValueError: not a 2-D float image, or values outside [-1, 1] (as scikit-image).
+    """
+    unpadded = _gray_bins(image)
+    height, width = unpadded.shape
+    kernel, before, after = tile_geometry(height, width)
+    bins = np.pad(unpadded, [(before[0], after[0]), (before[1], after[1])], mode="reflect")
+    n_y, n_x = bins.shape[0] // kernel[0] - 1, bins.shape[1] // kernel[1] - 1
+    maps = _tile_mappings(bins, kernel[0], kernel[1], n_y, n_x, NBINS, clip_count(kernel))
+    equalized = _interpolate(bins, maps, kernel[0], kernel[1], before[0], before[1], height, width)
+    return _stretch(equalized)

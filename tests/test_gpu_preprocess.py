@@ -1,0 +1,97 @@
+"""The torch (GPU) path run on CPU: the same CLAHE, resize and uint8 output as the ``exact`` engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.exposure._adapthist import clip_histogram
+
+from cxrgen import clahe, gpu_preprocess, images
+from cxrgen.images import ImageError
+
+
+def _phantom(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    lungs = np.exp(-(((x - 0.3) / 0.15) ** 2 + ((y - 0.5) / 0.3) ** 2)) + np.exp(
+        -(((x - 0.7) / 0.15) ** 2 + ((y - 0.5) / 0.3) ** 2)
+    )
+    body = 190 - 110 * lungs + rng.normal(0, 8, (height, width))
+    body[: height // 10, : width // 5] = 255
+    return np.clip(body, 0, 255).astype(np.uint8)
+
+
+def test_clip_histograms_match_skimage_row_by_row() -> None:
+    rng = np.random.default_rng(3)
+    hist = rng.integers(0, 40, (120, 256)) * (rng.random((120, 256)) < rng.random((120, 1)))
+    hist[np.arange(120), rng.integers(0, 256, 120)] += rng.integers(0, 5000, 120)
+    for limit in (1, 7, 30):
+        out = gpu_preprocess.clip_histograms(torch.from_numpy(hist), limit).numpy()
+        expected = np.stack([clip_histogram(row.copy(), limit) for row in hist])
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_torch_clahe_is_bit_equal_to_the_exact_engine_on_a_batch() -> None:
+    rng = np.random.default_rng(4)
+    batch = np.stack([rng.random((130, 97), dtype=np.float32) ** p for p in (1, 2, 5)]).astype(np.float32)
+    batch[2] = 0.25  # a constant image in the batch
+    out = gpu_preprocess.equalize_adapthist(torch.from_numpy(batch)).numpy()
+    for got, image in zip(out, batch, strict=True):
+        np.testing.assert_array_equal(got, clahe.equalize_adapthist(image))
+
+
+@pytest.mark.parametrize("shape", [(48, 40), (390, 320), (700, 580)])
+def test_torch_resize_equals_the_opencv_rebuild(shape: tuple[int, int]) -> None:
+    image = clahe.equalize_adapthist(_phantom(*shape).astype(np.float32) / np.float32(255))
+    for size in (32, 224):
+        torch_out = gpu_preprocess.resize(torch.from_numpy(image)[None], size)[0].numpy()
+        assert np.abs(torch_out - images.resize_opencv(image, size)).max() < 1e-4
+
+
+def test_torch_jpeg_path_within_one_level_of_the_exact_engine(tmp_path: Path) -> None:
+    paths = []
+    for i, (height, width) in enumerate([(390, 320), (390, 320), (260, 300)]):
+        path = tmp_path / f"{i}.jpg"
+        Image.fromarray(_phantom(height, width, seed=i)).save(path, quality=90)
+        paths.append(path)
+    rgb = tmp_path / "rgb.jpg"
+    Image.fromarray(np.stack([_phantom(200, 180, 9)] * 3, axis=-1)).save(rgb, quality=90)
+    paths.append(rgb)
+    results = dict(gpu_preprocess.preprocess_jpegs(paths, 224, device="cpu", batch_size=3))
+    assert sorted(results) == [0, 1, 2, 3]
+    for index, path in enumerate(paths):
+        expected = images.preprocess(path, 224, "exact").astype(np.int16)
+        assert results[index].dtype == np.uint8 and results[index].shape == (224, 224)
+        assert np.abs(results[index].astype(np.int16) - expected).max() <= 1, path
+
+
+def test_torch_jpeg_path_names_a_broken_file(tmp_path: Path) -> None:
+    good = tmp_path / "good.jpg"
+    Image.fromarray(_phantom(64, 64)).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ImageError, match=r"bad\.jpg"):
+        list(gpu_preprocess.preprocess_jpegs([good, bad], 32, device="cpu"))
+
+
+@pytest.mark.gpu
+def test_cuda_path_within_one_level_of_the_exact_engine(tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the GPU path is checked on CPU above")
+    paths = []
+    for i, (height, width) in enumerate([(390, 320), (2828, 2320)]):
+        path = tmp_path / f"{i}.jpg"
+        Image.fromarray(_phantom(height, width, seed=i)).save(path, quality=90)
+        paths.append(path)
+    for path in paths:
+        decoded = images.decode(path)
+        expected = images.preprocess_array(decoded, 224, "exact").astype(np.int16)
+        on_device = gpu_preprocess.preprocess_batch(torch.from_numpy(decoded)[None].cuda(), 224)[0].cpu().numpy()
+        assert np.abs(on_device.astype(np.int16) - expected).max() <= 1, path
+        # End to end, nvJPEG may decode a level apart from libjpeg-turbo: one more level allowed.
+        ((_, end_to_end),) = gpu_preprocess.preprocess_jpegs([path], 224, device="cuda")
+        assert np.abs(end_to_end.astype(np.int16) - expected).max() <= 2, path
