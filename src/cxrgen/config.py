@@ -46,10 +46,15 @@ class DatasetConfig(StrictModel):
     csv: str | None = Field(default=None, description="CheXpert: which CSV (train.csv, valid.csv, ...)")
     labels: Literal["chexpert", "negbio"] | None = Field(default=None, description="MIMIC: label file")
     metadata: str | None = Field(default=None, description="NIH: Data_Entry file name, found when omitted")
+    unmatched: Literal["error", "warn"] | None = Field(
+        default=None, description="MIMIC: split rows without metadata or metadata without split rows (default error)"
+    )
 
     def options(self) -> dict[str, Any]:
         """Reader keyword arguments that were set."""
-        pairs = (("csv", self.csv), ("labeler", self.labels), ("metadata", self.metadata))
+        pairs: tuple[tuple[str, str | None], ...] = (
+            ("csv", self.csv), ("labeler", self.labels), ("metadata", self.metadata), ("unmatched", self.unmatched)
+        )  # fmt: skip
         return {key: value for key, value in pairs if value}
 
 
