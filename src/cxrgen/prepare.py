@@ -16,6 +16,7 @@ from cxrgen.config import StudyConfig, dump_resolved
 from cxrgen.fileio import parquet_metadata, write_parquet, write_text
 from cxrgen.manifest import build_manifest
 from cxrgen.splits import make_splits
+from cxrgen.study_checks import check_test_sets
 
 Stage = Literal["manifest", "splits", "verify", "cache"]
 STAGES: tuple[Stage, ...] = ("manifest", "splits", "verify", "cache")
@@ -115,6 +116,7 @@ def run_prepare(
         prepared.cohort = describe(manifest, None, list(config.labels))
         return prepared
     splits, metadata = make_splits(manifest, config)
+    check_test_sets(config, splits)
     write_if_changed(splits, out / "splits.parquet", metadata)
     prepared.splits = splits
     prepared.cohort = describe(manifest, splits, list(config.labels))
@@ -124,6 +126,7 @@ def run_prepare(
 
     prepared.excluded = run_verify(config, manifest, workers, progress)
     prepared.excluded_tests = excluded_test_counts(prepared.excluded, splits)
+    check_test_sets(config, splits, prepared.excluded)
     if until == "cache":
         prepared.caches = run_cache(config, manifest, workers, shard, progress)
     return prepared
