@@ -167,6 +167,15 @@ class ReviewConfig(StrictModel):
     per_kind: int = Field(default=4, ge=1)
 
 
+class VerifyConfig(StrictModel):
+    """What the verify stage accepts as an image (see :func:`cxrgen.verify.verify_manifest`)."""
+
+    max_pixels: int = Field(
+        default=40_000_000, gt=0, le=100_000_000,
+        description="images declaring more pixels are excluded before decoding (default about 6,300 x 6,300)",
+    )  # fmt: skip
+
+
 class EvalConfig(StrictModel):
     bootstrap: int = Field(default=1000, ge=0)
     ci: float = Field(default=0.95, gt=0, lt=1)
@@ -189,6 +198,7 @@ class StudyConfig(StrictModel):
     review: ReviewConfig = ReviewConfig()
     configurations: list[Configuration]
     reference: Reference | None = None
+    verify: VerifyConfig = VerifyConfig()
 
     @field_validator("name")
     @classmethod

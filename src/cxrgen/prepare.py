@@ -65,13 +65,16 @@ def run_verify(
         fingerprint(rows["image_id"].tolist(), rows["path"].tolist(), config.datasets[str(name)].root, {})
         for name, rows in manifest.groupby("dataset", sort=True)
     ]
-    digest = hashlib.sha256("".join([frame_digest(manifest), *files]).encode()).hexdigest()
+    limits = json.dumps(config.verify.model_dump(), sort_keys=True)
+    digest = hashlib.sha256("".join([frame_digest(manifest), *files, limits]).encode()).hexdigest()
     done = (config.out / "excluded.csv").exists() and stamp.exists()
     if done and json.loads(stamp.read_text()).get("manifest_digest") == digest:
         return read_excluded(config.out)
     roots = {name: ds.root for name, ds in config.datasets.items()}
     report = (lambda done, total: progress("verify", done, total)) if progress else None
-    excluded = verify_manifest(manifest, roots, config.out, workers=workers, progress=report)
+    excluded = verify_manifest(
+        manifest, roots, config.out, workers=workers, progress=report, max_pixels=config.verify.max_pixels
+    )
     write_text(stamp, json.dumps({"manifest_digest": digest, "excluded": len(excluded)}))
     return excluded
 
