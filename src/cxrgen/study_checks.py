@@ -29,7 +29,7 @@ def check_test_sets(config: StudyConfig, splits: pd.DataFrame, excluded: pd.Data
         for test_set in conf.test_sets():
             if sum(int(kept.get(ds, 0)) for ds in test_set.datasets):
                 continue
-            found = ", ".join(f"{ds}: {int(images.get(ds, 0))}" for ds in test_set.datasets)
+            found = ", ".join(f"{ds}: {int(images.get(ds, 0))}" for ds in test_set.datasets) or "it names none"
             why = (
                 "all of them failed to decode (see excluded.csv)"
                 if sum(int(images.get(ds, 0)) for ds in test_set.datasets)
