@@ -14,7 +14,7 @@ from cxrgen.errors import CxrgenError
 
 
 def _dataset(root: Path, name: str, n: int, broken: dict[int, bytes | None]) -> pd.DataFrame:
-    """n small PNGs under root/img/; index -> bytes to write instead (None: no file at all)."""
+    """n small gradient PNGs under root/img/; index -> bytes to write instead (None: no file at all)."""
     (root / "img").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
@@ -24,7 +24,8 @@ def _dataset(root: Path, name: str, n: int, broken: dict[int, bytes | None]) -> 
             if content is not None:
                 (root / rel).write_bytes(content)
         else:
-            Image.fromarray(np.full((16, 12), i, dtype=np.uint8)).save(root / rel)
+            # Large enough and not constant: degenerate images are excluded (tests/test_faults_hostile.py).
+            Image.fromarray(((np.arange(40 * 36).reshape(40, 36) + i) % 256).astype(np.uint8)).save(root / rel)
         rows.append({"dataset": name, "image_id": f"{name}:{i:03d}", "path": rel})
     return pd.DataFrame(rows)
 

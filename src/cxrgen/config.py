@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cxrgen.errors import CxrgenError
 from cxrgen.labels import PAPER_LABELS, BlankPolicy, Policy
 
+#: The resolved study file every ``prepare`` writes into ``out``.
+RESOLVED_CONFIG = "config.yaml"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -44,10 +46,15 @@ class DatasetConfig(StrictModel):
     csv: str | None = Field(default=None, description="CheXpert: which CSV (train.csv, valid.csv, ...)")
     labels: Literal["chexpert", "negbio"] | None = Field(default=None, description="MIMIC: label file")
     metadata: str | None = Field(default=None, description="NIH: Data_Entry file name, found when omitted")
+    unmatched: Literal["error", "warn"] | None = Field(
+        default=None, description="MIMIC: split rows without metadata or metadata without split rows (default error)"
+    )
 
     def options(self) -> dict[str, Any]:
         """Reader keyword arguments that were set."""
-        pairs = (("csv", self.csv), ("labeler", self.labels), ("metadata", self.metadata))
+        pairs: tuple[tuple[str, str | None], ...] = (
+            ("csv", self.csv), ("labeler", self.labels), ("metadata", self.metadata), ("unmatched", self.unmatched)
+        )  # fmt: skip
         return {key: value for key, value in pairs if value}
 
 
@@ -160,6 +167,15 @@ class ReviewConfig(StrictModel):
     per_kind: int = Field(default=4, ge=1)
 
 
+class VerifyConfig(StrictModel):
+    """What the verify stage accepts as an image (see :func:`cxrgen.verify.verify_manifest`)."""
+
+    max_pixels: int = Field(
+        default=40_000_000, gt=0, le=100_000_000,
+        description="images declaring more pixels are excluded before decoding (default about 6,300 x 6,300)",
+    )  # fmt: skip
+
+
 class EvalConfig(StrictModel):
     bootstrap: int = Field(default=1000, ge=0)
     ci: float = Field(default=0.95, gt=0, lt=1)
@@ -182,6 +198,7 @@ class StudyConfig(StrictModel):
     review: ReviewConfig = ReviewConfig()
     configurations: list[Configuration]
     reference: Reference | None = None
+    verify: VerifyConfig = VerifyConfig()
 
     @field_validator("name")
     @classmethod
@@ -216,6 +233,41 @@ class StudyConfig(StrictModel):
             _safe_name(arch)
         return self
 
+    @model_validator(mode="after")
+    def _no_contradictions(self) -> StudyConfig:
+        """Refuse studies whose numbers would come out wrong without an error (issue 14), naming the keys."""
+        if not self.labels:
+            raise ValueError("labels: empty list; name at least one label")
+        for index, conf in enumerate(self.configurations):
+            key = f"configurations[{index}] ({conf.name!r})"
+            if not conf.train:
+                raise ValueError(f"{key}.train: empty list; name the datasets it trains on")
+            leaked = [ds for ds in conf.external if ds in conf.train]
+            if leaked:
+                raise ValueError(
+                    f"{key}.external names {leaked}, which it also trains on; an external test set must be a "
+                    "dataset the configuration never sees"
+                )
+            untrained = [ds for ds in conf.internal if ds not in conf.train]
+            if untrained:
+                raise ValueError(
+                    f"{key}.internal names {untrained}, which it does not train on ({conf.train}); "
+                    "a dataset it never sees belongs in external"
+                )
+        roots = [(name, ds.root.resolve()) for name, ds in self.datasets.items()]
+        for position, (name, root) in enumerate(roots):
+            for other, other_root in roots[position + 1 :]:
+                if root == other_root or root.is_relative_to(other_root) or other_root.is_relative_to(root):
+                    raise ValueError(
+                        f"datasets.{name}.root and datasets.{other}.root overlap ({root}, {other_root}): the same "
+                        "images and patients under two names would put training images in a test set"
+                    )
+        out = self.out.resolve()
+        for name, root in roots:
+            if out == root or out.is_relative_to(root):
+                raise ValueError(f"out: {out} is inside datasets.{name}.root ({root}); keep outputs apart from data")
+        return self
+
     def configuration(self, name: str) -> Configuration:
         """The configuration called ``name``; an unknown name fails with the closest known one."""
         names = [conf.name for conf in self.configurations]
@@ -237,22 +289,42 @@ def run_dir(study_dir: Path, configuration: str, arch: str) -> Path:
     return Path(study_dir) / "runs" / configuration / arch
 
 
-def _check_duplicate_keys(node: yaml.Node, path: Path) -> None:
-    """Raise on a mapping that repeats a key anywhere in the document (PyYAML keeps the last silently)."""
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            if key in seen:
-                raise ConfigError(
-                    f"{path}: duplicate key {key!r} at line {key_node.start_mark.line + 1} "
-                    f"(first at line {seen[key]})"
-                )
-            seen[key] = key_node.start_mark.line + 1
-            _check_duplicate_keys(value_node, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_duplicate_keys(item, path)
+#: Deeper nesting than any study file needs; PyYAML's composer recurses and would end in a RecursionError.
+MAX_YAML_DEPTH = 64
+
+
+def _check_duplicate_keys(root: yaml.Node, path: Path) -> None:
+    """Raise on a mapping that repeats a key anywhere in the document (PyYAML keeps the last silently).
+
+    The walk is iterative and visits each node once: an alias is the same node object as its anchor, so a
+    "billion laughs" document (9 levels of 9 aliases, 9**9 leaves as a tree) costs about 90 visits, not a day.
+    Nesting beyond :data:`MAX_YAML_DEPTH` is refused here, with its line.
+    """
+    visited: set[int] = set()
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(
+                f"{path}: nested more than {MAX_YAML_DEPTH} levels deep at line {node.start_mark.line + 1}"
+            )
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, _ in node.value:
+                key = str(key_node.value)
+                if key in seen:
+                    raise ConfigError(
+                        f"{path}: duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                        f"(first at line {seen[key]})"
+                    )
+                seen[key] = key_node.start_mark.line + 1
+            # Reversed, so the first duplicate in document order is the one reported.
+            stack.extend((value, depth + 1) for _, value in reversed(node.value))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, depth + 1) for item in reversed(node.value))
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -268,6 +340,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except RecursionError:
+        # PyYAML's composer recurses once per nesting level, before the depth check can see the document.
+        raise ConfigError(f"{path}: nested too deeply to parse (more than {MAX_YAML_DEPTH} levels)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -305,9 +380,15 @@ def load_study(path: str | Path) -> StudyConfig:
     path = Path(path)
     data = _resolve_paths(read_yaml(path), path.resolve().parent)
     try:
-        return StudyConfig.model_validate(data)
+        config = StudyConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, path)) from exc
+    if (config.out / RESOLVED_CONFIG).resolve() == path.resolve():
+        raise ConfigError(
+            f"{path}: out: {config.out} would overwrite this study file with the resolved {RESOLVED_CONFIG}; "
+            "choose another out folder or rename the study file"
+        )
+    return config
 
 
 def check_dataset_roots(config: StudyConfig, path: Path | str = "study file") -> None:

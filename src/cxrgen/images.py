@@ -84,6 +84,20 @@ def _to_gray(image: Image.Image, path: Path) -> np.ndarray:
     raise ImageError(path, f"unsupported pixel mode {mode!r}")
 
 
+#: Pixels no radiograph has (12,000 x 12,000 = 144 M is refused): a small file declaring more is a bomb below
+#: Pillow's own limit (179 M), costing gigabytes per worker. The study's ``verify.max_pixels`` may be lower.
+MAX_PIXELS_CEILING = 100_000_000
+
+
+def check_pixel_count(size: tuple[int, int], path: Path | str, max_pixels: int) -> None:
+    """Refuse an image whose header declares more than ``max_pixels`` pixels, before it is decoded."""
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageError(
+            path, f"too many pixels: {width} x {height} = {width * height:,} declared, the limit is {max_pixels:,}"
+        )
+
+
 def decode(path: Path | str) -> np.ndarray:
     """Read a PNG or JPEG as float32 gray [H, W] in [0, 1].
 
@@ -107,6 +121,7 @@ def decode(path: Path | str) -> np.ndarray:
         raise ImageError(path, "empty file (0 bytes)")
     try:
         with Image.open(path, formats=FORMATS) as image:
+            check_pixel_count(image.size, path, MAX_PIXELS_CEILING)
             image.load()
             return _to_gray(image, path)
     except Image.DecompressionBombError as exc:

@@ -16,6 +16,7 @@ from cxrgen.config import StudyConfig, dump_resolved
 from cxrgen.fileio import parquet_metadata, write_parquet, write_text
 from cxrgen.manifest import build_manifest
 from cxrgen.splits import make_splits
+from cxrgen.study_checks import check_test_sets
 
 Stage = Literal["manifest", "splits", "verify", "cache"]
 STAGES: tuple[Stage, ...] = ("manifest", "splits", "verify", "cache")
@@ -64,13 +65,16 @@ def run_verify(
         fingerprint(rows["image_id"].tolist(), rows["path"].tolist(), config.datasets[str(name)].root, {})
         for name, rows in manifest.groupby("dataset", sort=True)
     ]
-    digest = hashlib.sha256("".join([frame_digest(manifest), *files]).encode()).hexdigest()
+    limits = json.dumps(config.verify.model_dump(), sort_keys=True)
+    digest = hashlib.sha256("".join([frame_digest(manifest), *files, limits]).encode()).hexdigest()
     done = (config.out / "excluded.csv").exists() and stamp.exists()
     if done and json.loads(stamp.read_text()).get("manifest_digest") == digest:
         return read_excluded(config.out)
     roots = {name: ds.root for name, ds in config.datasets.items()}
     report = (lambda done, total: progress("verify", done, total)) if progress else None
-    excluded = verify_manifest(manifest, roots, config.out, workers=workers, progress=report)
+    excluded = verify_manifest(
+        manifest, roots, config.out, workers=workers, progress=report, max_pixels=config.verify.max_pixels
+    )
     write_text(stamp, json.dumps({"manifest_digest": digest, "excluded": len(excluded)}))
     return excluded
 
@@ -115,6 +119,7 @@ def run_prepare(
         prepared.cohort = describe(manifest, None, list(config.labels))
         return prepared
     splits, metadata = make_splits(manifest, config)
+    check_test_sets(config, splits)
     write_if_changed(splits, out / "splits.parquet", metadata)
     prepared.splits = splits
     prepared.cohort = describe(manifest, splits, list(config.labels))
@@ -124,6 +129,7 @@ def run_prepare(
 
     prepared.excluded = run_verify(config, manifest, workers, progress)
     prepared.excluded_tests = excluded_test_counts(prepared.excluded, splits)
+    check_test_sets(config, splits, prepared.excluded)
     if until == "cache":
         prepared.caches = run_cache(config, manifest, workers, shard, progress)
     return prepared

@@ -6,18 +6,23 @@ gives, per test set, how many images it had and how many were excluded, for the 
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 
+from cxrgen.config import VerifyConfig
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_csv
-from cxrgen.images import ImageError, decode
+from cxrgen.images import FORMATS, ImageError, check_pixel_count, decode
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +32,82 @@ EXCLUDED_COLUMNS = ("dataset", "image_id", "path", "reason")
 CHUNK = 256
 
 
-def _check_chunk(items: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(image_id, absolute path) pairs -> (image_id, reason) for those that fail to decode."""
+#: Narrower than any radiograph (in pixels): such an image is a placeholder or a thumbnail, not a study.
+MIN_SIDE = 32
+#: The default of the study's ``verify.max_pixels``: about 6,300 x 6,300, well above 4k x 4k detectors.
+DEFAULT_MAX_PIXELS: int = VerifyConfig.model_fields["max_pixels"].default
+
+
+def file_reason(path: str) -> str | None:
+    """What is wrong with the file itself, said as what it is: a directory, a FIFO, a file that cannot be read."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None  # decode names it "missing file"
+    except OSError as exc:
+        return f"cannot read file ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return "a directory, not an image file"
+    if not stat.S_ISREG(mode):
+        kind = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
+        return f"not a regular file (a {kind})"
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        return f"unreadable file ({exc.strerror})"
+    return None
+
+
+def degenerate_reason(gray: np.ndarray) -> str | None:
+    """An image with no content to learn from: too small, or one gray value (cached white by one engine and
+    black by the other, since CLAHE's min-max stretch of a constant is undefined)."""
+    height, width = gray.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        return f"degenerate image: {width} x {height} pixels, fewer than {MIN_SIDE} on a side"
+    if float(gray.max()) == float(gray.min()):
+        return f"degenerate image: every pixel has the value {float(gray.min()):.4g}"
+    return None
+
+
+def header_pixels(path: str) -> tuple[int, int] | None:
+    """Width and height from the image header alone (Pillow opens lazily), or None when Pillow cannot tell."""
+    try:
+        with Image.open(path, formats=FORMATS) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None  # decode gives the reason
+
+
+def check_image(path: str, max_pixels: int) -> str | None:
+    """Why one image must be excluded, or None when it is usable."""
+    reason = file_reason(path)
+    if reason is not None:
+        return reason
+    try:
+        size = header_pixels(path)
+        if size is not None:
+            check_pixel_count(size, path, max_pixels)
+        return degenerate_reason(decode(path))
+    except ImageError as exc:
+        return exc.reason
+
+
+def _check_chunk(items: Sequence[tuple[str, str, str]], max_pixels: int) -> tuple[list[tuple[str, str]], int]:
+    """(image_id, absolute path, dataset root) triples -> (image_id, reason) for those that must be excluded, and
+    how many of the images resolve (through symbolic links) outside their dataset root."""
     failures = []
-    for image_id, path in items:
-        try:
-            decode(path)
-        except ImageError as exc:
-            failures.append((image_id, exc.reason))
-    return failures
+    outside = 0
+    for image_id, path, root in items:
+        reason = check_image(path, max_pixels)
+        if reason is not None:
+            failures.append((image_id, reason))
+        if not os.path.realpath(path).startswith(root + os.sep):
+            outside += 1
+    return failures, outside
 
 
-def _chunks(items: Sequence[tuple[str, str]], size: int) -> Iterator[Sequence[tuple[str, str]]]:
+def _chunks(items: Sequence[tuple[str, str, str]], size: int) -> Iterator[Sequence[tuple[str, str, str]]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -54,8 +123,15 @@ def verify_manifest(
     study_dir: Path,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> pd.DataFrame:
     """Decode every manifest image once, in parallel, and write ``<study_dir>/excluded.csv`` atomically.
+
+    Excluded, each with its reason: files that are missing, empty, not images, truncated or corrupt, directories
+    or other non-files, unreadable, declaring more than ``max_pixels`` pixels (checked from the header, before
+    decoding), and degenerate images (a side under :data:`MIN_SIDE` pixels, or a single gray value). Images that
+    are symbolic links resolving outside their dataset root are followed (datasets on another disk) and counted
+    in one warning.
 
     Args:
         manifest: rows with at least ``dataset, image_id, path`` (path relative to its dataset's root).
@@ -70,24 +146,28 @@ def verify_manifest(
     missing = sorted(set(manifest["dataset"].unique()) - set(roots))
     if missing:
         raise CxrgenError(f"verify: no root folder given for dataset(s) {', '.join(missing)}")
+    real_roots = {name: os.path.realpath(root) for name, root in roots.items()}
     items = [
-        (image_id, str(Path(roots[dataset]) / path))
+        (image_id, str(Path(roots[dataset]) / path), real_roots[dataset])
         for dataset, image_id, path in zip(manifest["dataset"], manifest["image_id"], manifest["path"], strict=True)
     ]
     workers = workers or default_workers()
     total, done = len(items), 0
     reasons: dict[str, str] = {}
     chunks = list(_chunks(items, CHUNK))
+    check = functools.partial(_check_chunk, max_pixels=max_pixels)
+    outside = 0
     if workers == 1 or len(chunks) <= 1:
-        results: Iterator[list[tuple[str, str]]] = map(_check_chunk, chunks)
+        results: Iterator[tuple[list[tuple[str, str]], int]] = map(check, chunks)
         executor = None
     else:
         # forkserver: workers must not inherit a parent that may hold torch/OpenMP threads.
         executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
-        results = executor.map(_check_chunk, chunks)
+        results = executor.map(check, chunks)
     try:
-        for chunk, failures in zip(chunks, results, strict=True):
+        for chunk, (failures, linked_out) in zip(chunks, results, strict=True):
             reasons.update(failures)
+            outside += linked_out
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
@@ -100,6 +180,11 @@ def verify_manifest(
     write_csv(excluded, Path(study_dir) / EXCLUDED_FILE)
     if len(excluded):
         log.warning("verify: %d of %d image(s) failed to decode; listed in %s", len(excluded), total, EXCLUDED_FILE)
+    if outside:
+        log.warning(
+            "verify: %d of %d image path(s) are symbolic links to files outside their dataset root; followed",
+            outside, total,
+        )  # fmt: skip
     return excluded
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from scipy.stats import norm
 
 from cxrgen import metrics
@@ -39,7 +40,13 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_png(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as PNG under ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``fig`` as PNG under ``path`` atomically (temporary file in the same folder, then rename).
+
+    Every text is drawn literally: names come from users' files, and ``$...$`` in one would be parsed as
+    mathtext (and crash the report when it is not valid TeX).
+    """
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
     return path

@@ -25,6 +25,8 @@ from cxrgen.sources.common import (
     assemble,
     check_raw_labels,
     check_relative_paths,
+    check_unique_columns,
+    csv_header,
     normalize_sex,
     normalize_view,
     require_columns,
@@ -49,6 +51,7 @@ def read(root: Path, *, name: str, labels: list[str], csv: str = "train.csv", **
     if options:
         raise SourceError(f"chexpert reader: unknown option(s) {sorted(options)}")
     source = find_csv(root, csv)
+    check_unique_columns(csv_header(source), source)
     try:
         frame = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -84,7 +87,7 @@ def read(root: Path, *, name: str, labels: list[str], csv: str = "train.csv", **
         studies=ids["patient"] + "/" + ids["study"],
         views=views,
         frontal=~lateral,
-        sexes=normalize_sex(frame["Sex"]),
+        sexes=normalize_sex(frame["Sex"], source),
         ages=ages_in_years(frame["Age"], source),
         official_split=pd.Series(OFFICIAL_SPLIT.get(csv, ""), index=frame.index),
         raw={label: frame[col] for label, col in zip(labels, label_columns, strict=True)},

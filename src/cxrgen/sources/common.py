@@ -5,9 +5,11 @@ Readers know nothing of images or models: they turn a dataset's metadata files i
 
 from __future__ import annotations
 
+import csv
+import gzip
 import warnings
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,21 +51,58 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str], source: Path) -
         raise SourceError(f"{source}: missing column(s) {', '.join(map(repr, missing))}; found {list(frame.columns)}")
 
 
+#: A ``..`` component anywhere in a path (after backslashes became slashes).
+_CLIMBS = r"(?:^|/)\.\.(?:/|$)"
+
+
 def check_relative_paths(paths: pd.Series, source: Path) -> None:
-    """Refuse absolute paths and paths that climb out of the dataset root; rows are numbered as lines (header 1)."""
-    for position, value in enumerate(paths.to_numpy()):
-        text = str(value)
-        pure = PurePosixPath(text.replace("\\", "/"))
-        if pure.is_absolute() or (len(text) > 1 and text[1] == ":") or ".." in pure.parts or not text:
-            raise SourceError(
-                f"{source}: row {position + 2}: path {text!r} is absolute or leaves the dataset root"
-            )
+    """Refuse absolute paths, paths that climb out of the dataset root, empty paths and NUL bytes.
+
+    Rows are numbered as file lines (header 1). Vectorized with pandas string operations (a ``Path`` per row
+    cost about 1 s on NIH's 112,120 rows); the rules are those of :class:`~pathlib.PurePosixPath`.
+    """
+    text = paths.astype(str)
+    nul = text.str.contains("\x00", regex=False).to_numpy()
+    if nul.any():
+        position = int(np.flatnonzero(nul)[0])
+        raise SourceError(f"{source}: row {position + 2}: path {text.iloc[position]!r} contains a NUL byte")
+    slashed = text.str.replace("\\", "/", regex=False)
+    bad = (
+        slashed.str.startswith("/") | (text.str[1:2] == ":") | slashed.str.contains(_CLIMBS, regex=True) | (text == "")
+    ).to_numpy()
+    if bad.any():
+        position = int(np.flatnonzero(bad)[0])
+        raise SourceError(
+            f"{source}: row {position + 2}: path {text.iloc[position]!r} is absolute or leaves the dataset root"
+        )
 
 
-def normalize_sex(values: pd.Series) -> pd.Series:
-    """Male/Female/M/F (any case) -> M/F; anything else -> U."""
-    mapped = values.astype("string").str.strip().str.upper().str[:1]
-    return mapped.where(mapped.isin(["M", "F"]), "U").astype(str)
+#: Sex words of the shipped tables (upper-cased) -> manifest code; anything else becomes ``U`` and is counted.
+SEX_VOCABULARY: dict[str, str] = {"M": "M", "MALE": "M", "F": "F", "FEMALE": "F"}
+#: Words that mean "not recorded": they become ``U`` without a warning.
+SEX_UNKNOWN: frozenset[str] = frozenset({"", "U", "UNKNOWN"})
+
+
+def normalize_sex(
+    values: pd.Series, source: Path | str | None = None, vocabulary: dict[str, str] = SEX_VOCABULARY
+) -> pd.Series:
+    """Exact words (any case, spaces stripped) -> M/F through ``vocabulary``; anything else -> U.
+
+    Values outside the vocabulary and :data:`SEX_UNKNOWN` (``Missing``, ``Masked``, ``O``) become U and one warning
+    counts them by value, so a new word in a table is seen rather than guessed from its first letter.
+    """
+    text = values.astype("string").str.strip().str.upper().fillna("")
+    mapped = text.map(vocabulary)
+    unexpected = mapped.isna() & ~text.isin(list(SEX_UNKNOWN))
+    if unexpected.any():
+        counts = values[unexpected.to_numpy()].astype(str).value_counts()
+        listed = ", ".join(f"{word!r} x{count}" for word, count in counts.head(5).items())
+        where = f"{source}: " if source is not None else ""
+        warnings.warn(
+            f"{where}{int(unexpected.sum())} sex value(s) outside {sorted(vocabulary)} became unknown (U): {listed}",
+            stacklevel=2,
+        )
+    return mapped.fillna("U").astype(str)
 
 
 def normalize_view(values: pd.Series) -> pd.Series:
@@ -77,7 +116,8 @@ def normalize_view(values: pd.Series) -> pd.Series:
 def ages_in_years(values: pd.Series, source: Path) -> pd.Series:
     """Parse ages given as numbers or as NIH 2017 strings (``058Y``, ``011M``, ``005D``) into float years.
 
-    Ages above 120 years are recording errors (NIH ships 16 of them): they become NaN and one warning counts them.
+    Ages below 0 or above 120 years are recording errors (NIH ships 16 above): they become NaN and one warning
+    counts them.
     """
     text = values.astype("string").str.strip().str.upper()
     unit = text.str.extract(r"^\s*[0-9.]+\s*([YMDW]?)\s*$", expand=False).fillna("")
@@ -88,10 +128,13 @@ def ages_in_years(values: pd.Series, source: Path) -> pd.Series:
         raise SourceError(f"{source}: row {first + 2}: age {values.iloc[first]!r} is not a number of years")
     divisor = unit.map({"": 1.0, "Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}).astype(float)
     years = number.astype(float) / divisor.to_numpy()
-    impossible = years > MAX_AGE_YEARS
+    negative, above = years < 0, years > MAX_AGE_YEARS
+    impossible = negative | above
     if impossible.any():
         warnings.warn(
-            f"{source}: {int(impossible.sum())} age(s) above {MAX_AGE_YEARS:g} years set to NaN", stacklevel=2
+            f"{source}: {int(impossible.sum())} age(s) outside 0-{MAX_AGE_YEARS:g} years set to NaN "
+            f"({int(negative.sum())} negative, {int(above.sum())} above {MAX_AGE_YEARS:g})",
+            stacklevel=2,
         )
         years = years.mask(impossible)
     return years.astype(float)
@@ -149,3 +192,39 @@ def assemble(
         rows = np.flatnonzero((frame["image_id"] == dups[0]).to_numpy())[:2] + 2  # file line numbers
         raise SourceError(f"{source}: rows {rows[0]} and {rows[1]}: duplicate image id(s) {', '.join(dups)}")
     return frame.reset_index(drop=True)
+
+
+def not_utf8(path: Path, exc: UnicodeDecodeError) -> SourceError:
+    """The error for a metadata file with a byte that is not UTF-8: the file, the byte and what to do."""
+    byte = exc.object[exc.start : exc.start + 1]
+    return SourceError(f"{path}: not UTF-8 text: byte {byte!r} cannot be decoded ({exc.reason}); save it as UTF-8")
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (a BOM is dropped); a byte that is not UTF-8 is named with the file."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+
+
+def csv_header(path: Path) -> list[str]:
+    """The first line of a CSV (gzipped or not) split into column names, as written."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+            first = handle.readline()
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+    except (OSError, EOFError) as exc:
+        raise SourceError(f"{path}: cannot read the header ({exc})") from exc
+    return next(csv.reader([first]), [])
+
+
+def check_unique_columns(header: Sequence[str], source: Path) -> None:
+    """Refuse a header that names a column twice: pandas would rename the second copy and use the first."""
+    names = [name.strip() for name in header if name.strip()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        listed = ", ".join(map(repr, repeated))
+        raise SourceError(f"{source}: column name(s) {listed} appear more than once in the header; expected each once")

@@ -7,6 +7,9 @@ Images live at ``files/p<first two digits>/p<subject_id>/s<study_id>/<dicom_id>.
 
 from __future__ import annotations
 
+import csv
+import gzip
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,10 @@ from cxrgen.sources.common import (
     assemble,
     check_raw_labels,
     check_relative_paths,
+    check_unique_columns,
+    csv_header,
     normalize_view,
+    not_utf8,
     require_columns,
     require_file,
 )
@@ -30,10 +36,21 @@ SPLITS = {"train": "train", "validate": "val", "test": "test"}
 
 
 def read_table(root: Path, suffix: str, columns: list[str]) -> pd.DataFrame:
+    """One gzipped table; a repeated column name, a non-UTF-8 byte or a row with too few or too many fields (a
+    table cut short keeps a ragged last row) is an error naming the file and line."""
     path = require_file(root / f"{PREFIX}-{suffix}.csv.gz", f"MIMIC-CXR-JPG table {PREFIX}-{suffix}.csv.gz")
+    header = csv_header(path)
+    check_unique_columns(header, path)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, EOFError) as exc:
+        # The pyarrow parser refuses ragged rows, where pandas' own would fill them with NaN.
+        frame = pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig", engine="pyarrow"
+        )
+    except pd.errors.ParserError as exc:
+        raise SourceError(f"{path}: {ragged_row(path, len(header)) or 'not a readable gzipped CSV'} ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+    except (pd.errors.EmptyDataError, OSError, EOFError, ValueError) as exc:
         raise SourceError(f"{path}: not a readable gzipped CSV ({exc})") from exc
     require_columns(frame, columns, path)
     for key in ("subject_id", "study_id"):
@@ -45,6 +62,34 @@ def read_table(root: Path, suffix: str, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
+def ragged_row(path: Path, fields: int) -> str | None:
+    """The first line whose field count differs from the header's, described; read only once a parse failed."""
+    with gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
+        for line, row in enumerate(csv.reader(handle), start=1):
+            if len(row) != fields:
+                return f"line {line} has {len(row)} field(s), the header {fields} (a file cut short?)"
+    return None
+
+
+def check_matched(images: pd.DataFrame, split: pd.DataFrame, root: Path, unmatched: str) -> pd.DataFrame:
+    """Metadata rows without a split row and split rows without metadata: an error, or with ``unmatched="warn"``
+    a warning with both counts (unmatched split rows are dropped, unmatched images keep no official split)."""
+    no_split = images["split"].isna()
+    no_metadata = ~split["dicom_id"].isin(images["dicom_id"])
+    if not no_split.any() and not no_metadata.any():
+        return images
+    message = (
+        f"{root / PREFIX}-metadata.csv.gz and -split.csv.gz disagree: {int(no_split.sum())} of {len(images)} "
+        f"metadata row(s) have no split row (first {images.loc[no_split, 'dicom_id'].head(1).tolist()}), "
+        f"{int(no_metadata.sum())} of {len(split)} split row(s) have no metadata "
+        f"(first {split.loc[no_metadata, 'dicom_id'].head(1).tolist()})"
+    )
+    if unmatched != "warn":
+        raise SourceError(f"{message}; a table cut short? set datasets.<name>.unmatched: warn to go on")
+    warnings.warn(f"{message}; going on (unmatched: warn)", stacklevel=3)
+    return images
+
+
 def unique_keys(frame: pd.DataFrame, keys: list[str], path: str) -> None:
     duplicated = frame.duplicated(keys, keep=False)
     if duplicated.any():
@@ -54,11 +99,22 @@ def unique_keys(frame: pd.DataFrame, keys: list[str], path: str) -> None:
 
 @register("mimic")
 def read(
-    root: Path, *, name: str, labels: list[str], labeler: str = "chexpert", **options: Any
+    root: Path,
+    *,
+    name: str,
+    labels: list[str],
+    labeler: str = "chexpert",
+    unmatched: str = "error",
+    **options: Any,
 ) -> pd.DataFrame:
-    """Read the four MIMIC-CXR-JPG tables into manifest rows; ``labeler`` picks the chexpert or negbio file."""
+    """Read the four MIMIC-CXR-JPG tables into manifest rows; ``labeler`` picks the chexpert or negbio file.
+
+    ``unmatched``: ``error`` (default) or ``warn`` when the metadata and split tables do not hold the same images.
+    """
     if options:
         raise SourceError(f"mimic reader: unknown option(s) {sorted(options)}")
+    if unmatched not in ("error", "warn"):
+        raise SourceError(f"mimic reader: unmatched must be 'error' or 'warn', got {unmatched!r}")
     if labeler not in ("chexpert", "negbio"):
         raise SourceError(f"mimic reader: labels must be 'chexpert' or 'negbio', got {labeler!r}")
     label_columns = [dataset_name(label, "mimic") for label in labels]
@@ -102,6 +158,7 @@ def read(
             f"{root / PREFIX}-split.csv.gz: dicom_id {bad['dicom_id']} has subject/study "
             f"{bad['subject_id_split']}/{bad['study_id_split']}, metadata says {bad['subject_id']}/{bad['study_id']}"
         )
+    images = check_matched(images, split, root, unmatched)
     # A study with no label row was not labelled: its labels are blank, not negative.
     images = images.merge(study_labels, on=["subject_id", "study_id"], how="left", validate="many_to_one")
     subject = images["subject_id"]

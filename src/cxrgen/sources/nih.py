@@ -9,8 +9,6 @@ commas, so columns are taken by position after checking their names. Images live
 
 from __future__ import annotations
 
-import csv
-import gzip
 import os
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,12 @@ from cxrgen.sources.common import (
     ages_in_years,
     assemble,
     check_relative_paths,
+    check_unique_columns,
+    csv_header,
     normalize_sex,
     normalize_view,
+    not_utf8,
+    read_text,
 )
 
 METADATA_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv.gz")
@@ -48,12 +50,11 @@ def find_metadata(root: Path, metadata: str | None) -> Path:
 
 
 def read_header(source: Path) -> list[str]:
-    opener = gzip.open if source.suffix == ".gz" else open
-    with opener(source, "rt", encoding="utf-8-sig", newline="") as handle:
-        first = handle.readline()
-    if not first.strip():
+    header = csv_header(source)
+    if not "".join(header).strip():
         raise SourceError(f"{source}: empty file, expected the Data_Entry header")
-    return next(csv.reader([first]))
+    check_unique_columns(header, source)
+    return header
 
 
 def check_header(header: list[str], source: Path) -> None:
@@ -82,7 +83,7 @@ def read_split_lists(root: Path) -> dict[str, str]:
     for name, value in SPLIT_LISTS.items():
         path = root / name
         if path.is_file():
-            for line in path.read_text(encoding="utf-8-sig").splitlines():
+            for line in read_text(path).splitlines():
                 if line.strip():
                     split[line.strip()] = value
     return split
@@ -101,6 +102,8 @@ def read(root: Path, *, name: str, labels: list[str], metadata: str | None = Non
             source, header=None, skiprows=1, usecols=range(7), dtype=str, keep_default_na=False,
             encoding="utf-8-sig", names=["image", "findings", "followup", "patient", "age", "sex", "view"],
         )  # fmt: skip
+    except UnicodeDecodeError as exc:
+        raise not_utf8(source, exc) from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise SourceError(f"{source}: not a readable Data_Entry table ({exc})") from exc
     if frame.empty:
@@ -137,7 +140,7 @@ def read(root: Path, *, name: str, labels: list[str], metadata: str | None = Non
         patients=patients.astype(int).astype(str),
         studies=frame["image"].str.replace(".png", "", regex=False),
         views=normalize_view(frame["view"]),
-        sexes=normalize_sex(frame["sex"]),
+        sexes=normalize_sex(frame["sex"], source),
         ages=ages_in_years(frame["age"], source),
         official_split=frame["image"].map(split_lists).fillna(""),
         raw=raw,
