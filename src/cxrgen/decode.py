@@ -68,7 +68,9 @@ def decode_dicom(path: Path) -> np.ndarray:
     try:
         raw = dataset.pixel_array
     except (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError) as exc:
-        raise DecodeError(f"DICOM pixel data in transfer syntax {syntax_name} ({syntax}) cannot be decoded: {exc}")
+        raise DecodeError(
+            f"DICOM pixel data in transfer syntax {syntax_name} ({syntax}) cannot be decoded: {exc}"
+        ) from exc
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if raw.ndim != 2 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DecodeError(f"DICOM is not a single grayscale frame (shape {raw.shape}, {photometric})")

@@ -82,9 +82,9 @@ def decode(path: Path | str) -> np.ndarray:
     """Read a PNG, JPEG or DICOM file as float32 gray [H, W] in [0, 1].
 
     8-bit data are divided by 255; 16-bit data by ``2**bits - 1`` with ``bits`` the highest bit used (a 12-bit
-    radiograph in a 16-bit PNG is not darkened). DICOM files go to :func:`cxrgen.decode.decode_dicom`. RGB is reduced to gray (exactly
-    one channel when all three agree), alpha is dropped, palettes are expanded. Pillow reads 16-bit RGB PNGs
-    (rare for radiographs) at 8 bits. Pillow's decompression-bomb limit stays on.
+    radiograph in a 16-bit PNG is not darkened). DICOM files go to :func:`cxrgen.decode.decode_dicom`.
+    RGB is reduced to gray (exactly one channel when all three agree), alpha is dropped, palettes are
+    expanded. Pillow reads 16-bit RGB PNGs (rare for radiographs) at 8 bits. Pillow's decompression-bomb limit stays on.
 
     Raises:
         ImageError: missing, empty, non-image, truncated or corrupt file, or a decompression bomb; the reason
