@@ -44,11 +44,15 @@ class DatasetConfig(StrictModel):
     csv: str | None = Field(default=None, description="CheXpert: which CSV (train.csv, valid.csv, ...)")
     labels: Literal["chexpert", "negbio"] | None = Field(default=None, description="MIMIC: label file")
     metadata: str | None = Field(default=None, description="NIH: Data_Entry file name, found when omitted")
+    labelled_by: Literal["any", "physician"] | None = Field(default=None, description="PadChest: MethodLabel")
+    readers: Literal["majority", "any"] | None = Field(default=None, description="VinDr: radiologist vote")
+    images: Literal["png", "dicom"] | None = Field(default=None, description="BRAX: which image path column")
 
     def options(self) -> dict[str, Any]:
         """Reader keyword arguments that were set."""
         pairs = (("csv", self.csv), ("labeler", self.labels), ("metadata", self.metadata))
-        return {key: value for key, value in pairs if value}
+        more = (("labelled_by", self.labelled_by), ("readers", self.readers), ("images", self.images))
+        return {key: value for key, value in (*pairs, *more) if value}
 
 
 class SplitConfig(StrictModel):
