@@ -101,7 +101,7 @@ def test_padchest_missing_column_named(tmp_path: Path) -> None:
     header = [c for c in PADCHEST_COLUMNS if c != "Projection"]
     _write_csv(tmp_path / PADCHEST_CSV, header, [{k: v for k, v in _padchest_row(0, "['normal']").items()
                                                   if k != "Projection"}])
-    with pytest.raises(SourceError, match="missing column.*'Projection'"):
+    with pytest.raises(SourceError, match=r"missing column.*'Projection'"):
         get_reader("padchest")(tmp_path, name="pc", labels=LABELS)
 
 
