@@ -244,5 +244,23 @@ def study(
     console.print(f"wrote {config.out}; next: cxrgen report {config.out}")
 
 
+@command("plan")
+def plan(
+    study: Annotated[Path, typer.Argument(help="The study YAML file.")],
+) -> None:
+    """Every run with its training and test sets and image / patient counts, before any training."""
+    from cxrgen.config import check_dataset_roots, load_study
+    from cxrgen.plan import check_distinct_roots, plan_table
+    from cxrgen.prepare import run_prepare
+
+    config = load_study(study)
+    check_dataset_roots(config, study)
+    check_distinct_roots(config)
+    prepared = run_prepare(config, until="splits")
+    assert prepared.splits is not None
+    table = plan_table(config, prepared.manifest, prepared.splits)
+    print_frame(table, f"{config.name}: {len(table)} run(s); external sets are each dataset's test split")
+
+
 def main() -> None:
     app()
