@@ -131,9 +131,9 @@ def test_plan_counts_are_the_split_images(six: Path) -> None:
         others = [d for d in SIX if d != held_out]
         test = splits[splits["split"] == "test"]
         row = table.loc[f"loo-{held_out}"]
-        assert row["internal images"] == test["dataset"].isin(others).sum()
-        assert row["train images"] == ((splits["split"] == "train") & splits["dataset"].isin(others)).sum()
-        assert row["external (images/patients)"].startswith(f"{held_out} {(test['dataset'] == held_out).sum()}/")
+        assert row["int img"] == test["dataset"].isin(others).sum()
+        assert row["train img"] == ((splits["split"] == "train") & splits["dataset"].isin(others)).sum()
+        assert row["external img/pat"].startswith(f"{held_out} {(test['dataset'] == held_out).sum()}/")
 
 
 def test_plan_refuses_overlapping_test_sets_and_shared_roots(six: Path, tmp_path: Path) -> None:
@@ -157,7 +157,9 @@ def test_plan_refuses_overlapping_test_sets_and_shared_roots(six: Path, tmp_path
 def test_six_hospital_leave_one_out_study_end_to_end(six: Path, tmp_path: Path) -> None:
     """Tiny models, one epoch: every run's internal and external predictions cover exactly the right images."""
     text = (six / "study.yaml").read_text().replace("root: ", f"root: {six}/")
-    text = text.replace("out: runs/sites", f"out: {tmp_path}/runs").replace("max_epochs: 3", "max_epochs: 1")
+    text = text.replace("out: runs/sites", f"out: {tmp_path}/runs").replace("architectures: [densenet121]",
+                                                                          "architectures: [test_resnet]")
+    text = text.replace("max_epochs: 3", "max_epochs: 1, num_workers: 0").replace("batch_size: 32", "batch_size: 16")
     text += "evaluation: {bootstrap: 10}\n"
     (tmp_path / "study.yaml").write_text(text)
     result = cxrgen("study", str(tmp_path / "study.yaml"), "--workers", "1", timeout=900)
@@ -169,9 +171,17 @@ def test_six_hospital_leave_one_out_study_end_to_end(six: Path, tmp_path: Path) 
     test = splits[splits["split"] == "test"]
     for held_out in SIX:
         others = [d for d in SIX if d != held_out]
-        predictions = config.out / "runs" / f"loo-{held_out}" / "densenet121" / "predictions"
+        predictions = config.out / "runs" / f"loo-{held_out}" / "test_resnet" / "predictions"
         internal = set(pd.read_parquet(predictions / "internal.parquet")["image_id"])
         external = set(pd.read_parquet(predictions / f"{held_out}.parquet")["image_id"])
         assert internal == set(test.loc[test["dataset"].isin(others), "image_id"])
         assert external == set(test.loc[test["dataset"] == held_out, "image_id"])
         assert not internal & external
+
+
+def test_configs_sites_yaml_is_the_six_hospital_design() -> None:
+    config = load_study(Path(__file__).resolve().parents[1] / "configs" / "sites.yaml")
+    assert set(config.datasets) == set(SIX)
+    assert [c.name for c in config.configurations] == [*(f"loo-{h}" for h in SIX), *(f"only-{h}" for h in SIX)]
+    assert config.datasets["vindr"].options() == {"readers": "majority"}
+    assert config.datasets["padchest"].options() == {"labelled_by": "any"}

@@ -59,7 +59,8 @@ def _counts(rows: pd.DataFrame) -> tuple[int, int]:
 
 
 def plan_table(config: StudyConfig, manifest: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
-    """One row per run (configuration, architecture[, seed]): datasets and image / patient counts per set."""
+    """One row per run (configuration, architecture[, seed]): datasets and image (img) / patient (pat) counts of
+    its training, validation, internal (int) and external test sets."""
     check_distinct_roots(config)
     rows = manifest[["image_id", "dataset", "path", "patient_id"]].merge(
         splits[["image_id", "split"]], on="image_id", how="left", validate="one_to_one"
@@ -79,14 +80,14 @@ def plan_table(config: StudyConfig, manifest: pd.DataFrame, splits: pd.DataFrame
             entry["seed"] = run[2]
         entry.update({
             "train": "+".join(conf.train),
-            "train images": _counts(train)[0], "train patients": _counts(train)[1], "val images": len(val),
+            "train img": _counts(train)[0], "train pat": _counts(train)[1], "val img": len(val),
             "internal": "+".join(conf.internal),
-            "internal images": _counts(internal)[0], "internal patients": _counts(internal)[1],
+            "int img": _counts(internal)[0], "int pat": _counts(internal)[1],
         })  # fmt: skip
         externals = []
         for external in conf.external:
             images, patients = _counts(rows[(rows["dataset"] == external) & (rows["split"] == "test")])
             externals.append(f"{external} {images}/{patients}")
-        entry["external (images/patients)"] = ", ".join(externals)
+        entry["external img/pat"] = ", ".join(externals)
         table.append(entry)
     return pd.DataFrame(table)
