@@ -124,3 +124,29 @@ def test_twelve_bit_png_not_darkened(tmp_path: Path) -> None:
 def test_dicom_preamble_recognized_without_suffix(tmp_path: Path) -> None:
     path = _dicom(tmp_path / "noext", _phantom(12))
     np.testing.assert_allclose(decode(path), _phantom(12) / 4095.0, atol=1e-6)
+
+
+def test_undecodable_dicoms_go_to_excluded_csv_with_the_reason(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from cxrgen.verify import verify_manifest
+
+    root = tmp_path / "site"
+    root.mkdir()
+    _dicom(root / "good.dicom", _phantom(12))
+    bad = _dicom(root / "mpeg.dicom", _phantom(12))
+    ds = pydicom.dcmread(bad)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
+    ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
+    ds.save_as(bad, enforce_file_format=False)
+    empty = _dicom(root / "empty.dicom", _phantom(12))
+    ds = pydicom.dcmread(empty)
+    del ds.PixelData
+    ds.save_as(empty)
+    manifest = pd.DataFrame({"dataset": "site", "image_id": ["site:good", "site:mpeg", "site:empty"],
+                             "path": ["good.dicom", "mpeg.dicom", "empty.dicom"]})
+    excluded = verify_manifest(manifest, {"site": root}, tmp_path, workers=1)
+    assert list(excluded["image_id"]) == ["site:mpeg", "site:empty"]
+    assert "MPEG2" in excluded["reason"].iloc[0] and "1.2.840.10008.1.2.4.100" in excluded["reason"].iloc[0]
+    assert excluded["reason"].iloc[1] == "DICOM file has no pixel data"
+    assert pd.read_csv(tmp_path / "excluded.csv")["image_id"].tolist() == ["site:mpeg", "site:empty"]
