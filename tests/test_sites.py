@@ -185,3 +185,17 @@ def test_configs_sites_yaml_is_the_six_hospital_design() -> None:
     assert [c.name for c in config.configurations] == [*(f"loo-{h}" for h in SIX), *(f"only-{h}" for h in SIX)]
     assert config.datasets["vindr"].options() == {"readers": "majority"}
     assert config.datasets["padchest"].options() == {"labelled_by": "any"}
+
+
+def test_new_sites_are_the_same_bytes_whatever_the_workers(tmp_path: Path) -> None:
+    from cxrgen.synthetic import write_synthetic
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    sites = ("padchest", "vindr", "brax")
+    one = files(write_synthetic(tmp_path / "one", scale=0.02, image_size=48, workers=1, hospitals=sites))
+    two = files(write_synthetic(tmp_path / "two", scale=0.02, image_size=48, workers=2, hospitals=sites))
+    assert one == two and sum(name.endswith(".dicom") for name in one) >= 5
+    with pytest.raises(ValueError, match="hospitals must be distinct names"):
+        write_synthetic(tmp_path / "bad", hospitals=("padchest", "padchest"))

@@ -270,7 +270,7 @@ def _dicom_bytes(pixels: np.ndarray, task: SiteImage) -> bytes:
         ds.WindowCenter, ds.WindowWidth = 2048, 4096
     ds.PixelData = stored.astype(np.uint16).tobytes()
     if task.compression:
-        ds.compress(RLELossless if task.compression == "rle" else JPEG2000Lossless)
+        ds.compress(RLELossless if task.compression == "rle" else JPEG2000Lossless, generate_instance_uid=False)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
