@@ -181,12 +181,16 @@ def synthesize(
     scale: Annotated[float, typer.Option(help="Multiplies patient counts (1.0: about 3,400 images).")] = 1.0,
     image_size: Annotated[int, typer.Option(help="Image height in pixels.")] = 256,
     workers: Annotated[int | None, typer.Option(help="Rendering processes (default: cores, at most 8).")] = None,
+    hospitals: Annotated[
+        str, typer.Option(help="Comma-separated, among chexpert,nih,mimic,padchest,vindr,brax.")
+    ] = "chexpert,nih,mimic",
 ) -> None:
-    """Write CheXpert-, NIH- and MIMIC-like synthetic datasets in their native layouts, and a study file."""
+    """Write synthetic hospitals (default CheXpert-, NIH- and MIMIC-like) in their native layouts, and a study file."""
     from cxrgen.synthetic import write_synthetic
 
     workers = workers or min(8, os.cpu_count() or 1)
-    write_synthetic(out_dir, seed=seed, scale=scale, image_size=image_size, workers=workers)
+    chosen = tuple(name.strip() for name in hospitals.split(",") if name.strip())
+    write_synthetic(out_dir, seed=seed, scale=scale, image_size=image_size, workers=workers, hospitals=chosen)
     console.print(f"wrote {out_dir} (study file {out_dir / 'study.yaml'})")
 
 
@@ -261,6 +265,25 @@ def study(
     table = run_study(config, only=only, workers=workers, progress=lambda step: console.rule(step, style="dim"))
     print_frame(summary(table), f"{config.name}: mean AUC over {len(config.labels)} labels")
     console.print(f"wrote {config.out}; next: cxrgen report {config.out}")
+
+
+@command("plan")
+def plan(
+    study: Annotated[Path, typer.Argument(help="The study YAML file.")],
+) -> None:
+    """Every run with its training and test sets and image / patient counts, before any training."""
+    from cxrgen.config import check_dataset_roots, load_study
+    from cxrgen.plan import check_distinct_roots, plan_table
+    from cxrgen.prepare import run_prepare
+
+    config = load_study(study)
+    check_dataset_roots(config, study)
+    check_distinct_roots(config)
+    prepared = run_prepare(config, until="splits")
+    if prepared.splits is None:  # run_prepare(until="splits") always makes them
+        raise CxrgenError("plan: prepare made no splits")
+    table = plan_table(config, prepared.manifest, prepared.splits)
+    print_frame(table, f"{config.name}: {len(table)} run(s); external sets are each dataset's test split")
 
 
 def main() -> None:

@@ -49,11 +49,15 @@ class DatasetConfig(StrictModel):
     unmatched: Literal["error", "warn"] | None = Field(
         default=None, description="MIMIC: split rows without metadata or metadata without split rows (default error)"
     )
+    labelled_by: Literal["any", "physician"] | None = Field(default=None, description="PadChest: MethodLabel")
+    readers: Literal["majority", "any"] | None = Field(default=None, description="VinDr: radiologist vote")
+    images: Literal["png", "dicom"] | None = Field(default=None, description="BRAX: which image path column")
 
     def options(self) -> dict[str, Any]:
         """Reader keyword arguments that were set."""
         pairs: tuple[tuple[str, str | None], ...] = (
-            ("csv", self.csv), ("labeler", self.labels), ("metadata", self.metadata), ("unmatched", self.unmatched)
+            ("csv", self.csv), ("labeler", self.labels), ("metadata", self.metadata), ("unmatched", self.unmatched),
+            ("labelled_by", self.labelled_by), ("readers", self.readers), ("images", self.images),
         )  # fmt: skip
         return {key: value for key, value in pairs if value}
 
@@ -182,6 +186,35 @@ class EvalConfig(StrictModel):
     seed: int = 0
 
 
+class DesignConfig(StrictModel):
+    """Configurations written in one line: each hospital held out in turn, and optionally each hospital alone.
+
+    ``leave_one_out: [a, b, c]`` gives ``loo-a`` (train b and c, internal = their test splits, external = a) and
+    so on; ``single_sources: true`` adds ``only-a`` (train a, internal a, external = every other listed one).
+    """
+
+    leave_one_out: list[str] = Field(min_length=2)
+    single_sources: bool = False
+
+    def configurations(self) -> list[Configuration]:
+        out = []
+        for held_out in self.leave_one_out:
+            others = [d for d in self.leave_one_out if d != held_out]
+            out.append(Configuration(name=f"loo-{held_out}", train=others, internal=others, external=[held_out]))
+        if self.single_sources:
+            for alone in self.leave_one_out:
+                others = [d for d in self.leave_one_out if d != alone]
+                out.append(Configuration(name=f"only-{alone}", train=[alone], internal=[alone], external=others))
+        return out
+
+    @field_validator("leave_one_out")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"leave_one_out names a dataset twice: {value}")
+        return value
+
+
 class StudyConfig(StrictModel):
     name: str
     out: Path
@@ -196,9 +229,27 @@ class StudyConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()
     review: ReviewConfig = ReviewConfig()
-    configurations: list[Configuration]
+    configurations: list[Configuration] = Field(default_factory=list)
+    design: DesignConfig | None = None
     reference: Reference | None = None
     verify: VerifyConfig = VerifyConfig()
+
+    @model_validator(mode="after")
+    def _expand_design(self) -> StudyConfig:
+        """Append the design's configurations after the hand-written ones; a resolved file, reread, already holds
+        them, so an identical configuration of the same name is kept once and a different one is an error."""
+        if self.design is not None:
+            have = {c.name: c for c in self.configurations}
+            added = list(self.configurations)
+            for conf in self.design.configurations():
+                if conf.name in have and have[conf.name] != conf:
+                    raise ValueError(f"configuration {conf.name!r} is written by hand and by design, differently")
+                if conf.name not in have:
+                    added.append(conf)
+            object.__setattr__(self, "configurations", added)  # frozen model: set once, during validation
+        if not self.configurations:
+            raise ValueError("configurations: none given (write configurations, a design, or both)")
+        return self
 
     @field_validator("name")
     @classmethod

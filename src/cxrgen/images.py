@@ -31,13 +31,14 @@ from skimage.transform import resize as skimage_resize
 
 from cxrgen import clahe as exact_clahe
 from cxrgen import fast_resize
+from cxrgen.decode import DecodeError, decode_dicom, is_dicom, scale_high_bit_depth
 from cxrgen.errors import CxrgenError
 
 Engine = Literal["skimage", "opencv", "exact"]
 ENGINES: tuple[Engine, ...] = ("skimage", "opencv", "exact")
 
 #: Bumped whenever any function here changes its output; part of every cache fingerprint.
-PREPROCESS_VERSION = "1"
+PREPROCESS_VERSION = "2"  # 2: 16-bit PNGs scaled by the highest bit used; DICOM
 
 #: The formats hospitals ship chest X-rays in (after DICOM export); anything else is refused by name.
 FORMATS = ("PNG", "JPEG")
@@ -64,13 +65,13 @@ def _to_gray(image: Image.Image, path: Path) -> np.ndarray:
     """Any Pillow mode -> float32 [H, W] in [0, 1], scaled by the container's range (16-bit: / 65535)."""
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        return np.asarray(image, dtype=np.uint16).astype(np.float32) / np.float32(65535)
+        return scale_high_bit_depth(np.asarray(image, dtype=np.uint16))
     if mode == "I":
         # Pillow opens some 16-bit grayscale files as 32-bit "I"; values beyond 16 bits have no known scale.
         values = np.asarray(image, dtype=np.int64)
         if values.size and (values.min() < 0 or values.max() > 65535):
             raise ImageError(path, f"32-bit integer pixels outside 0..65535 (mode {mode})")
-        return values.astype(np.float32) / np.float32(65535)
+        return scale_high_bit_depth(values)
     if mode in ("L", "1", "LA"):
         single = image.getchannel(0) if mode == "LA" else image.convert("L") if mode == "1" else image
         gray = np.asarray(single, dtype=np.uint8)
@@ -99,12 +100,12 @@ def check_pixel_count(size: tuple[int, int], path: Path | str, max_pixels: int) 
 
 
 def decode(path: Path | str) -> np.ndarray:
-    """Read a PNG or JPEG as float32 gray [H, W] in [0, 1].
+    """Read a PNG, JPEG or DICOM file as float32 gray [H, W] in [0, 1].
 
-    8-bit data are divided by 255 and 16-bit data by 65535 (the container's range, not the image's maximum,
-    so 12-bit data in a 16-bit PNG stay dark; CLAHE stretches them anyway). RGB is reduced to gray (exactly
-    one channel when all three agree), alpha is dropped, palettes are expanded. Pillow reads 16-bit RGB PNGs
-    (rare for radiographs) at 8 bits. Pillow's decompression-bomb limit stays on.
+    8-bit data are divided by 255; 16-bit data by ``2**bits - 1`` with ``bits`` the highest bit used (a 12-bit
+    radiograph in a 16-bit PNG is not darkened). DICOM files go to :func:`cxrgen.decode.decode_dicom`.
+    RGB is reduced to gray (exactly one channel when all three agree), alpha is dropped, palettes are
+    expanded. Pillow reads 16-bit RGB PNGs (rare for radiographs) at 8 bits. Pillow's decompression-bomb limit stays on.
 
     Raises:
         ImageError: missing, empty, non-image, truncated or corrupt file, or a decompression bomb; the reason
@@ -119,6 +120,11 @@ def decode(path: Path | str) -> np.ndarray:
         raise ImageError(path, f"cannot read file ({exc.strerror})") from exc
     if size == 0:
         raise ImageError(path, "empty file (0 bytes)")
+    if is_dicom(path):
+        try:
+            return decode_dicom(path)
+        except DecodeError as exc:
+            raise ImageError(path, exc.reason) from exc
     try:
         with Image.open(path, formats=FORMATS) as image:
             check_pixel_count(image.size, path, MAX_PIXELS_CEILING)

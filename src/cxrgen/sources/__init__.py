@@ -47,6 +47,9 @@ def get_reader(name: str) -> Reader:
 
 
 # Importing the modules fills the registry.
-from cxrgen.sources import chexpert, mimic, nih  # noqa: E402
+from cxrgen.sources import brax, chexpert, mimic, nih, padchest, vindr  # noqa: E402
 
-__all__ = ["READERS", "Reader", "SourceError", "chexpert", "get_reader", "mimic", "nih", "register"]
+__all__ = [
+    "READERS", "Reader", "SourceError", "brax", "chexpert", "get_reader", "mimic", "nih", "padchest", "register",
+    "vindr",
+]

@@ -326,10 +326,11 @@ def detector_shape(acquisition: Acquisition, shape: tuple[int, int]) -> tuple[in
 
 
 def acquire(
-    attenuation: Array, acquisition: Acquisition, rng: np.random.Generator, *, frontal: bool, shape: tuple[int, int]
+    attenuation: Array, acquisition: Acquisition, rng: np.random.Generator, *, frontal: bool, shape: tuple[int, int],
+    levels: int = 255,
 ) -> Array:
     """Pixels (uint8 ``shape``) from an attenuation map at detector size: window, gamma, upsampling, blur,
-    noise, marker, collimation."""
+    noise, marker, collimation. ``levels`` above 255 (4095: a 12-bit detector) gives uint16 pixels."""
     a = acquisition
     height, width = shape
     spread = np.exp(rng.normal(0.0, a.jitter, size=3))
@@ -344,6 +345,8 @@ def acquire(
         _stamp(image, a.marker, a.marker_corner, rng)
     if a.collimation > 0:
         _collimate(image, a.collimation, a.collimation_value, rng)
+    if levels > 255:
+        return (np.clip(image, 0.0, 1.0) * float(levels) + 0.5).astype(np.uint16)
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 

@@ -333,7 +333,7 @@ def _render_into(out_dir: Path, seed: int, tasks: Sequence[RenderTask]) -> int:
     return written
 
 
-def _claim(out_dir: Path, params: dict[str, float | int]) -> None:
+def _claim(out_dir: Path, params: dict[str, float | int | str]) -> None:
     """Refuse to mix two datasets in one folder: resuming is only safe with the same parameters."""
     marker = out_dir / MARKER
     text = json.dumps(params, sort_keys=True) + "\n"
@@ -345,8 +345,14 @@ def _claim(out_dir: Path, params: dict[str, float | int]) -> None:
     write_atomic(marker, text.encode("utf-8"))
 
 
+#: The hospitals ``cxrgen synthesize`` writes by default (``make demo``), and every one it can write.
+DEFAULT_HOSPITALS: tuple[str, ...] = ("chexpert", "nih", "mimic")
+ALL_HOSPITALS: tuple[str, ...] = (*DEFAULT_HOSPITALS, "padchest", "vindr", "brax")
+
+
 def write_synthetic(
-    out_dir: Path, *, seed: int = 0, scale: float = 1.0, image_size: int = 256, workers: int = 1
+    out_dir: Path, *, seed: int = 0, scale: float = 1.0, image_size: int = 256, workers: int = 1,
+    hospitals: Sequence[str] = DEFAULT_HOSPITALS,
 ) -> Path:
     """Write three synthetic hospitals (CheXpert-, NIH- and MIMIC-like) and a study file over them.
 
@@ -362,6 +368,8 @@ def write_synthetic(
         scale: multiplies patient counts (1.0: about 1,500 CheXpert, 1,200 NIH and 700 MIMIC images).
         image_size: image height in pixels for NIH and CheXpert (MIMIC is 1.2x taller, CheXpert 1.2x wider).
         workers: processes rendering images.
+        hospitals: which of :data:`ALL_HOSPITALS` to write (PadChest, VinDr-CXR and BRAX come from
+            :mod:`cxrgen.synthetic.sites`); ``study.yaml`` then covers them with a leave-one-out design.
 
     Returns:
         ``out_dir``.
@@ -371,22 +379,83 @@ def write_synthetic(
             f"write_synthetic: need seed >= 0, scale > 0, image_size >= 32, workers >= 1; got seed={seed}, "
             f"scale={scale}, image_size={image_size}, workers={workers}"
         )
+    from cxrgen.synthetic.sites import PLANS, SiteImage, render_sites_into
+
+    unknown = [h for h in hospitals if h not in ALL_HOSPITALS]
+    if unknown or not hospitals or len(set(hospitals)) != len(hospitals):
+        raise ValueError(f"write_synthetic: hospitals must be distinct names among {', '.join(ALL_HOSPITALS)}; "
+                         f"got {list(hospitals)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _claim(out_dir, {"seed": seed, "scale": scale, "image_size": image_size, "version": FORMAT_VERSION})
+    params: dict[str, float | int | str] = {"seed": seed, "scale": scale, "image_size": image_size,
+                                            "version": FORMAT_VERSION}
+    if tuple(hospitals) != DEFAULT_HOSPITALS:
+        params["hospitals"] = ",".join(hospitals)
+    _claim(out_dir, params)
     files: dict[str, bytes] = {}
     tasks: list[RenderTask] = []
-    for plan in (plan_chexpert, plan_nih, plan_mimic):
-        plan_files, plan_tasks = plan(seed, scale, image_size)
+    site_tasks: list[SiteImage] = []
+    plans = {"chexpert": plan_chexpert, "nih": plan_nih, "mimic": plan_mimic}
+    for name in hospitals:
+        if name in plans:
+            plan_files, plan_tasks = plans[name](seed, scale, image_size)
+            tasks += plan_tasks
+        else:
+            plan_files, more = PLANS[name](seed, scale, image_size)
+            site_tasks += more
         files.update(plan_files)
-        tasks += plan_tasks
     if workers == 1:
         _render_into(out_dir, seed, tasks)
+        render_sites_into(out_dir, seed, site_tasks)
     else:
         chunks = [tasks[i : i + 32] for i in range(0, len(tasks), 32)]
+        site_chunks = [site_tasks[i : i + 32] for i in range(0, len(site_tasks), 32)]
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             list(pool.map(_render_into, [out_dir] * len(chunks), [seed] * len(chunks), chunks))
+            list(pool.map(render_sites_into, [out_dir] * len(site_chunks), [seed] * len(site_chunks), site_chunks))
     for relative, data in files.items():
         write_atomic(out_dir / relative, data)
-    write_atomic(out_dir / "study.yaml", study_yaml(seed, scale, image_size))
+    if tuple(hospitals) == DEFAULT_HOSPITALS:
+        study = study_yaml(seed, scale, image_size)
+    else:
+        study = sites_study_yaml(seed, scale, image_size, hospitals)
+    write_atomic(out_dir / "study.yaml", study)
     return out_dir
+
+
+_SITE_DATASETS = {
+    "chexpert": "{reader: chexpert, root: chexpert, csv: train.csv}",
+    "nih": "{reader: nih, root: nih}",
+    "mimic": "{reader: mimic, root: mimic, labels: chexpert}",
+    "padchest": "{reader: padchest, root: padchest}",
+    "vindr": "{reader: vindr, root: vindr, readers: majority}",
+    "brax": "{reader: brax, root: brax}",
+}
+_OFFICIAL_SPLITS = ("mimic", "vindr")
+
+
+def sites_study_yaml(seed: int, scale: float, image_size: int, hospitals: Sequence[str]) -> bytes:
+    """A study over any set of synthetic hospitals: each held out in turn (leave-one-out), tiny CPU models."""
+    split = f"{{method: random, fractions: {{train: 0.72, val: 0.08, test: 0.2}}, seed: {seed}}}"
+    datasets = "\n".join(f"  {name}: {_SITE_DATASETS[name]}" for name in hospitals)
+    splits = "\n".join(
+        f"  {name}: {{method: official}}" if name in _OFFICIAL_SPLITS else f"  {name}: {split}" for name in hospitals
+    )
+    return f"""\
+# Synthetic hospitals written by `cxrgen synthesize --hospitals {",".join(hospitals)}` (seed {seed}, scale {scale},
+# image size {image_size}): each hospital held out in turn. Small inputs, few epochs, no pretrained weights.
+name: synthetic-sites
+out: runs/sites
+datasets:
+{datasets}
+labels: [Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion]
+uncertainty: {{Atelectasis: ones, Cardiomegaly: zeros, Consolidation: zeros, Edema: ones, Pleural Effusion: ones}}
+blank: zeros
+views: all
+splits:
+{splits}
+preprocess: {{clahe: true, engine: opencv, size: 64}}
+architectures: [densenet121]
+train: {{batch_size: 32, lr: 1.0e-3, max_epochs: 3, patience: 2, pretrained: false, seed: {seed}}}
+design: {{leave_one_out: [{", ".join(hospitals)}], single_sources: false}}
+""".encode()

@@ -1,0 +1,99 @@
+"""BRAX 1.1.0 (Reis et al., Scientific Data 2022; https://physionet.org/content/brax/1.1.0/).
+
+``master_spreadsheet_update.csv``: a row per image with ``PatientID``, ``PatientSex`` (M, F, O),
+``PatientAge`` in 5-year bins (``85 or more`` for the oldest), ``ViewPosition`` (AP, PA, LL, RL, RLD, LLD, RLO,
+LLO), ``AccessionNumber`` (the study) and the 14 CheXpert-style labels (1, 0, -1, blank) under CheXpert's
+names. Column names are those of the dataset's PhysioNet description and the paper's data records section;
+the image path columns are taken as ``DicomPath`` or ``PngPath`` (option ``images: dicom | png``, default png):
+they were not verifiable here, so a missing one is an error listing the columns found. Uncertainty and blank
+policies apply as for CheXpert. A binned age becomes the bin's midpoint; the bin is logged, not a manifest
+column (the manifest schema is fixed by DESIGN.md section 4).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrgen.labels import dataset_name
+from cxrgen.sources import register
+from cxrgen.sources.common import (
+    SourceError,
+    assemble,
+    check_raw_labels,
+    check_relative_paths,
+    normalize_sex,
+    require_columns,
+)
+
+CSV_NAME = "master_spreadsheet_update.csv"
+META_COLUMNS = ("PatientID", "PatientSex", "PatientAge", "ViewPosition", "AccessionNumber")
+IMAGE_COLUMNS = {"png": "PngPath", "dicom": "DicomPath"}
+VIEWS = {"AP": "AP", "PA": "PA", "LL": "LL", "RL": "LATERAL", "LATERAL": "LATERAL"}
+_BIN = re.compile(r"^\s*(\d+)\s*(?:-|to)\s*(\d+)\s*$")
+_OPEN_BIN = re.compile(r"^\s*(\d+)\s*(?:or more|\+)\s*$", re.IGNORECASE)
+
+
+def brax_age_midpoints(values: pd.Series, source: Path) -> pd.Series:
+    """``45-49`` -> 47.0, ``85 or more`` -> 87.0 (the bin's width of 5 assumed), a plain number kept, blank NaN."""
+    out = []
+    for position, value in enumerate(values.to_numpy()):
+        text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+        if not text:
+            out.append(np.nan)
+        elif match := _BIN.match(text):
+            out.append((int(match.group(1)) + int(match.group(2))) / 2.0)
+        elif match := _OPEN_BIN.match(text):
+            out.append(int(match.group(1)) + 2.0)
+        else:
+            try:
+                out.append(float(text))
+            except ValueError:
+                raise SourceError(
+                    f"{source}: row {position + 2}, column 'PatientAge': {text!r} is not an age bin such as "
+                    "'45-49' or '85 or more'"
+                ) from None
+    return pd.Series(out, index=values.index, dtype=float)
+
+
+@register("brax")
+def read(root: Path, *, name: str, labels: list[str], images: str = "png", **options: Any) -> pd.DataFrame:
+    """Read ``master_spreadsheet_update.csv`` into manifest rows with raw labels in {1, 0, -1, NaN}."""
+    if options:
+        raise SourceError(f"brax reader: unknown option(s) {sorted(options)}")
+    if images not in IMAGE_COLUMNS:
+        raise SourceError(f"brax reader: images must be png or dicom, got {images!r}")
+    source = root / CSV_NAME
+    if not source.is_file():
+        raise SourceError(f"{root}: missing {CSV_NAME}")
+    try:
+        frame = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{source}: not a readable BRAX spreadsheet ({exc})") from exc
+    label_columns = [dataset_name(label, "chexpert") for label in labels]
+    path_column = IMAGE_COLUMNS[images]
+    require_columns(frame, [*META_COLUMNS, path_column, *label_columns], source)
+    if frame.empty:
+        raise SourceError(f"{source}: no rows")
+    paths = frame[path_column].str.strip().str.replace("\\", "/", regex=False)
+    check_relative_paths(paths, source)
+    check_raw_labels(frame, label_columns, source)
+    view_text = frame["ViewPosition"].fillna("").str.strip().str.upper()
+    views = view_text.map(lambda v: VIEWS.get(v, "OTHER") if v else "UNKNOWN")
+    return assemble(
+        dataset=name,
+        native_ids=paths,
+        paths=paths,
+        patients=frame["PatientID"].str.strip(),
+        studies=frame["AccessionNumber"].str.strip(),
+        views=views,
+        sexes=normalize_sex(frame["PatientSex"]),
+        ages=brax_age_midpoints(frame["PatientAge"], source),
+        official_split=None,
+        raw={label: frame[col] for label, col in zip(labels, label_columns, strict=True)},
+        source=source,
+    )

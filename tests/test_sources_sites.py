@@ -1,0 +1,202 @@
+"""The PadChest, VinDr-CXR and BRAX readers on small files written here from each release's column list."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxrgen.sources import get_reader
+from cxrgen.sources.common import SourceError
+
+LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+PADCHEST_COLUMNS = [
+    "", "ImageID", "ImageDir", "StudyDate_DICOM", "StudyID", "PatientID", "PatientBirth", "PatientSex_DICOM",
+    "ViewPosition_DICOM", "Projection", "MethodProjection", "Pediatric", "Modality_DICOM", "Manufacturer_DICOM",
+    "PhotometricInterpretation_DICOM", "PixelRepresentation_DICOM", "PixelAspectRatio_DICOM",
+    "SpatialResolution_DICOM", "BitsStored_DICOM", "WindowCenter_DICOM", "WindowWidth_DICOM", "Rows_DICOM",
+    "Columns_DICOM", "XRayTubeCurrent_DICOM", "Exposure_DICOM", "ExposureInuAs_DICOM", "ExposureTime",
+    "RelativeXRayExposure_DICOM", "ReportID", "Report", "MethodLabel", "Labels", "Localizations",
+    "LabelsLocalizationsBySentence", "labelCUIS", "LocalizationsCUIS",
+]  # fmt: skip
+PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+
+
+def _write_csv(path: Path, header: list[str], rows: list[dict[str, str]], gz: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if gz else open
+    with opener(path, "wt", newline="", encoding="utf-8") as handle:  # type: ignore[operator]
+        writer = csv.DictWriter(handle, fieldnames=header, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _padchest_row(i: int, labels: str, projection: str = "PA", **fields: str) -> dict[str, str]:
+    row = {"": str(i), "ImageID": f"img{i}.png", "ImageDir": str(i % 2), "StudyDate_DICOM": "20150412",
+           "StudyID": f"s{i // 2}", "PatientID": f"p{i // 3}", "PatientBirth": "1950.0", "PatientSex_DICOM": "M",
+           "Projection": projection, "MethodLabel": "Physician" if i % 2 else "RNN_model", "Labels": labels}
+    row.update(fields)
+    return row
+
+
+def _padchest(root: Path, rows: list[dict[str, str]], gz: bool = False) -> Path:
+    return _write_csv(root / (PADCHEST_CSV + (".gz" if gz else "")), PADCHEST_COLUMNS, rows, gz)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["csv", "csv.gz"])
+def test_padchest_terms_views_ages_and_null_rows(tmp_path: Path, gz: bool) -> None:
+    rows = [
+        _padchest_row(0, "['normal']"),
+        _padchest_row(1, "[' pleural effusion', 'cardiomegaly']", "AP_horizontal", PatientSex_DICOM="F"),
+        _padchest_row(2, "['pericardial effusion', ' laminar atelectasis']", "L", PatientBirth=""),
+        _padchest_row(3, "", "COSTAL"),  # null Labels: left out and counted
+        _padchest_row(4, "['loculated fissural effusion', 'pulmonary edema', 'consolidation']", "WEIRD",
+                      PatientSex_DICOM="O", StudyDate_DICOM="20120101", PatientBirth="1930"),
+        _padchest_row(5, "['pacemaker']", "EXCLUDE"),
+    ]
+    _padchest(tmp_path, rows, gz)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = get_reader("padchest")(tmp_path, name="padchest", labels=[*LABELS, "Support Devices"])
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "1 row(s) with a null Labels" in messages and "1 image(s) with an unknown Projection" in messages
+    assert list(frame["image_id"]) == [f"padchest:img{i}.png" for i in (0, 1, 2, 4, 5)]
+    assert list(frame["path"]) == ["0/img0.png", "1/img1.png", "0/img2.png", "0/img4.png", "1/img5.png"]
+    assert list(frame["view"]) == ["PA", "AP", "LATERAL", "UNKNOWN", "UNKNOWN"]
+    assert list(frame["sex"]) == ["M", "F", "M", "U", "M"]
+    np.testing.assert_array_equal(frame["age"], [65.0, 65.0, np.nan, 82.0, 65.0])
+    assert list(frame["raw_Pleural Effusion"]) == [0, 1, 0, 1, 0]  # pericardial effusion is not pleural
+    assert list(frame["raw_Cardiomegaly"]) == [0, 1, 0, 0, 0]
+    assert list(frame["raw_Atelectasis"]) == [0, 0, 1, 0, 0]
+    assert list(frame["raw_Edema"]) == [0, 0, 0, 1, 0]
+    assert list(frame["raw_Consolidation"]) == [0, 0, 0, 1, 0]
+    assert list(frame["raw_Support Devices"]) == [0, 0, 0, 0, 1]
+    assert list(frame["patient_id"]) == ["padchest:p0", "padchest:p0", "padchest:p0", "padchest:p1", "padchest:p1"]
+
+
+def test_padchest_labelled_by_physician(tmp_path: Path) -> None:
+    _padchest(tmp_path, [_padchest_row(i, "['normal']") for i in range(6)])
+    frame = get_reader("padchest")(tmp_path, name="pc", labels=LABELS, labelled_by="physician")
+    assert list(frame["image_id"]) == ["pc:img1.png", "pc:img3.png", "pc:img5.png"]
+
+
+def test_padchest_unparseable_labels_named(tmp_path: Path) -> None:
+    _padchest(tmp_path, [_padchest_row(0, "['normal']"), _padchest_row(1, "['cardiomegaly', oops]")])
+    with pytest.raises(SourceError, match=r"row 3, column 'Labels': .*oops"):
+        get_reader("padchest")(tmp_path, name="pc", labels=LABELS)
+
+
+def test_padchest_refuses_eval(tmp_path: Path) -> None:
+    _padchest(tmp_path, [_padchest_row(0, "__import__('os').getcwd()")])
+    with pytest.raises(SourceError, match="not a list of terms"):
+        get_reader("padchest")(tmp_path, name="pc", labels=LABELS)
+
+
+def test_padchest_missing_column_named(tmp_path: Path) -> None:
+    header = [c for c in PADCHEST_COLUMNS if c != "Projection"]
+    _write_csv(tmp_path / PADCHEST_CSV, header, [{k: v for k, v in _padchest_row(0, "['normal']").items()
+                                                  if k != "Projection"}])
+    with pytest.raises(SourceError, match=r"missing column.*'Projection'"):
+        get_reader("padchest")(tmp_path, name="pc", labels=LABELS)
+
+
+VINDR_FINDINGS = [
+    "Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Clavicle fracture", "Consolidation",
+    "Edema", "Emphysema", "Enlarged PA", "ILD", "Infiltration", "Lung Opacity", "Lung cavity", "Lung cyst",
+    "Mediastinal shift", "Nodule/Mass", "Pleural effusion", "Pleural thickening", "Pneumothorax",
+    "Pulmonary fibrosis", "Rib fracture", "Other lesion", "COPD", "Lung tumor", "Pneumonia", "Tuberculosis",
+    "Other diseases", "No finding",
+]  # fmt: skip
+
+
+def _vindr_marks(image: str, rad: str, *positive: str) -> dict[str, str]:
+    return {"image_id": image, "rad_id": rad, **{f: ("1" if f in positive else "0") for f in VINDR_FINDINGS}}
+
+
+def test_vindr_physionet_majority_and_any(tmp_path: Path) -> None:
+    header = ["image_id", "rad_id", *VINDR_FINDINGS]
+    train = [
+        _vindr_marks("a", "R1", "Cardiomegaly"), _vindr_marks("a", "R2", "Cardiomegaly"), _vindr_marks("a", "R3"),
+        _vindr_marks("b", "R1", "Pleural effusion"), _vindr_marks("b", "R4"), _vindr_marks("b", "R5", "Edema"),
+        _vindr_marks("c", "R2", "Atelectasis"), _vindr_marks("c", "R2", "Atelectasis"), _vindr_marks("c", "R3"),
+    ]  # fmt: skip
+    _write_csv(tmp_path / "annotations/image_labels_train.csv", header, train)
+    test = [{k: v for k, v in _vindr_marks("t1", "", "Pleural effusion").items() if k != "rad_id"}]
+    _write_csv(tmp_path / "annotations/image_labels_test.csv", ["image_id", *VINDR_FINDINGS], test)
+    read = get_reader("vindr")
+    with pytest.warns(UserWarning, match="no patient ids; each of its 4 images"):
+        majority = read(tmp_path, name="vindr", labels=LABELS)
+    assert list(majority["path"]) == ["train/a.dicom", "train/b.dicom", "train/c.dicom", "test/t1.dicom"]
+    assert list(majority["official_split"]) == ["train_val", "train_val", "train_val", "test"]
+    assert list(majority["raw_Cardiomegaly"]) == [1, 0, 0, 0]
+    assert list(majority["raw_Pleural Effusion"]) == [0, 0, 0, 1]
+    assert list(majority["raw_Atelectasis"]) == [0, 0, 0, 0]  # one radiologist twice is one vote
+    assert majority["patient_id"].nunique() == 4
+    with pytest.warns(UserWarning):
+        anyone = read(tmp_path, name="vindr", labels=LABELS, readers="any")
+    assert list(anyone["raw_Pleural Effusion"]) == [0, 1, 0, 1]
+    assert list(anyone["raw_Edema"]) == [0, 1, 0, 0]
+    assert list(anyone["raw_Atelectasis"]) == [0, 0, 1, 0]
+
+
+def test_vindr_kaggle_layout_edema_is_nan(tmp_path: Path) -> None:
+    header = ["image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max"]
+    def box(image: str, name: str, rad: str) -> dict[str, str]:
+        return {"image_id": image, "class_name": name, "class_id": "0", "rad_id": rad,
+                "x_min": "1", "y_min": "1", "x_max": "9", "y_max": "9"}
+    rows = [box("a", "Cardiomegaly", "R1"), box("a", "Cardiomegaly", "R2"), box("a", "No finding", "R3"),
+            box("b", "Pleural effusion", "R1"), box("b", "Pleural effusion", "R1"), box("b", "No finding", "R2")]
+    _write_csv(tmp_path / "train.csv", header, rows)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = get_reader("vindr")(tmp_path, name="v", labels=LABELS)
+    messages = [str(w.message) for w in caught]
+    assert any("no 'Edema' class" in m for m in messages) and any("each of its 2 images" in m for m in messages)
+    assert list(frame["raw_Cardiomegaly"]) == [1, 0]
+    assert list(frame["raw_Pleural Effusion"]) == [0, 0]  # two boxes of one radiologist
+    assert frame["raw_Edema"].isna().all()
+    rows.append(box("c", "Dragon", "R1"))
+    _write_csv(tmp_path / "train.csv", header, rows)
+    with pytest.raises(SourceError, match="row 8, column 'class_name': unknown class 'Dragon'"):
+        get_reader("vindr")(tmp_path, name="v", labels=LABELS)
+
+
+BRAX_OBSERVATIONS = [
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+    "Support Devices",
+]  # fmt: skip
+BRAX_HEADER = ["PatientID", "PatientSex", "PatientAge", "AccessionNumber", "StudyDate", *BRAX_OBSERVATIONS,
+               "ViewPosition", "Rows", "Columns", "Manufacturer", "DicomPath", "PngPath"]
+
+
+def test_brax_bins_views_and_raw_labels(tmp_path: Path) -> None:
+    rows = [
+        {"PatientID": "A", "PatientSex": "M", "PatientAge": "45-49", "AccessionNumber": "1", "ViewPosition": "PA",
+         "Cardiomegaly": "1", "Edema": "-1", "DicomPath": "images/A/1/i0.dcm", "PngPath": "images/A/1/i0.png"},
+        {"PatientID": "A", "PatientSex": "M", "PatientAge": "45-49", "AccessionNumber": "1", "ViewPosition": "LL",
+         "Cardiomegaly": "0", "DicomPath": "images/A/1/i1.dcm", "PngPath": "images/A/1/i1.png"},
+        {"PatientID": "B", "PatientSex": "O", "PatientAge": "85 or more", "AccessionNumber": "2",
+         "ViewPosition": "RLD", "Pleural Effusion": "1", "DicomPath": "images/B/2/i2.dcm",
+         "PngPath": "images/B/2/i2.png"},
+    ]
+    _write_csv(tmp_path / "master_spreadsheet_update.csv", BRAX_HEADER, rows)
+    frame = get_reader("brax")(tmp_path, name="brax", labels=LABELS)
+    assert list(frame["path"]) == ["images/A/1/i0.png", "images/A/1/i1.png", "images/B/2/i2.png"]
+    np.testing.assert_array_equal(frame["age"], [47.0, 47.0, 87.0])
+    assert list(frame["view"]) == ["PA", "LL", "OTHER"] and list(frame["frontal"]) == [True, False, False]
+    assert list(frame["sex"]) == ["M", "M", "U"]
+    np.testing.assert_array_equal(frame["raw_Edema"], [-1.0, np.nan, np.nan])
+    np.testing.assert_array_equal(frame["raw_Cardiomegaly"], [1.0, 0.0, np.nan])
+    assert frame["patient_id"].nunique() == 2 and frame["study_id"].nunique() == 2
+    dicom = get_reader("brax")(tmp_path, name="brax", labels=LABELS, images="dicom")
+    assert dicom["path"].iloc[0] == "images/A/1/i0.dcm"
+    rows[1]["PatientAge"] = "old"
+    _write_csv(tmp_path / "master_spreadsheet_update.csv", BRAX_HEADER, rows)
+    with pytest.raises(SourceError, match="row 3, column 'PatientAge': 'old'"):
+        get_reader("brax")(tmp_path, name="brax", labels=LABELS)
