@@ -150,3 +150,17 @@ def test_undecodable_dicoms_go_to_excluded_csv_with_the_reason(tmp_path: Path) -
     assert "MPEG2" in excluded["reason"].iloc[0] and "1.2.840.10008.1.2.4.100" in excluded["reason"].iloc[0]
     assert excluded["reason"].iloc[1] == "DICOM file has no pixel data"
     assert pd.read_csv(tmp_path / "excluded.csv")["image_id"].tolist() == ["site:mpeg", "site:empty"]
+
+
+def test_dicom_declaring_too_many_pixels_is_refused_before_its_pixels_are_read(tmp_path: Path) -> None:
+    from cxrgen.verify import check_image
+
+    path = _dicom(tmp_path / "bomb.dicom", _phantom(12))
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = 12_000, 12_000  # the header lies; 144 M pixels would be decompressed
+    ds.save_as(path)
+    reason = check_image(str(path), 40_000_000)
+    assert reason == "too many pixels: 12000 x 12000 = 144,000,000 declared, the limit is 40,000,000"
+    with pytest.raises(ImageError, match="too many pixels: 12000 x 12000"):
+        decode(path)
+    assert check_image(str(_dicom(tmp_path / "fine.dicom", _phantom(12))), 40_000_000) is None

@@ -47,6 +47,22 @@ def scale_high_bit_depth(values: np.ndarray, bits_stored: int | None = None) -> 
     return (values.astype(np.float32) / np.float32(2**bits - 1)).astype(np.float32)
 
 
+def dicom_size(path: Path | str) -> tuple[int, int] | None:
+    """(width, height) from a DICOM header without reading its pixels, or None when the header does not say.
+
+    Lets the pixel-count cap refuse a DICOM bomb before its pixel data are decompressed.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+    except (InvalidDicomError, EOFError, OSError, ValueError):
+        return None  # decode_dicom gives the reason
+    rows, columns = header.get("Rows"), header.get("Columns")
+    return (int(columns), int(rows)) if rows and columns else None
+
+
 def decode_dicom(path: Path) -> np.ndarray:
     """One DICOM image as float32 gray [H, W] in [0, 1], bright = dense.
 

@@ -31,7 +31,7 @@ from skimage.transform import resize as skimage_resize
 
 from cxrgen import clahe as exact_clahe
 from cxrgen import fast_resize
-from cxrgen.decode import DecodeError, decode_dicom, is_dicom, scale_high_bit_depth
+from cxrgen.decode import DecodeError, decode_dicom, dicom_size, is_dicom, scale_high_bit_depth
 from cxrgen.errors import CxrgenError
 
 Engine = Literal["skimage", "opencv", "exact"]
@@ -121,6 +121,9 @@ def decode(path: Path | str) -> np.ndarray:
     if size == 0:
         raise ImageError(path, "empty file (0 bytes)")
     if is_dicom(path):
+        dicom_pixels = dicom_size(path)
+        if dicom_pixels is not None:
+            check_pixel_count(dicom_pixels, path, MAX_PIXELS_CEILING)
         try:
             return decode_dicom(path)
         except DecodeError as exc:

@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from cxrgen.config import VerifyConfig
+from cxrgen.decode import dicom_size, is_dicom
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_csv
 from cxrgen.images import FORMATS, ImageError, check_pixel_count, decode
@@ -71,8 +72,11 @@ def degenerate_reason(gray: np.ndarray) -> str | None:
 
 
 def header_pixels(path: str) -> tuple[int, int] | None:
-    """Width and height from the image header alone (Pillow opens lazily), or None when Pillow cannot tell."""
+    """Width and height from the image header alone (Pillow opens lazily; pydicom stops before the pixels), or
+    None when the header cannot tell."""
     try:
+        if is_dicom(Path(path)):
+            return dicom_size(path)
         with Image.open(path, formats=FORMATS) as image:
             return image.size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
