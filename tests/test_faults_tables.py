@@ -180,6 +180,4 @@ def test_test_fraction_zero_is_refused_at_prepare_naming_the_internal_test_set(d
     zero = {"method": "random", "seed": 0, "fractions": {"train": 0.9, "val": 0.1, "test": 0.0}}
     study["splits"]["chexpert"] = study["splits"]["nih"] = zero
     (data / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
-    one_error(
-        prepare(data, "splits"), r"test set 'internal' \(internal\): no test images", r"chexpert: 0, nih: 0"
-    )
+    one_error(prepare(data, "splits"), r"test set 'internal' \(internal\): no test images", r"chexpert: 0, nih: 0")

@@ -217,7 +217,8 @@ def csv_header(path: Path) -> list[str]:
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc) from None
     except (OSError, EOFError) as exc:
-        raise SourceError(f"{path}: cannot read the header ({exc})") from exc
+        kind = "gzipped CSV" if path.suffix == ".gz" else "CSV"
+        raise SourceError(f"{path}: not a readable {kind} ({exc})") from exc
     return next(csv.reader([first]), [])
 
 

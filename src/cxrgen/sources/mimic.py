@@ -71,13 +71,13 @@ def ragged_row(path: Path, fields: int) -> str | None:
     return None
 
 
-def check_matched(images: pd.DataFrame, split: pd.DataFrame, root: Path, unmatched: str) -> pd.DataFrame:
+def check_matched(images: pd.DataFrame, split: pd.DataFrame, root: Path, unmatched: str) -> None:
     """Metadata rows without a split row and split rows without metadata: an error, or with ``unmatched="warn"``
     a warning with both counts (unmatched split rows are dropped, unmatched images keep no official split)."""
     no_split = images["split"].isna()
     no_metadata = ~split["dicom_id"].isin(images["dicom_id"])
     if not no_split.any() and not no_metadata.any():
-        return images
+        return
     message = (
         f"{root / PREFIX}-metadata.csv.gz and -split.csv.gz disagree: {int(no_split.sum())} of {len(images)} "
         f"metadata row(s) have no split row (first {images.loc[no_split, 'dicom_id'].head(1).tolist()}), "
@@ -87,7 +87,6 @@ def check_matched(images: pd.DataFrame, split: pd.DataFrame, root: Path, unmatch
     if unmatched != "warn":
         raise SourceError(f"{message}; a table cut short? set datasets.<name>.unmatched: warn to go on")
     warnings.warn(f"{message}; going on (unmatched: warn)", stacklevel=3)
-    return images
 
 
 def unique_keys(frame: pd.DataFrame, keys: list[str], path: str) -> None:
@@ -158,7 +157,7 @@ def read(
             f"{root / PREFIX}-split.csv.gz: dicom_id {bad['dicom_id']} has subject/study "
             f"{bad['subject_id_split']}/{bad['study_id_split']}, metadata says {bad['subject_id']}/{bad['study_id']}"
         )
-    images = check_matched(images, split, root, unmatched)
+    check_matched(images, split, root, unmatched)
     # A study with no label row was not labelled: its labels are blank, not negative.
     images = images.merge(study_labels, on=["subject_id", "study_id"], how="left", validate="many_to_one")
     subject = images["subject_id"]
