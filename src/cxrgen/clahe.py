@@ -5,9 +5,10 @@ The paper equalizes with :func:`skimage.exposure.equalize_adapthist` (kernel 1/8
 Python loop redistributing clipped counts, and four float64 ``take_along_axis`` passes over the padded image.
 OpenCV's CLAHE is fast but is a different algorithm (its own clip rule, 8-bit bins, no 14-bit rescale), so it
 cannot be tuned into the same output. No library offers scikit-image's arithmetic fast, hence this module: the
-same integer and float steps, in the same order and the same dtypes, as two small numba kernels (the clip's
-sequential redistribution and the per-pixel interpolation are loops that vectorize badly; numba compiles them
-to plain C-speed loops with no threads of its own, ``cache=True`` so worker processes do not recompile).
+same integer and float steps, in the same order and the same dtypes, in small numba kernels (the clip's
+sequential redistribution and the per-pixel interpolation are loops that vectorize badly, and the per-pixel
+table look-ups avoid NumPy's temporaries; numba compiles them to plain loops with no threads of its own,
+``cache=True`` so worker processes load rather than recompile them).
 
 Lines of ``skimage/exposure/_adapthist.py`` (scikit-image 0.26.0) followed, with where they land here:
 
