@@ -3,7 +3,9 @@
 DESIGN.md section 9: paired means the same images. Two files are paired on the intersection of their image
 ids; what each side loses is counted and reported, and below 95 % overlap (of the larger file) the pairing is
 refused with an error rather than silently switched to an unpaired test. The patient-clustered test is the
-primary result (:mod:`cxrgen.clustered`); image-level DeLong stays beside it, labelled ``delong_*``.
+primary result (:mod:`cxrgen.clustered`); image-level DeLong stays beside it, labelled ``delong_*`` (first seed).
+Frames may carry several training seeds as ``p_<label>#<seed>`` columns (:mod:`cxrgen.report.seeds`): both
+sides' seeds then enter the two-stage bootstrap, paired seed by seed when both sides have the same number.
 """
 
 from __future__ import annotations
@@ -94,6 +96,14 @@ def _delong_quiet(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         return fn(*args, **kwargs)
 
 
+def _side_scores(frame: pd.DataFrame, label: str, suffix: str = "") -> np.ndarray:
+    """Scores [S, N] of one side: ``p_<label>`` and any other seeds' ``p_<label>#<seed>`` columns."""
+    base = f"p_{label}"
+    cols = [f"{base}{suffix}", *(c for c in frame.columns if c.startswith(base + "#") and c.endswith(suffix)
+                                 and (suffix or not c.endswith(("_a", "_b"))))]
+    return frame[cols].to_numpy(dtype=np.float64).T
+
+
 def paired_clustered(paired: Paired, label: str, what: str, *, n_boot: int, seed: int, ci: float) -> dict[str, object]:
     """One label of a paired comparison: clustered paired bootstrap first, paired DeLong beside it.
 
@@ -108,10 +118,10 @@ def paired_clustered(paired: Paired, label: str, what: str, *, n_boot: int, seed
             f"{what}: column 'y_{label}' differs on {int((y_a != y_b).sum())} shared images; "
             "a paired comparison needs the same ground truth (were they predicted from different manifests?)"
         )
-    p_a, p_b = m[f"p_{label}_a"].to_numpy(), m[f"p_{label}_b"].to_numpy()
-    boot = _delong_quiet(clustered_paired_bootstrap, y_a, p_a, p_b, m["patient_id_a"].astype(str).to_numpy(),
-                         n_boot=n_boot, seed=seed, ci=ci, name=label)
-    dl = _delong_quiet(metrics.delong_paired_test, y_a, p_a, p_b, name=label)
+    seeds_a, seeds_b = _side_scores(m, label, "_a"), _side_scores(m, label, "_b")
+    boot = _delong_quiet(clustered_paired_bootstrap, y_a, seeds_a, seeds_b,
+                         m["patient_id_a"].astype(str).to_numpy(), n_boot=n_boot, seed=seed, ci=ci, name=label)
+    dl = _delong_quiet(metrics.delong_paired_test, y_a, seeds_a[0], seeds_b[0], name=label)  # first seeds
     n = int(np.isfinite(y_a).sum())
     return {
         "test": "clustered_paired_bootstrap", "auc_a": boot.auc_a, "auc_b": boot.auc_b,
@@ -130,10 +140,10 @@ def unpaired_clustered(
     """
     sides = []
     for df in (df_a, df_b):
-        y, p = df[f"y_{label}"].to_numpy(dtype=np.float64), df[f"p_{label}"].to_numpy(dtype=np.float64)
+        y, p = df[f"y_{label}"].to_numpy(dtype=np.float64), _side_scores(df, label)
         boot = _delong_quiet(seed_bootstrap_auc, y, p, df["patient_id"].astype(str).to_numpy(),
                              n_boot=n_boot, seed=seed, ci=ci, name=label)
-        dl = _delong_quiet(metrics.delong, y, p, name=label)
+        dl = _delong_quiet(metrics.delong, y, p[0], name=label)
         sides.append((boot, dl, int(np.isfinite(y).sum())))
     (ba, da, na), (bb, db, nb) = sides
     test = metrics.unpaired_auc_test(ba.auc, ba.se**2, bb.auc, bb.se**2)
