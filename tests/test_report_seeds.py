@@ -21,6 +21,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_auc_rows_per_seed_and_seed_aware_intervals(results: Path) -> None:
     auc = pd.read_csv(results / "auc.csv")
     assert sorted(auc["seed"].unique()) == [3, 7]
+    assert sorted(pd.read_csv(results / "calibration.csv")["seed"].unique()) == [3, 7]
     seeds = pd.read_csv(results / "auc_seeds.csv")
     assert len(seeds) == len(auc) // 2 and (seeds["n_seeds"] == 2).all() and seeds["training_variance_counted"].all()
     key = ["configuration", "arch", "test_set", "label"]

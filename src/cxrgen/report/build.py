@@ -86,7 +86,12 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     seeds = seed_auc_table(config, combined)
     write_csv(seeds, results / "auc_seeds.csv")
     per_run = seeds.rename(columns={"se": "boot_se"}) if several_seeds else auc
-    calibration = calibration_results(predictions)
+    if several_seeds:
+        calibration = pd.concat(
+            [calibration_results([p]).assign(seed=p.seed) for p in predictions], ignore_index=True
+        )
+    else:
+        calibration = calibration_results(predictions)
     write_csv(calibration, results / "calibration.csv")
 
     say("Table 1")

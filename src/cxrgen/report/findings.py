@@ -95,12 +95,17 @@ def findings(
 
 
 def claim_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One line per claim: how many of its tested statements are supported, contradicted, inconclusive."""
+    """One line per claim: how many of its statements are supported, contradicted, inconclusive, not estimable.
+
+    The next-hospital claim is an estimate, not a test: its estimable rows count under ``estimated``.
+    """
     out = []
     for claim, text in CLAIMS.items():
         part = table[table["claim"] == claim]
         counts = part["verdict"].value_counts()
-        out.append({"claim": text, "tests": len(part), "supported": int(counts.get("supported", 0)),
+        not_estimable = int(part["verdict"].str.startswith("not estimable").sum())
+        out.append({"claim": text, "statements": len(part), "supported": int(counts.get("supported", 0)),
                     "contradicted": int(counts.get("contradicted", 0)),
-                    "inconclusive": int(counts.get("inconclusive", 0))})
+                    "inconclusive": int(counts.get("inconclusive", 0)),
+                    "estimated": int(counts.get("estimate", 0)), "not estimable": not_estimable})
     return pd.DataFrame(out)

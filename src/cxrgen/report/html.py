@@ -177,7 +177,12 @@ def comparisons_html(comparisons: pd.DataFrame, alpha: float = 0.05) -> str:
 
 def findings_html(findings: pd.DataFrame, summary: pd.DataFrame, alpha: float = 0.05) -> str:
     """The claims first: a count per claim, then every tested statement with its verdict (``findings.csv``)."""
-    parts = [_frame_html(summary, digits=0)]
+    head = "".join(f"<th>{_e(c)}</th>" for c in summary.columns)
+    lines = "".join(
+        f'<tr><td class="key">{_e(r.iloc[0])}</td>' + "".join(f"<td>{v}</td>" for v in r.iloc[1:]) + "</tr>"
+        for _, r in summary.iterrows()
+    )
+    parts = [f"<table><thead><tr>{head}</tr></thead><tbody>{lines}</tbody></table>"]
     parts.append(
         f'<p class="meta">Verdict at Holm-adjusted p &le; {alpha:g} within each family (Holm over that family\'s '
         "labels, configurations and architectures); effects are AUC differences with 95 % patient-clustered "
@@ -206,6 +211,12 @@ def next_hospital_html(table: pd.DataFrame, coverage: pd.DataFrame) -> str:
     """Pooled external AUC, tau², I² and the prediction interval per run and label; leave-one-out coverage."""
     if table.empty:
         return "<p>No configuration was tested on an external hospital.</p>"
+    estimable = table[table["note"] == ""]
+    if estimable.empty:
+        ks = sorted({int(k) for k in table["k"]})
+        return (f"<p>Not estimable for any run: each was tested on {' or '.join(map(str, ks))} external "
+                "hospital(s), and a prediction interval for a new hospital needs at least 3 (t on k-2 degrees of "
+                'freedom). <a href="next_hospital.csv">next_hospital.csv</a></p>')
     body = []
     for _, r in table.iterrows():
         if r["note"]:
