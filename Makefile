@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast lint clean screenshot
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ test-fast: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q -m "not slow" --durations=15
+
+# The demo report's first screen as a 1280 px wide browser shows it (Debian's chromium, installed when missing).
+SHOT := docs/demo-report-first-screen.png
+screenshot:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,900 \
+		--screenshot=$(abspath $(SHOT)) file://$(abspath runs/demo/results/report.html)
 
 clean:
 	rm -rf $(VENV) runs

@@ -8,6 +8,7 @@ construction. Everything comes from one seeded generator: same seed, same files.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def make_study(
     seed: int = 0,
     images: bool = False,
     image_size: int | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> Path:
     """Write a study directory under ``root / "study"`` and return it.
 
@@ -89,6 +91,7 @@ def make_study(
         seed: Seed of the one generator behind every file.
         images: Also write a small PNG per image under each dataset root (for the error review).
         image_size: ``preprocess.size`` of the config (model input side when ``images``).
+        seeds: ``train.seeds``; with several, one predictions folder per seed (``<arch>/seed-<N>/``).
     """
     rng = np.random.default_rng(seed)
     study = root / "study"
@@ -104,6 +107,8 @@ def make_study(
         "review": {"label": "Cardiomegaly", "per_kind": 2},
         "preprocess": {"clahe": False, "engine": "opencv", "size": image_size},
     }
+    if seeds is not None:
+        data["train"] = {"seeds": list(seeds)}
     if reference:
         data["reference"] = {
             "source": "made up for the tests",
@@ -123,16 +128,16 @@ def make_study(
     )
     tested = manifest.merge(splits, on=["image_id", "dataset"])
     tested = tested.loc[(tested["split"] == "test") & ~tested["image_id"].isin(bad["image_id"])]
-    for conf in CONFIGURATIONS:
-        for arch in archs:
-            folder = study / "runs" / str(conf["name"]) / arch / "predictions"
-            folder.mkdir(parents=True)
-            internal = tested.loc[tested["dataset"].isin(conf["internal"])]
-            predictions(internal, SIGNAL["internal"], rng).to_parquet(folder / "internal.parquet", index=False)
-            for dataset in conf["external"]:
-                external = tested.loc[tested["dataset"] == dataset]
-                strength = SIGNAL["external"] * (1.3 if conf["name"] == "both" else 1.0)
-                predictions(external, strength, rng).to_parquet(folder / f"{dataset}.parquet", index=False)
+    seed_dirs = [f"seed-{s}" for s in seeds] if seeds is not None and len(seeds) > 1 else [""]
+    for conf, arch, seed_dir in itertools.product(CONFIGURATIONS, archs, seed_dirs):
+        folder = study / "runs" / str(conf["name"]) / arch / seed_dir / "predictions"
+        folder.mkdir(parents=True)
+        internal = tested.loc[tested["dataset"].isin(conf["internal"])]
+        predictions(internal, SIGNAL["internal"], rng).to_parquet(folder / "internal.parquet", index=False)
+        for dataset in conf["external"]:
+            external = tested.loc[tested["dataset"] == dataset]
+            strength = SIGNAL["external"] * (1.3 if conf["name"] == "both" else 1.0)
+            predictions(external, strength, rng).to_parquet(folder / f"{dataset}.parquet", index=False)
     if images:
         for row in manifest.itertuples(index=False):
             path = root / "data" / row.dataset / row.path

@@ -103,14 +103,14 @@ def test_comparisons_schema_families_and_holm(results: Path) -> None:
 
     gaps = comp.loc[comp["family"] == "internal_vs_external"]
     assert len(gaps) == 2 * 2 * len(LABELS)  # configurations x architectures x labels
-    assert (gaps["test"] == "unpaired").all()
+    assert (gaps["test"] == "clustered_unpaired").all()
     assert (gaps["test_set_a"] == "internal").all() and (gaps["test_set_b"] == "gamma").all()
     assert np.allclose(gaps["difference"], gaps["auc_a"] - gaps["auc_b"])
 
     multi = comp.loc[comp["family"] == "multi_vs_single"]
     assert len(multi) == 2 * len(LABELS)
     assert (multi["configuration_a"] == "both").all() and (multi["configuration_b"] == "alpha").all()
-    assert (multi["test"] == "delong_paired").all() and (multi["n_a"] == multi["n_b"]).all()
+    assert (multi["test"] == "clustered_paired_bootstrap").all() and (multi["n_a"] == multi["n_b"]).all()
 
     archs = comp.loc[comp["family"] == "architectures"]
     assert len(archs) == 2 * 2 * len(LABELS)  # configurations x test sets x labels
@@ -167,7 +167,10 @@ def test_html_auc_cells_equal_auc_csv(results: Path) -> None:
 def test_html_is_self_contained(results: Path) -> None:
     page = (results / "report.html").read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == len(FIGURES)
-    assert not re.search(r'(src|href)="(?!data:)', page), "the page must not load external files"
+    # The only links allowed lead to the CSVs the report wrote beside the page (the full tables).
+    links = re.findall(r'(?:src|href)="(?!data:)([^"]*)"', page)
+    assert links and all(re.fullmatch(r"[a-z_0-9]+\.csv", link) for link in links), links
+    assert all((results / link).is_file() for link in links)
     assert "<script" not in page
 
 

@@ -252,7 +252,9 @@ def predict(
 @command("study")
 def study(
     study: Annotated[Path, typer.Argument(help="The study YAML file.")],
-    only: Annotated[str | None, typer.Option(help="Run only CONFIGURATION/ARCH, e.g. nih/densenet121.")] = None,
+    only: Annotated[
+        str | None, typer.Option(help="Run only CONFIGURATION/ARCH (all seeds) or CONFIGURATION/ARCH/SEED.")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Processes for verify and cache (default: all cores).")] = None,
 ) -> None:
     """Prepare, then train, predict and evaluate every configuration x architecture; resumable."""

@@ -102,6 +102,7 @@ class TrainConfig(StrictModel):
     accumulate: int = Field(default=1, gt=0)
     flip: float = Field(default=0.5, ge=0, le=1)
     seed: int = 0
+    seeds: list[int] | None = Field(default=None, min_length=1, description="training seeds; default [seed]")
     pretrained: bool = True
     weights: dict[str, Path] = Field(default_factory=dict, description="arch -> local pretrained weights file")
     weights_sha256: dict[str, str] = Field(default_factory=dict)
@@ -109,6 +110,17 @@ class TrainConfig(StrictModel):
     num_workers: int = Field(default=2, ge=0)
     precision: str | None = Field(default=None, description="Lightning precision; None: bf16-mixed on GPU")
     channels_last: bool = True
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError(f"train.seeds repeats a seed: {seeds}")
+        return seeds
+
+    def seed_list(self) -> list[int]:
+        """The training seeds: ``seeds``, or ``[seed]`` when it is not given. Every seed is a run of its own."""
+        return list(self.seeds) if self.seeds is not None else [self.seed]
     deterministic: bool = False
     accelerator: str = "auto"
     devices: int | str = "auto"
@@ -335,9 +347,23 @@ class StudyConfig(StrictModel):
         return self.uncertainty.get(label, "zeros")
 
 
-def run_dir(study_dir: Path, configuration: str, arch: str) -> Path:
-    """``<study>/runs/<configuration>/<arch>``: where one run's checkpoints, metrics and predictions live."""
-    return Path(study_dir) / "runs" / configuration / arch
+def run_dir(study_dir: Path, configuration: str, arch: str, seed: int | None = None) -> Path:
+    """``<study>/runs/<configuration>/<arch>[/seed-<N>]``: where one run's checkpoints, metrics and predictions live.
+
+    ``seed`` is None for a single-seed study (today's layout, so old study folders keep working); see
+    :func:`seed_run_dir` to choose from the config.
+    """
+    folder = Path(study_dir) / "runs" / configuration / arch
+    return folder if seed is None else folder / f"seed-{seed}"
+
+
+def seed_run_dir(config: StudyConfig, study_dir: Path, configuration: str, arch: str, seed: int | None) -> Path:
+    """The run folder of one (configuration, arch, seed): ``.../<arch>`` with one seed, ``.../<arch>/seed-<N>``
+    with several. ``seed`` None means the study's first seed."""
+    seeds = config.train.seed_list()
+    if seed is not None and seed not in seeds:
+        raise ConfigError(f"seed {seed} is not one of train.seeds {seeds}")
+    return run_dir(study_dir, configuration, arch, (seeds[0] if seed is None else seed) if len(seeds) > 1 else None)
 
 
 #: Deeper nesting than any study file needs; PyYAML's composer recurses and would end in a RecursionError.

@@ -55,6 +55,7 @@ __all__ = [
     "PairedTestResult",
     "ReliabilityCurve",
     "RocCurve",
+    "SingleImageClassWarning",
     "UnpairedTestResult",
     "auc_per_label",
     "brier_score",
@@ -429,13 +430,28 @@ def midrank(x: ArrayLike) -> FloatArray:
     return out
 
 
-def _delong_components(y: FloatArray, scores: FloatArray) -> tuple[FloatArray, FloatArray, int, int]:
-    """AUCs [K] and their DeLong covariance [K, K] for K score rows [K, N] on the same labelled images.
+class SingleImageClassWarning(UserWarning):
+    """A class holds one image, so DeLong's variance (a sample variance over that class) is undefined (NaN)."""
 
-    Sun & Xu (2014): with m positives X and n negatives Y, T_z the midranks in the pooled sample and
-    T_x, T_y the midranks within each class, the structural components are
-    V10_i = (T_z(X_i) - T_x(X_i)) / n and V01_j = 1 - (T_z(Y_j) - T_y(Y_j)) / m; AUC = mean(V10);
-    Cov = S10 / m + S01 / n with S10, S01 the sample covariances (ddof=1) of the components across models.
+
+def _single_image_class(n_pos: int, n_neg: int, name: str) -> bool:
+    """True (and a warning) when a class holds exactly one image: DeLong's variance is then undefined."""
+    if min(n_pos, n_neg) == 1:
+        warnings.warn(
+            f"DeLong variance undefined for {name!r}: {n_pos} positive and {n_neg} negative images (a sample "
+            "variance needs at least 2 images per class); returning NaN",
+            SingleImageClassWarning,
+            stacklevel=3,
+        )
+        return True
+    return False
+
+
+def _placement_values(y: FloatArray, scores: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """AUCs [K] and the placement values V10 [K, m] (positives) and V01 [K, n] (negatives) of K score rows.
+
+    Sun & Xu (2014): V10_i = (T_z(X_i) - T_x(X_i)) / n and V01_j = 1 - (T_z(Y_j) - T_y(Y_j)) / m, with T_z the
+    midranks in the pooled sample and T_x, T_y the midranks within each class; AUC = mean(V10).
     """
     pos = y == 1
     m, n = int(pos.sum()), int((~pos).sum())
@@ -446,13 +462,24 @@ def _delong_components(y: FloatArray, scores: FloatArray) -> tuple[FloatArray, F
     for r in range(k):
         s = scores[r]
         tz = midrank(s)
-        tx = midrank(s[pos])
-        ty = midrank(s[~pos])
         aucs[r] = (tz[pos].sum() - m * (m + 1) / 2.0) / (m * n)
-        v10[r] = (tz[pos] - tx) / n
-        v01[r] = 1.0 - (tz[~pos] - ty) / m
-    s10 = np.atleast_2d(np.cov(v10, ddof=1)) if m > 1 else np.zeros((k, k))
-    s01 = np.atleast_2d(np.cov(v01, ddof=1)) if n > 1 else np.zeros((k, k))
+        v10[r] = (tz[pos] - midrank(s[pos])) / n
+        v01[r] = 1.0 - (tz[~pos] - midrank(s[~pos])) / m
+    return aucs, v10, v01
+
+
+def _delong_components(y: FloatArray, scores: FloatArray) -> tuple[FloatArray, FloatArray, int, int]:
+    """AUCs [K] and their DeLong covariance [K, K] for K score rows [K, N] on the same labelled images.
+
+    Sun & Xu (2014): with m positives X and n negatives Y, T_z the midranks in the pooled sample and
+    T_x, T_y the midranks within each class, the structural components are
+    V10_i = (T_z(X_i) - T_x(X_i)) / n and V01_j = 1 - (T_z(Y_j) - T_y(Y_j)) / m; AUC = mean(V10);
+    Cov = S10 / m + S01 / n with S10, S01 the sample covariances (ddof=1) of the components across models.
+    """
+    aucs, v10, v01 = _placement_values(y, scores)
+    m, n = v10.shape[1], v01.shape[1]
+    s10 = np.atleast_2d(np.cov(v10, ddof=1))  # callers ensure m, n >= 2 (_single_image_class)
+    s01 = np.atleast_2d(np.cov(v01, ddof=1))
     return aucs, s10 / m + s01 / n, m, n
 
 
@@ -500,6 +527,9 @@ def delong(
     if _one_class(ya, name):
         nan = math.nan
         return DelongResult(nan, nan, nan, nan, nan, ci, ci_method, n_pos, n_neg)
+    if _single_image_class(n_pos, n_neg, name):
+        auc = roc_auc(ya, pa, name=name)
+        return DelongResult(auc, math.nan, math.nan, math.nan, math.nan, ci, ci_method, n_pos, n_neg)
     aucs, cov, _, _ = _delong_components(ya, pa[None, :])
     auc = float(aucs[0])
     var = max(float(cov[0, 0]), 0.0)
@@ -562,15 +592,18 @@ def delong_paired_test(
     if _one_class(ym, name):
         nan = math.nan
         return PairedTestResult(nan, nan, nan, nan, nan, nan, n_pos, n_neg)
-    aucs, cov, _, _ = _delong_components(ym, np.vstack([pam, pbm]))
+    if _single_image_class(n_pos, n_neg, name):
+        nan = math.nan
+        a_auc, b_auc = roc_auc(ym, pam, name=name), roc_auc(ym, pbm, name=name)
+        return PairedTestResult(a_auc, b_auc, a_auc - b_auc, nan, nan, nan, n_pos, n_neg)
+    aucs, v10, v01 = _placement_values(ym, np.vstack([pam, pbm]))
     diff = float(aucs[0] - aucs[1])
-    var = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
-    # Identical (or rank-identical) predictions make the components equal: the variance of the difference
-    # is 0 up to rounding, and the difference is exactly 0. Treat rounding-level variance as 0.
-    tiny = 1e-12 * max(float(cov[0, 0] + cov[1, 1]), np.finfo(float).tiny)
-    if var <= tiny:
-        var = max(var, 0.0)
-        if abs(diff) <= 1e-12:
+    # var(V10a - V10b) / m + var(V01a - V01b) / n: the variance of the difference from the differences of the
+    # placement values themselves. Forming c00 + c11 - 2 c01 instead cancels catastrophically when the two
+    # models are nearly identical (two variances of ~1e-5 whose difference is ~1e-12).
+    var = float(np.var(v10[0] - v10[1], ddof=1) / n_pos + np.var(v01[0] - v01[1], ddof=1) / n_neg)
+    if var == 0.0:
+        if diff == 0.0:
             return PairedTestResult(float(aucs[0]), float(aucs[1]), diff, var, 0.0, 1.0, n_pos, n_neg)
         stat = math.copysign(math.inf, diff)
         return PairedTestResult(float(aucs[0]), float(aucs[1]), diff, var, stat, 0.0, n_pos, n_neg)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cxrgen.checkpoints import load_checkpoint
-from cxrgen.config import StudyConfig, run_dir
+from cxrgen.config import StudyConfig, seed_run_dir
 from cxrgen.data import CXRDataModule, UnionDataset, normalize_on_device
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import parquet_metadata, write_parquet
@@ -125,8 +125,11 @@ def predict_run(
     test_set_name: str,
     datamodule: Any | None = None,
     device: torch.device | str | None = None,
+    seed: int | None = None,
 ) -> Path:
-    """Write ``runs/<configuration>/<arch>/predictions/<test_set>.parquet`` from ``best.ckpt``.
+    """Write ``runs/<configuration>/<arch>[/seed-<N>]/predictions/<test_set>.parquet`` from ``best.ckpt``.
+
+    ``seed`` picks the run of one training seed (None: the first; see :func:`cxrgen.config.seed_run_dir`).
 
     Skipped when the file exists and was made from the current ``best.ckpt`` (its SHA-256 is kept in the
     parquet metadata). Under ``torch.distributed`` only rank 0 predicts; the other ranks wait for it.
@@ -148,7 +151,7 @@ def predict_run(
     Raises:
         CxrgenError: no ``best.ckpt`` (train first), or its labels differ from the study's.
     """
-    folder = run_dir(study_dir, configuration_name, arch)
+    folder = seed_run_dir(config, study_dir, configuration_name, arch, seed)
     best = folder / "checkpoints" / "best.ckpt"
     out = folder / "predictions" / f"{test_set_name}.parquet"
     distributed = dist.is_available() and dist.is_initialized()

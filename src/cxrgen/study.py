@@ -1,8 +1,10 @@
 """The whole study as one resumable command: prepare, then train, predict and evaluate every run.
 
-A run is one (configuration, architecture). Each step is skipped when its artifact is already there: training
-resumes from ``last.ckpt`` or returns at once when finished, predictions are remade only when ``best.ckpt``
-changed, and evaluation is cheap enough to redo. A lock keeps a second ``cxrgen study`` out of the directory.
+A run is one (configuration, architecture, seed); a single-seed study keeps ``runs/<configuration>/<arch>/``,
+several seeds give ``runs/<configuration>/<arch>/seed-<N>/`` (:func:`cxrgen.config.seed_run_dir`). Each step is
+skipped when its artifact is already there: training resumes from ``last.ckpt`` or returns at once when finished,
+predictions are remade only when ``best.ckpt`` changed, and evaluation is cheap enough to redo. A lock keeps a
+second ``cxrgen study`` out of the directory.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrgen.config import Configuration, StudyConfig, run_dir
+from cxrgen.config import Configuration, StudyConfig, seed_run_dir
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import auc_table, read_predictions
 from cxrgen.fileio import sweep_temporaries, write_csv
@@ -35,11 +37,33 @@ def planned_runs(config: StudyConfig, only: str | None = None) -> Iterator[tuple
                 yield configuration, arch
 
 
-def evaluate_run(config: StudyConfig, study_dir: Path, configuration: Configuration, arch: str) -> pd.DataFrame:
+def planned_seed_runs(config: StudyConfig, only: str | None = None) -> Iterator[tuple[Configuration, str, int]]:
+    """Every (configuration, architecture, seed) of the study, or those ``only`` names.
+
+    ``only`` is ``configuration/arch`` (all its seeds) or ``configuration/arch/seed``.
+    """
+    seeds = config.train.seed_list()
+    wanted_seed: int | None = None
+    pair = only
+    if only is not None and only.count("/") == 2:
+        pair, _, text = only.rpartition("/")
+        if not text.lstrip("-").isdigit() or int(text) not in seeds:
+            raise CxrgenError(f"--only {only!r}: seed {text!r} is not one of train.seeds {seeds}")
+        wanted_seed = int(text)
+    for configuration, arch in planned_runs(config, pair):
+        for seed in seeds:
+            if wanted_seed is None or seed == wanted_seed:
+                yield configuration, arch, seed
+
+
+def evaluate_run(
+    config: StudyConfig, study_dir: Path, configuration: Configuration, arch: str, seed: int | None = None
+) -> pd.DataFrame:
     """Tidy AUC rows with intervals for every test set of one run, written to ``<run>/auc.csv``."""
     frames = []
+    folder = seed_run_dir(config, study_dir, configuration.name, arch, seed)
     for test_set in configuration.test_sets():
-        path = run_dir(study_dir, configuration.name, arch) / "predictions" / f"{test_set.name}.parquet"
+        path = folder / "predictions" / f"{test_set.name}.parquet"
         predictions, labels = read_predictions(path)
         extra = {"configuration": configuration.name, "arch": arch, "test_set": test_set.name, "kind": test_set.kind}
         frames.append(
@@ -49,7 +73,7 @@ def evaluate_run(config: StudyConfig, study_dir: Path, configuration: Configurat
             )
         )
     table = pd.concat(frames, ignore_index=True)
-    write_csv(table, run_dir(study_dir, configuration.name, arch) / "auc.csv")
+    write_csv(table, folder / "auc.csv")
     return table
 
 
@@ -68,7 +92,7 @@ def run_study(
 
     say = progress or (lambda message: log.info("%s", message))
     study_dir = config.out
-    runs = list(planned_runs(config, only))
+    runs = list(planned_seed_runs(config, only))
     with study_lock(study_dir):
         swept = sweep_temporaries(study_dir)
         if swept:
@@ -76,17 +100,21 @@ def run_study(
         say("prepare: manifest, splits, verify, cache")
         run_prepare(config, until="cache", workers=workers)
         tables = []
-        for configuration, arch in runs:
-            say(f"train {configuration.name}/{arch}")
+        for configuration, arch, seed in runs:
+            name = f"{configuration.name}/{arch}" + (f"/seed-{seed}" if len(config.train.seed_list()) > 1 else "")
+            say(f"train {name}")
             # One data module per run, shared by training and every test set's predictions.
             size = study_input_size(config, arch)
             datamodule = CXRDataModule.from_study(config, study_dir, configuration.name, size)
-            train_run(config, study_dir, configuration.name, arch, datamodule=datamodule, progress=True)
+            train_run(config, study_dir, configuration.name, arch, datamodule=datamodule, progress=True, seed=seed)
             for test_set in configuration.test_sets():
-                say(f"predict {configuration.name}/{arch} on {test_set.name}")
-                predict_run(config, study_dir, configuration.name, arch, test_set.name, datamodule=datamodule)
-            say(f"evaluate {configuration.name}/{arch}")
-            tables.append(evaluate_run(config, study_dir, configuration, arch))
+                say(f"predict {name} on {test_set.name}")
+                predict_run(
+                    config, study_dir, configuration.name, arch, test_set.name, datamodule=datamodule, seed=seed
+                )
+            say(f"evaluate {name}")
+            table = evaluate_run(config, study_dir, configuration, arch, seed)
+            tables.append(table.assign(seed=seed))
     return pd.concat(tables, ignore_index=True)
 
 

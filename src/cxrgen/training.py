@@ -35,7 +35,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from torch import nn
 
 from cxrgen.checkpoints import load_checkpoint, save_checkpoint
-from cxrgen.config import StudyConfig, dump_resolved, run_dir
+from cxrgen.config import StudyConfig, dump_resolved, seed_run_dir
 from cxrgen.data import CXRDataModule, normalize_on_device
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_csv, write_text
@@ -323,7 +323,9 @@ class RunCheckpoints(Checkpoint):
         self.stopped = bool(state_dict["stopped"])
 
 
-def run_fingerprint(config: StudyConfig, configuration_name: str, arch: str, size: int) -> str:
+def run_fingerprint(
+    config: StudyConfig, configuration_name: str, arch: str, size: int, seed: int | None = None
+) -> str:
     """Hash of everything that decides a run's weights (data, labels, preprocessing, recipe), not of where it runs.
 
     A run that exists with another fingerprint is refused instead of resumed under a changed recipe.
@@ -333,6 +335,10 @@ def run_fingerprint(config: StudyConfig, configuration_name: str, arch: str, siz
     # Where files live is not what they are: roots and the weights path are left out (the weights' sha256 stays),
     # so a study folder and its data can be moved.
     train.pop("weights")
+    # A run is one seed: the list of the study's other seeds does not decide its weights. With the default
+    # (seeds absent, seed = train.seed) the hash is the one single-seed studies always had.
+    train.pop("seeds", None)
+    train["seed"] = config.train.seed_list()[0] if seed is None else seed
     train["weights_sha256"] = {k: v for k, v in train["weights_sha256"].items() if k == arch}
     keys = {
         "datasets": {name: config.datasets[name].model_dump(mode="json", exclude={"root"}) for name in conf.train},
@@ -378,8 +384,12 @@ def train_run(
     arch: str,
     datamodule: pl.LightningDataModule | None = None,
     progress: bool = False,
+    seed: int | None = None,
 ) -> Path:
-    """Train one architecture on one configuration, resuming or skipping work already done.
+    """Train one architecture on one configuration with one seed, resuming or skipping work already done.
+
+    ``seed`` is one of ``train.seeds`` (None: the first); it seeds everything and, with several seeds, names the
+    run folder ``seed-<N>`` (:func:`cxrgen.config.seed_run_dir`).
 
     Args:
         config: The study.
@@ -400,8 +410,9 @@ def train_run(
     """
     config.configuration(configuration_name)  # fails early, with a suggestion, on an unknown name
     size = study_input_size(config, arch)
-    folder = run_dir(study_dir, configuration_name, arch)
-    fingerprint = run_fingerprint(config, configuration_name, arch, size)
+    run_seed = config.train.seed_list()[0] if seed is None else seed
+    folder = seed_run_dir(config, study_dir, configuration_name, arch, run_seed)
+    fingerprint = run_fingerprint(config, configuration_name, arch, size, run_seed)
     done = folder / "done.json"
     if done.exists():
         _check_fingerprint(done, json.loads(done.read_text()).get("fingerprint"), fingerprint)
@@ -415,7 +426,7 @@ def train_run(
     elif resume:
         _check_fingerprint(last, load_checkpoint(last).get("cxrgen", {}).get("fingerprint"), fingerprint)
 
-    pl.seed_everything(config.train.seed, workers=True, verbose=False)
+    pl.seed_everything(run_seed, workers=True, verbose=False)
     if datamodule is None:
         datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, size)
     train = config.train

@@ -10,15 +10,19 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from cxrgen.cohort import describe
 from cxrgen.config import dump_resolved
 from cxrgen.fileio import write_csv, write_text
+from cxrgen.meta_analysis import coverage_table, next_hospital_table
 from cxrgen.report import figures as figs
 from cxrgen.report.comparisons import comparisons as run_comparisons
+from cxrgen.report.findings import findings as claim_findings
 from cxrgen.report.html import FigureFile, render_report
 from cxrgen.report.inputs import find_predictions, load_inputs
+from cxrgen.report.seeds import combine_seeds, seed_auc_table
 from cxrgen.report.tables import (
     auc_results,
     calibration_results,
@@ -39,7 +43,10 @@ FIGURES = "figures"
 def build_report(study_dir: Path, *, review: bool = True, progress: Progress | None = None) -> Path:
     """Evaluate every predictions file of a study and write the report into ``study_dir/results/``.
 
-    Files written: ``auc.csv``, ``calibration.csv``, ``comparisons.csv``, ``cohort.csv``,
+    Files written: ``findings.csv`` (the claims as tested statements), ``auc.csv`` (one row per predictions file
+    and label, with ``seed`` when the study has several), ``auc_seeds.csv`` (mean over seeds, seed SD, two-stage
+    interval), ``next_hospital.csv`` and ``next_hospital_coverage.csv`` (meta-analysis of external AUCs),
+    ``calibration.csv``, ``comparisons.csv``, ``cohort.csv``,
     ``table1.{md,csv,tex}``, ``figures/*.png`` (``roc_<arch>``, ``calibration_<arch>``,
     ``generalization_gap``, ``cohort_flow``, ``demographics``, ``review``), ``review.csv`` (with the review),
     ``config.yaml`` (the resolved config the report used) and ``report.html``.
@@ -68,13 +75,27 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     write_text(results / "config.yaml", dump_resolved(config))
 
     say(f"AUCs and intervals of {len(predictions)} predictions file(s)")
-    auc = auc_results(inputs, predictions)
+    several_seeds = any(p.seed is not None for p in predictions)
+    if several_seeds:  # one auc.csv row per seed's file, with its seed
+        auc = pd.concat([auc_results(inputs, [p]).assign(seed=p.seed) for p in predictions], ignore_index=True)
+    else:
+        auc = auc_results(inputs, predictions)
     write_csv(auc, results / "auc.csv")
-    calibration = calibration_results(predictions)
+    say("seed-aware intervals (two-stage bootstrap: seeds, then patients)")
+    combined = combine_seeds(predictions)  # one entry per run, every seed's scores side by side
+    seeds = seed_auc_table(config, combined)
+    write_csv(seeds, results / "auc_seeds.csv")
+    per_run = seeds.rename(columns={"se": "boot_se"}) if several_seeds else auc
+    if several_seeds:
+        calibration = pd.concat(
+            [calibration_results([p]).assign(seed=p.seed) for p in predictions], ignore_index=True
+        )
+    else:
+        calibration = calibration_results(predictions)
     write_csv(calibration, results / "calibration.csv")
 
     say("Table 1")
-    numbers = table1(config, auc)
+    numbers = table1(config, per_run)
     write_csv(numbers, results / "table1.csv")
     display = table1_display(config, numbers)
     level = f"{config.evaluation.ci * 100:g} %"
@@ -82,9 +103,15 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     write_text(results / "table1.md", f"{caption}\n\n{markdown_table(display)}")
     write_text(results / "table1.tex", latex_table(display, caption))
 
-    say("comparisons (DeLong tests, Holm-adjusted)")
-    comparisons = run_comparisons(config, predictions)
+    say("comparisons (patient-clustered paired bootstrap, Holm-adjusted)")
+    comparisons = run_comparisons(config, combined)
     write_csv(comparisons, results / "comparisons.csv")
+    next_hospital = next_hospital_table(per_run, ci=config.evaluation.ci)
+    write_csv(next_hospital, results / "next_hospital.csv")
+    coverage = coverage_table(per_run, ci=config.evaluation.ci)
+    write_csv(coverage, results / "next_hospital_coverage.csv")
+    claims = claim_findings(config, comparisons, next_hospital)
+    write_csv(claims, results / "findings.csv")
 
     cohort = describe(inputs.manifest, inputs.splits, [lab for lab in config.labels if lab in inputs.manifest])
     write_csv(cohort, results / "cohort.csv")
@@ -105,7 +132,7 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     )
     save(figs.demographics_figure(inputs.manifest, datasets), "demographics", "Age and sex per dataset (Figure 1).")
     for arch in archs:
-        mine = [p for p in predictions if p.arch == arch]
+        mine = [p for p in combined if p.arch == arch]  # the first seed's curves
         save(
             figs.roc_figure(mine, labels, f"ROC curves: {arch}"),
             f"roc_{arch}",
@@ -143,7 +170,8 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
 
     say("report.html")
     page = render_report(
-        config, auc, comparisons, calibration, cohort if not cohort.empty else None, written, review_result, review_file
+        config, auc, comparisons, calibration, cohort if not cohort.empty else None, written, review_result,
+        review_file, findings=claims, seeds=seeds, next_hospital=next_hospital, coverage=coverage,
     )
     write_text(results / "report.html", page)
     return results

@@ -4,13 +4,15 @@ Three families, each Holm-adjusted on its own (the ``family`` column), because e
 asked for many labels, configurations and architectures:
 
 * ``internal_vs_external``: does a model lose AUC on another hospital? Internal and external test sets hold
-  different patients, so the test is the unpaired z test on the two DeLong variances.
+  different patients, so the test is the unpaired z test on the two patient-clustered bootstrap SEs.
 * ``multi_vs_single``: does training on two datasets beat training on one, on the same external test set?
-  Both models scored the same images, so the test is DeLong's paired test on the images both files hold.
-* ``architectures``: do the architectures differ within one configuration and test set? Paired DeLong.
+  Both models scored the same images: the patient-clustered paired bootstrap on the images both files hold
+  (:mod:`cxrgen.pairing`; refused below 95 % overlap, dropped images counted).
+* ``architectures``: do the architectures differ within one configuration and test set? Paired bootstrap.
 
-``difference`` is always ``auc_a - auc_b`` and ``se`` its standard error, so ``difference +- z se`` is the
-interval the generalization-gap figure draws.
+``difference`` is always ``auc_a - auc_b`` and ``se`` its patient-clustered standard error, so
+``difference +- z se`` is the interval the generalization-gap figure draws. The image-level DeLong test stays
+beside it as ``delong_se`` / ``delong_p`` (labelled secondary: it treats a patient's images as independent).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pandas as pd
 
 from cxrgen import metrics
 from cxrgen.config import StudyConfig
-from cxrgen.evaluate import COMPARISON_COLUMNS, paired_comparison, unpaired_comparison
+from cxrgen.pairing import CLUSTERED_COLUMNS, PairingError, pair_on_images, paired_clustered, unpaired_clustered
 from cxrgen.report.inputs import Predictions
 
 log = logging.getLogger(__name__)
@@ -40,8 +42,14 @@ COMPARISONS_COLUMNS: tuple[str, ...] = (
     "configuration_b",
     "arch_b",
     "test_set_b",
-    *COMPARISON_COLUMNS[COMPARISON_COLUMNS.index("test") :],  # the statistics, as `cxrgen evaluate` writes them
+    *CLUSTERED_COLUMNS[: CLUSTERED_COLUMNS.index("p") + 1],
+    "p_holm",
+    *CLUSTERED_COLUMNS[CLUSTERED_COLUMNS.index("p") + 1 :],
 )
+
+#: Bootstrap settings of one comparison: resamples, seed and confidence level (from ``evaluation``).
+Boot = tuple[int, int, float]
+_DEFAULT_BOOT: Boot = (1000, 0, 0.95)
 
 
 def _sides(a: Predictions, b: Predictions) -> dict[str, object]:
@@ -55,32 +63,44 @@ def _sides(a: Predictions, b: Predictions) -> dict[str, object]:
     }
 
 
-def unpaired_rows(a: Predictions, b: Predictions, family: str) -> list[dict[str, object]]:
-    """Per shared label: the two DeLong variances compared with the unpaired z test (independent test sets)."""
+def unpaired_rows(
+    a: Predictions, b: Predictions, family: str, boot: Boot = _DEFAULT_BOOT
+) -> list[dict[str, object]]:
+    """Per shared label: the two patient-clustered SEs in the unpaired z test (independent test sets)."""
+    n_boot, seed, ci = boot
     return [
-        {"family": family, "label": label, **_sides(a, b), **unpaired_comparison(a.frame, b.frame, label)}
+        {"family": family, "label": label, **_sides(a, b),
+         **unpaired_clustered(a.frame, b.frame, label, n_boot=n_boot, seed=seed, ci=ci)}
         for label in a.labels
         if label in b.labels
     ]
 
 
-def paired_rows(a: Predictions, b: Predictions, family: str) -> list[dict[str, object]]:
-    """Per shared label: DeLong's paired test on the images both files hold (AUCs are those of the shared set).
+def paired_rows(a: Predictions, b: Predictions, family: str, boot: Boot = _DEFAULT_BOOT) -> list[dict[str, object]]:
+    """Per shared label: the clustered paired bootstrap on the images both files hold (DeLong beside it).
 
     Raises:
-        PredictionsError: the two files disagree on the ground truth of a shared image (they cannot come from
-            the same manifest); the message names both files.
+        PairingError: the files share under 95 % of their images, or disagree on the ground truth of a shared
+            image; the message names both files.
     """
-    merged = a.frame.merge(b.frame, on="image_id", suffixes=("_a", "_b"), validate="one_to_one")
-    if merged.empty:
-        log.warning("%s and %s share no image; no paired comparison", a.path, b.path)
-        return []
+    n_boot, seed, ci = boot
+    paired = pair_on_images(a.frame, b.frame, str(a.path), str(b.path))
     what = f"{a.path} and {b.path}"
     return [
-        {"family": family, "label": label, **_sides(a, b), **paired_comparison(merged, label, what)}
+        {"family": family, "label": label, **_sides(a, b),
+         **paired_clustered(paired, label, what, n_boot=n_boot, seed=seed, ci=ci)}
         for label in a.labels
         if label in b.labels
     ]
+
+
+def _paired_or_skip(a: Predictions, b: Predictions, family: str, boot: Boot) -> list[dict[str, object]]:
+    """:func:`paired_rows`, or no rows and a warning when the two files cannot be paired (never unpaired)."""
+    try:
+        return paired_rows(a, b, family, boot)
+    except PairingError as exc:
+        log.warning("%s comparison skipped: %s", family, exc)
+        return []
 
 
 def comparisons(config: StudyConfig, predictions: Sequence[Predictions]) -> pd.DataFrame:
@@ -91,12 +111,14 @@ def comparisons(config: StudyConfig, predictions: Sequence[Predictions]) -> pd.D
         ``p`` is NaN where a label holds one class; such rows do not count in their family's Holm size.
     """
     by_key = {pred.key: pred for pred in predictions}
+    evaluation = config.evaluation
+    boot: Boot = (max(evaluation.bootstrap, 2), evaluation.seed, evaluation.ci)
     rows: list[dict[str, object]] = []
     for pred in predictions:
         if pred.kind == "external":
             internal = by_key.get((pred.configuration, pred.arch, "internal"))
             if internal is not None:
-                rows += unpaired_rows(internal, pred, "internal_vs_external")
+                rows += unpaired_rows(internal, pred, "internal_vs_external", boot)
     n_train = {conf.name: len(conf.train) for conf in config.configurations}
     for multi, single in itertools.product(predictions, predictions):
         if (
@@ -106,13 +128,13 @@ def comparisons(config: StudyConfig, predictions: Sequence[Predictions]) -> pd.D
             and n_train.get(multi.configuration, 0) >= 2
             and n_train.get(single.configuration, 0) == 1
         ):
-            rows += paired_rows(multi, single, "multi_vs_single")
+            rows += _paired_or_skip(multi, single, "multi_vs_single", boot)
     groups: dict[tuple[str, str], list[Predictions]] = {}
     for pred in predictions:
         groups.setdefault((pred.configuration, pred.test_set), []).append(pred)
     for members in groups.values():
         for a, b in itertools.combinations(members, 2):
-            rows += paired_rows(a, b, "architectures")
+            rows += _paired_or_skip(a, b, "architectures", boot)
     out = pd.DataFrame(rows, columns=[c for c in COMPARISONS_COLUMNS if c != "p_holm"])
     holm = np.full(len(out), np.nan)
     for family in FAMILIES:

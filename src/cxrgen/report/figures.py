@@ -147,8 +147,9 @@ def gap_figure(comparisons: pd.DataFrame, labels: Sequence[str], architectures: 
     """Generalization gap (internal minus external AUC) per label, configuration and architecture.
 
     The interval is ``gap +- z se`` with the standard error of the unpaired test in ``comparisons.csv``
-    (DeLong variances of the two independent test sets added). A point above 0 means the model lost AUC on the
-    other hospital; an interval crossing 0 means the loss is not distinguishable from noise at this level.
+    (patient-clustered bootstrap variances of the two independent test sets added). A point above 0 means the
+    model lost AUC on the other hospital; an interval crossing 0 means the loss is not distinguishable from noise
+    at this level.
     """
     gaps = comparisons.loc[comparisons["family"] == "internal_vs_external"]
     z = float(norm.ppf(0.5 + ci / 2.0))

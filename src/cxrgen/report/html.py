@@ -36,6 +36,8 @@ th{background:#f3f3f3}td.key{text-align:left}
 td.paper{color:#666;font-style:italic}span.ci{color:#666;font-size:.9em}
 tr.sig td{background:#fff6d6}figure{margin:1em 0}img{max-width:100%}
 .note{color:#8a4b00}p.meta{color:#555;font-size:.9em}
+td.supported{background:#e3f4e1}td.contradicted{background:#fbe0dd}td.inconclusive{color:#666}
+td.wrap{text-align:left;max-width:28em;white-space:normal}
 """
 
 
@@ -119,26 +121,148 @@ def table1_html(config: StudyConfig, auc: pd.DataFrame) -> str:
     return "".join(out)
 
 
+def _interval(value: float, low: float, high: float, digits: int = 3) -> str:
+    if pd.isna(value):
+        return ""
+    if pd.isna(low) or pd.isna(high):
+        return f"{value:+.{digits}f}"
+    inside = f' <span class="ci">[{low:+.{digits}f}, {high:+.{digits}f}]</span>'
+    return f"{value:+.{digits}f}{inside}"
+
+
+def _p(value: float) -> str:
+    return "" if pd.isna(value) else (f"{value:.1e}" if 0 < value < 1e-3 else f"{value:.3f}")
+
+
 def comparisons_html(comparisons: pd.DataFrame, alpha: float = 0.05) -> str:
-    """One table per family; rows significant after Holm at ``alpha`` are highlighted."""
+    """One narrow table per family and pair of runs: label, the two AUCs, difference [CI], p, Holm p.
+
+    The full statistics (SEs, the image-level DeLong columns, counts and dropped images) are in
+    ``comparisons.csv``, linked from the page, so that every table fits a 1280 px window.
+    """
     titles = {
-        "internal_vs_external": "Internal vs external test set (unpaired z test on DeLong variances)",
-        "multi_vs_single": "Trained on several datasets vs one, same external test set (paired DeLong)",
-        "architectures": "Architectures within a configuration and test set (paired DeLong)",
+        "internal_vs_external": "Internal vs external test set (unpaired, patient-clustered SEs)",
+        "multi_vs_single": "Trained on several datasets vs one, same external test set (paired patient bootstrap)",
+        "architectures": "Architectures within a configuration and test set (paired patient bootstrap)",
     }
-    parts = []
+    sides = ["configuration_a", "arch_a", "test_set_a", "configuration_b", "arch_b", "test_set_b"]
+    parts = ['<p class="meta">Every statistic, with the image-level DeLong SE and p beside the clustered ones: '
+             '<a href="comparisons.csv">comparisons.csv</a>.</p>']
     for family, title in titles.items():
-        part = comparisons.loc[comparisons["family"] == family].drop(columns=["family"])
+        part = comparisons.loc[comparisons["family"] == family]
         parts.append(f"<h3>{_e(title)}</h3>")
         if part.empty:
             parts.append("<p>(no such comparison in this study)</p>")
             continue
-        parts.append(_frame_html(part, digits=4, highlight=(part["p_holm"] <= alpha).tolist()))
+        for key, rows in part.groupby(sides, sort=False):
+            conf_a, arch_a, test_a, conf_b, arch_b, test_b = (str(k) for k in key)
+            parts.append(f'<p><b>a</b> = {_e(conf_a)}/{_e(arch_a)} on {_e(test_a)}, '
+                         f'<b>b</b> = {_e(conf_b)}/{_e(arch_b)} on {_e(test_b)}</p>')
+            body = []
+            for _, r in rows.iterrows():
+                sig = ' class="sig"' if not pd.isna(r["p_holm"]) and r["p_holm"] <= alpha else ""
+                body.append(
+                    f'<tr{sig}><td class="key">{_e(r["label"])}</td><td>{format_auc(r["auc_a"])}</td>'
+                    f'<td>{format_auc(r["auc_b"])}</td><td>{_interval(r["difference"], r["ci_low"], r["ci_high"])}'
+                    f'</td><td>{_p(r["p"])}</td><td>{_p(r["p_holm"])}</td></tr>'
+                )
+            parts.append("<table><thead><tr><th>label</th><th>AUC a</th><th>AUC b</th><th>a - b [95 % CI]</th>"
+                         f"<th>p</th><th>Holm p</th></tr></thead><tbody>{''.join(body)}</tbody></table>")
         parts.append(
             f'<p class="meta">Highlighted: Holm-adjusted p &le; {alpha:g} within this family '
             f"({int(part['p'].notna().sum())} tests).</p>"
         )
     return "".join(parts)
+
+
+def findings_html(findings: pd.DataFrame, summary: pd.DataFrame, alpha: float = 0.05) -> str:
+    """The claims first: a count per claim, then every tested statement with its verdict (``findings.csv``)."""
+    head = "".join(f"<th>{_e(c)}</th>" for c in summary.columns)
+    lines = "".join(
+        f'<tr><td class="key">{_e(r.iloc[0])}</td>' + "".join(f"<td>{v}</td>" for v in r.iloc[1:]) + "</tr>"
+        for _, r in summary.iterrows()
+    )
+    parts = [f"<table><thead><tr>{head}</tr></thead><tbody>{lines}</tbody></table>"]
+    parts.append(
+        f'<p class="meta">Verdict at Holm-adjusted p &le; {alpha:g} within each family (Holm over that family\'s '
+        "labels, configurations and architectures); effects are AUC differences with 95 % patient-clustered "
+        "intervals; for the next hospital, the pooled AUC with its 95 % prediction interval. "
+        '<a href="findings.csv">findings.csv</a></p>'
+    )
+    body = []
+    for _, r in findings.iterrows():
+        effect = (f"{format_auc(r['effect'])} <span class=\"ci\">[{format_auc(r['ci_low'])}, "
+                  f"{format_auc(r['ci_high'])}]</span>" if r["claim"] == "next_hospital" and not pd.isna(r["effect"])
+                  else _interval(r["effect"], r["ci_low"], r["ci_high"]))
+        paper = "" if pd.isna(r["paper"]) else f"{r['paper']:+.3f}"
+        verdict = str(r["verdict"])
+        body.append(
+            f'<tr><td class="wrap">{_e(r["comparison"])}</td><td class="key">{_e(r["label"])}</td><td>{effect}</td>'
+            f'<td>{_p(r["p_holm"])}</td><td class="{_e(verdict.split(" ")[0])}">{_e(verdict)}</td>'
+            f'<td class="paper">{paper}</td></tr>'
+        )
+    parts.append("<details><summary>Every tested statement</summary><table><thead><tr><th>comparison</th>"
+                 "<th>label</th><th>effect [95 % interval]</th><th>Holm p</th><th>verdict</th><th>paper</th></tr>"
+                 f"</thead><tbody>{''.join(body)}</tbody></table></details>")
+    return "".join(parts)
+
+
+def next_hospital_html(table: pd.DataFrame, coverage: pd.DataFrame) -> str:
+    """Pooled external AUC, tau², I² and the prediction interval per run and label; leave-one-out coverage."""
+    if table.empty:
+        return "<p>No configuration was tested on an external hospital.</p>"
+    estimable = table[table["note"] == ""]
+    if estimable.empty:
+        ks = sorted({int(k) for k in table["k"]})
+        return (f"<p>Not estimable for any run: each was tested on {' or '.join(map(str, ks))} external "
+                "hospital(s), and a prediction interval for a new hospital needs at least 3 (t on k-2 degrees of "
+                'freedom). <a href="next_hospital.csv">next_hospital.csv</a></p>')
+    body = []
+    for _, r in table.iterrows():
+        if r["note"]:
+            numbers = f'<td colspan="4" class="wrap">{_e(r["note"])}</td>'
+        else:
+            numbers = (f'<td>{format_auc(r["pooled_auc"])} <span class="ci">[{format_auc(r["ci_low"])}, '
+                       f'{format_auc(r["ci_high"])}]</span></td><td>{format_auc(r["pi_low"])} to '
+                       f'{format_auc(r["pi_high"])}</td><td>{r["tau2"]:.3f}</td><td>{r["i2"] * 100:.0f} %</td>')
+        body.append(f'<tr><td class="key">{_e(r["configuration"])}/{_e(r["arch"])}</td><td class="key">'
+                    f'{_e(r["label"])}</td><td>{int(r["k"])}</td>{numbers}</tr>')
+    parts = [
+        "<table><thead><tr><th>run</th><th>label</th><th>hospitals</th><th>pooled AUC [95 % CI]</th>"
+        "<th>95 % prediction interval</th><th>tau² (logit)</th><th>I²</th></tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>",
+        '<p class="meta">Random-effects (DerSimonian-Laird, statsmodels) on logit AUC with within-hospital '
+        "variances from the patient-clustered bootstrap; prediction interval with t on k-2 degrees of freedom "
+        '(Higgins, Thompson &amp; Spiegelhalter 2009). <a href="next_hospital.csv">next_hospital.csv</a></p>',
+    ]
+    if not coverage.empty:
+        inside = coverage["inside"].dropna()
+        parts.append(f"<p>Held-out check: the AUC of a hospital fell inside the prediction interval computed "
+                     f"without it in {int(inside.sum())} of {len(inside)} cases "
+                     '(<a href="next_hospital_coverage.csv">next_hospital_coverage.csv</a>).</p>')
+    return "".join(parts)
+
+
+def seeds_html(seeds: pd.DataFrame) -> str:
+    """Seed-averaged AUC, seed SD and the two-stage interval per run, test set and label."""
+    if seeds.empty:
+        return ""
+    counted = bool(seeds["training_variance_counted"].all())
+    note = ("Intervals combine training seeds and patients (two-stage bootstrap)." if counted else
+            "One training seed: intervals count patient variance only; training variance is not counted "
+            "(set train.seeds to count it).")
+    body = []
+    for _, r in seeds.iterrows():
+        sd = "" if pd.isna(r["seed_sd"]) else f"{r['seed_sd']:.4f}"
+        body.append(
+            f'<tr><td class="key">{_e(r["configuration"])}/{_e(r["arch"])}</td><td class="key">{_e(r["test_set"])}'
+            f'</td><td class="key">{_e(r["label"])}</td><td>{format_auc(r["auc"])} <span class="ci">'
+            f'[{format_auc(r["ci_low"])}, {format_auc(r["ci_high"])}]</span></td><td>{sd}</td>'
+            f'<td>{int(r["n_seeds"])}</td></tr>'
+        )
+    return (f'<p>{_e(note)}</p><details><summary>AUC per run over seeds (auc_seeds.csv)</summary><table><thead>'
+            "<tr><th>run</th><th>test set</th><th>label</th><th>mean AUC [95 % CI]</th><th>seed SD</th>"
+            f"<th>seeds</th></tr></thead><tbody>{''.join(body)}</tbody></table></details>")
 
 
 def review_html(review: ReviewResult | None, figure: FigureFile | None) -> str:
@@ -169,8 +293,14 @@ def render_report(
     figures: Sequence[FigureFile],
     review: ReviewResult | None,
     review_figure: FigureFile | None,
+    *,
+    findings: pd.DataFrame | None = None,
+    seeds: pd.DataFrame | None = None,
+    next_hospital: pd.DataFrame | None = None,
+    coverage: pd.DataFrame | None = None,
 ) -> str:
-    """The complete page as a string."""
+    """The complete page as a string: the findings first, then the detail sections."""
+    from cxrgen.report.findings import claim_summary
     evaluation = config.evaluation
     reference = config.reference.source if config.reference is not None and config.reference.source else ""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -179,17 +309,23 @@ def render_report(
         f"({evaluation.bootstrap} resamples, seed {evaluation.seed}); DeLong intervals in auc.csv."
         + (f" Paper values: {reference}." if reference else "")
     )
-    auc_shown = auc.drop(columns=[c for c in ("ci",) if c in auc.columns])
+    first = []
+    if findings is not None:
+        first += ["<h2>Findings</h2>", findings_html(findings, claim_summary(findings))]
+    if seeds is not None:
+        first.append(seeds_html(seeds))
+    if next_hospital is not None:
+        first += ["<h2>The next hospital</h2>",
+                  next_hospital_html(next_hospital, coverage if coverage is not None else pd.DataFrame())]
     sections = [
         f'<h1>Study {_e(config.name)}</h1><p class="meta">{_e(meta)}</p>',
+        *first,
         "<h2>Cohort</h2>",
         _frame_html(cohort, digits=1) if cohort is not None else "<p>(no manifest summary)</p>",
         *(_img(f) for f in figures if f.path.stem in ("cohort_flow", "demographics")),
         "<h2>Table 1: AUC-ROC per label</h2>",
         table1_html(config, auc),
-        "<details><summary>All AUC rows (auc.csv)</summary>",
-        _frame_html(auc_shown, digits=3),
-        "</details>",
+        '<p class="meta">Every AUC row with both intervals and counts: <a href="auc.csv">auc.csv</a>.</p>',
         "<h2>Comparisons</h2>",
         comparisons_html(comparisons),
         "<h2>ROC curves</h2>",

@@ -69,6 +69,7 @@ class Predictions:
     path: Path
     frame: pd.DataFrame
     labels: list[str]
+    seed: int | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -149,6 +150,7 @@ def find_predictions(inputs: StudyInputs) -> list[Predictions]:
         PredictionsError: a file breaks the predictions schema; the message names it.
     """
     found = sorted(inputs.study_dir.glob("runs/*/*/predictions/*.parquet"))
+    found += sorted(inputs.study_dir.glob("runs/*/*/seed-*/predictions/*.parquet"))  # several training seeds
     if not found:
         raise CxrgenError(
             f"{inputs.study_dir / 'runs'}: no predictions files (runs/<configuration>/<arch>/predictions/"
@@ -158,12 +160,15 @@ def find_predictions(inputs: StudyInputs) -> list[Predictions]:
     out: list[Predictions] = []
     for path in found:
         arch_dir = path.parent.parent
+        seed: int | None = None
+        if arch_dir.name.startswith("seed-") and arch_dir.name[5:].lstrip("-").isdigit():
+            seed, arch_dir = int(arch_dir.name[5:]), arch_dir.parent
         configuration, arch, test_set = arch_dir.parent.name, arch_dir.name, path.stem
         frame, labels = read_predictions(path)
         ordered = [lab for lab in study_labels if lab in labels] + [lab for lab in labels if lab not in study_labels]
         kind, datasets = _describe_test_set(inputs, configuration, test_set)
-        out.append(Predictions(configuration, arch, test_set, kind, datasets, path, frame, ordered))
-    out.sort(key=lambda pr: _order_key(inputs, *pr.key))
+        out.append(Predictions(configuration, arch, test_set, kind, datasets, path, frame, ordered, seed))
+    out.sort(key=lambda pr: (*_order_key(inputs, *pr.key), pr.seed if pr.seed is not None else -1))
     return out
 
 

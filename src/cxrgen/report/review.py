@@ -31,7 +31,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from cxrgen import metrics
-from cxrgen.config import run_dir
+from cxrgen.config import seed_run_dir
 from cxrgen.errors import CxrgenError
 from cxrgen.report.figures import new_figure
 from cxrgen.report.inputs import INTERNAL, Predictions, StudyInputs
@@ -247,9 +247,8 @@ def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
 def _add_cams(inputs: StudyInputs, result: ReviewResult, cases: pd.DataFrame, archs: Sequence[str]) -> None:
     """Fill ``result.images`` and ``result.cams``; every unavailable piece becomes a note."""
     target = result.target
-    checkpoints = {
-        arch: run_dir(inputs.study_dir, target.configuration, arch) / "checkpoints" / "best.ckpt" for arch in archs
-    }
+    run = {arch: seed_run_dir(inputs.config, inputs.study_dir, target.configuration, arch, None) for arch in archs}
+    checkpoints = {arch: run[arch] / "checkpoints" / "best.ckpt" for arch in archs}  # the first seed's model
     for arch, checkpoint in checkpoints.items():
         if not checkpoint.is_file():
             result.note(f"{arch}: no checkpoint at {checkpoint}; Grad-CAM left out (predictions made elsewhere?)")

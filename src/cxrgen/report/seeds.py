@@ -1,0 +1,95 @@
+"""Several training seeds in the report: one predictions frame per run with every seed's scores beside each other.
+
+With ``train.seeds`` a run (configuration, arch, test set) has one predictions file per seed. The comparisons and
+the seed-aware intervals need them aligned image by image, so :func:`combine_seeds` joins them on ``image_id``
+into one frame: ``p_<label>`` holds the first seed's scores and ``p_<label>#<seed>`` the others'
+(:func:`seed_score_columns` lists them). :func:`seed_auc_table` gives per label the mean AUC over seeds, the seed
+SD and the two-stage (seeds, then patients) bootstrap interval (:func:`cxrgen.clustered.seed_bootstrap_auc`).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from cxrgen import metrics
+from cxrgen.clustered import seed_bootstrap_auc
+from cxrgen.config import StudyConfig
+from cxrgen.report.inputs import Predictions
+
+log = logging.getLogger(__name__)
+
+SEED_SEP = "#"
+
+#: Columns of ``auc_seeds.csv``.
+SEED_AUC_COLUMNS: tuple[str, ...] = (
+    "configuration", "arch", "test_set", "kind", "label", "auc", "seed_sd", "ci_low", "ci_high", "se", "n_seeds",
+    "seeds", "training_variance_counted",
+)
+
+
+def seed_score_columns(columns: Sequence[str], label: str) -> list[str]:
+    """``p_<label>`` then the other seeds' ``p_<label>#<seed>`` columns present in ``columns``."""
+    base = f"p_{label}"
+    return [base, *(c for c in columns if c.startswith(base + SEED_SEP))]
+
+
+def combine_seeds(predictions: Sequence[Predictions]) -> list[Predictions]:
+    """One :class:`Predictions` per (configuration, arch, test set) holding every seed's scores.
+
+    Runs with one file are returned as they are. Several seeds are joined on the images all of them scored
+    (a warning counts what was dropped); ``seed`` of the result is None and ``path`` the first seed's file.
+    """
+    groups: dict[tuple[str, str, str], list[Predictions]] = {}
+    for pred in predictions:
+        groups.setdefault(pred.key, []).append(pred)
+    out = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        first, frame = members[0], members[0].frame
+        for other in members[1:]:
+            scores = other.frame[["image_id", *(f"p_{lab}" for lab in first.labels if lab in other.labels)]]
+            scores = scores.rename(columns={f"p_{lab}": f"p_{lab}{SEED_SEP}{other.seed}" for lab in first.labels})
+            joined = frame.merge(scores, on="image_id", how="inner", validate="one_to_one")
+            if len(joined) < max(len(frame), len(other.frame)):
+                log.warning("%s and %s: seeds combined on %d shared images (%d and %d in the files)",
+                            first.path, other.path, len(joined), len(frame), len(other.frame))
+            frame = joined
+        out.append(replace(first, frame=frame, seed=None))
+    return out
+
+
+def n_seeds(pred: Predictions) -> int:
+    """Seeds whose scores a (combined) predictions frame holds."""
+    return len(seed_score_columns(list(pred.frame.columns), pred.labels[0])) if pred.labels else 1
+
+
+def seed_auc_table(config: StudyConfig, combined: Sequence[Predictions]) -> pd.DataFrame:
+    """``auc_seeds.csv``: per run and label the seed-averaged AUC, seed SD and two-stage bootstrap interval."""
+    evaluation = config.evaluation
+    rows = []
+    for pred in combined:
+        groups = pred.frame["patient_id"].astype(str).to_numpy()
+        for label in pred.labels:
+            cols = seed_score_columns(list(pred.frame.columns), label)
+            y = pred.frame[f"y_{label}"].to_numpy(dtype=np.float64)
+            scores = pred.frame[cols].to_numpy(dtype=np.float64).T
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", metrics.OneClassWarning)  # auc.csv reports the undefined AUC
+                res = seed_bootstrap_auc(y, scores, groups, n_boot=max(evaluation.bootstrap, 2),
+                                         seed=evaluation.seed, ci=evaluation.ci, name=label)
+            seeds = [c.partition(SEED_SEP)[2] or "first" for c in cols]
+            rows.append({
+                "configuration": pred.configuration, "arch": pred.arch, "test_set": pred.test_set,
+                "kind": pred.kind, "label": label, "auc": res.auc, "seed_sd": res.seed_sd, "ci_low": res.ci_low,
+                "ci_high": res.ci_high, "se": res.se, "n_seeds": res.n_seeds, "seeds": " ".join(seeds),
+                "training_variance_counted": res.training_variance_counted,
+            })
+    return pd.DataFrame(rows, columns=list(SEED_AUC_COLUMNS))

@@ -1,0 +1,49 @@
+"""Every table of a generated report fits a 1280 px browser window, measured in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cxrgen.report.build import build_report
+from report_fixtures import make_study
+
+WIDTH = 1280
+MEASURE = """<script>
+const out = {page: document.documentElement.scrollWidth,
+             tables: [...document.querySelectorAll('table')].map(t => Math.ceil(t.getBoundingClientRect().right))};
+document.body.setAttribute('data-measured', JSON.stringify(out));
+</script></body>"""
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("headless Chromium is not installed (`make screenshot` installs Debian's chromium)")
+
+
+@pytest.mark.slow
+def test_every_table_fits_1280_px(tmp_path: Path) -> None:
+    browser = _chromium()
+    results = build_report(make_study(tmp_path, patients=30, seeds=[0, 1]), review=False)
+    page = (results / "report.html").read_text(encoding="utf-8")
+    probe = results / "measure.html"
+    probe.write_text(page.replace("</body>", MEASURE, 1), encoding="utf-8")
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={WIDTH},900", "--dump-dom",
+         probe.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    found = re.search(r'data-measured="([^"]*)"', dom)
+    assert found, dom[-2000:]
+    measured = json.loads(found.group(1).replace("&quot;", '"'))
+    assert len(measured["tables"]) == page.count("<table")
+    assert measured["page"] <= WIDTH, measured
+    assert max(measured["tables"]) <= WIDTH, measured

@@ -1,0 +1,62 @@
+"""Training seeds: one run per (configuration, arch, seed), the folder layout, --only, fingerprints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from cxrgen.config import run_dir, seed_run_dir
+from cxrgen.errors import CxrgenError
+from cxrgen.models import study_input_size
+from cxrgen.study import planned_runs, planned_seed_runs
+from cxrgen.training import run_fingerprint, train_run
+from helpers_training import ARCH, SquaresDataModule, tiny_study
+
+
+def test_default_is_the_single_seed_and_today_s_layout(tmp_path: Path) -> None:
+    config = tiny_study(tmp_path, seed=4)
+    assert config.train.seed_list() == [4]
+    assert seed_run_dir(config, tmp_path, "c", ARCH, None) == tmp_path / "runs" / "c" / ARCH
+    assert [(c.name, a, s) for c, a, s in planned_seed_runs(config)] == [("c", ARCH, 4)]
+    # A single-seed study keeps the fingerprint it had before seeds existed: old study folders resume.
+    size = study_input_size(config, ARCH)
+    same = tiny_study(tmp_path, seed=4, seeds=[4])
+    assert run_fingerprint(config, "c", ARCH, size) == run_fingerprint(same, "c", ARCH, size)
+    assert "seeds" not in json.dumps(config.train.model_dump(mode="json", exclude_none=True))
+
+
+def test_several_seeds_are_runs_of_their_own(tmp_path: Path) -> None:
+    config = tiny_study(tmp_path, seeds=[0, 1, 2])
+    runs = [(c.name, a, s) for c, a, s in planned_seed_runs(config)]
+    assert runs == [("c", ARCH, 0), ("c", ARCH, 1), ("c", ARCH, 2)]
+    assert seed_run_dir(config, tmp_path, "c", ARCH, 1) == run_dir(tmp_path, "c", ARCH) / "seed-1"
+    assert [s for *_, s in planned_seed_runs(config, "c/" + ARCH)] == [0, 1, 2]
+    assert [s for *_, s in planned_seed_runs(config, f"c/{ARCH}/2")] == [2]
+    with pytest.raises(CxrgenError, match=r"seed '5' is not one of train.seeds \[0, 1, 2\]"):
+        list(planned_seed_runs(config, f"c/{ARCH}/5"))
+    with pytest.raises(CxrgenError, match="names no run"):
+        list(planned_seed_runs(config, "d/" + ARCH))
+    assert list(planned_runs(config)) == [(config.configurations[0], ARCH)]  # the pair listing is unchanged
+    size = study_input_size(config, ARCH)
+    prints = {run_fingerprint(config, "c", ARCH, size, s) for s in (0, 1, 2)}
+    assert len(prints) == 3
+
+
+def test_repeated_seeds_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="repeats a seed"):
+        tiny_study(tmp_path, seeds=[1, 1])
+
+
+def test_each_seed_trains_into_its_own_folder_with_its_own_weights(tmp_path: Path) -> None:
+    config = tiny_study(tmp_path, seeds=[0, 1], max_epochs=1)
+    folders = [train_run(config, tmp_path, "c", ARCH, datamodule=SquaresDataModule(), seed=s) for s in (0, 1)]
+    assert folders == [run_dir(tmp_path, "c", ARCH) / "seed-0", run_dir(tmp_path, "c", ARCH) / "seed-1"]
+    assert all((f / "done.json").is_file() and (f / "checkpoints" / "best.ckpt").is_file() for f in folders)
+    w0, w1 = (torch.load(f / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"] for f in folders)
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0 if w0[k].is_floating_point())
+    again = train_run(config, tmp_path, "c", ARCH, datamodule=SquaresDataModule(), seed=1)  # done: returns at once
+    assert again == folders[1]
