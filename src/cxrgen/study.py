@@ -61,11 +61,6 @@ def run_study(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Run every step of the study that is not done yet; returns the AUC rows of the runs it covered."""
-    from cxrgen.data import CXRDataModule
-    from cxrgen.models import study_input_size
-    from cxrgen.predict import predict_run
-    from cxrgen.training import train_run
-
     say = progress or (lambda message: log.info("%s", message))
     study_dir = config.out
     runs = list(planned_runs(config, only))
@@ -75,19 +70,37 @@ def run_study(
             log.info("removed %d temporary file(s) left by a killed run", swept)
         say("prepare: manifest, splits, verify, cache")
         run_prepare(config, until="cache", workers=workers)
-        tables = []
-        for configuration, arch in runs:
-            say(f"train {configuration.name}/{arch}")
-            # One data module per run, shared by training and every test set's predictions.
-            size = study_input_size(config, arch)
-            datamodule = CXRDataModule.from_study(config, study_dir, configuration.name, size)
-            train_run(config, study_dir, configuration.name, arch, datamodule=datamodule, progress=True)
-            for test_set in configuration.test_sets():
-                say(f"predict {configuration.name}/{arch} on {test_set.name}")
-                predict_run(config, study_dir, configuration.name, arch, test_set.name, datamodule=datamodule)
-            say(f"evaluate {configuration.name}/{arch}")
-            tables.append(evaluate_run(config, study_dir, configuration, arch))
+        tables = [complete_run(config, study_dir, configuration, arch, say) for configuration, arch in runs]
     return pd.concat(tables, ignore_index=True)
+
+
+def complete_run(
+    config: StudyConfig, study_dir: Path, configuration: Configuration, arch: str, progress: Progress | None = None
+) -> pd.DataFrame:
+    """Train (resuming), predict every test set and evaluate one run: a step of ``run_study`` or a whole job."""
+    from cxrgen.data import CXRDataModule
+    from cxrgen.models import study_input_size
+    from cxrgen.predict import predict_run
+    from cxrgen.training import train_run
+
+    say = progress or (lambda message: log.info("%s", message))
+    say(f"train {configuration.name}/{arch}")
+    # One data module per run, shared by training and every test set's predictions.
+    size = study_input_size(config, arch)
+    datamodule = CXRDataModule.from_study(config, study_dir, configuration.name, size)
+    train_run(config, study_dir, configuration.name, arch, datamodule=datamodule, progress=True)
+    for test_set in configuration.test_sets():
+        say(f"predict {configuration.name}/{arch} on {test_set.name}")
+        predict_run(config, study_dir, configuration.name, arch, test_set.name, datamodule=datamodule)
+    say(f"evaluate {configuration.name}/{arch}")
+    return evaluate_run(config, study_dir, configuration, arch)
+
+
+def run_finished(study_dir: Path, configuration: Configuration, arch: str) -> bool:
+    """Trained, predicted on every test set and evaluated: nothing of this run is left to do."""
+    folder = run_dir(study_dir, configuration.name, arch)
+    predictions = [folder / "predictions" / f"{t.name}.parquet" for t in configuration.test_sets()]
+    return all(path.exists() for path in [folder / "done.json", folder / "auc.csv", *predictions])
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
