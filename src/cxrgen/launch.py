@@ -239,15 +239,22 @@ def refuse_if_alive(study_dir: Path) -> None:
 # ------------------------------------------------------------------------------------------------ launch
 
 
-def _wait(jobs: Sequence[submitit.Job[Any]], stage: str) -> None:
-    """Local executor only: block until every job of a stage ended; a failed one stops the study."""
+def _wait(jobs: Sequence[submitit.Job[Any]], stage: str, folders: Sequence[Path] = ()) -> None:
+    """Local executor only: block until every job of a stage ended; a failed one stops the study.
+
+    A run job killed outright could not record its end: its ``job.json`` (in ``folders``) is marked failed here.
+    """
     failed = []
-    for job in jobs:
+    for i, job in enumerate(jobs):
         try:
             job.result()
         except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as exc:
             last = [line for line in str(exc).splitlines() if line.strip()]
-            failed.append(f"job {job.job_id} ({job.paths.stderr}): {last[-1] if last else 'failed'}")
+            error = last[-1] if last else "failed"
+            failed.append(f"job {job.job_id} ({job.paths.stderr}): {error}")
+            recorded = folders[i] / RUN_JOB_FILE if folders else None
+            if recorded is not None and not (recorded.exists() and '"failed"' in recorded.read_text()):
+                write_run_job(folders[i], "failed", error=error, job_id=job.job_id, log=str(job.paths.stderr))
     if failed:
         raise LaunchError(f"{stage} failed: " + "; ".join(failed))
 
@@ -318,7 +325,7 @@ def launch_study(
             submission.runs[f"{configuration.name}/{arch}"] = {"job_id": job.job_id, "log": str(job.paths.stderr)}
         record("runs", run_jobs)
         if local:
-            _wait(run_jobs, "runs")
+            _wait(run_jobs, "runs", [run_dir(study_dir, c.name, a) for c, a in runs])
         _after(executor, config, run_jobs)
         executor.update_parameters(name=f"cxrgen-{config.name}-report")
         final = [executor.submit(report_job, config)]
