@@ -82,7 +82,8 @@ def test_submitit_local_gives_the_same_auc_table_as_local(data: Path, local_stud
     # Submitting a finished study again sends no run job.
     again = cxrgen("study", "submitit.yaml", "--launcher", "submitit-local", cwd=data, timeout=600)
     ok(again)
-    assert json.loads((out / JOBS_FILE).read_text())["runs"] == {}
+    second = json.loads((out / JOBS_FILE).read_text())
+    assert second["runs"] == {} and list(second["stages"]) == ["report"]
     status = cxrgen("status", "runs/submitit", cwd=data)
     ok(status)
     assert status.stdout.count(" done ") >= 2 and "2 done" in status.stdout

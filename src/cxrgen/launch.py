@@ -31,7 +31,7 @@ from typing import Any, Literal
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from cxrgen.config import StudyConfig, run_dir
+from cxrgen.config import Configuration, StudyConfig, run_dir
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_text
 from cxrgen.lock import study_lock
@@ -267,6 +267,40 @@ def _after(executor: submitit.AutoExecutor, config: StudyConfig, jobs: Sequence[
     executor.update_parameters(slurm_additional_parameters=extra)
 
 
+def submit_runs(
+    executor: submitit.AutoExecutor,
+    config: StudyConfig,
+    runs: Sequence[tuple[Configuration, str]],
+    submission: Submission,
+    record: Callable[[str, Sequence[submitit.Job[Any]]], None],
+    local: bool,
+) -> None:
+    """Verify, the cache array, then the run array, each stage after the one before."""
+    study_dir = config.out
+    executor.update_parameters(name=f"cxrgen-{config.name}-verify")
+    verify = [executor.submit(prepare_job, config, "verify", None)]
+    record("verify", verify)
+    if local:
+        _wait(verify, "prepare --until verify")
+    _after(executor, config, verify)
+    n = config.launcher.cache_shards
+    executor.update_parameters(name=f"cxrgen-{config.name}-cache")
+    cache = executor.map_array(prepare_job, [config] * n, ["cache"] * n, [(k, n) for k in range(1, n + 1)])
+    record("cache", cache)
+    if local:
+        _wait(cache, "cache")
+    _after(executor, config, cache)
+    executor.update_parameters(name=f"cxrgen-{config.name}-run")
+    with executor.batch():
+        run_jobs = [executor.submit(RunJob(config, c.name, a)) for c, a in runs]
+    for (configuration, arch), job in zip(runs, run_jobs, strict=True):
+        submission.runs[f"{configuration.name}/{arch}"] = {"job_id": job.job_id, "log": str(job.paths.stderr)}
+    record("runs", run_jobs)
+    if local:
+        _wait(run_jobs, "runs", [run_dir(study_dir, c.name, a) for c, a in runs])
+    _after(executor, config, run_jobs)
+
+
 def launch_study(
     config: StudyConfig,
     launcher: Launcher,
@@ -305,28 +339,8 @@ def launch_study(
             write_submission(study_dir, submission)
             say(f"{stage}: job(s) {', '.join(job.job_id for job in jobs)}")
 
-        executor.update_parameters(name=f"cxrgen-{config.name}-verify")
-        verify = [executor.submit(prepare_job, config, "verify", None)]
-        record("verify", verify)
-        if local:
-            _wait(verify, "prepare --until verify")
-        _after(executor, config, verify)
-        n = config.launcher.cache_shards
-        executor.update_parameters(name=f"cxrgen-{config.name}-cache")
-        cache = executor.map_array(prepare_job, [config] * n, ["cache"] * n, [(k, n) for k in range(1, n + 1)])
-        record("cache", cache)
-        if local:
-            _wait(cache, "cache")
-        _after(executor, config, cache)
-        executor.update_parameters(name=f"cxrgen-{config.name}-run")
-        with executor.batch():
-            run_jobs = [executor.submit(RunJob(config, c.name, a)) for c, a in runs]
-        for (configuration, arch), job in zip(runs, run_jobs, strict=True):
-            submission.runs[f"{configuration.name}/{arch}"] = {"job_id": job.job_id, "log": str(job.paths.stderr)}
-        record("runs", run_jobs)
-        if local:
-            _wait(run_jobs, "runs", [run_dir(study_dir, c.name, a) for c, a in runs])
-        _after(executor, config, run_jobs)
+        if runs:  # nothing left to train needs no cache: a finished study gets only its report job
+            submit_runs(executor, config, runs, submission, record, local)
         executor.update_parameters(name=f"cxrgen-{config.name}-report")
         final = [executor.submit(report_job, config)]
         record("report", final)
