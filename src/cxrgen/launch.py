@@ -176,8 +176,8 @@ class Submission:
     runs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def job_ids(self) -> list[str]:
-        ids = [job for jobs in self.stages.values() for job in jobs]
-        return ids + [run["job_id"] for run in self.runs.values()]
+        ids = [job for jobs in self.stages.values() for job in jobs] + [run["job_id"] for run in self.runs.values()]
+        return list(dict.fromkeys(ids))
 
 
 def read_submission(study_dir: Path) -> Submission | None:
@@ -301,6 +301,11 @@ def submit_runs(
     _after(executor, config, run_jobs)
 
 
+def pending_runs(config: StudyConfig, only: str | None = None) -> list[tuple[Configuration, str]]:
+    """The planned runs a submission sends: those not finished (see ``cxrgen.study.run_finished``)."""
+    return [(c, a) for c, a in planned_runs(config, only) if not run_finished(config.out, c, a)]
+
+
 def launch_study(
     config: StudyConfig,
     launcher: Launcher,
@@ -327,7 +332,7 @@ def launch_study(
     refuse_if_alive(study_dir)
     with study_lock(study_dir):
         refuse_if_alive(study_dir)
-        runs = [(c, a) for c, a in planned_runs(config, only) if not run_finished(study_dir, c, a)]
+        runs = pending_runs(config, only)
         submission = Submission(launcher=launcher)
         executor = make_executor(config, launcher)
         say("submitit parameters: " + json.dumps(sbatch_parameters(config), default=str))
