@@ -249,8 +249,11 @@ def _wait(jobs: Sequence[submitit.Job[Any]], stage: str, folders: Sequence[Path]
         try:
             job.result()
         except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as exc:
-            last = [line for line in str(exc).splitlines() if line.strip()]
-            error = last[-1] if last else "failed"
+            lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
+            # A job that died outright (UncompletedJobError) is summed up in the first line, with its state; the
+            # rest is its stderr's tail. A failed one ends with the exception's last line.
+            uncompleted = isinstance(exc, submitit.core.utils.UncompletedJobError)
+            error = (lines[0] if uncompleted else lines[-1]) if lines else "failed"
             failed.append(f"job {job.job_id} ({job.paths.stderr}): {error}")
             recorded = folders[i] / RUN_JOB_FILE if folders else None
             if recorded is not None and not (recorded.exists() and '"failed"' in recorded.read_text()):
