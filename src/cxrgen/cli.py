@@ -256,6 +256,9 @@ def study(
         str | None, typer.Option(help="Run only CONFIGURATION/ARCH (all seeds) or CONFIGURATION/ARCH/SEED.")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Processes for verify and cache (default: all cores).")] = None,
+    launcher: Annotated[
+        str, typer.Option(help="local (this process), submitit-local (subprocess jobs) or slurm (a job per run).")
+    ] = "local",
 ) -> None:
     """Prepare, then train, predict and evaluate every configuration x architecture; resumable."""
     from cxrgen.config import check_dataset_roots, load_study
@@ -264,6 +267,9 @@ def study(
     quiet_lightning()
     config = load_study(study)
     check_dataset_roots(config, study)
+    if launcher != "local":
+        submit_study(config, launcher, only)
+        return
     table = run_study(config, only=only, workers=workers, progress=lambda step: console.rule(step, style="dim"))
     print_frame(summary(table), f"{config.name}: mean AUC over {len(config.labels)} labels")
     console.print(f"wrote {config.out}; next: cxrgen report {config.out}")
@@ -286,6 +292,53 @@ def plan(
         raise CxrgenError("plan: prepare made no splits")
     table = plan_table(config, prepared.manifest, prepared.splits)
     print_frame(table, f"{config.name}: {len(table)} run(s); external sets are each dataset's test split")
+def submit_study(config: Any, launcher: str, only: str | None) -> None:
+    """``cxrgen study --launcher submitit-local|slurm``: every run a job; see ``cxrgen.launch``."""
+    from cxrgen.launch import LAUNCHERS, launch_study
+
+    if launcher not in LAUNCHERS:
+        raise typer.BadParameter(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    submission = launch_study(config, launcher, only=only, say=lambda line: console.print(line, markup=False))  # type: ignore[arg-type]
+    if launcher == "slurm":
+        console.print(f"submitted {len(submission.runs)} run job(s); follow them with: cxrgen status {config.out}")
+    else:
+        console.print(f"wrote {config.out}; next: cxrgen status {config.out}")
+
+
+def status_table(study_dir: Path) -> Table:
+    from cxrgen.status import counts, study_status
+
+    frame = study_status(study_dir)
+    summary = ", ".join(f"{n} {state}" for state, n in counts(frame).items() if n)
+    table = Table(title=f"{study_dir}: {summary}")
+    for column in frame.columns:
+        table.add_column(column, justify="right" if pd.api.types.is_numeric_dtype(frame[column]) else "left")
+    styles = {"done": "green", "running": "cyan", "queued": "yellow", "failed": "bold red", "not started": "dim"}
+    for row in frame.itertuples(index=False):
+        cells = ["" if pd.isna(v) else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+        table.add_row(*cells, style=styles[row.state])
+    return table
+
+
+@command("status")
+def status(
+    study_dir: Annotated[Path, typer.Argument(help="The study directory (the study file's out).")],
+    watch: Annotated[bool, typer.Option(help="Refresh the table until interrupted.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 10.0,
+) -> None:
+    """Every planned run: state, job id, epoch, best validation AUC, seconds per epoch, ETA, log (files only)."""
+    import time
+
+    from rich.live import Live
+
+    if not watch:
+        console.print(status_table(study_dir))
+        return
+    live = Live(status_table(study_dir), console=console, auto_refresh=False)
+    with live, contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(interval)
+            live.update(status_table(study_dir), refresh=True)
 
 
 def main() -> None:

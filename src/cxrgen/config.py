@@ -227,6 +227,27 @@ class DesignConfig(StrictModel):
         return value
 
 
+class LauncherConfig(StrictModel):
+    """Where ``cxrgen study --launcher submitit-local|slurm`` sends its jobs (submitit's SLURM parameters).
+
+    ``extra`` passes further sbatch options verbatim (``{"constraint": "a100"}`` -> ``#SBATCH --constraint=a100``).
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gpus_per_node: int = Field(default=1, ge=0)
+    cpus_per_task: int = Field(default=8, gt=0)
+    mem_gb: float = Field(default=64, gt=0)
+    timeout_min: int = Field(default=24 * 60, gt=0)
+    array_parallelism: int = Field(default=64, gt=0)
+    cache_shards: int = Field(default=4, gt=0, description="tasks of the cache job array (prepare --shard k/n)")
+    max_requeues: int = Field(default=10, ge=0, description="preemptions or timeouts a run survives")
+    review: bool = Field(default=True, description="the final job's report includes the Grad-CAM error review")
+    folder: Path | None = Field(default=None, description="job logs and scripts; default <out>/jobs")
+    extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
 class StudyConfig(StrictModel):
     name: str
     out: Path
@@ -245,6 +266,7 @@ class StudyConfig(StrictModel):
     design: DesignConfig | None = None
     reference: Reference | None = None
     verify: VerifyConfig = VerifyConfig()
+    launcher: LauncherConfig = LauncherConfig()
 
     @model_validator(mode="after")
     def _expand_design(self) -> StudyConfig:
@@ -440,6 +462,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     train = data.get("train")
     if isinstance(train, dict) and isinstance(train.get("weights"), dict):
         data["train"] = {**train, "weights": {k: resolve(v) for k, v in train["weights"].items()}}
+    launcher = data.get("launcher")
+    if isinstance(launcher, dict) and "folder" in launcher:
+        data["launcher"] = {**launcher, "folder": resolve(launcher["folder"])}
     return data
 
 

@@ -85,11 +85,6 @@ def run_study(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Run every step of the study that is not done yet; returns the AUC rows of the runs it covered."""
-    from cxrgen.data import CXRDataModule
-    from cxrgen.models import study_input_size
-    from cxrgen.predict import predict_run
-    from cxrgen.training import train_run
-
     say = progress or (lambda message: log.info("%s", message))
     study_dir = config.out
     runs = list(planned_seed_runs(config, only))
@@ -99,23 +94,54 @@ def run_study(
             log.info("removed %d temporary file(s) left by a killed run", swept)
         say("prepare: manifest, splits, verify, cache")
         run_prepare(config, until="cache", workers=workers)
-        tables = []
-        for configuration, arch, seed in runs:
-            name = f"{configuration.name}/{arch}" + (f"/seed-{seed}" if len(config.train.seed_list()) > 1 else "")
-            say(f"train {name}")
-            # One data module per run, shared by training and every test set's predictions.
-            size = study_input_size(config, arch)
-            datamodule = CXRDataModule.from_study(config, study_dir, configuration.name, size)
-            train_run(config, study_dir, configuration.name, arch, datamodule=datamodule, progress=True, seed=seed)
-            for test_set in configuration.test_sets():
-                say(f"predict {name} on {test_set.name}")
-                predict_run(
-                    config, study_dir, configuration.name, arch, test_set.name, datamodule=datamodule, seed=seed
-                )
-            say(f"evaluate {name}")
-            table = evaluate_run(config, study_dir, configuration, arch, seed)
-            tables.append(table.assign(seed=seed))
+        tables = [complete_run(config, study_dir, configuration, arch, seed, say) for configuration, arch, seed in runs]
     return pd.concat(tables, ignore_index=True)
+
+
+def run_name(config: StudyConfig, configuration: str, arch: str, seed: int) -> str:
+    """``configuration/arch``, with ``/seed-N`` when the study has several seeds (as its run folder)."""
+    return f"{configuration}/{arch}" + (f"/seed-{seed}" if len(config.train.seed_list()) > 1 else "")
+
+
+def complete_run(
+    config: StudyConfig,
+    study_dir: Path,
+    configuration: Configuration,
+    arch: str,
+    seed: int | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Train (resuming), predict every test set and evaluate one run: a step of ``run_study`` or a whole job.
+
+    ``seed`` is one of ``train.seeds`` (None: the first).
+    """
+    from cxrgen.data import CXRDataModule
+    from cxrgen.models import study_input_size
+    from cxrgen.predict import predict_run
+    from cxrgen.training import train_run
+
+    say = progress or (lambda message: log.info("%s", message))
+    run_seed = config.train.seed_list()[0] if seed is None else seed
+    name = run_name(config, configuration.name, arch, run_seed)
+    say(f"train {name}")
+    # One data module per run, shared by training and every test set's predictions.
+    size = study_input_size(config, arch)
+    datamodule = CXRDataModule.from_study(config, study_dir, configuration.name, size)
+    train_run(config, study_dir, configuration.name, arch, datamodule=datamodule, progress=True, seed=run_seed)
+    for test_set in configuration.test_sets():
+        say(f"predict {name} on {test_set.name}")
+        predict_run(config, study_dir, configuration.name, arch, test_set.name, datamodule=datamodule, seed=run_seed)
+    say(f"evaluate {name}")
+    return evaluate_run(config, study_dir, configuration, arch, run_seed).assign(seed=run_seed)
+
+
+def run_finished(
+    config: StudyConfig, study_dir: Path, configuration: Configuration, arch: str, seed: int | None = None
+) -> bool:
+    """Trained, predicted on every test set and evaluated: nothing of this run is left to do."""
+    folder = seed_run_dir(config, study_dir, configuration.name, arch, seed)
+    predictions = [folder / "predictions" / f"{t.name}.parquet" for t in configuration.test_sets()]
+    return all(path.exists() for path in [folder / "done.json", folder / "auc.csv", *predictions])
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,96 @@
+"""Where every planned run of a study stands, read from the study folder alone.
+
+``cxrgen status`` reads files only (``config.yaml``, ``jobs.json``, each run's ``job.json``, ``metrics.csv``,
+``done.json``, ``auc.csv``), so it works while jobs run and from any machine that sees the folder; it never asks
+the scheduler. A job killed without warning (SIGKILL, node failure) therefore still shows ``running`` until it is
+resubmitted; ``updated`` (the age of its last epoch row or state change) tells how fresh that is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from cxrgen.config import ConfigError, StudyConfig, read_yaml, seed_run_dir
+from cxrgen.launch import RUN_JOB_FILE, read_submission
+from cxrgen.study import planned_seed_runs, run_finished, run_name
+
+STATES = ("done", "running", "queued", "failed", "not started")
+COLUMNS = ["run", "state", "job_id", "epoch", "best_val_auc", "sec_per_epoch", "eta_s", "updated_s", "log", "error"]
+
+
+def load_resolved(study_dir: Path) -> StudyConfig:
+    """The study as ``prepare`` or ``study`` saved it in ``STUDY_DIR/config.yaml`` (paths already absolute)."""
+    path = Path(study_dir) / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"{study_dir}: no config.yaml; is this a study directory (the study file's out)?")
+    return StudyConfig.model_validate(read_yaml(path))
+
+
+def _epochs(folder: Path) -> pd.DataFrame:
+    path = folder / "metrics.csv"
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=["epoch", "val_auc_mean", "seconds"])
+    return pd.read_csv(path)
+
+
+def _job(folder: Path) -> dict[str, str]:
+    path = folder / RUN_JOB_FILE
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def study_status(study_dir: Path, now: float | None = None) -> pd.DataFrame:
+    """One row per planned run: state, job id, progress, speed, ETA and log, in the study's run order.
+
+    ``eta_s`` assumes the run goes to ``max_epochs`` (early stopping may end it sooner); ``updated_s`` is the age
+    in seconds of the run's newest file among ``metrics.csv`` and ``job.json``.
+    """
+    study_dir = Path(study_dir)
+    config = load_resolved(study_dir)
+    submission = read_submission(study_dir)
+    submitted = submission.runs if submission is not None else {}
+    now = time.time() if now is None else now
+    rows = []
+    for configuration, arch, seed in planned_seed_runs(config):
+        name = run_name(config, configuration.name, arch, seed)
+        folder = seed_run_dir(config, study_dir, configuration.name, arch, seed)
+        job, sent, epochs = _job(folder), submitted.get(name, {}), _epochs(folder)
+        # job.json belongs to the current submission only when it names the job that submission sent.
+        current = bool(job) and (not sent or job.get("job_id") == sent.get("job_id"))
+        if run_finished(config, study_dir, configuration, arch, seed):
+            state = "done"
+        elif current and job["state"] == "failed":
+            state = "failed"
+        elif current and job["state"] == "running":
+            state = "running"
+        elif sent:
+            state = "queued"  # sent and not started, or requeued after preemption
+        else:
+            state = "not started"
+        n_epochs = int(epochs["epoch"].max()) if len(epochs) else 0
+        seconds = float(epochs["seconds"].mean()) if len(epochs) else math.nan
+        best = float(epochs["val_auc_mean"].max()) if len(epochs) else math.nan
+        eta = (config.train.max_epochs - n_epochs) * seconds if state in ("running", "queued") else math.nan
+        stamps = [p.stat().st_mtime for p in (folder / "metrics.csv", folder / RUN_JOB_FILE) if p.exists()]
+        rows.append({
+            "run": name,
+            "state": state,
+            "job_id": (job.get("job_id") if current else None) or sent.get("job_id", ""),
+            "epoch": n_epochs,
+            "best_val_auc": best,
+            "sec_per_epoch": seconds,
+            "eta_s": eta,
+            "updated_s": now - max(stamps) if stamps else math.nan,
+            "log": (job.get("log") if current else None) or sent.get("log", ""),
+            "error": job.get("error", "") if state == "failed" else "",
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def counts(status: pd.DataFrame) -> dict[str, int]:
+    """How many runs are in each state, every state listed."""
+    return {state: int((status["state"] == state).sum()) for state in STATES}

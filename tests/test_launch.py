@@ -1,0 +1,149 @@
+"""Issue 12: every run a submitit job. The same tiny two-configuration study through ``--launcher local`` and
+``--launcher submitit-local`` (real subprocess jobs), a run job SIGKILLed mid-training and resubmitted, a second
+submission refused while jobs live, and the sbatch script of the paper study.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from cxrgen.config import load_study
+from cxrgen.launch import JOBS_FILE, RUN_JOB_FILE, pending_runs, sbatch_script
+from cxrgen.synthetic import write_synthetic
+from faults_helpers import ARCH, ENV, cxrgen, start, study_yaml, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGURATIONS = [
+    {"name": "c1", "train": ["chexpert"], "internal": ["chexpert"], "external": ["mimic"]},
+    {"name": "c2", "train": ["nih"], "internal": ["nih"], "external": ["mimic"]},
+]
+AFTER_IMPORTS = """
+import sys
+import cxrgen.cli, cxrgen.config, cxrgen.launch, lightning.pytorch
+print("imported", flush=True)
+sys.stdin.readline()
+sys.argv[0] = "cxrgen"
+cxrgen.cli.main()
+"""
+LAUNCHER = {"cache_shards": 2, "review": False, "cpus_per_task": 1, "gpus_per_node": 0}
+
+
+def two_configurations(out: str) -> str:
+    return study_yaml(out, ("chexpert", "nih", "mimic"), configurations=CONFIGURATIONS, launcher=LAUNCHER)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("launch") / "data"
+    write_synthetic(data, seed=0, scale=0.05, image_size=64)
+    for name in ("local", "submitit", "killed"):
+        (data / f"{name}.yaml").write_text(two_configurations(f"runs/{name}"))
+    return data
+
+
+@pytest.fixture(scope="module")
+def local_study(data: Path) -> Path:
+    """The reference: today's sequential study in one process, then its report (no review)."""
+    ok(cxrgen("study", "local.yaml", "--workers", "1", cwd=data, timeout=600))
+    ok(cxrgen("report", "runs/local", "--no-review", cwd=data, timeout=300))
+    return data / "runs" / "local"
+
+
+def _weights(run: Path, name: str) -> dict[str, torch.Tensor]:
+    return dict(torch.load(run / "checkpoints" / name, weights_only=True)["state_dict"])
+
+
+@pytest.mark.slow
+def test_submitit_local_gives_the_same_auc_table_as_local(data: Path, local_study: Path) -> None:
+    result = cxrgen("study", "submitit.yaml", "--launcher", "submitit-local", cwd=data, timeout=900)
+    ok(result)
+    out = data / "runs" / "submitit"
+    record = json.loads((out / JOBS_FILE).read_text())
+    assert list(record["stages"]) == ["verify", "cache", "runs", "report"]
+    assert len(record["stages"]["cache"]) == 2 and sorted(record["runs"]) == [f"c1/{ARCH}", f"c2/{ARCH}"]
+    mine, theirs = pd.read_csv(out / "results" / "auc.csv"), pd.read_csv(local_study / "results" / "auc.csv")
+    assert len(mine) == 2 * 2 * 5  # configurations x test sets x labels
+    pd.testing.assert_frame_equal(mine, theirs)
+    for configuration in ("c1", "c2"):
+        assert json.loads((out / "runs" / configuration / ARCH / RUN_JOB_FILE).read_text())["state"] == "done"
+    # Submitting the finished study again would send no run job.
+    assert pending_runs(load_study(data / "submitit.yaml")) == []
+
+
+@pytest.mark.slow
+def test_run_job_killed_mid_training_resumes_to_the_uninterrupted_weights(data: Path, local_study: Path) -> None:
+    out = data / "runs" / "killed"
+    run = out / "runs" / "c1" / ARCH
+    # A second submission, imports done beforehand, is let go while the run job runs: it must be refused.
+    second = subprocess.Popen(
+        [sys.executable, "-c", AFTER_IMPORTS, "study", "killed.yaml", "--launcher", "submitit-local"], cwd=data,
+        env=ENV, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert second.stdout is not None and second.stdout.readline().strip() == "imported"
+    proc = start("study", "killed.yaml", "--launcher", "submitit-local", "--only", f"c1/{ARCH}", cwd=data)
+    assert wait_for(proc, lambda: (run / RUN_JOB_FILE).exists(), timeout=600)
+    _, err = second.communicate("go\n", timeout=120)
+    job = json.loads((run / RUN_JOB_FILE).read_text())
+    refused = [line for line in err.splitlines() if line.startswith("error:")]
+    assert second.returncode == 1 and len(refused) == 1 and f"live jobs ({job['job_id']})" in refused[0], err
+    assert wait_for(proc, (run / "checkpoints" / "last.ckpt").exists, timeout=600)
+    os.kill(int(job["pid"]), signal.SIGKILL)  # the job's own process, in its second epoch
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "runs failed" in stderr, stderr[-2000:]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert not (run / "done.json").exists()
+    pending = [(c.name, a) for c, a in pending_runs(load_study(data / "killed.yaml"))]
+    assert pending == [("c1", ARCH), ("c2", ARCH)]  # the killed run and the one never sent
+    status = cxrgen("status", "runs/killed", cwd=data)
+    ok(status)
+    row = next(line for line in status.stdout.splitlines() if f"c1/{ARCH}" in line)
+    assert "failed" in row and job["job_id"] in row
+    ok(cxrgen("study", "killed.yaml", "--launcher", "submitit-local", "--only", f"c1/{ARCH}", cwd=data, timeout=600))
+    resubmitted = json.loads((run / RUN_JOB_FILE).read_text())
+    assert resubmitted["state"] == "done" and resubmitted["job_id"] != job["job_id"]
+    reference = local_study / "runs" / "c1" / ARCH
+    for name in ("last.ckpt", "best.ckpt"):
+        theirs, mine = _weights(reference, name), _weights(run, name)
+        assert theirs.keys() == mine.keys()
+        assert all(torch.equal(theirs[k], mine[k]) for k in theirs), name
+    columns = ["epoch", "step", "train_loss", "val_loss", "val_auc_mean"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(run / "metrics.csv")[columns], pd.read_csv(reference / "metrics.csv")[columns]
+    )
+
+
+def test_sbatch_script_of_the_paper_study_carries_the_launcher_settings(tmp_path: Path) -> None:
+    text = (ROOT / "configs" / "paper.yaml").read_text()
+    block = "launcher: {partition: gpu, account: lab, qos: normal, gpus_per_node: 1, cpus_per_task: 8, mem_gb: 64,\n"
+    block += "           timeout_min: 720, extra: {constraint: a100}}\n"
+    (tmp_path / "paper.yaml").write_text(text + block)
+    script = sbatch_script(load_study(tmp_path / "paper.yaml"))
+    for line in ("--partition=gpu", "--account=lab", "--qos=normal", "--gpus-per-node=1", "--cpus-per-task=8",
+                 "--mem=64GB", "--time=720", "--constraint=a100", "--signal=USR2@90"):  # fmt: skip
+        assert f"#SBATCH {line}\n" in script, line
+    assert "srun" in script and "submitit.core._submit" in script
+
+
+def test_launcher_keys_are_validated(tmp_path: Path) -> None:
+    from cxrgen.config import ConfigError
+
+    text = study_yaml("runs/x", launcher={"partitions": "gpu"})
+    (tmp_path / "x.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"launcher\.partitions: unknown key"):
+        load_study(tmp_path / "x.yaml")
+    (tmp_path / "y.yaml").write_text(study_yaml("runs/y", launcher={"timeout_min": 0}))
+    with pytest.raises(ConfigError, match=r"launcher\.timeout_min"):
+        load_study(tmp_path / "y.yaml")
