@@ -62,6 +62,8 @@ def run_study(
 ) -> pd.DataFrame:
     """Run every step of the study that is not done yet; returns the AUC rows of the runs it covered."""
     from cxrgen.data import CXRDataModule
+    from cxrgen.embed import is_linear_probe
+    from cxrgen.linear_probe import probe_run
     from cxrgen.models import study_input_size
     from cxrgen.predict import predict_run
     from cxrgen.training import train_run
@@ -77,10 +79,15 @@ def run_study(
         run_prepare(config, until="cache", workers=workers)
         tables = []
         for configuration, arch in runs:
-            say(f"train {configuration.name}/{arch}")
             # One data module per run, shared by training and every test set's predictions.
             size = study_input_size(config, arch)
             datamodule = CXRDataModule.from_study(config, study_dir, configuration.name, size)
+            if is_linear_probe(config, arch):
+                say(f"embed and fit linear probes {configuration.name}/{arch}")
+                probe_run(config, study_dir, configuration.name, arch, datamodule=datamodule)
+                tables.append(evaluate_run(config, study_dir, configuration, arch))
+                continue
+            say(f"train {configuration.name}/{arch}")
             train_run(config, study_dir, configuration.name, arch, datamodule=datamodule, progress=True)
             for test_set in configuration.test_sets():
                 say(f"predict {configuration.name}/{arch} on {test_set.name}")
