@@ -158,7 +158,7 @@ def embed_array(
     mean, std = _normalization(model)
     out = []
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+        batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)  # a writable copy
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             features = model(normalize(batch, mean, std))
         if features.dim() != 2:
