@@ -116,3 +116,16 @@ def test_a_second_study_run_refits_nothing(finished: Path) -> None:
     result = cxrgen("study", "study.yaml", "--only", "chexpert/rand_probe", cwd=finished)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (predictions.stat().st_mtime_ns, features.stat().st_mtime_ns) == before
+
+
+@pytest.mark.slow
+def test_embed_command_finds_finished_embeddings_and_refuses_a_cnn(finished: Path) -> None:
+    features = finished / "study" / "embeddings" / "chexpert-rand_probe-64-opencv" / "features.npy"
+    before = features.stat().st_mtime_ns
+    result = cxrgen("embed", "study.yaml", cwd=finished)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "chexpert-rand_probe-64-opencv" in result.stdout and "mimic-rand_probe-64-opencv" in result.stdout
+    assert features.stat().st_mtime_ns == before
+    result = cxrgen("embed", "study.yaml", "--arch", "test_resnet", cwd=finished)
+    assert result.returncode == 1
+    assert "'test_resnet' is no linear-probe architecture" in result.stderr

@@ -350,3 +350,31 @@ def ensure_embeddings(
             batch_size=config.probe.embed_batch_size, shard=shard, progress=report,
         )
     return folders
+
+
+def embed_study(
+    config: StudyConfig,
+    *,
+    arch: str | None = None,
+    device: torch.device | str | None = None,
+    shard: tuple[int, int] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[Path]:
+    """Embed every dataset of a prepared study under each linear-probe architecture (or the one ``arch`` names).
+
+    Raises:
+        EmbedError: the study has no linear-probe architecture, or ``arch`` names none of them.
+    """
+    from cxrgen.cache import study_datasets
+
+    probes = [name for name in config.architectures if is_linear_probe(config, name)]
+    if arch is not None and arch not in probes:
+        raise EmbedError(f"--arch {arch!r} is no linear-probe architecture of this study (they are: {probes})")
+    if not probes:
+        raise EmbedError("the study names no linear-probe architecture ({name, timm, mode: linear_probe})")
+    folders: list[Path] = []
+    for name in [arch] if arch else probes:
+        found = ensure_embeddings(config, config.out, name, study_datasets(config), device=device, shard=shard,
+                                  progress=progress)
+        folders += found.values()
+    return folders
