@@ -90,6 +90,7 @@ def test_report_shows_the_probe_beside_the_cnn_as_random_weights(finished: Path)
     page = (results / "report.html").read_text()
     assert page.count(f'<td class="key">{PROBE_LABEL}</td>') == 2
     assert f"ROC curves of {PROBE_LABEL}" in page
+    assert "rand_probe: linear probe(s) on randomly initialized backbones (random weights" in page
     assert (results / "figures" / "roc_rand_probe.png").is_file()
     comparisons = pd.read_csv(results / "comparisons.csv")
     pairs = comparisons.loc[comparisons["family"] == "architectures", ["arch_a", "arch_b"]]

@@ -21,7 +21,7 @@ import pandas as pd
 
 import cxrgen
 from cxrgen.config import StudyConfig
-from cxrgen.report.naming import model_label
+from cxrgen.report.naming import model_label, random_weights_note
 from cxrgen.report.tables import format_auc, has_reference, reference_auc, study_labels
 
 if TYPE_CHECKING:  # the review pulls in torch; the page needs only its type
@@ -190,6 +190,7 @@ def render_report(
         *(_img(f) for f in figures if f.path.stem in ("cohort_flow", "demographics")),
         "<h2>Table 1: AUC-ROC per label</h2>",
         table1_html(config, auc),
+        *([f'<p class="note">{_e(note)}</p>'] if (note := random_weights_note(config)) else []),
         "<details><summary>All AUC rows (auc.csv)</summary>",
         _frame_html(auc_shown, digits=3),
         "</details>",

@@ -27,3 +27,20 @@ def model_label(config: StudyConfig, arch: str) -> str:
         return arch
     weights = f", {RANDOM_WEIGHTS}" if is_random_probe(config, arch) else ""
     return f"{arch} (linear probe on {entry.timm}{weights})"
+
+
+def random_weights_note(config: StudyConfig) -> str:
+    """A sentence for the report naming every random-weights probe, or "" when there is none.
+
+    The tables that print ``auc.csv`` and ``comparisons.csv`` as they are show bare architecture names; this note
+    says which of those names are random-weights probes.
+    """
+    names = [arch for arch in config.architectures if is_random_probe(config, arch)]
+    if not names:
+        return ""
+    listed = ", ".join(names)
+    return (
+        f"{listed}: linear probe(s) on randomly initialized backbones ({RANDOM_WEIGHTS}, no pretrained features). "
+        "Their AUCs measure what random features carry, not what a foundation model learned; every table below "
+        "that names architectures by their bare name includes them under these names."
+    )
