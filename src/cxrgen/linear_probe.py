@@ -69,6 +69,8 @@ def probe_run(
     *,
     device: str | None = None,
     datamodule: CXRDataModule | None = None,
+    seed: int | None = None,
+    folder: Path | None = None,
 ) -> list[Path]:
     """Embed (if needed), fit and predict one linear-probe run; returns its predictions files.
 
@@ -79,6 +81,8 @@ def probe_run(
         arch: The run's architecture name.
         device: Where the backbone embeds; the GPU when there is one.
         datamodule: The configuration's rows at this architecture's input size; built when omitted.
+        seed: ``random_state`` of the regressions; ``train.seed`` when omitted (one call per seed of a sweep).
+        folder: The run folder; ``runs/<configuration>/<arch>`` when omitted (a per-seed folder in a sweep).
     """
     configuration = config.configuration(configuration_name)
     backbone = study_backbone(config, arch)
@@ -91,7 +95,7 @@ def probe_run(
         fingerprints[name] = meta["fingerprint"]
     if datamodule is None:
         datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, size)
-    seed = config.train.seed
+    seed = config.train.seed if seed is None else seed
     settings = json.dumps(
         {"embeddings": fingerprints, "probe": config.probe.model_dump(mode="json"), "seed": seed,
          "labels": list(config.labels), "train_rows": test_rows_digest(datamodule.train),
@@ -99,7 +103,7 @@ def probe_run(
         sort_keys=True,
     )
     probe_digest = hashlib.sha256(settings.encode()).hexdigest()
-    folder = run_dir(study_dir, configuration_name, arch)
+    folder = folder or run_dir(study_dir, configuration_name, arch)
     test_sets = configuration.test_sets()
     outputs = [folder / "predictions" / f"{t.name}.parquet" for t in test_sets]
     tests = {t.name: [datamodule.test_dataset(d) for d in t.datasets] for t in test_sets}
