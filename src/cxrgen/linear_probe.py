@@ -70,7 +70,7 @@ def probe_run(
     device: str | None = None,
     datamodule: CXRDataModule | None = None,
     seed: int | None = None,
-    folder: Path | None = None,
+    out_dir: Path | None = None,
 ) -> list[Path]:
     """Embed (if needed), fit and predict one linear-probe run; returns its predictions files.
 
@@ -82,7 +82,7 @@ def probe_run(
         device: Where the backbone embeds; the GPU when there is one.
         datamodule: The configuration's rows at this architecture's input size; built when omitted.
         seed: ``random_state`` of the regressions; ``train.seed`` when omitted (one call per seed of a sweep).
-        folder: The run folder; ``runs/<configuration>/<arch>`` when omitted (a per-seed folder in a sweep).
+        out_dir: The run folder; ``runs/<configuration>/<arch>`` when omitted (a per-seed folder in a sweep).
     """
     configuration = config.configuration(configuration_name)
     backbone = study_backbone(config, arch)
@@ -90,8 +90,8 @@ def probe_run(
     datasets = list(dict.fromkeys([*configuration.train, *configuration.internal, *configuration.external]))
     folders = ensure_embeddings(config, study_dir, arch, datasets, device=device)
     embeddings, fingerprints = {}, {}
-    for name, folder in folders.items():
-        embeddings[name], meta = open_embeddings(folder)
+    for name, embedding_folder in folders.items():
+        embeddings[name], meta = open_embeddings(embedding_folder)
         fingerprints[name] = meta["fingerprint"]
     if datamodule is None:
         datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, size)
@@ -103,7 +103,7 @@ def probe_run(
         sort_keys=True,
     )
     probe_digest = hashlib.sha256(settings.encode()).hexdigest()
-    folder = folder or run_dir(study_dir, configuration_name, arch)
+    folder = out_dir or run_dir(study_dir, configuration_name, arch)
     test_sets = configuration.test_sets()
     outputs = [folder / "predictions" / f"{t.name}.parquet" for t in test_sets]
     tests = {t.name: [datamodule.test_dataset(d) for d in t.datasets] for t in test_sets}
