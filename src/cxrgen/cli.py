@@ -339,6 +339,22 @@ def status(
         while True:
             time.sleep(interval)
             live.update(status_table(study_dir), refresh=True)
+@command("embed")
+def embed(
+    study: Annotated[Path, typer.Argument(help="The study YAML file (prepared: caches built).")],
+    arch: Annotated[str | None, typer.Option(help="Only this linear-probe architecture.")] = None,
+    shard: Annotated[str | None, typer.Option(help="Do only part k of n of the chunks, e.g. 2/4.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: the GPU if any).")] = None,
+) -> None:
+    """Embed every image once per frozen backbone (linear-probe architectures); resumable and shardable."""
+    from cxrgen.config import load_study
+    from cxrgen.embed import embed_study
+
+    config = load_study(study)
+    with progress_bars() as progress:
+        folders = embed_study(config, arch=arch, device=device, shard=parse_shard(shard), progress=progress)
+    for folder in folders:
+        console.print(f"wrote {folder}")
 
 
 def main() -> None:

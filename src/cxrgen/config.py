@@ -248,6 +248,46 @@ class LauncherConfig(StrictModel):
     extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
+class ArchitectureSpec(StrictModel):
+    """An ``architectures:`` entry written as a mapping: a timm backbone under a study name, and how it is used.
+
+    ``mode: linear_probe`` freezes the backbone, embeds every image once (:mod:`cxrgen.embed`) and fits one
+    logistic regression per label on the embeddings (:mod:`cxrgen.probes`). (A fine-tuned timm model is named
+    by its plain string, as before.)
+    Input size and normalization come from the backbone's own pretrained config (``preprocess.size`` still
+    overrides the size). ``pretrained`` None follows ``train.pretrained``; without weights the features are those
+    of a randomly initialized backbone and every table says "random weights".
+    """
+
+    name: str
+    timm: str
+    mode: Literal["linear_probe"] = "linear_probe"
+    weights: Path | None = Field(default=None, description="local .safetensors or state_dict of the backbone")
+    weights_sha256: str | None = None
+    pretrained: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _safe_name(value)
+
+
+class ProbeConfig(StrictModel):
+    """Linear probes: per label a logistic regression whose inverse regularization C is chosen on validation AUC."""
+
+    Cs: list[float] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0], min_length=1)
+    class_weight: Literal["balanced"] | None = None
+    max_iter: int = Field(default=1000, gt=0)
+    embed_batch_size: int = Field(default=64, gt=0)
+
+    @field_validator("Cs")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(c <= 0 for c in value):
+            raise ValueError(f"every C must be > 0, got {value}")
+        return value
+
+
 class StudyConfig(StrictModel):
     name: str
     out: Path
@@ -267,6 +307,32 @@ class StudyConfig(StrictModel):
     reference: Reference | None = None
     verify: VerifyConfig = VerifyConfig()
     launcher: LauncherConfig = LauncherConfig()
+    architecture_specs: dict[str, ArchitectureSpec] = Field(default_factory=dict)
+    probe: ProbeConfig = ProbeConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_architecture_entries(cls, data: Any) -> Any:
+        """Mapping entries of ``architectures`` go to ``architecture_specs``; ``architectures`` keeps plain names.
+
+        So every caller that iterates ``config.architectures`` keeps seeing names (``runs/<c>/<name>/``).
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("architectures"), list):
+            return data
+        names: list[Any] = []
+        specs = dict(data.get("architecture_specs") or {})
+        for entry in data["architectures"]:
+            if isinstance(entry, dict):
+                name = entry.get("name")
+                if not isinstance(name, str):
+                    raise ValueError(f"architectures: a mapping entry needs a 'name', got {entry}")
+                if name in specs and specs[name] != entry:
+                    raise ValueError(f"architectures: {name!r} is given twice with different settings")
+                specs[name] = entry
+                names.append(name)
+            else:
+                names.append(entry)
+        return {**data, "architectures": names, "architecture_specs": specs}
 
     @model_validator(mode="after")
     def _expand_design(self) -> StudyConfig:
@@ -316,6 +382,11 @@ class StudyConfig(StrictModel):
             raise ValueError(f"configuration names repeat: {names}")
         for arch in self.architectures:
             _safe_name(arch)
+        if len(set(self.architectures)) != len(self.architectures):
+            raise ValueError(f"architecture names repeat: {self.architectures}")
+        stray = set(self.architecture_specs) - set(self.architectures)
+        if stray:
+            raise ValueError(f"architecture_specs names {sorted(stray)}, which architectures does not list")
         return self
 
     @model_validator(mode="after")
@@ -459,6 +530,13 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             name: {**ds, "root": resolve(ds["root"])} if isinstance(ds, dict) and "root" in ds else ds
             for name, ds in data["datasets"].items()
         }
+    if isinstance(data.get("architectures"), list):
+        data["architectures"] = [
+            {**entry, "weights": resolve(entry["weights"])}
+            if isinstance(entry, dict) and entry.get("weights")
+            else entry
+            for entry in data["architectures"]
+        ]
     train = data.get("train")
     if isinstance(train, dict) and isinstance(train.get("weights"), dict):
         data["train"] = {**train, "weights": {k: resolve(v) for k, v in train["weights"].items()}}

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -115,9 +116,19 @@ def get_arch(name: str) -> ArchSpec:
     )
 
 
+def study_arch(config: StudyConfig, arch: str) -> ArchSpec:
+    """The spec of a study's architecture: a mapping entry of ``architectures`` (``architecture_specs``) names its
+    timm backbone, whose pretrained config gives the input size; a plain name goes through :func:`get_arch`."""
+    entry = config.architecture_specs.get(arch)
+    if entry is None:
+        return get_arch(arch)
+    backbone = get_arch(entry.timm)
+    return ArchSpec(name=entry.name, timm_name=backbone.timm_name, input_size=backbone.input_size)
+
+
 def study_input_size(config: StudyConfig, arch: str) -> int:
     """The side a study feeds ``arch``: ``preprocess.size`` when set, else the architecture's own input size."""
-    return config.preprocess.size or get_arch(arch).input_size
+    return config.preprocess.size or study_arch(config, arch).input_size
 
 
 def trainable_parameters(model: nn.Module) -> int:
@@ -244,6 +255,40 @@ def create_model(
         _load_backbone(model, _read_weights(Path(weights_path), weights_sha256), Path(weights_path))
     if keras_faithful and spec.freeze_bn_scale:
         _freeze_bn_scale(model)
+    return model
+
+
+def create_backbone(
+    timm_name: str,
+    pretrained: bool,
+    size: int,
+    weights_path: Path | None = None,
+    weights_sha256: str | None = None,
+) -> nn.Module:
+    """A timm backbone without classifier (``num_classes=0``): images [B, 3, size, size] -> pooled features [B, D].
+
+    ``size`` is passed as ``img_size`` to models that need it (ViTs with fixed position embeddings) when it
+    differs from the pretrained config's; models that take no ``img_size`` (CNNs) accept any size as they are.
+    Weights come from ``weights_path`` (checked against ``weights_sha256``) or timm's hub, as in
+    :func:`create_model`; with ``pretrained`` false the weights are timm's random initialization.
+    """
+    spec = get_arch(timm_name)
+    hub = pretrained and weights_path is None
+    options: dict[str, Any] = {"pretrained": hub, "num_classes": 0}
+    if size != spec.input_size:
+        options["img_size"] = size
+    try:
+        try:
+            model = timm.create_model(spec.timm_name, **options)
+        except TypeError:  # the model class takes no img_size: it is size-agnostic
+            options.pop("img_size", None)
+            model = timm.create_model(spec.timm_name, **options)
+    except Exception as exc:  # hub failures surface as OSError, HTTP, hub-offline or RuntimeError types
+        if not hub:
+            raise
+        raise CxrgenError(_no_weights_message(spec, exc)) from exc
+    if pretrained and weights_path is not None:
+        _load_backbone(model, _read_weights(Path(weights_path), weights_sha256), Path(weights_path))
     return model
 
 

@@ -88,9 +88,9 @@ def run_cache(
 ) -> list[Path]:
     """Build the preprocessed caches every architecture of the study needs (at its input size)."""
     from cxrgen.cache import ensure_caches
-    from cxrgen.models import get_arch
+    from cxrgen.models import study_arch
 
-    sizes = {arch: get_arch(arch).input_size for arch in config.architectures}
+    sizes = {arch: study_arch(config, arch).input_size for arch in config.architectures}
     report = (lambda key, done, total: progress(f"cache {key}", done, total)) if progress else None
     folders = ensure_caches(config, config.out, manifest, sizes, workers=workers, shard=shard, progress=report)
     return list(folders.values())

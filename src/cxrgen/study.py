@@ -116,6 +116,8 @@ def complete_run(
     ``seed`` is one of ``train.seeds`` (None: the first).
     """
     from cxrgen.data import CXRDataModule
+    from cxrgen.embed import is_linear_probe
+    from cxrgen.linear_probe import probe_run
     from cxrgen.models import study_input_size
     from cxrgen.predict import predict_run
     from cxrgen.training import train_run
@@ -123,10 +125,15 @@ def complete_run(
     say = progress or (lambda message: log.info("%s", message))
     run_seed = config.train.seed_list()[0] if seed is None else seed
     name = run_name(config, configuration.name, arch, run_seed)
-    say(f"train {name}")
     # One data module per run, shared by training and every test set's predictions.
     size = study_input_size(config, arch)
     datamodule = CXRDataModule.from_study(config, study_dir, configuration.name, size)
+    if is_linear_probe(config, arch):
+        say(f"embed and fit linear probes {name}")
+        folder = seed_run_dir(config, study_dir, configuration.name, arch, run_seed)
+        probe_run(config, study_dir, configuration.name, arch, datamodule=datamodule, seed=run_seed, out_dir=folder)
+        return evaluate_run(config, study_dir, configuration, arch, run_seed).assign(seed=run_seed)
+    say(f"train {name}")
     train_run(config, study_dir, configuration.name, arch, datamodule=datamodule, progress=True, seed=run_seed)
     for test_set in configuration.test_sets():
         say(f"predict {name} on {test_set.name}")

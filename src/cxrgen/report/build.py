@@ -22,6 +22,7 @@ from cxrgen.report.comparisons import comparisons as run_comparisons
 from cxrgen.report.findings import findings as claim_findings
 from cxrgen.report.html import FigureFile, render_report
 from cxrgen.report.inputs import find_predictions, load_inputs
+from cxrgen.report.naming import model_label
 from cxrgen.report.seeds import combine_seeds, seed_auc_table
 from cxrgen.report.tables import (
     auc_results,
@@ -131,21 +132,22 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
         "Images and patients per dataset and split (the paper's Figures 4-6).",
     )
     save(figs.demographics_figure(inputs.manifest, datasets), "demographics", "Age and sex per dataset (Figure 1).")
+    shown = {arch: model_label(config, arch) for arch in archs}
     for arch in archs:
         mine = [p for p in combined if p.arch == arch]  # the first seed's curves
         save(
-            figs.roc_figure(mine, labels, f"ROC curves: {arch}"),
+            figs.roc_figure(mine, labels, f"ROC curves: {shown[arch]}"),
             f"roc_{arch}",
-            f"ROC curves of {arch}, one panel per label (the paper's Figures 7-8).",
+            f"ROC curves of {shown[arch]}, one panel per label (the paper's Figures 7-8).",
         )
         save(
-            figs.calibration_figure(mine, labels, f"Reliability: {arch}"),
+            figs.calibration_figure(mine, labels, f"Reliability: {shown[arch]}"),
             f"calibration_{arch}",
-            f"Reliability curves of {arch} (10 equal-width probability bins).",
+            f"Reliability curves of {shown[arch]} (10 equal-width probability bins).",
         )
     if (comparisons["family"] == "internal_vs_external").any():
         save(
-            figs.gap_figure(comparisons, labels, archs, config.evaluation.ci),
+            figs.gap_figure(comparisons, labels, archs, config.evaluation.ci, titles=shown),
             "generalization_gap",
             "Internal minus external AUC with the unpaired test's interval; above 0 = worse on the other hospital.",
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,13 @@ def calibration_figure(preds: Sequence[Predictions], labels: Sequence[str], titl
     return fig
 
 
-def gap_figure(comparisons: pd.DataFrame, labels: Sequence[str], architectures: Sequence[str], ci: float) -> Figure:
+def gap_figure(
+    comparisons: pd.DataFrame,
+    labels: Sequence[str],
+    architectures: Sequence[str],
+    ci: float,
+    titles: Mapping[str, str] | None = None,
+) -> Figure:
     """Generalization gap (internal minus external AUC) per label, configuration and architecture.
 
     The interval is ``gap +- z se`` with the standard error of the unpaired test in ``comparisons.csv``
@@ -174,7 +180,7 @@ def gap_figure(comparisons: pd.DataFrame, labels: Sequence[str], architectures: 
             )
         ax.axhline(0.0, color="0.5", lw=0.8)
         ax.set_xticks(np.arange(len(labels)), list(labels))
-        ax.set(ylabel=f"AUC gap ({ci * 100:g} % CI)", title=arch)
+        ax.set(ylabel=f"AUC gap ({ci * 100:g} % CI)", title=(titles or {}).get(arch, arch))
         ax.legend(fontsize=7, loc="best")
     fig.suptitle("Generalization gap: internal minus external AUC")
     return fig

@@ -21,6 +21,7 @@ import pandas as pd
 
 import cxrgen
 from cxrgen.config import StudyConfig
+from cxrgen.report.naming import model_label, random_weights_note
 from cxrgen.report.tables import format_auc, has_reference, reference_auc, study_labels
 
 if TYPE_CHECKING:  # the review pulls in torch; the page needs only its type
@@ -98,7 +99,9 @@ def table1_html(config: StudyConfig, auc: pd.DataFrame) -> str:
         ["arch", "configuration", "test_set", "kind"], sort=False
     ):
         shown = test_set if test_set == kind else f"{kind} {test_set}"
-        cells = [f'<td class="key">{_e(value)}</td>' for value in (arch, configuration, shown)]
+        cells = [
+            f'<td class="key">{_e(value)}</td>' for value in (model_label(config, str(arch)), configuration, shown)
+        ]
         by_label = {str(r["label"]): r for _, r in group.iterrows()}
         paper = reference_auc(config, str(configuration), str(arch), str(test_set), str(kind))
         for label in labels:
@@ -326,6 +329,7 @@ def render_report(
         "<h2>Table 1: AUC-ROC per label</h2>",
         table1_html(config, auc),
         '<p class="meta">Every AUC row with both intervals and counts: <a href="auc.csv">auc.csv</a>.</p>',
+        *([f'<p class="note">{_e(note)}</p>'] if (note := random_weights_note(config)) else []),
         "<h2>Comparisons</h2>",
         comparisons_html(comparisons),
         "<h2>ROC curves</h2>",

@@ -15,6 +15,7 @@ from cxrgen import metrics
 from cxrgen.config import StudyConfig
 from cxrgen.evaluate import AUC_COLUMNS, auc_table
 from cxrgen.report.inputs import Predictions, StudyInputs, count_excluded
+from cxrgen.report.naming import model_label
 
 #: Columns identifying a predictions file, first in ``auc.csv`` and ``calibration.csv``.
 KEY_COLUMNS: tuple[str, ...] = ("configuration", "arch", "test_set", "kind")
@@ -154,7 +155,7 @@ def table1_display(config: StudyConfig, table: pd.DataFrame) -> pd.DataFrame:
     level = f"{config.evaluation.ci * 100:g} %"
     out = pd.DataFrame(
         {
-            "Model": table["arch"],
+            "Model": [model_label(config, str(arch)) for arch in table["arch"]],
             "Configuration": table["configuration"],
             "Test set": [
                 str(k) if t == k else f"{k} {t}" for k, t in zip(table["kind"], table["test_set"], strict=True)
