@@ -29,7 +29,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -316,17 +315,16 @@ def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[tuple[int, list[tu
         for task in tasks:
             yield _chunk_worker(*task)
         return
+    # multiprocessing.Pool, not ProcessPoolExecutor: leaving the block (done, an error, or SIGTERM/Ctrl-C raised
+    # as cxrgen.interrupts.Interrupted) terminates the workers at once, so none outlives the command, and the
+    # chunks in flight are simply not recorded (a rerun redoes them).
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread_opencv) as pool:
-        # Keep at most 2 chunks per worker in flight, so a kill loses little and memory stays flat.
-        pending: set[Future[tuple[int, list[tuple[int, str]]]]] = set()
-        queue = list(tasks)
-        while queue or pending:
-            while queue and len(pending) < 2 * workers:
-                pending.add(pool.submit(_chunk_worker, *queue.pop(0)))
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
+    with context.Pool(workers, initializer=_single_thread_opencv) as pool:
+        yield from pool.imap_unordered(_chunk_task, tasks)
+
+
+def _chunk_task(task: TaskArgs) -> tuple[int, list[tuple[int, str]]]:
+    return _chunk_worker(*task)
 
 
 def cache_sizes(config: StudyConfig, arch_sizes: Mapping[str, int]) -> list[int]:

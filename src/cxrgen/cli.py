@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from cxrgen.errors import CxrgenError
+from cxrgen.interrupts import Interrupted, as_interrupted, raise_on_signals
 
 app = typer.Typer(
     help="Cross-dataset generalization studies of chest X-ray classifiers.",
@@ -34,14 +35,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 def command(name: str | None = None) -> Callable[[F], F]:
     """Register a sub-command whose expected failures end as one line on stderr and exit code 1.
 
-    Set ``CXRGEN_DEBUG=1`` to see the traceback instead.
+    SIGTERM and Ctrl-C end it with one ``error: stopped by ...`` line and 128 + the signal number (143, 130); see
+    :mod:`cxrgen.interrupts`. Set ``CXRGEN_DEBUG=1`` to see the traceback instead.
     """
 
     def wrap(func: F) -> F:
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
+            raise_on_signals()
             try:
                 return func(*args, **kwargs)
+            except (Interrupted, KeyboardInterrupt) as exc:
+                stopped = as_interrupted(exc)
+                assert stopped is not None
+                if os.environ.get("CXRGEN_DEBUG"):
+                    raise
+                err_console.print(f"error: {stopped}", markup=False, highlight=False, soft_wrap=True)
+                raise typer.Exit(stopped.exit_code) from None
             except (CxrgenError, OSError, ValueError) as exc:
                 if os.environ.get("CXRGEN_DEBUG"):
                     raise

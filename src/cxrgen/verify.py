@@ -6,11 +6,11 @@ gives, per test set, how many images it had and how many were excluded, for the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -78,22 +78,19 @@ def verify_manifest(
     total, done = len(items), 0
     reasons: dict[str, str] = {}
     chunks = list(_chunks(items, CHUNK))
-    if workers == 1 or len(chunks) <= 1:
-        results: Iterator[list[tuple[str, str]]] = map(_check_chunk, chunks)
-        executor = None
-    else:
-        # forkserver: workers must not inherit a parent that may hold torch/OpenMP threads.
-        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
-        results = executor.map(_check_chunk, chunks)
-    try:
+    with contextlib.ExitStack() as stack:
+        if workers == 1 or len(chunks) <= 1:
+            results: Iterator[list[tuple[str, str]]] = map(_check_chunk, chunks)
+        else:
+            # forkserver: workers must not inherit a parent that may hold torch/OpenMP threads. A Pool, because
+            # leaving the block (also on SIGTERM or Ctrl-C, see cxrgen.interrupts) terminates its workers at once.
+            pool = stack.enter_context(multiprocessing.get_context("forkserver").Pool(workers))
+            results = pool.imap(_check_chunk, chunks)
         for chunk, failures in zip(chunks, results, strict=True):
             reasons.update(failures)
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
-    finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
     bad = manifest["image_id"].isin(list(reasons))
     excluded = manifest.loc[bad, ["dataset", "image_id", "path"]].reset_index(drop=True)
     excluded["reason"] = excluded["image_id"].map(reasons).astype(str)
