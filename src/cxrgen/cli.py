@@ -134,9 +134,14 @@ def prepare(
 
     if until not in STAGES:
         raise typer.BadParameter(f"--until must be one of {', '.join(STAGES)}, got {until!r}")
+    from cxrgen.lock import study_lock
+
     config = load_study(study)
     check_dataset_roots(config, study)
-    with progress_bars() as progress:
+    # Shards of one build run at once by design (the cache assembles itself under its own lock); a whole
+    # prepare holds the study lock, as `cxrgen study` does.
+    held = study_lock(config.out) if shard is None else contextlib.nullcontext()
+    with held, progress_bars() as progress:
         prepared = run_prepare(config, until=until, workers=workers, shard=parse_shard(shard), progress=progress)
     if prepared.cohort is not None:
         print_frame(prepared.cohort, f"{config.name}: images, patients, sex, age and positives per split")

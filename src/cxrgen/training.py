@@ -42,6 +42,7 @@ from cxrgen.data import CXRDataModule, normalize_on_device
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_csv, write_text
 from cxrgen.interrupts import Interrupted, as_interrupted
+from cxrgen.lock import run_lock
 from cxrgen.metrics import auc_per_label
 from cxrgen.models import create_model, study_input_size
 
@@ -393,7 +394,7 @@ def _stopped_run(
     return Interrupted(stopped.signum, message)
 
 
-def train_run(
+def _train_unlocked(
     config: StudyConfig,
     study_dir: Path,
     configuration_name: str,
@@ -508,3 +509,21 @@ def train_run(
         }
         write_text(done, json.dumps(summary, indent=2) + "\n")
     return folder
+
+
+def train_run(
+    config: StudyConfig,
+    study_dir: Path,
+    configuration_name: str,
+    arch: str,
+    datamodule: pl.LightningDataModule | None = None,
+    progress: bool = False,
+) -> Path:
+    """Train one run (see :func:`_train_unlocked` for the arguments) while holding its folder's lock.
+
+    Raises:
+        LockedError: another process (a ``cxrgen study`` or ``cxrgen train``) is training this run now.
+    """
+    config.configuration(configuration_name)  # fails early, with a suggestion, on an unknown name
+    with run_lock(run_dir(study_dir, configuration_name, arch)):
+        return _train_unlocked(config, study_dir, configuration_name, arch, datamodule, progress)
