@@ -230,6 +230,9 @@ def predict(
     configuration: Annotated[str, typer.Option(help="Configuration name.")],
     arch: Annotated[str, typer.Option(help="Architecture of the trained run.")],
     test_set: Annotated[str | None, typer.Option(help="internal or an external dataset (default: all).")] = None,
+    allow_unfinished: Annotated[
+        bool, typer.Option(help="Predict from a run without done.json too; its predictions are marked unfinished.")
+    ] = False,
 ) -> None:
     """Predictions of a run's best.ckpt on its test sets -> runs/<configuration>/<arch>/predictions/."""
     from cxrgen.config import load_study
@@ -238,7 +241,8 @@ def predict(
     config = load_study(study)
     conf = config.configuration(configuration)
     for name in [test_set] if test_set else [t.name for t in conf.test_sets()]:
-        console.print(f"wrote {predict_run(config, config.out, configuration, arch, name)}")
+        written = predict_run(config, config.out, configuration, arch, name, allow_unfinished=allow_unfinished)
+        console.print(f"wrote {written}")
 
 
 @command("study")
