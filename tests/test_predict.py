@@ -39,6 +39,7 @@ def _fake_run(out: Path) -> Path:
     meta = {"arch": ARCH, "labels": LABELS, "input_size": 32, "configuration": "c", "keras_faithful": True}
     best = run_dir(out, "c", ARCH) / "checkpoints" / "best.ckpt"
     save_checkpoint({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "cxrgen": meta}, best)
+    (best.parent.parent / "done.json").write_text("{}\n")  # a finished run (unfinished ones are refused)
     return best
 
 

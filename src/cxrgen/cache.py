@@ -20,16 +20,16 @@ to its final name, the one atomic step that publishes a cache.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -40,8 +40,9 @@ import pandas as pd
 
 from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
-from cxrgen.fileio import write_parquet, write_text
+from cxrgen.fileio import make_temporary_dir, write_parquet, write_text
 from cxrgen.images import ENGINES, PREPROCESS_VERSION, Engine, ImageError, preprocess
+from cxrgen.lock import LOCK_NAME
 from cxrgen.threads import pin_one_thread
 from cxrgen.verify import default_workers
 
@@ -144,7 +145,7 @@ class _ProgressLog:
     """Append-only chunk log: one JSON line per finished chunk, fsynced before the next chunk counts."""
 
     def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
         if os.fstat(self._fd).st_size and not path.read_bytes().endswith(b"\n"):
             os.write(self._fd, b"\n")  # terminate a line cut by a kill, so the next record stands alone
 
@@ -159,17 +160,40 @@ class _ProgressLog:
 
 def _create_partial(partial: Path, rows: pd.DataFrame, meta: dict[str, Any], size: int) -> None:
     """Lay out an empty partial folder under a temporary name and rename it into place (first one wins)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{partial.name}.", dir=partial.parent))
+    tmp = make_temporary_dir(partial.parent, prefix=f".{partial.name}.")
     try:
         array = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=np.uint8, shape=(len(rows), size, size))
         array.flush()
         del array
+        _preallocate(tmp / IMAGES, partial)
         write_parquet(rows.assign(row=np.arange(len(rows)))[["row", "image_id", "path"]], tmp / INDEX)
         write_text(tmp / META, json.dumps(meta, indent=2, sort_keys=True))
         with contextlib.suppress(OSError):  # another shard created it first: use theirs
             os.rename(tmp, partial)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _preallocate(path: Path, partial: Path) -> None:
+    """Reserve every block of a new memory-mapped file now, so a full disk is an error here, not a SIGBUS later.
+
+    ``open_memmap`` makes a sparse file; a worker writing a page the filesystem cannot supply gets SIGBUS and dies
+    without a word (exit 135). ``posix_fallocate`` either reserves the blocks or fails with ENOSPC.
+    """
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        free = shutil.disk_usage(path.parent).free
+        raise CacheError(
+            f"No space left on device: cache {partial.name} in {partial.parent} needs {size:,} bytes, "
+            f"{free:,} are free; free space (or move the study's out:) and rerun"
+        ) from None
+    finally:
+        os.close(fd)
 
 
 def _open_partial(partial: Path, rows: pd.DataFrame, meta: dict[str, Any], size: int) -> dict[str, Any]:
@@ -259,8 +283,7 @@ def build_cache(
     final = cache_dir(study_dir, dataset, size, engine, clahe)
     params = parameters(dataset, size, engine, clahe)
     digest = fingerprint(rows["image_id"].tolist(), rows["path"].tolist(), root, params)
-    published = read_meta(final)
-    if published is not None and published.get("fingerprint") == digest and published.get("complete"):
+    if _published(final, digest):
         log.info("cache %s: up to date", final.name)
         if progress is not None:
             progress(len(rows), len(rows))
@@ -279,7 +302,10 @@ def build_cache(
         "root": str(root),
         "complete": False,
     }
-    meta = _open_partial(partial, rows, meta, size)
+    with _cache_lock(final):
+        if _published(final, digest):  # another process published it meanwhile
+            return final
+        meta = _open_partial(partial, rows, meta, size)
     chunk_size = int(meta["chunk_size"])
     n_chunks = -(-len(rows) // chunk_size)
     done = _read_progress(partial)
@@ -303,11 +329,35 @@ def build_cache(
                 progress(count, len(rows))
     finally:
         progress_log.close()
-    done = _read_progress(partial)
-    if len(done) < n_chunks:
-        log.info("cache %s: %d of %d chunk(s) done; other shards finish it", final.name, len(done), n_chunks)
-        return partial
-    return _finalize(partial, final, meta, done)
+    # Shards finishing together: one assembles and publishes, the others find the published cache.
+    with _cache_lock(final):
+        if _published(final, digest):
+            return final
+        done = _read_progress(partial)
+        if len(done) < n_chunks:
+            log.info("cache %s: %d of %d chunk(s) done; other shards finish it", final.name, len(done), n_chunks)
+            return partial
+        return _finalize(partial, final, meta, done)
+
+
+def _published(final: Path, digest: str) -> bool:
+    meta = read_meta(final)
+    return meta is not None and meta.get("fingerprint") == digest and bool(meta.get("complete"))
+
+
+@contextlib.contextmanager
+def _cache_lock(final: Path) -> Iterator[None]:
+    """Serialize creating and publishing caches among processes (shards) on this host or a shared filesystem.
+
+    An ``flock`` on ``cache/.cxrgen.lock``, held only for those short steps, never while chunks are computed, so
+    shards still work in parallel. The file stays (removing it would let two processes lock two inodes).
+    """
+    fd = os.open(final.parent / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 TaskArgs = tuple[str, int, int, Sequence[str], int, Engine, bool]
@@ -319,17 +369,16 @@ def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[tuple[int, list[tu
         for task in tasks:
             yield _chunk_worker(*task)
         return
+    # multiprocessing.Pool, not ProcessPoolExecutor: leaving the block (done, an error, or SIGTERM/Ctrl-C raised
+    # as cxrgen.interrupts.Interrupted) terminates the workers at once, so none outlives the command, and the
+    # chunks in flight are simply not recorded (a rerun redoes them).
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread_opencv) as pool:
-        # Keep at most 2 chunks per worker in flight, so a kill loses little and memory stays flat.
-        pending: set[Future[tuple[int, list[tuple[int, str]]]]] = set()
-        queue = list(tasks)
-        while queue or pending:
-            while queue and len(pending) < 2 * workers:
-                pending.add(pool.submit(_chunk_worker, *queue.pop(0)))
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
+    with context.Pool(workers, initializer=_single_thread_opencv) as pool:
+        yield from pool.imap_unordered(_chunk_task, tasks)
+
+
+def _chunk_task(task: TaskArgs) -> tuple[int, list[tuple[int, str]]]:
+    return _chunk_worker(*task)
 
 
 def cache_sizes(config: StudyConfig, arch_sizes: Mapping[str, int]) -> list[int]:

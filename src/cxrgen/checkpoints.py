@@ -8,7 +8,9 @@ file in the same folder, fsync, ``os.replace``), so a kill while saving leaves t
 
 from __future__ import annotations
 
+import errno
 import pickle
+import shutil
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,8 +61,37 @@ def save_checkpoint(state: Mapping[str, Any], path: Path | str) -> None:
         _check_plain(dict(state), "checkpoint")
     except TypeError as exc:
         raise CheckpointError(f"refusing to write checkpoint {path}: {exc}") from exc
-    with atomic_path(path) as tmp:
-        torch.save(dict(state), tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(dict(state), tmp)
+    except (OSError, RuntimeError) as exc:
+        raise _write_error(path, state, exc) from exc
+
+
+def _write_error(path: Path, state: Mapping[str, Any], exc: OSError | RuntimeError) -> CheckpointError:
+    """One line for a failed checkpoint write; torch reports a full disk as ``RuntimeError: ... file write failed``."""
+    needed = _tensor_bytes(state)
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = -1
+    full = getattr(exc, "errno", None) == errno.ENOSPC or 0 <= free < needed
+    reason = "No space left on device" if full else " ".join(str(exc).split())
+    return CheckpointError(
+        f"{reason}: could not write checkpoint {path} (about {needed:,} bytes needed, {free:,} free in "
+        f"{path.parent}); the previous {path.name}, if any, is kept and a rerun resumes from it"
+    )
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in a nested checkpoint state (what ``torch.save`` will write, give or take headers)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, Mapping):
+        return sum(_tensor_bytes(item) for item in value.values())
+    if isinstance(value, list | tuple | set):
+        return sum(_tensor_bytes(item) for item in value)
+    return 0
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from cxrgen.errors import CxrgenError
+from cxrgen.interrupts import Interrupted, as_interrupted, raise_on_signals
 from cxrgen.prepare import Stage
 
 #: ``cxrgen --help`` lists the commands in the order a user meets them; commands not named here come last.
@@ -50,14 +51,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 def command(name: str | None = None) -> Callable[[F], F]:
     """Register a sub-command whose expected failures end as one line on stderr and exit code 1.
 
-    Set ``CXRGEN_DEBUG=1`` to see the traceback instead.
+    SIGTERM and Ctrl-C end it with one ``error: stopped by ...`` line and 128 + the signal number (143, 130); see
+    :mod:`cxrgen.interrupts`. Set ``CXRGEN_DEBUG=1`` to see the traceback instead.
     """
 
     def wrap(func: F) -> F:
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
+            raise_on_signals()
             try:
                 return func(*args, **kwargs)
+            except (Interrupted, KeyboardInterrupt) as exc:
+                stopped = as_interrupted(exc)
+                assert stopped is not None
+                if os.environ.get("CXRGEN_DEBUG"):
+                    raise
+                err_console.print(f"error: {stopped}", markup=False, highlight=False, soft_wrap=True)
+                raise typer.Exit(stopped.exit_code) from None
             except (CxrgenError, OSError, ValueError) as exc:
                 if os.environ.get("CXRGEN_DEBUG"):
                     raise
@@ -141,11 +151,15 @@ def prepare(
 ) -> None:
     """Metadata -> manifest, splits, image check and the preprocessed cache."""
     from cxrgen.config import check_dataset_roots, load_study
+    from cxrgen.lock import study_lock
     from cxrgen.prepare import run_prepare
 
     config = load_study(study)
     check_dataset_roots(config, study)
-    with progress_bars() as progress:
+    # Shards of one build run at once by design (the cache assembles itself under its own lock); a whole
+    # prepare holds the study lock, as `cxrgen study` does.
+    held = study_lock(config.out) if shard is None else contextlib.nullcontext()
+    with held, progress_bars() as progress:
         prepared = run_prepare(config, until=until, workers=workers, shard=parse_shard(shard), progress=progress)
     if prepared.cohort is not None:
         print_frame(prepared.cohort, f"{config.name}: images, patients, sex, age and positives per split")
@@ -238,6 +252,9 @@ def predict(
     configuration: Annotated[str, typer.Option(help="Configuration name.")],
     arch: Annotated[str, typer.Option(help="Architecture of the trained run.")],
     test_set: Annotated[str | None, typer.Option(help="internal or an external dataset (default: all).")] = None,
+    allow_unfinished: Annotated[
+        bool, typer.Option(help="Predict from a run without done.json too; its predictions are marked unfinished.")
+    ] = False,
 ) -> None:
     """Predictions of a run's best.ckpt on its test sets -> runs/<configuration>/<arch>/predictions/."""
     from cxrgen.config import load_study
@@ -246,7 +263,8 @@ def predict(
     config = load_study(study)
     conf = config.configuration(configuration)
     for name in [test_set] if test_set else [t.name for t in conf.test_sets()]:
-        console.print(f"wrote {predict_run(config, config.out, configuration, arch, name)}")
+        written = predict_run(config, config.out, configuration, arch, name, allow_unfinished=allow_unfinished)
+        console.print(f"wrote {written}")
 
 
 @command("study")

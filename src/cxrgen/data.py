@@ -303,19 +303,27 @@ class CXRDataModule(lightning.LightningDataModule):
             raise CxrgenError(f"{dataset_name!r} is no test set of this configuration; known: {known}")
         return self.tests[dataset_name]
 
-    def _loader(self, dataset: Dataset[Item], sampler: Sampler[Any] | None = None) -> DataLoader[Item]:
+    def _loader(
+        self, dataset: Dataset[Item], sampler: Sampler[Any] | None = None, drop_last: bool = False
+    ) -> DataLoader[Item]:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
             shuffle=False,
+            drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader[Item]:
-        return self._loader(self.train, self.sampler)
+        # A last training batch of one image fails BatchNorm in training mode on small feature maps ("Expected more
+        # than 1 value per channel"): then that batch is dropped. The order is reshuffled every epoch, so it is
+        # another image each time; a batch of two or more is kept as it is.
+        world = self.trainer.world_size if self.trainer is not None else 1
+        per_rank = -(-len(self.train) // world)
+        return self._loader(self.train, self.sampler, drop_last=per_rank % self.batch_size == 1)
 
     def val_dataloader(self) -> DataLoader[Item]:
         return self._loader(self.val)

@@ -104,6 +104,11 @@ def _numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
     return np.asarray(pd.Series(values).to_numpy(dtype=np.float64, na_value=np.nan))
 
 
+#: Predictions-file metadata key: ``"true"`` when the run had no ``done.json`` (``cxrgen predict
+#: --allow-unfinished``); the report marks such files.
+UNFINISHED_KEY = "unfinished"
+
+
 def read_predictions(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str]]:
     """Read and validate one predictions parquet file.
 

@@ -75,3 +75,21 @@ def study_lock(study_dir: Path) -> Iterator[Path]:
     finally:
         path.unlink(missing_ok=True)
         os.close(fd)  # releases the flock
+
+
+#: Environment variables that name a process's rank under torchrun, Lightning's launcher or SLURM.
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
+
+
+@contextlib.contextmanager
+def run_lock(run_folder: Path) -> Iterator[Path]:
+    """Hold a run folder's lock, so a ``cxrgen study`` and a ``cxrgen train`` never train one run at once.
+
+    Only the first process of a distributed run (rank 0 by every variable that is set) takes it: the other ranks
+    of the same run work in the same folder by design.
+    """
+    if any(os.environ.get(name, "0") != "0" for name in _RANK_VARIABLES):
+        yield run_folder / LOCK_NAME
+        return
+    with study_lock(run_folder) as path:
+        yield path

@@ -23,6 +23,7 @@ from cxrgen.checkpoints import load_checkpoint
 from cxrgen.config import StudyConfig, seed_run_dir
 from cxrgen.data import CXRDataModule, UnionDataset, normalize_on_device
 from cxrgen.errors import CxrgenError
+from cxrgen.evaluate import UNFINISHED_KEY
 from cxrgen.fileio import parquet_metadata, write_parquet
 from cxrgen.models import create_model, sha256_of
 
@@ -126,10 +127,15 @@ def predict_run(
     datamodule: Any | None = None,
     device: torch.device | str | None = None,
     seed: int | None = None,
+    allow_unfinished: bool = False,
 ) -> Path:
     """Write ``runs/<configuration>/<arch>[/seed-<N>]/predictions/<test_set>.parquet`` from ``best.ckpt``.
 
     ``seed`` picks the run of one training seed (None: the first; see :func:`cxrgen.config.seed_run_dir`).
+
+    A run without ``done.json`` is unfinished: its ``best.ckpt`` is the best of a half-trained run, and its
+    predictions are refused unless ``allow_unfinished``; then the file records ``unfinished: true`` in its
+    metadata, and the report marks it.
 
     Skipped when the file exists and was made from the current ``best.ckpt`` (its SHA-256 is kept in the
     parquet metadata). Under ``torch.distributed`` only rank 0 predicts; the other ranks wait for it.
@@ -144,19 +150,25 @@ def predict_run(
         datamodule: Provides ``test_dataset(dataset_name)``, a dataset with ``image_ids`` and ``patient_ids``
             per item; built with ``CXRDataModule.from_study`` when omitted.
         device: Defaults to the GPU when there is one.
+        allow_unfinished: Predict from an unfinished run's ``best.ckpt`` too.
 
     Returns:
         The predictions file.
 
     Raises:
-        CxrgenError: no ``best.ckpt`` (train first), or its labels differ from the study's.
+        CxrgenError: no ``best.ckpt`` (train first), the run is unfinished (and not allowed), or its labels
+            differ from the study's.
     """
     folder = seed_run_dir(config, study_dir, configuration_name, arch, seed)
     best = folder / "checkpoints" / "best.ckpt"
+    unfinished = not (folder / "done.json").is_file()
     out = folder / "predictions" / f"{test_set_name}.parquet"
     distributed = dist.is_available() and dist.is_initialized()
     if not distributed or dist.get_rank() == 0:
-        _predict_run(config, study_dir, configuration_name, best, out, test_set_name, datamodule, device)
+        _predict_run(
+            config, study_dir, configuration_name, best, out, test_set_name, datamodule, device,
+            unfinished=unfinished, allow_unfinished=allow_unfinished,
+        )  # fmt: skip
     if distributed:
         dist.barrier()
     return out
@@ -171,6 +183,8 @@ def _predict_run(
     test_set_name: str,
     datamodule: Any | None,
     device: torch.device | str | None,
+    unfinished: bool = False,
+    allow_unfinished: bool = False,
 ) -> None:
     if not best.is_file():
         raise CxrgenError(f"{best} does not exist: train this run first (cxrgen train)")
@@ -179,6 +193,12 @@ def _predict_run(
     if test_set_name not in known:
         raise CxrgenError(f"{test_set_name!r} is no test set of configuration {configuration_name!r}: {list(known)}")
     model, meta = load_run_model(best)
+    if unfinished and not allow_unfinished:
+        raise CxrgenError(
+            f"run {configuration_name}/{meta.get('arch', '?')} is unfinished (no done.json in "
+            f"{best.parent.parent}): its best.ckpt comes from a half-trained run; finish it with `cxrgen train`, "
+            "or pass --allow-unfinished to predict anyway (the predictions are then marked unfinished)"
+        )
     if list(meta["labels"]) != list(config.labels):
         raise CxrgenError(f"{best} predicts labels {meta['labels']}, the study file has {config.labels}")
     if datamodule is None:
@@ -191,11 +211,13 @@ def _predict_run(
     rows = test_rows_digest(dataset)
     if out.is_file():
         recorded = parquet_metadata(out)
-        if recorded.get("checkpoint_sha256") == checksum and recorded.get("test_rows_sha256") == rows:
+        same_state = recorded.get(UNFINISHED_KEY, "false") == str(unfinished).lower()
+        if recorded.get("checkpoint_sha256") == checksum and recorded.get("test_rows_sha256") == rows and same_state:
             return
     p, y = predict_arrays(model, dataset, config.train.batch_size, device or default_device(), config.train.num_workers)
     frame = predictions_frame(dataset.image_ids, dataset.patient_ids, config.labels, p, y)
     metadata = {
         "checkpoint_sha256": checksum, "test_rows_sha256": rows, "test_set": test_set_name, "arch": str(meta["arch"]),
     }
+    metadata[UNFINISHED_KEY] = str(unfinished).lower()
     write_parquet(frame, out, metadata={**metadata, "configuration": configuration_name})

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import random
+import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from cxrgen.checkpoints import load_checkpoint, save_checkpoint
@@ -39,6 +41,8 @@ from cxrgen.config import StudyConfig, dump_resolved, seed_run_dir
 from cxrgen.data import CXRDataModule, normalize_on_device
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_csv, write_text
+from cxrgen.interrupts import Interrupted, as_interrupted
+from cxrgen.lock import run_lock
 from cxrgen.metrics import auc_per_label
 from cxrgen.models import create_model, study_input_size
 
@@ -377,7 +381,26 @@ def _check_fingerprint(path: Path, recorded: str | None, fingerprint: str) -> No
         )
 
 
-def train_run(
+def _stopped_run(
+    exc: BaseException, trainer: pl.Trainer, configuration_name: str, arch: str, last: Path
+) -> Interrupted:
+    """The interruption of a run, named: which run, which epoch, and what a rerun resumes from.
+
+    ``SIGTERMException`` is what Lightning raises (a ``SystemExit`` with status 0) when its own SIGTERM handler
+    ran without :func:`cxrgen.interrupts.raise_on_signals`, e.g. when ``train_run`` is called from Python.
+    """
+    stopped = as_interrupted(exc) or Interrupted(signal.SIGTERM)
+    epoch = f"epoch {trainer.current_epoch + 1} of {trainer.max_epochs}"
+    if last.exists():
+        resume = f"rerun to resume from {last} (the last finished epoch)"
+    else:
+        resume = "no epoch finished; a rerun starts it over"
+    run = f"{configuration_name}/{arch}"
+    message = f"run {run} stopped by {stopped.signal_name} in {epoch}, unfinished (no done.json); {resume}"
+    return Interrupted(stopped.signum, message)
+
+
+def _train_unlocked(
     config: StudyConfig,
     study_dir: Path,
     configuration_name: str,
@@ -483,7 +506,10 @@ def train_run(
         num_sanity_val_steps=0,
         default_root_dir=folder,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=last if resume else None, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=last if resume else None, weights_only=True)
+    except (Interrupted, KeyboardInterrupt, SIGTERMException) as exc:
+        raise _stopped_run(exc, trainer, configuration_name, arch, last) from None
     if trainer.state.finished and trainer.is_global_zero:
         summary = {
             "fingerprint": fingerprint,
@@ -494,3 +520,22 @@ def train_run(
         }
         write_text(done, json.dumps(summary, indent=2) + "\n")
     return folder
+
+
+def train_run(
+    config: StudyConfig,
+    study_dir: Path,
+    configuration_name: str,
+    arch: str,
+    datamodule: pl.LightningDataModule | None = None,
+    progress: bool = False,
+    seed: int | None = None,
+) -> Path:
+    """Train one run (see :func:`_train_unlocked` for the arguments) while holding its folder's lock.
+
+    Raises:
+        LockedError: another process (a ``cxrgen study`` or ``cxrgen train``) is training this run now.
+    """
+    config.configuration(configuration_name)  # fails early, with a suggestion, on an unknown name
+    with run_lock(seed_run_dir(config, study_dir, configuration_name, arch, seed)):
+        return _train_unlocked(config, study_dir, configuration_name, arch, datamodule, progress, seed)

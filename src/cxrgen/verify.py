@@ -6,13 +6,13 @@ gives, per test set, how many images it had and how many were excluded, for the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import multiprocessing
 import os
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -161,23 +161,20 @@ def verify_manifest(
     chunks = list(_chunks(items, CHUNK))
     check = functools.partial(_check_chunk, max_pixels=max_pixels)
     outside = 0
-    if workers == 1 or len(chunks) <= 1:
-        results: Iterator[tuple[list[tuple[str, str]], int]] = map(check, chunks)
-        executor = None
-    else:
-        # forkserver: workers must not inherit a parent that may hold torch/OpenMP threads.
-        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
-        results = executor.map(check, chunks)
-    try:
+    with contextlib.ExitStack() as stack:
+        if workers == 1 or len(chunks) <= 1:
+            results: Iterator[tuple[list[tuple[str, str]], int]] = map(check, chunks)
+        else:
+            # forkserver: workers must not inherit a parent that may hold torch/OpenMP threads. A Pool, because
+            # leaving the block (also on SIGTERM or Ctrl-C, see cxrgen.interrupts) terminates its workers at once.
+            pool = stack.enter_context(multiprocessing.get_context("forkserver").Pool(workers))
+            results = pool.imap(check, chunks)
         for chunk, (failures, linked_out) in zip(chunks, results, strict=True):
             reasons.update(failures)
             outside += linked_out
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
-    finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
     bad = manifest["image_id"].isin(list(reasons))
     excluded = manifest.loc[bad, ["dataset", "image_id", "path"]].reset_index(drop=True)
     excluded["reason"] = excluded["image_id"].map(reasons).astype(str)

@@ -79,7 +79,7 @@ def _run_style(preds: Sequence[Predictions], pred: Predictions) -> dict[str, Any
 
 
 def _curve_name(pred: Predictions) -> str:
-    return f"{pred.configuration} / {pred.test_set}"
+    return f"{pred.configuration} / {pred.test_set}" + (" (unfinished)" if pred.unfinished else "")
 
 
 def _label_panels(labels: Sequence[str]) -> tuple[Figure, list[tuple[Any, str]]]:

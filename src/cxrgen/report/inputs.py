@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from cxrgen.config import ConfigError, StudyConfig, format_validation_error, read_yaml
 from cxrgen.errors import CxrgenError
-from cxrgen.evaluate import read_predictions
+from cxrgen.evaluate import UNFINISHED_KEY, read_predictions
+from cxrgen.fileio import parquet_metadata
 from cxrgen.verify import EXCLUDED_FILE, excluded_test_counts, read_excluded
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class Predictions:
     frame: pd.DataFrame
     labels: list[str]
     seed: int | None = None
+    #: Made by ``cxrgen predict --allow-unfinished`` from a run without ``done.json`` (marked in the report).
+    unfinished: bool = False
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -167,9 +170,41 @@ def find_predictions(inputs: StudyInputs) -> list[Predictions]:
         frame, labels = read_predictions(path)
         ordered = [lab for lab in study_labels if lab in labels] + [lab for lab in labels if lab not in study_labels]
         kind, datasets = _describe_test_set(inputs, configuration, test_set)
-        out.append(Predictions(configuration, arch, test_set, kind, datasets, path, frame, ordered, seed))
+        unfinished = parquet_metadata(path).get(UNFINISHED_KEY) == "true"
+        out.append(Predictions(configuration, arch, test_set, kind, datasets, path, frame, ordered, seed, unfinished))
     out.sort(key=lambda pr: (*_order_key(inputs, *pr.key), pr.seed if pr.seed is not None else -1))
+    warn_incomplete_runs(inputs, out)
     return out
+
+
+def warn_incomplete_runs(inputs: StudyInputs, found: list[Predictions]) -> None:
+    """Name, in warnings, what the report shows that is not a finished result, and what it cannot show.
+
+    Unfinished runs' predictions (``--allow-unfinished``) are reported, marked; a configured test set of a run
+    that has predictions for others, but not for it, would otherwise vanish from every table without a word.
+    """
+    for pred in found:
+        if pred.unfinished:
+            log.warning(
+                "%s: predictions of the unfinished run %s/%s (no done.json; made with --allow-unfinished); "
+                "marked (unfinished) in the report",
+                pred.path, pred.configuration, pred.arch,
+            )  # fmt: skip
+    have = {pred.key for pred in found}
+    runs = dict.fromkeys((pred.configuration, pred.arch) for pred in found)
+    for conf in inputs.config.configurations:
+        for arch in inputs.config.architectures:
+            if (conf.name, arch) not in runs:
+                log.warning("run %s/%s has no predictions files; it is missing from the report", conf.name, arch)
+                continue
+            for test_set in conf.test_sets():
+                if (conf.name, arch, test_set.name) not in have:
+                    missing = inputs.study_dir / "runs" / conf.name / arch / "predictions" / f"{test_set.name}.parquet"
+                    log.warning(
+                        "test set %r of run %s/%s is configured but %s is missing; it is left out of the report "
+                        "(run `cxrgen predict` or `cxrgen study`)",
+                        test_set.name, conf.name, arch, missing,
+                    )  # fmt: skip
 
 
 def count_excluded(inputs: StudyInputs, datasets: tuple[str, ...]) -> int | None:
