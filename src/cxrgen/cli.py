@@ -231,11 +231,18 @@ def models(
     print_frame(pd.DataFrame(models_table(num_labels=labels)), "architectures")
 
 
+def check_seed(config: Any, seed: int | None) -> None:
+    """``--seed`` must be one of the study's ``train.seeds``."""
+    if seed is not None and seed not in config.train.seed_list():
+        raise typer.BadParameter(f"--seed {seed} is not one of train.seeds {config.train.seed_list()}")
+
+
 @command("train")
 def train(
     study: Annotated[Path, typer.Argument(help="The study YAML file.")],
     configuration: Annotated[str, typer.Option(help="Configuration name.")],
     arch: Annotated[str, typer.Option(help="Architecture (see cxrgen models) or any timm model name.")],
+    seed: Annotated[int | None, typer.Option(help="One of train.seeds (default: the first).")] = None,
 ) -> None:
     """Train one run; a rerun resumes from last.ckpt, a finished run returns at once."""
     from cxrgen.config import load_study
@@ -243,7 +250,8 @@ def train(
 
     quiet_lightning()
     config = load_study(study)
-    console.print(f"wrote {train_run(config, config.out, configuration, arch, progress=True)}")
+    check_seed(config, seed)
+    console.print(f"wrote {train_run(config, config.out, configuration, arch, progress=True, seed=seed)}")
 
 
 @command("predict")
@@ -255,6 +263,7 @@ def predict(
     allow_unfinished: Annotated[
         bool, typer.Option(help="Predict from a run without done.json too; its predictions are marked unfinished.")
     ] = False,
+    seed: Annotated[int | None, typer.Option(help="One of train.seeds (default: the first).")] = None,
 ) -> None:
     """Predictions of a run's best.ckpt on its test sets -> runs/<configuration>/<arch>/predictions/."""
     from cxrgen.config import load_study
@@ -262,8 +271,11 @@ def predict(
 
     config = load_study(study)
     conf = config.configuration(configuration)
+    check_seed(config, seed)
     for name in [test_set] if test_set else [t.name for t in conf.test_sets()]:
-        written = predict_run(config, config.out, configuration, arch, name, allow_unfinished=allow_unfinished)
+        written = predict_run(
+            config, config.out, configuration, arch, name, allow_unfinished=allow_unfinished, seed=seed
+        )
         console.print(f"wrote {written}")
 
 
