@@ -42,7 +42,9 @@ class DatasetConfig(StrictModel):
     reader: str
     root: Path
     csv: str | None = Field(default=None, description="CheXpert: which CSV (train.csv, valid.csv, ...)")
-    labels: Literal["chexpert", "negbio"] | None = Field(default=None, description="MIMIC: label file")
+    labels: Literal["chexpert", "negbio", "radiologist"] | None = Field(
+        default=None, description="MIMIC: label file (radiologist: the 2.1.0 test-set labels)"
+    )
     metadata: str | None = Field(default=None, description="NIH: Data_Entry file name, found when omitted")
 
     def options(self) -> dict[str, Any]:

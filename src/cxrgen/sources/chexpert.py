@@ -15,11 +15,13 @@ import pandas as pd
 from cxrgen.labels import dataset_name
 from cxrgen.sources import register
 from cxrgen.sources.common import (
+    DEVICE_COLUMN,
     SourceError,
     ages_in_years,
     assemble,
     check_raw_labels,
     check_relative_paths,
+    device_presence,
     normalize_sex,
     normalize_view,
     require_columns,
@@ -83,4 +85,5 @@ def read(root: Path, *, name: str, labels: list[str], csv: str = "train.csv", **
         official_split=pd.Series(OFFICIAL_SPLIT.get(csv, ""), index=frame.index),
         raw={label: frame[col] for label, col in zip(labels, label_columns, strict=True)},
         source=source,
+        device=device_presence(frame[DEVICE_COLUMN]) if DEVICE_COLUMN in frame else None,
     )
