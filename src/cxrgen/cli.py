@@ -162,12 +162,15 @@ def synthesize(
     scale: Annotated[float, typer.Option(help="Multiplies patient counts (1.0: about 3,400 images).")] = 1.0,
     image_size: Annotated[int, typer.Option(help="Image height in pixels.")] = 256,
     workers: Annotated[int | None, typer.Option(help="Rendering processes (default: cores, at most 8).")] = None,
+    shortcut: Annotated[
+        bool, typer.Option(help="--no-shortcut: control world without the NIH-like pacemaker-Cardiomegaly pairing.")
+    ] = True,
 ) -> None:
     """Write CheXpert-, NIH- and MIMIC-like synthetic datasets in their native layouts, and a study file."""
     from cxrgen.synthetic import write_synthetic
 
     workers = workers or min(8, os.cpu_count() or 1)
-    write_synthetic(out_dir, seed=seed, scale=scale, image_size=image_size, workers=workers)
+    write_synthetic(out_dir, seed=seed, scale=scale, image_size=image_size, workers=workers, shortcut=shortcut)
     console.print(f"wrote {out_dir} (study file {out_dir / 'study.yaml'})")
 
 

@@ -196,3 +196,47 @@ def _predict_run(
         "checkpoint_sha256": checksum, "test_rows_sha256": rows, "test_set": test_set_name, "arch": str(meta["arch"]),
     }
     write_parquet(frame, out, metadata={**metadata, "configuration": configuration_name})
+
+
+#: Beside ``predictions/`` (not in it, so no report mistakes it for a test set): the run's own validation images.
+VALIDATION_FILE = "validation.parquet"
+
+
+def predict_validation(
+    config: StudyConfig,
+    study_dir: Path,
+    configuration_name: str,
+    arch: str,
+    datamodule: Any | None = None,
+    device: torch.device | str | None = None,
+) -> Path:
+    """Write ``runs/<configuration>/<arch>/validation.parquet``: ``best.ckpt`` on the training datasets' val split.
+
+    Thresholds and temperatures are chosen on it and applied unchanged to every test set (issue 11), so the test
+    sets never pick their own operating point. Skipped, like :func:`predict_run`, when weights and rows are
+    unchanged.
+    """
+    folder = run_dir(study_dir, configuration_name, arch)
+    best = folder / "checkpoints" / "best.ckpt"
+    out = folder / VALIDATION_FILE
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        dist.barrier()
+        return out
+    if not best.is_file():
+        raise CxrgenError(f"{best} does not exist: train this run first (cxrgen train)")
+    model, meta = load_run_model(best)
+    if datamodule is None:
+        datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, int(meta["input_size"]))
+    dataset = datamodule.val
+    checksum, rows = sha256_of(best), test_rows_digest(dataset)
+    recorded = parquet_metadata(out) if out.is_file() else {}
+    if recorded.get("checkpoint_sha256") != checksum or recorded.get("test_rows_sha256") != rows:
+        p, y = predict_arrays(
+            model, dataset, config.train.batch_size, device or default_device(), config.train.num_workers
+        )
+        frame = predictions_frame(dataset.image_ids, dataset.patient_ids, config.labels, p, y)
+        metadata = {"checkpoint_sha256": checksum, "test_rows_sha256": rows, "test_set": "validation"}
+        write_parquet(frame, out, metadata={**metadata, "arch": arch, "configuration": configuration_name})
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return out

@@ -63,7 +63,7 @@ def run_study(
     """Run every step of the study that is not done yet; returns the AUC rows of the runs it covered."""
     from cxrgen.data import CXRDataModule
     from cxrgen.models import study_input_size
-    from cxrgen.predict import predict_run
+    from cxrgen.predict import predict_run, predict_validation
     from cxrgen.training import train_run
 
     say = progress or (lambda message: log.info("%s", message))
@@ -85,6 +85,7 @@ def run_study(
             for test_set in configuration.test_sets():
                 say(f"predict {configuration.name}/{arch} on {test_set.name}")
                 predict_run(config, study_dir, configuration.name, arch, test_set.name, datamodule=datamodule)
+            predict_validation(config, study_dir, configuration.name, arch, datamodule=datamodule)  # issue 11
             say(f"evaluate {configuration.name}/{arch}")
             tables.append(evaluate_run(config, study_dir, configuration, arch))
     return pd.concat(tables, ignore_index=True)

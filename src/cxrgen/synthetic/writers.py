@@ -9,6 +9,8 @@ killed run, rerun, finishes with the same bytes, and so does a run with any numb
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import gzip
 import io
 import json
@@ -31,6 +33,7 @@ from cxrgen.synthetic.hospitals import (
     sample_patients,
 )
 from cxrgen.synthetic.phantom import DRAWN_FINDINGS, acquire, detector_shape, render_frontal, render_lateral
+from cxrgen.synthetic.truth import truth_files
 
 CHEXPERT_FOLDER = "CheXpert-v1.0-small"
 CHEXPERT_HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_OBSERVATIONS]
@@ -161,10 +164,16 @@ def plan_chexpert(seed: int, scale: float, size: int) -> tuple[dict[str, bytes],
     return files, tasks
 
 
-def plan_nih(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], list[RenderTask]]:
-    """``nih/Data_Entry_2017_v2020.csv`` (official layout, every line ending in a comma), images, split lists."""
+def plan_nih(seed: int, scale: float, size: int, shortcut: bool = True) -> tuple[dict[str, bytes], list[RenderTask]]:
+    """``nih/Data_Entry_2017_v2020.csv`` (official layout, every line ending in a comma), images, split lists.
+
+    ``shortcut=False`` is the control world: pacemakers as frequent with Cardiomegaly as without, every other
+    draw unchanged.
+    """
     rng = _metadata_rng(seed, "nih")
-    patients = sample_patients(HOSPITALS["nih"], rng, _count(400, scale), studies_mean=3.0)
+    site = HOSPITALS["nih"]
+    site = site if shortcut else dataclasses.replace(site, device_with_cardiomegaly=site.device_rate)
+    patients = sample_patients(site, rng, _count(400, scale), studies_mean=3.0)
     test = set(rng.permutation([p.number for p in patients])[: max(1, round(0.23 * len(patients)))].tolist())
     entries = []
     for patient in patients:
@@ -346,7 +355,8 @@ def _claim(out_dir: Path, params: dict[str, float | int]) -> None:
 
 
 def write_synthetic(
-    out_dir: Path, *, seed: int = 0, scale: float = 1.0, image_size: int = 256, workers: int = 1
+    out_dir: Path, *, seed: int = 0, scale: float = 1.0, image_size: int = 256, workers: int = 1,
+    shortcut: bool = True,
 ) -> Path:
     """Write three synthetic hospitals (CheXpert-, NIH- and MIMIC-like) and a study file over them.
 
@@ -362,6 +372,10 @@ def write_synthetic(
         scale: multiplies patient counts (1.0: about 1,500 CheXpert, 1,200 NIH and 700 MIMIC images).
         image_size: image height in pixels for NIH and CheXpert (MIMIC is 1.2x taller, CheXpert 1.2x wider).
         workers: processes rendering images.
+        shortcut: False writes the control world without the NIH-like site's pacemaker-Cardiomegaly pairing.
+
+    Each hospital also gets ``truth.parquet`` (true cardiothoracic ratio and device per image), which no
+    reader reads (:mod:`cxrgen.synthetic.truth`).
 
     Returns:
         ``out_dir``.
@@ -373,10 +387,11 @@ def write_synthetic(
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _claim(out_dir, {"seed": seed, "scale": scale, "image_size": image_size, "version": FORMAT_VERSION})
+    control = {} if shortcut else {"shortcut": False}
+    _claim(out_dir, {"seed": seed, "scale": scale, "image_size": image_size, "version": FORMAT_VERSION, **control})
     files: dict[str, bytes] = {}
     tasks: list[RenderTask] = []
-    for plan in (plan_chexpert, plan_nih, plan_mimic):
+    for plan in (plan_chexpert, functools.partial(plan_nih, shortcut=shortcut), plan_mimic):
         plan_files, plan_tasks = plan(seed, scale, image_size)
         files.update(plan_files)
         tasks += plan_tasks
@@ -386,6 +401,7 @@ def write_synthetic(
         chunks = [tasks[i : i + 32] for i in range(0, len(tasks), 32)]
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             list(pool.map(_render_into, [out_dir] * len(chunks), [seed] * len(chunks), chunks))
+    files.update(truth_files(tasks, seed))
     for relative, data in files.items():
         write_atomic(out_dir / relative, data)
     write_atomic(out_dir / "study.yaml", study_yaml(seed, scale, image_size))
