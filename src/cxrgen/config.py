@@ -166,6 +166,10 @@ class EvalConfig(StrictModel):
     bootstrap: int = Field(default=1000, ge=0)
     ci: float = Field(default=0.95, gt=0, lt=1)
     seed: int = 0
+    protocols: list[str] = Field(
+        default_factory=lambda: ["blank_ignore", "uncertain_ones", "uncertain_zeros", "uncertain_ignore"],
+        description="label protocols the same predictions are re-scored under (cxrgen.shift.protocols.PROTOCOLS)",
+    )
 
 
 class StudyConfig(StrictModel):
@@ -237,6 +241,11 @@ class StudyConfig(StrictModel):
 def run_dir(study_dir: Path, configuration: str, arch: str) -> Path:
     """``<study>/runs/<configuration>/<arch>``: where one run's checkpoints, metrics and predictions live."""
     return Path(study_dir) / "runs" / configuration / arch
+
+
+def validation_predictions_file(study_dir: Path, configuration: str, arch: str) -> Path:
+    """``<run>/validation.parquet``: the run's validation predictions, where thresholds and temperatures are fitted."""
+    return run_dir(study_dir, configuration, arch) / "validation.parquet"
 
 
 def _check_duplicate_keys(node: yaml.Node, path: Path) -> None:

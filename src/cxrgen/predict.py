@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cxrgen.checkpoints import load_checkpoint
-from cxrgen.config import StudyConfig, run_dir
+from cxrgen.config import StudyConfig, run_dir, validation_predictions_file
 from cxrgen.data import CXRDataModule, UnionDataset, normalize_on_device
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import parquet_metadata, write_parquet
@@ -198,10 +198,6 @@ def _predict_run(
     write_parquet(frame, out, metadata={**metadata, "configuration": configuration_name})
 
 
-#: Beside ``predictions/`` (not in it, so no report mistakes it for a test set): the run's own validation images.
-VALIDATION_FILE = "validation.parquet"
-
-
 def predict_validation(
     config: StudyConfig,
     study_dir: Path,
@@ -212,13 +208,14 @@ def predict_validation(
 ) -> Path:
     """Write ``runs/<configuration>/<arch>/validation.parquet``: ``best.ckpt`` on the training datasets' val split.
 
+    The file sits beside ``predictions/``, not in it, so no report mistakes it for a test set.
+
     Thresholds and temperatures are chosen on it and applied unchanged to every test set (issue 11), so the test
     sets never pick their own operating point. Skipped, like :func:`predict_run`, when weights and rows are
     unchanged.
     """
-    folder = run_dir(study_dir, configuration_name, arch)
-    best = folder / "checkpoints" / "best.ckpt"
-    out = folder / VALIDATION_FILE
+    best = run_dir(study_dir, configuration_name, arch) / "checkpoints" / "best.ckpt"
+    out = validation_predictions_file(study_dir, configuration_name, arch)
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         dist.barrier()
         return out

@@ -19,6 +19,7 @@ from cxrgen.report import figures as figs
 from cxrgen.report.comparisons import comparisons as run_comparisons
 from cxrgen.report.html import FigureFile, render_report
 from cxrgen.report.inputs import find_predictions, load_inputs
+from cxrgen.report.shift import add_shift_sections, write_shift_results
 from cxrgen.report.tables import (
     auc_results,
     calibration_results,
@@ -145,5 +146,6 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     page = render_report(
         config, auc, comparisons, calibration, cohort if not cohort.empty else None, written, review_result, review_file
     )
-    write_text(results / "report.html", page)
+    shift = write_shift_results(inputs, predictions, results)  # issue 11: six CSVs, sections after the rest
+    write_text(results / "report.html", add_shift_sections(page, shift, config.evaluation.ci))
     return results
