@@ -159,3 +159,25 @@ def test_subgroup_counts_equal_the_manifest_and_small_groups_are_too_few() -> No
     gaps = subgroup_gaps(table.reset_index(), table.reset_index())
     assert np.allclose(gaps.dropna(subset=["gap"])["gap"], 0.0)
     assert gaps["p_holm"].dropna().between(0, 1).all()
+
+
+def test_borderline_trend_finds_errors_near_the_borderline_and_not_otherwise() -> None:
+    from cxrgen.shift.borderline import borderline_trend
+
+    rng = np.random.default_rng(8)
+    n = 2000
+    ctr = rng.uniform(0.36, 0.64, size=n)
+    ctr[::10] = np.nan  # laterals: left out
+    patients = np.arange(n) // 2
+    distance = np.abs(ctr - 0.5)
+    near = (rng.random(n) < np.clip(0.5 - 4 * distance, 0.02, 1)).astype(float)
+    trend = borderline_trend(near, ctr, patients, n_boot=300)
+    assert trend.slope[2] < 0 and trend.p < 0.01
+    bands = trend.bands.set_index("band")
+    labelled = ~np.isnan(ctr)
+    first = labelled & (distance < 0.025)
+    assert bands.loc["0-0.025", "n_images"] == first.sum()
+    assert bands.loc["0-0.025", "error_rate"] == pytest.approx(near[first].mean(), abs=1e-15)
+    assert bands["n_images"].sum() == labelled.sum()
+    flat = borderline_trend((rng.random(n) < 0.2).astype(float), ctr, patients, n_boot=300)
+    assert flat.slope[1] < 0 < flat.slope[2]
