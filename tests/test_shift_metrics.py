@@ -151,6 +151,14 @@ def test_subgroup_counts_equal_the_manifest_and_small_groups_are_too_few() -> No
     assert ("view", "LL") not in table.index
     assert table.loc[("device", "device"), "n_images"] == (man["device"] == 1).sum()
     assert table.loc[("device", "no device"), "n_neg"] == ((man["device"] == 0) & (man["y"] == 0)).sum()
+    with_points = subgroup_table(frame, ["Cardiomegaly"], n_boot=50, thresholds={"Cardiomegaly": 0.7})
+    male = with_points.set_index(["family", "subgroup"]).loc[("sex", "M")]
+    is_male = frame["sex"] == "M"
+    tn, fp, fn, tp = confusion_matrix(
+        frame.loc[is_male, "y_Cardiomegaly"], frame.loc[is_male, "p_Cardiomegaly"] >= 0.7
+    ).ravel()
+    assert male["sensitivity"] == pytest.approx(tp / (tp + fn), abs=1e-15)
+    assert male["specificity_low"] < male["specificity"] == pytest.approx(tn / (tn + fp), abs=1e-15)
     ok = table.loc[("sex", "M")]
     assert ok["status"] == "ok" and ok["ci_low"] < ok["auc"] < ok["ci_high"]
     small = subgroup_table(frame.iloc[:60], ["Cardiomegaly"], n_boot=10)

@@ -194,7 +194,12 @@ def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTa
         if val is not None:
             out["operating_points"] += [{**keys, **row} for row in _operating_rows(pred, val, config)]
             out["calibration_shift"] += [{**keys, **row} for row in _calibration_rows(pred, val)]
-        sub = subgroup_table(frame, pred.labels, n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci)
+        youden = (
+            {lab: choose_threshold(val[f"y_{lab}"], val[f"p_{lab}"], "youden") for lab in pred.labels}
+            if val is not None
+            else None
+        )
+        sub = subgroup_table(frame, pred.labels, n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci, thresholds=youden)
         subgroup_frames.append(sub.assign(**keys))
         device, source = _device_column(frame)
         for label in pred.labels:

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from cxrgen.metrics import OneClassWarning, clustered_bootstrap_auc, holm, unpaired_auc_test
+from cxrgen.shift.operating_points import operating_point
 
 MIN_PER_CLASS = 20
 AGE_BANDS: tuple[tuple[str, float, float], ...] = (
-    ("<40", -math.inf, 40.0), ("40-59", 40.0, 60.0), ("60-79", 60.0, 80.0), (">=80", 80.0, math.inf),
-)  # fmt: skip
+    ("<40", -math.inf, 40.0),
+    ("40-59", 40.0, 60.0),
+    ("60-79", 60.0, 80.0),
+    (">=80", 80.0, math.inf),
+)
 VIEWS: tuple[str, ...] = ("PA", "AP", "LATERAL")
 FAMILIES: tuple[str, ...] = ("sex", "age", "view", "device")
 
@@ -50,7 +54,13 @@ def subgroup_memberships(frame: pd.DataFrame) -> dict[str, pd.Series]:
 
 
 def subgroup_table(
-    frame: pd.DataFrame, labels: Sequence[str], *, n_boot: int = 1000, seed: int = 0, ci: float = 0.95
+    frame: pd.DataFrame,
+    labels: Sequence[str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    thresholds: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """One row per (label, family, subgroup): images, patients, positives, negatives, AUC and its interval.
 
@@ -60,6 +70,8 @@ def subgroup_table(
         n_boot: Patient-bootstrap resamples.
         seed: Bootstrap seed.
         ci: Confidence level.
+        thresholds: Label -> operating threshold (chosen at home); adds ``<metric>, <metric>_low,
+            <metric>_high`` for sensitivity, specificity, PPV and NPV of each subgroup that is not "too few".
 
     Returns:
         Columns ``label, family, subgroup, n_images, n_patients, n_pos, n_neg, status, auc, ci_low, ci_high, se``;
@@ -73,22 +85,51 @@ def subgroup_table(
                 y = part[f"y_{label}"].to_numpy(dtype=float)
                 n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
                 row = {
-                    "label": label, "family": family, "subgroup": subgroup, "n_images": int((~np.isnan(y)).sum()),
-                    "n_patients": int(part.loc[~np.isnan(y), "patient_id"].nunique()), "n_pos": n_pos,
-                    "n_neg": n_neg, "status": "ok", "auc": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                    "label": label,
+                    "family": family,
+                    "subgroup": subgroup,
+                    "n_images": int((~np.isnan(y)).sum()),
+                    "n_patients": int(part.loc[~np.isnan(y), "patient_id"].nunique()),
+                    "n_pos": n_pos,
+                    "n_neg": n_neg,
+                    "status": "ok",
+                    "auc": math.nan,
+                    "ci_low": math.nan,
+                    "ci_high": math.nan,
                     "se": math.nan,
-                }  # fmt: skip
+                }
                 if min(n_pos, n_neg) < MIN_PER_CLASS:
                     row["status"] = "too few"
                 else:
                     with warnings.catch_warnings():
                         warnings.simplefilter("error", OneClassWarning)
                         boot = clustered_bootstrap_auc(
-                            y, part[f"p_{label}"].to_numpy(dtype=float), part["patient_id"].to_numpy(),
-                            n_boot=max(n_boot, 1), seed=seed, ci=ci, labels=[label],
-                        )  # fmt: skip
-                    row.update(auc=float(boot.auc[0]), ci_low=float(boot.ci_low[0]), ci_high=float(boot.ci_high[0]),
-                               se=float(boot.se[0]))  # fmt: skip
+                            y,
+                            part[f"p_{label}"].to_numpy(dtype=float),
+                            part["patient_id"].to_numpy(),
+                            n_boot=max(n_boot, 1),
+                            seed=seed,
+                            ci=ci,
+                            labels=[label],
+                        )
+                    row.update(
+                        auc=float(boot.auc[0]),
+                        ci_low=float(boot.ci_low[0]),
+                        ci_high=float(boot.ci_high[0]),
+                        se=float(boot.se[0]),
+                    )
+                    if thresholds is not None and label in thresholds:
+                        point = operating_point(
+                            y,
+                            part[f"p_{label}"].to_numpy(dtype=float),
+                            part["patient_id"],
+                            thresholds[label],
+                            n_boot=n_boot,
+                            seed=seed,
+                            ci=ci,
+                        )
+                        for metric, (value, low, high) in point.values.items():
+                            row.update({metric: value, f"{metric}_low": low, f"{metric}_high": high})
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -108,8 +149,15 @@ def subgroup_gaps(internal: pd.DataFrame, external: pd.DataFrame) -> pd.DataFram
     rows = []
     for _, r in both.iterrows():
         test = unpaired_auc_test(r["auc_internal"], r["se_internal"] ** 2, r["auc_external"], r["se_external"] ** 2)
-        rows.append({**{k: r[k] for k in keys}, "auc_internal": r["auc_internal"], "auc_external": r["auc_external"],
-                     "gap": test.difference, "p": test.p})  # fmt: skip
+        rows.append(
+            {
+                **{k: r[k] for k in keys},
+                "auc_internal": r["auc_internal"],
+                "auc_external": r["auc_external"],
+                "gap": test.difference,
+                "p": test.p,
+            }
+        )
     out = pd.DataFrame(rows, columns=[*keys, "auc_internal", "auc_external", "gap", "p"])
     out["p_holm"] = np.nan
     for _, index in out.groupby(["label", "family"], sort=False).groups.items():
