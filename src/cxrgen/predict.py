@@ -8,6 +8,7 @@ because bf16 rounds nearby scores to ties and ties change AUCs in the third deci
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from cxrgen.data import CXRDataModule, UnionDataset, normalize_on_device
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import parquet_metadata, write_parquet
 from cxrgen.models import create_model, sha256_of
+
+log = logging.getLogger(__name__)
 
 
 def default_device() -> torch.device:
@@ -214,26 +217,40 @@ def predict_validation(
     sets never pick their own operating point. Skipped, like :func:`predict_run`, when weights and rows are
     unchanged.
     """
-    best = run_dir(study_dir, configuration_name, arch) / "checkpoints" / "best.ckpt"
+    folder = run_dir(study_dir, configuration_name, arch)
     out = validation_predictions_file(study_dir, configuration_name, arch)
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    distributed = dist.is_available() and dist.is_initialized()
+    if not distributed or dist.get_rank() == 0:
+        _predict_validation(config, study_dir, configuration_name, folder / "checkpoints" / "best.ckpt", out,
+                            datamodule, device)  # fmt: skip
+    if distributed:
         dist.barrier()
-        return out
+    return out
+
+
+def _predict_validation(
+    config: StudyConfig,
+    study_dir: Path,
+    configuration_name: str,
+    best: Path,
+    out: Path,
+    datamodule: Any | None,
+    device: torch.device | str | None,
+) -> None:
     if not best.is_file():
         raise CxrgenError(f"{best} does not exist: train this run first (cxrgen train)")
     model, meta = load_run_model(best)
     if datamodule is None:
         datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, int(meta["input_size"]))
     dataset = datamodule.val
+    if len(dataset) == 0:
+        log.warning("%s: no validation images; no thresholds or temperatures can be fitted for this run", out.parent)
+        return
     checksum, rows = sha256_of(best), test_rows_digest(dataset)
     recorded = parquet_metadata(out) if out.is_file() else {}
-    if recorded.get("checkpoint_sha256") != checksum or recorded.get("test_rows_sha256") != rows:
-        p, y = predict_arrays(
-            model, dataset, config.train.batch_size, device or default_device(), config.train.num_workers
-        )
-        frame = predictions_frame(dataset.image_ids, dataset.patient_ids, config.labels, p, y)
-        metadata = {"checkpoint_sha256": checksum, "test_rows_sha256": rows, "test_set": "validation"}
-        write_parquet(frame, out, metadata={**metadata, "arch": arch, "configuration": configuration_name})
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-    return out
+    if recorded.get("checkpoint_sha256") == checksum and recorded.get("test_rows_sha256") == rows:
+        return
+    p, y = predict_arrays(model, dataset, config.train.batch_size, device or default_device(), config.train.num_workers)
+    frame = predictions_frame(dataset.image_ids, dataset.patient_ids, config.labels, p, y)
+    metadata = {"checkpoint_sha256": checksum, "test_rows_sha256": rows, "test_set": "validation"}
+    write_parquet(frame, out, metadata={**metadata, "arch": str(meta["arch"]), "configuration": configuration_name})
