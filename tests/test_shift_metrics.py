@@ -121,6 +121,7 @@ def test_shortcut_detected_when_devices_raise_negative_scores_and_absent_otherwi
     assert control.difference[1] < 0 < control.difference[2]
 
 
+@pytest.mark.slow  # about 50 s on the shared 2-core machine (many bootstrapped subgroups)
 def test_subgroup_counts_equal_the_manifest_and_small_groups_are_too_few() -> None:
     rng = np.random.default_rng(7)
     n = 1200
