@@ -142,3 +142,19 @@ def test_only_names_a_run(finished: Path) -> None:
     result = cxrgen("study", "study.yaml", "--only", "nih/densenet121", cwd=finished)
     assert result.returncode == 1
     assert "names no run of this study" in result.stderr
+
+
+def test_shift_analyses_come_from_validation_predictions(finished: Path) -> None:
+    """Issue 11: every run predicts its validation set, and the report writes the six shift CSVs from it."""
+    config = load_study(finished / "study.yaml")
+    results = finished / "study" / "results"
+    for configuration, arch in planned_runs(config):
+        frame, _ = read_predictions(finished / "study" / "runs" / configuration.name / arch / "validation.parquet")
+        splits = pd.read_parquet(finished / "study" / "splits.parquet")
+        val = splits.loc[splits["dataset"].isin(configuration.train) & (splits["split"] == "val"), "image_id"]
+        assert set(frame["image_id"]) <= set(val) and len(frame) > 0
+    for name in ("protocols", "operating_points", "calibration_shift", "subgroups", "shortcut", "borderline"):
+        assert (results / f"{name}.csv").is_file(), name
+    shortcut = pd.read_csv(results / "shortcut.csv")
+    assert set(shortcut["device_source"]) == {"truth.parquet (synthetic pacemaker)"}
+    assert "Shift-aware evaluation" in (results / "report.html").read_text(encoding="utf-8")

@@ -198,13 +198,18 @@ def synthesize(
     hospitals: Annotated[
         str, typer.Option(help="Comma-separated, among chexpert,nih,mimic,padchest,vindr,brax.")
     ] = "chexpert,nih,mimic",
+    shortcut: Annotated[
+        bool, typer.Option(help="--no-shortcut: control world without the NIH-like pacemaker-Cardiomegaly pairing.")
+    ] = True,
 ) -> None:
     """Write synthetic hospitals (default CheXpert-, NIH- and MIMIC-like) in their native layouts, and a study file."""
     from cxrgen.synthetic import write_synthetic
 
     workers = workers or min(8, os.cpu_count() or 1)
     chosen = tuple(name.strip() for name in hospitals.split(",") if name.strip())
-    write_synthetic(out_dir, seed=seed, scale=scale, image_size=image_size, workers=workers, hospitals=chosen)
+    write_synthetic(
+        out_dir, seed=seed, scale=scale, image_size=image_size, workers=workers, hospitals=chosen, shortcut=shortcut
+    )
     console.print(f"wrote {out_dir} (study file {out_dir / 'study.yaml'})")
 
 

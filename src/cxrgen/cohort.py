@@ -8,7 +8,8 @@ import pandas as pd
 def describe(manifest: pd.DataFrame, splits: pd.DataFrame | None, labels: list[str]) -> pd.DataFrame:
     """One row per (dataset, split) and one per dataset total: images, patients, sex %, age, positives per label.
 
-    Positives count targets equal to 1 after the uncertainty policy (the paper's label totals).
+    Positives count targets equal to 1 after the uncertainty policy (the paper's label totals). ``unlabelled``
+    counts images without a label row (MIMIC studies missing from the label file), which no policy makes negative.
     """
     frame = manifest
     if splits is not None:
@@ -34,5 +35,7 @@ def describe(manifest: pd.DataFrame, splits: pd.DataFrame | None, labels: list[s
             }
             for label in labels:
                 row[label] = int((group[label] == 1).sum())
+            if "labelled" in group:
+                row["unlabelled"] = int((~group["labelled"].astype(bool)).sum())  # no label row: targets NaN
             rows.append(row)
     return pd.DataFrame(rows)

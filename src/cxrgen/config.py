@@ -44,7 +44,9 @@ class DatasetConfig(StrictModel):
     reader: str
     root: Path
     csv: str | None = Field(default=None, description="CheXpert: which CSV (train.csv, valid.csv, ...)")
-    labels: Literal["chexpert", "negbio"] | None = Field(default=None, description="MIMIC: label file")
+    labels: Literal["chexpert", "negbio", "radiologist"] | None = Field(
+        default=None, description="MIMIC: label file (radiologist: the 2.1.0 test-set labels)"
+    )
     metadata: str | None = Field(default=None, description="NIH: Data_Entry file name, found when omitted")
     unmatched: Literal["error", "warn"] | None = Field(
         default=None, description="MIMIC: split rows without metadata or metadata without split rows (default error)"
@@ -196,6 +198,10 @@ class EvalConfig(StrictModel):
     bootstrap: int = Field(default=1000, ge=0)
     ci: float = Field(default=0.95, gt=0, lt=1)
     seed: int = 0
+    protocols: list[str] = Field(
+        default_factory=lambda: ["blank_ignore", "uncertain_ones", "uncertain_zeros", "uncertain_ignore"],
+        description="label protocols the same predictions are re-scored under (cxrgen.shift.protocols.PROTOCOLS)",
+    )
 
 
 class DesignConfig(StrictModel):
@@ -495,6 +501,12 @@ def _check_duplicate_keys(root: yaml.Node, path: Path) -> None:
             stack.extend((value, depth + 1) for _, value in reversed(node.value))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((item, depth + 1) for item in reversed(node.value))
+def validation_predictions_file(study_dir: Path, configuration: str, arch: str, seed: int | None = None) -> Path:
+    """``<run>/validation.parquet``: the run's validation predictions, where thresholds and temperatures are fitted.
+
+    ``seed`` names a ``seed-<N>`` run folder as in :func:`run_dir` (None: the single-seed layout).
+    """
+    return run_dir(study_dir, configuration, arch, seed) / "validation.parquet"
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pandas as pd
 from cxrgen.config import StudyConfig
 from cxrgen.labels import apply_policies, raw_column
 from cxrgen.sources import get_reader
-from cxrgen.sources.common import BASE_COLUMNS, VIEWS, SourceError
+from cxrgen.sources.common import BASE_COLUMNS, EXTRA_COLUMNS, VIEWS, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ def read_dataset(config: StudyConfig, name: str) -> pd.DataFrame:
         raise SourceError(f"datasets.{name}.root: folder {spec.root} does not exist")
     frame = reader(spec.root, name=name, labels=list(config.labels), **spec.options())
     frame = apply_policies(frame, list(config.labels), config.uncertainty, config.blank)
+    frame = mask_unlabelled(frame, list(config.labels), name)
     if config.views != "all":
         unknown = sorted(set(config.views) - set(VIEWS))
         if unknown:
@@ -34,10 +35,22 @@ def read_dataset(config: StudyConfig, name: str) -> pd.DataFrame:
     return frame
 
 
+def mask_unlabelled(frame: pd.DataFrame, labels: list[str], name: str) -> pd.DataFrame:
+    """Targets of images without a label row become NaN: unknown, never negative under ``blank: zeros``."""
+    if "labelled" not in frame:
+        return frame
+    unlabelled = ~frame["labelled"].to_numpy(dtype=bool)
+    if unlabelled.any():
+        log.info("dataset %s: %d image(s) have no label row; their targets are NaN", name, int(unlabelled.sum()))
+        frame = frame.copy()
+        frame.loc[unlabelled, labels] = float("nan")
+    return frame
+
+
 def build_manifest(config: StudyConfig) -> pd.DataFrame:
     """The union of all datasets; checks one label schema and unique, namespaced ids."""
     frames = [read_dataset(config, name) for name in config.datasets]
-    columns = [*BASE_COLUMNS, *(raw_column(label) for label in config.labels), *config.labels]
+    columns = [*BASE_COLUMNS, *(raw_column(label) for label in config.labels), *EXTRA_COLUMNS, *config.labels]
     for name, frame in zip(config.datasets, frames, strict=True):
         if list(frame.columns) != columns:
             raise SourceError(f"dataset {name!r}: reader returned columns {list(frame.columns)}, expected {columns}")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,6 +65,7 @@ __all__ = [
     "expected_calibration_error",
     "holm",
     "midrank",
+    "patient_bootstrap_weights",
     "reliability_curve",
     "roc_auc",
     "roc_curve_points",
@@ -406,6 +407,28 @@ def clustered_bootstrap_auc(
         seed=seed,
         n_patients=n_pat,
     )
+
+
+def patient_bootstrap_weights(groups: ArrayLike, *, n_boot: int = 1000, seed: int = 0) -> Iterator[FloatArray]:
+    """The resamples of :func:`clustered_bootstrap_auc` as image weights, in chunks of [b, N].
+
+    Image ``i`` weighs the number of times its patient was drawn. The draws are those of
+    :func:`clustered_bootstrap_auc` with the same ``seed`` (same generator, same chunks), so any statistic
+    computed from these weights (sensitivity, a false-positive rate, a difference of two) shares its
+    resamples with the AUC intervals: one patient bootstrap for the whole evaluation, not a second one.
+    """
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    codes = codes.astype(np.int64).ravel()
+    n_pat = int(codes.max()) + 1 if codes.size else 0
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_boot, _BOOT_CHUNK):
+        b = min(_BOOT_CHUNK, n_boot - start)
+        draws = rng.integers(0, n_pat, size=(b, n_pat))
+        offsets = (np.arange(b, dtype=np.int64) * n_pat)[:, None]
+        counts = np.bincount((draws + offsets).ravel(), minlength=b * n_pat).reshape(b, n_pat)
+        yield counts.astype(np.float64)[:, codes]
 
 
 # ----------------------------------------------------------------------------------------------- DeLong

@@ -8,6 +8,7 @@ because bf16 rounds nearby scores to ties and ties change AUCs in the third deci
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import UNFINISHED_KEY
 from cxrgen.fileio import parquet_metadata, write_parquet
 from cxrgen.models import create_model, sha256_of
+
+log = logging.getLogger(__name__)
 
 
 def default_device() -> torch.device:
@@ -221,3 +224,60 @@ def _predict_run(
     }
     metadata[UNFINISHED_KEY] = str(unfinished).lower()
     write_parquet(frame, out, metadata={**metadata, "configuration": configuration_name})
+
+
+def predict_validation(
+    config: StudyConfig,
+    study_dir: Path,
+    configuration_name: str,
+    arch: str,
+    datamodule: Any | None = None,
+    device: torch.device | str | None = None,
+    seed: int | None = None,
+) -> Path:
+    """Write ``<run>/validation.parquet``: ``best.ckpt`` on the training datasets' val split (``seed`` as in
+    :func:`predict_run`).
+
+    The file sits beside ``predictions/``, not in it, so no report mistakes it for a test set.
+
+    Thresholds and temperatures are chosen on it and applied unchanged to every test set (issue 11), so the test
+    sets never pick their own operating point. Skipped, like :func:`predict_run`, when weights and rows are
+    unchanged.
+    """
+    folder = seed_run_dir(config, study_dir, configuration_name, arch, seed)
+    out = folder / "validation.parquet"
+    distributed = dist.is_available() and dist.is_initialized()
+    if not distributed or dist.get_rank() == 0:
+        _predict_validation(config, study_dir, configuration_name, folder / "checkpoints" / "best.ckpt", out,
+                            datamodule, device)  # fmt: skip
+    if distributed:
+        dist.barrier()
+    return out
+
+
+def _predict_validation(
+    config: StudyConfig,
+    study_dir: Path,
+    configuration_name: str,
+    best: Path,
+    out: Path,
+    datamodule: Any | None,
+    device: torch.device | str | None,
+) -> None:
+    if not best.is_file():
+        raise CxrgenError(f"{best} does not exist: train this run first (cxrgen train)")
+    model, meta = load_run_model(best)
+    if datamodule is None:
+        datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, int(meta["input_size"]))
+    dataset = datamodule.val
+    if len(dataset) == 0:
+        log.warning("%s: no validation images; no thresholds or temperatures can be fitted for this run", out.parent)
+        return
+    checksum, rows = sha256_of(best), test_rows_digest(dataset)
+    recorded = parquet_metadata(out) if out.is_file() else {}
+    if recorded.get("checkpoint_sha256") == checksum and recorded.get("test_rows_sha256") == rows:
+        return
+    p, y = predict_arrays(model, dataset, config.train.batch_size, device or default_device(), config.train.num_workers)
+    frame = predictions_frame(dataset.image_ids, dataset.patient_ids, config.labels, p, y)
+    metadata = {"checkpoint_sha256": checksum, "test_rows_sha256": rows, "test_set": "validation"}
+    write_parquet(frame, out, metadata={**metadata, "arch": str(meta["arch"]), "configuration": configuration_name})

@@ -119,7 +119,7 @@ def complete_run(
     from cxrgen.embed import is_linear_probe
     from cxrgen.linear_probe import probe_run
     from cxrgen.models import study_input_size
-    from cxrgen.predict import predict_run
+    from cxrgen.predict import predict_run, predict_validation
     from cxrgen.training import train_run
 
     say = progress or (lambda message: log.info("%s", message))
@@ -138,6 +138,7 @@ def complete_run(
     for test_set in configuration.test_sets():
         say(f"predict {name} on {test_set.name}")
         predict_run(config, study_dir, configuration.name, arch, test_set.name, datamodule=datamodule, seed=run_seed)
+    predict_validation(config, study_dir, configuration.name, arch, datamodule=datamodule, seed=run_seed)  # issue 11
     say(f"evaluate {name}")
     return evaluate_run(config, study_dir, configuration, arch, run_seed).assign(seed=run_seed)
 

@@ -24,6 +24,7 @@ from cxrgen.report.html import FigureFile, render_report
 from cxrgen.report.inputs import find_predictions, load_inputs
 from cxrgen.report.naming import model_label
 from cxrgen.report.seeds import combine_seeds, seed_auc_table
+from cxrgen.report.shift import add_shift_sections, write_shift_results
 from cxrgen.report.tables import (
     auc_results,
     calibration_results,
@@ -175,5 +176,6 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
         config, auc, comparisons, calibration, cohort if not cohort.empty else None, written, review_result,
         review_file, findings=claims, seeds=seeds, next_hospital=next_hospital, coverage=coverage,
     )
-    write_text(results / "report.html", page)
+    shift = write_shift_results(inputs, predictions, results)  # issue 11: six CSVs, sections after the rest
+    write_text(results / "report.html", add_shift_sections(page, shift, config.evaluation.ci))
     return results

@@ -20,6 +20,7 @@ import pandas as pd
 from cxrgen.labels import dataset_name
 from cxrgen.sources import register
 from cxrgen.sources.common import (
+    DEVICE_COLUMN,
     SourceError,
     ages_in_years,
     assemble,
@@ -27,6 +28,7 @@ from cxrgen.sources.common import (
     check_relative_paths,
     check_unique_columns,
     csv_header,
+    device_presence,
     normalize_sex,
     normalize_view,
     require_columns,
@@ -92,4 +94,5 @@ def read(root: Path, *, name: str, labels: list[str], csv: str = "train.csv", **
         official_split=pd.Series(OFFICIAL_SPLIT.get(csv, ""), index=frame.index),
         raw={label: frame[col] for label, col in zip(labels, label_columns, strict=True)},
         source=source,
+        device=device_presence(frame[DEVICE_COLUMN]) if DEVICE_COLUMN in frame else None,
     )

@@ -30,6 +30,10 @@ BASE_COLUMNS: tuple[str, ...] = (
     "age",
     "official_split",
 )
+#: Columns after the ``raw_<label>`` ones: ``device`` in {1, 0, NaN} (a support device such as a pacemaker is
+#: in the image; NaN: the dataset does not record it, e.g. NIH) and ``labelled`` (False: the dataset lists the
+#: image but has no label row for it, so its targets are NaN whatever the blank policy says).
+EXTRA_COLUMNS: tuple[str, ...] = ("device", "labelled")
 VIEWS: tuple[str, ...] = ("PA", "AP", "LATERAL", "LL", "OTHER", "UNKNOWN")
 FRONTAL_VIEWS = frozenset({"PA", "AP"})
 MAX_AGE_YEARS = 120.0
@@ -153,6 +157,18 @@ def check_raw_labels(frame: pd.DataFrame, columns: Sequence[str], source: Path) 
             )
 
 
+DEVICE_COLUMN = "Support Devices"
+
+
+def device_presence(values: pd.Series) -> pd.Series:
+    """A CheXpert-style ``Support Devices`` column -> 1 (mentioned), 0 (negated or not mentioned), NaN (uncertain).
+
+    Reports name devices they see, so a blank is read as absent; an uncertain mention stays unknown.
+    """
+    raw = pd.to_numeric(values, errors="coerce")
+    return raw.map({1.0: 1.0, 0.0: 0.0, -1.0: np.nan}).where(raw.notna(), 0.0).astype(float)
+
+
 def assemble(
     *,
     dataset: str,
@@ -167,8 +183,13 @@ def assemble(
     official_split: pd.Series | None,
     raw: dict[str, pd.Series],
     source: Path,
+    device: pd.Series | None = None,
+    labelled: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Build manifest rows with namespaced ids and check that image ids are unique."""
+    """Build manifest rows with namespaced ids and check that image ids are unique.
+
+    ``device`` and ``labelled`` fill :data:`EXTRA_COLUMNS` (NaN and True when the dataset cannot say).
+    """
     frame = pd.DataFrame(
         {
             "dataset": dataset,
@@ -186,6 +207,8 @@ def assemble(
     frame.insert(6, "frontal", is_frontal)
     for label, values in raw.items():
         frame[raw_column(label)] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    frame["device"] = np.nan if device is None else pd.to_numeric(device, errors="coerce").to_numpy(dtype=float)
+    frame["labelled"] = True if labelled is None else labelled.to_numpy(dtype=bool)
     duplicated = frame["image_id"].duplicated(keep=False)
     if duplicated.any():
         dups = frame.loc[duplicated, "image_id"].unique()[:3]

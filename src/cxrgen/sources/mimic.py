@@ -19,12 +19,14 @@ import pandas as pd
 from cxrgen.labels import dataset_name
 from cxrgen.sources import register
 from cxrgen.sources.common import (
+    DEVICE_COLUMN,
     SourceError,
     assemble,
     check_raw_labels,
     check_relative_paths,
     check_unique_columns,
     csv_header,
+    device_presence,
     normalize_view,
     not_utf8,
     require_columns,
@@ -33,6 +35,9 @@ from cxrgen.sources.common import (
 
 PREFIX = "mimic-cxr-2.0.0"
 SPLITS = {"train": "train", "validate": "val", "test": "test"}
+#: MIMIC-CXR-JPG 2.1.0: radiologists' labels of the test-split studies, one row per ``study_id``.
+RADIOLOGIST_FILE = "mimic-cxr-2.1.0-test-set-labeled.csv"
+LABELERS = ("chexpert", "negbio", "radiologist")
 
 
 def read_table(root: Path, suffix: str, columns: list[str]) -> pd.DataFrame:
@@ -116,11 +121,18 @@ def read(
         raise SourceError(f"mimic reader: unmatched must be 'error' or 'warn', got {unmatched!r}")
     if labeler not in ("chexpert", "negbio"):
         raise SourceError(f"mimic reader: labels must be 'chexpert' or 'negbio', got {labeler!r}")
+    if labeler not in LABELERS:
+        raise SourceError(f"mimic reader: labels must be {' or '.join(map(repr, LABELERS))}, got {labeler!r}")
     label_columns = [dataset_name(label, "mimic") for label in labels]
-    study_labels = read_table(root, labeler, ["subject_id", "study_id", *label_columns])
-    label_file = f"{root / PREFIX}-{labeler}.csv.gz"
-    unique_keys(study_labels, ["subject_id", "study_id"], label_file)
-    check_raw_labels(study_labels, label_columns, Path(label_file))
+    if labeler == "radiologist":
+        study_labels = read_radiologist_labels(root, label_columns)
+        label_keys = ["study_id"]
+    else:
+        study_labels = read_table(root, labeler, ["subject_id", "study_id", *label_columns])
+        label_file = f"{root / PREFIX}-{labeler}.csv.gz"
+        unique_keys(study_labels, ["subject_id", "study_id"], label_file)
+        check_raw_labels(study_labels, label_columns, Path(label_file))
+        label_keys = ["subject_id", "study_id"]
     metadata = read_table(root, "metadata", ["dicom_id", "subject_id", "study_id", "ViewPosition"])
     unique_keys(metadata, ["dicom_id"], f"{root / PREFIX}-metadata.csv.gz")
     split = read_table(root, "split", ["dicom_id", "study_id", "subject_id", "split"])
@@ -159,7 +171,11 @@ def read(
         )
     check_matched(images, split, root, unmatched)
     # A study with no label row was not labelled: its labels are blank, not negative.
-    images = images.merge(study_labels, on=["subject_id", "study_id"], how="left", validate="many_to_one")
+    images = images.merge(
+        study_labels, on=label_keys, how="left", validate="many_to_one", indicator="_label_row"
+    )
+    if labeler == "radiologist":  # the radiologists labelled the test split only
+        images.loc[images["split"] != "test", "_label_row"] = "left_only"
     subject = images["subject_id"]
     paths = "files/p" + subject.str[:2] + "/p" + subject + "/s" + images["study_id"] + "/" + images["dicom_id"] + ".jpg"
     check_relative_paths(paths, root / f"{PREFIX}-metadata.csv.gz")
@@ -175,4 +191,25 @@ def read(
         official_split=images["split"].map(SPLITS).fillna(""),
         raw={label: images[col] for label, col in zip(labels, label_columns, strict=True)},
         source=root,
+        device=device_presence(images[DEVICE_COLUMN]) if DEVICE_COLUMN in images else None,
+        labelled=images["_label_row"] == "both",
     )
+
+
+def read_radiologist_labels(root: Path, label_columns: list[str]) -> pd.DataFrame:
+    """``mimic-cxr-2.1.0-test-set-labeled.csv``: CheXpert-style labels by radiologists, keyed by study only."""
+    path = require_file(root / RADIOLOGIST_FILE, f"MIMIC-CXR-JPG 2.1.0 radiologist label file {RADIOLOGIST_FILE}")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError) as exc:
+        raise SourceError(f"{path}: not a readable CSV ({exc})") from exc
+    require_columns(frame, ["study_id", *label_columns], path)
+    frame["study_id"] = frame["study_id"].str.strip().str.lstrip("s")
+    bad = ~frame["study_id"].fillna("").str.fullmatch(r"\d+")
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise SourceError(f"{path}: row {row + 2}, column 'study_id': {frame['study_id'].iloc[row]!r} is not an id")
+    unique_keys(frame, ["study_id"], str(path))
+    check_raw_labels(frame, label_columns, path)
+    keep = ["study_id", *label_columns, *([DEVICE_COLUMN] if DEVICE_COLUMN in frame else [])]
+    return frame[list(dict.fromkeys(keep))]

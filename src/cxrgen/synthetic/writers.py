@@ -9,12 +9,14 @@ killed run, rerun, finishes with the same bytes, and so does a run with any numb
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import gzip
 import io
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -31,6 +33,7 @@ from cxrgen.synthetic.hospitals import (
     sample_patients,
 )
 from cxrgen.synthetic.phantom import DRAWN_FINDINGS, acquire, detector_shape, render_frontal, render_lateral
+from cxrgen.synthetic.truth import truth_files
 
 CHEXPERT_FOLDER = "CheXpert-v1.0-small"
 CHEXPERT_HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_OBSERVATIONS]
@@ -161,10 +164,16 @@ def plan_chexpert(seed: int, scale: float, size: int) -> tuple[dict[str, bytes],
     return files, tasks
 
 
-def plan_nih(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], list[RenderTask]]:
-    """``nih/Data_Entry_2017_v2020.csv`` (official layout, every line ending in a comma), images, split lists."""
+def plan_nih(seed: int, scale: float, size: int, shortcut: bool = True) -> tuple[dict[str, bytes], list[RenderTask]]:
+    """``nih/Data_Entry_2017_v2020.csv`` (official layout, every line ending in a comma), images, split lists.
+
+    ``shortcut=False`` is the control world: pacemakers as frequent with Cardiomegaly as without, every other
+    draw unchanged.
+    """
     rng = _metadata_rng(seed, "nih")
-    patients = sample_patients(HOSPITALS["nih"], rng, _count(400, scale), studies_mean=3.0)
+    site = HOSPITALS["nih"]
+    site = site if shortcut else dataclasses.replace(site, device_with_cardiomegaly=site.device_rate)
+    patients = sample_patients(site, rng, _count(400, scale), studies_mean=3.0)
     test = set(rng.permutation([p.number for p in patients])[: max(1, round(0.23 * len(patients)))].tolist())
     entries = []
     for patient in patients:
@@ -353,6 +362,7 @@ ALL_HOSPITALS: tuple[str, ...] = (*DEFAULT_HOSPITALS, "padchest", "vindr", "brax
 def write_synthetic(
     out_dir: Path, *, seed: int = 0, scale: float = 1.0, image_size: int = 256, workers: int = 1,
     hospitals: Sequence[str] = DEFAULT_HOSPITALS,
+    shortcut: bool = True,
 ) -> Path:
     """Write three synthetic hospitals (CheXpert-, NIH- and MIMIC-like) and a study file over them.
 
@@ -370,6 +380,10 @@ def write_synthetic(
         workers: processes rendering images.
         hospitals: which of :data:`ALL_HOSPITALS` to write (PadChest, VinDr-CXR and BRAX come from
             :mod:`cxrgen.synthetic.sites`); ``study.yaml`` then covers them with a leave-one-out design.
+        shortcut: False writes the control world without the NIH-like site's pacemaker-Cardiomegaly pairing.
+
+    Each hospital also gets ``truth.parquet`` (true cardiothoracic ratio and device per image), which no
+    reader reads (:mod:`cxrgen.synthetic.truth`).
 
     Returns:
         ``out_dir``.
@@ -387,15 +401,19 @@ def write_synthetic(
                          f"got {list(hospitals)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    params: dict[str, float | int | str] = {"seed": seed, "scale": scale, "image_size": image_size,
-                                            "version": FORMAT_VERSION}
+    params: dict[str, float | int | str | bool] = {"seed": seed, "scale": scale, "image_size": image_size,
+                                                   "version": FORMAT_VERSION}
     if tuple(hospitals) != DEFAULT_HOSPITALS:
         params["hospitals"] = ",".join(hospitals)
+    if not shortcut:
+        params["shortcut"] = False
     _claim(out_dir, params)
     files: dict[str, bytes] = {}
     tasks: list[RenderTask] = []
     site_tasks: list[SiteImage] = []
-    plans = {"chexpert": plan_chexpert, "nih": plan_nih, "mimic": plan_mimic}
+    plans: dict[str, Callable[[int, float, int], tuple[dict[str, bytes], list[RenderTask]]]] = {
+        "chexpert": plan_chexpert, "nih": functools.partial(plan_nih, shortcut=shortcut), "mimic": plan_mimic,
+    }  # fmt: skip
     for name in hospitals:
         if name in plans:
             plan_files, plan_tasks = plans[name](seed, scale, image_size)
@@ -413,6 +431,7 @@ def write_synthetic(
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             list(pool.map(_render_into, [out_dir] * len(chunks), [seed] * len(chunks), chunks))
             list(pool.map(render_sites_into, [out_dir] * len(site_chunks), [seed] * len(site_chunks), site_chunks))
+    files.update(truth_files(tasks, seed))
     for relative, data in files.items():
         write_atomic(out_dir / relative, data)
     if tuple(hospitals) == DEFAULT_HOSPITALS:

@@ -1,0 +1,108 @@
+"""Thresholds chosen at home, applied unchanged away: sensitivity, specificity, PPV and NPV with intervals.
+
+A model ships with a threshold picked on its training hospital's validation set. AUC cannot tell whether
+that threshold still delivers the promised sensitivity elsewhere; these numbers can. Predict positive when
+``p >= threshold`` (scikit-learn's ``roc_curve`` convention).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+from sklearn.metrics import roc_curve
+
+from cxrgen.shift.ratios import bootstrap_ratios
+
+Rule = Literal["youden", "sensitivity90"]
+RULES: tuple[Rule, ...] = ("youden", "sensitivity90")
+METRICS: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "npv")
+
+
+def _labelled(y: ArrayLike, p: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    ya = np.asarray(y, dtype=np.float64)
+    pa = np.asarray(p, dtype=np.float64)
+    keep = ~np.isnan(ya)
+    return ya[keep], pa[keep]
+
+
+def choose_threshold(y: ArrayLike, p: ArrayLike, rule: Rule, *, target: float = 0.9) -> float:
+    """The threshold of ``rule`` on validation data; NaN when a class is missing.
+
+    ``youden``: maximizes sensitivity + specificity - 1 (Youden's J). ``sensitivity90``: the highest
+    threshold whose sensitivity reaches ``target`` (0.9), i.e. the most specific one that keeps the promise.
+    """
+    ya, pa = _labelled(y, p)
+    if ya.size == 0 or ya.min() == ya.max():
+        return math.nan
+    fpr, tpr, thr = roc_curve(ya, pa, drop_intermediate=False)
+    if rule == "youden":
+        j = int(np.argmax(tpr - fpr))
+    elif rule == "sensitivity90":
+        j = int(np.flatnonzero(tpr >= target)[0])
+    else:
+        raise ValueError(f"unknown threshold rule {rule!r}; use one of {RULES}")
+    return float(min(thr[j], 1.0))  # roc_curve's first threshold is inf: predict nothing positive
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Rates at one threshold; each metric with its patient-clustered interval.
+
+    Attributes:
+        threshold: The threshold applied.
+        values: ``sensitivity, specificity, ppv, npv`` -> (value, ci_low, ci_high); NaN where undefined
+            (no positive, no negative, no predicted positive or negative).
+        tp, fp, tn, fn: Image counts of the confusion matrix.
+    """
+
+    threshold: float
+    values: dict[str, tuple[float, float, float]]
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+
+def operating_point(
+    y: ArrayLike,
+    p: ArrayLike,
+    groups: ArrayLike,
+    threshold: float,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> OperatingPoint:
+    """Sensitivity, specificity, PPV and NPV of ``p >= threshold`` with patient-bootstrap intervals.
+
+    Args:
+        y: Truth [N] in {0, 1, NaN}; NaN images are left out.
+        p: Probabilities [N].
+        groups: Patient id per image [N].
+        threshold: Applied unchanged (NaN gives NaN everywhere).
+        n_boot: Resamples (0: no intervals, bounds NaN).
+        seed: Bootstrap seed (the same resamples as the AUC intervals).
+        ci: Confidence level.
+    """
+    ya = np.asarray(y, dtype=np.float64)
+    keep = ~np.isnan(ya)
+    ya = ya[keep]
+    pa = np.asarray(p, dtype=np.float64)[keep]
+    ga = np.asarray(groups)[keep]
+    pos, pred = ya == 1, pa >= threshold
+    tp, fp = pos & pred, ~pos & pred
+    tn, fn = ~pos & ~pred, pos & ~pred
+    counts = {name: int(mask.sum()) for name, mask in (("tp", tp), ("fp", fp), ("tn", tn), ("fn", fn))}
+    if math.isnan(threshold):
+        nan3 = (math.nan, math.nan, math.nan)
+        return OperatingPoint(threshold, dict.fromkeys(METRICS, nan3), **counts)
+    numerators = np.vstack([tp, tn, tp, tn])
+    denominators = np.vstack([pos, ~pos, pred, ~pred])
+    boot = bootstrap_ratios(numerators, denominators, ga, n_boot=n_boot, seed=seed)
+    lo, hi = boot.interval(ci) if n_boot else (np.full(4, np.nan), np.full(4, np.nan))
+    values = {m: (float(boot.point[k]), float(lo[k]), float(hi[k])) for k, m in enumerate(METRICS)}
+    return OperatingPoint(threshold, values, **counts)

@@ -1,0 +1,71 @@
+"""Patient-clustered intervals of ratios of counts (sensitivity, PPV, a false-positive rate...).
+
+A rate ``sum(num) / sum(den)`` over images becomes, in a bootstrap resample, ``w @ num / w @ den`` with ``w``
+the patient multiplicities of :func:`cxrgen.metrics.patient_bootstrap_weights`; all rates of a call share the
+same resamples, so differences of two rates (device vs none, internal vs external on one set) are paired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from cxrgen.metrics import patient_bootstrap_weights
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class RatioBootstrap:
+    """Point values [K] and bootstrap samples [B, K] of K ratios; NaN where a denominator is 0."""
+
+    point: FloatArray
+    samples: FloatArray
+
+    def interval(self, ci: float) -> tuple[FloatArray, FloatArray]:
+        """Percentile interval per ratio over the resamples where it is defined (NaN when none is)."""
+        return percentile_interval(self.samples, ci)
+
+
+def percentile_interval(samples: FloatArray, ci: float) -> tuple[FloatArray, FloatArray]:
+    """Lower and upper percentile bounds per column of ``samples`` [B, K], NaN resamples left out."""
+    alpha = 1.0 - ci
+    lo = np.full(samples.shape[1], np.nan)
+    hi = np.full(samples.shape[1], np.nan)
+    for k in range(samples.shape[1]):
+        column = samples[:, k]
+        column = column[~np.isnan(column)]
+        if column.size:
+            lo[k], hi[k] = np.quantile(column, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return lo, hi
+
+
+def _ratio(num: FloatArray, den: FloatArray) -> FloatArray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = num / den
+    return np.where(den > 0, out, np.nan)
+
+
+def bootstrap_ratios(
+    numerators: ArrayLike, denominators: ArrayLike, groups: ArrayLike, *, n_boot: int, seed: int
+) -> RatioBootstrap:
+    """Ratios ``numerators[k] @ 1 / denominators[k] @ 1`` [K] with patient-bootstrap samples [n_boot, K].
+
+    Args:
+        numerators: Per-image contributions [K, N] (e.g. 1 for a true positive).
+        denominators: Per-image contributions [K, N] (e.g. 1 for a positive).
+        groups: Patient id per image [N].
+        n_boot: Resamples; 0 gives an empty [0, K] sample (point values only).
+        seed: Seed shared with :func:`cxrgen.metrics.clustered_bootstrap_auc`.
+    """
+    num = np.atleast_2d(np.asarray(numerators, dtype=np.float64))
+    den = np.atleast_2d(np.asarray(denominators, dtype=np.float64))
+    if num.shape != den.shape or num.shape[1] != np.shape(groups)[0]:
+        raise ValueError(f"numerators {num.shape}, denominators {den.shape} and groups {np.shape(groups)} disagree")
+    point = _ratio(num.sum(axis=1), den.sum(axis=1))
+    if n_boot == 0 or num.shape[1] == 0:
+        return RatioBootstrap(point, np.empty((0, num.shape[0])))
+    chunks = [_ratio(w @ num.T, w @ den.T) for w in patient_bootstrap_weights(groups, n_boot=n_boot, seed=seed)]
+    return RatioBootstrap(point, np.vstack(chunks))

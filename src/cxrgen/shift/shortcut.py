@@ -1,0 +1,82 @@
+"""The device shortcut: do negatives with a device get called positive more often than negatives without?
+
+If a pacemaker stands in for Cardiomegaly (the paper's own remark, Zech et al. 2018 for confounders in
+general), a model's false-positive rate among true negatives rises when a device is present. Both rates come
+from the same patient resamples, so their difference has a paired, patient-clustered interval; an interval
+above 0 is a detected shortcut.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from cxrgen.shift.ratios import bootstrap_ratios, percentile_interval
+
+
+@dataclass(frozen=True)
+class ShortcutResult:
+    """False-positive rates among negatives with and without a device at one threshold.
+
+    Attributes:
+        fpr_device, fpr_no_device, difference: ``(value, ci_low, ci_high)``; NaN when a group has no negative.
+        n_neg_device, n_neg_no_device: Negative images in each group.
+        detected: The interval of the difference lies above 0.
+    """
+
+    fpr_device: tuple[float, float, float]
+    fpr_no_device: tuple[float, float, float]
+    difference: tuple[float, float, float]
+    n_neg_device: int
+    n_neg_no_device: int
+    detected: bool
+
+
+def device_shortcut(
+    y: ArrayLike,
+    p: ArrayLike,
+    device: ArrayLike,
+    groups: ArrayLike,
+    threshold: float,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> ShortcutResult:
+    """FPR (``p >= threshold`` among ``y == 0``) with a device vs without, and their paired difference.
+
+    Args:
+        y: Truth [N] in {0, 1, NaN}.
+        p: Probabilities [N].
+        device: 1 device present, 0 absent, NaN unknown [N]; unknown images are left out.
+        groups: Patient id per image [N].
+        threshold: The operating threshold (chosen at home).
+        n_boot: Patient-bootstrap resamples (>= 1).
+        seed: Bootstrap seed.
+        ci: Confidence level.
+    """
+    ya = np.asarray(y, dtype=np.float64)
+    da = np.asarray(device, dtype=np.float64)
+    keep = (ya == 0) & ~np.isnan(da)
+    pred = (np.asarray(p, dtype=np.float64) >= threshold)[keep]
+    with_device = da[keep] == 1
+    boot = bootstrap_ratios(
+        np.vstack([pred & with_device, pred & ~with_device]), np.vstack([with_device, ~with_device]),
+        np.asarray(groups)[keep], n_boot=n_boot, seed=seed,
+    )  # fmt: skip
+    diff_samples = boot.samples[:, [0]] - boot.samples[:, [1]]
+    lo, hi = boot.interval(ci)
+    d_lo, d_hi = percentile_interval(diff_samples, ci)
+    point = boot.point
+    difference = (float(point[0] - point[1]), float(d_lo[0]), float(d_hi[0]))
+    return ShortcutResult(
+        (float(point[0]), float(lo[0]), float(hi[0])),
+        (float(point[1]), float(lo[1]), float(hi[1])),
+        difference,
+        int(with_device.sum()),
+        int((~with_device).sum()),
+        bool(not math.isnan(difference[1]) and difference[1] > 0),
+    )

@@ -1,0 +1,84 @@
+"""The report's shift sections on the fake study: six CSVs with their schemas, numbers traceable to the inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrgen.config import validation_predictions_file
+from cxrgen.report.inputs import find_predictions, load_inputs
+from cxrgen.report.shift import FILES, add_shift_sections, shift_tables, write_shift_results
+from report_fixtures import LABELS, make_study, predictions, read_config
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("shift")
+    study = make_study(root, archs=("densenet121",), patients=80)
+    config = read_config(study)
+    manifest = pd.read_parquet(study / "manifest.parquet")
+    splits = pd.read_parquet(study / "splits.parquet")
+    rng = np.random.default_rng(1)
+    frame = manifest.merge(splits, on=["image_id", "dataset"])
+    for conf in config.configurations:
+        val = frame.loc[frame["dataset"].isin(conf.train)]  # the fake study's val split is tiny: use train too
+        predictions(val, 1.6, rng).to_parquet(validation_predictions_file(study, conf.name, "densenet121"))
+    return study
+
+
+def test_six_csvs_and_sections(study: Path, tmp_path: Path) -> None:
+    inputs = load_inputs(study)
+    preds = find_predictions(inputs)
+    shift = write_shift_results(inputs, preds, tmp_path)
+    for name in FILES:
+        assert (tmp_path / f"{name}.csv").is_file()
+    op = pd.read_csv(tmp_path / "operating_points.csv")
+    assert set(op["rule"]) == {"youden", "sensitivity90"}
+    assert len(op) == len(preds) * len(LABELS) * 2 * 4
+    # the threshold is the validation set's, identical on every test set of a run
+    assert (op.groupby(["configuration", "arch", "label", "rule"])["threshold"].nunique() == 1).all()
+    cal = pd.read_csv(tmp_path / "calibration_shift.csv")
+    per_method = cal.pivot_table(index=["configuration", "test_set", "label"], columns="method", values="auc")
+    np.testing.assert_allclose(per_method["temperature"], per_method["none"], atol=1e-12)
+    np.testing.assert_allclose(per_method["prior_shift"], per_method["none"], atol=1e-12)
+    sub = pd.read_csv(tmp_path / "subgroups.csv")
+    manifest = inputs.manifest.set_index("image_id")
+    first = preds[0]
+    ids = first.frame.loc[first.frame[f"y_{LABELS[0]}"].notna(), "image_id"]
+    row = sub.loc[(sub["configuration"] == first.configuration) & (sub["test_set"] == first.test_set)
+                  & (sub["label"] == LABELS[0]) & (sub["subgroup"] == "M")]  # fmt: skip
+    assert int(row["n_images"].iloc[0]) == int((manifest.loc[ids, "sex"] == "M").sum())
+    assert "gap" in sub and sub.loc[sub["kind"] == "external", "p_holm"].notna().any()
+    protocols = pd.read_csv(tmp_path / "protocols.csv")
+    assert set(protocols["protocol"]) == set(read_config(study).evaluation.protocols)
+    assert shift.tables["shortcut"].empty  # the fake hospitals record no devices
+    assert any("truth.parquet" in note for note in shift.notes)
+    page = add_shift_sections("<html><body>\n<h1>x</h1>\n</body></html>", shift, 0.95)
+    assert page.index("<h1>x</h1>") < page.index("Shift-aware evaluation") < page.index("</body>")
+    assert "not tested" in page
+
+
+def test_protocols_rescored_without_retraining(study: Path) -> None:
+    """Re-scoring reads the predictions files and the manifest only: no checkpoint exists in the fake study."""
+    assert not list(study.glob("runs/*/*/checkpoints"))
+    inputs = load_inputs(study)
+    manifest = inputs.manifest.copy()
+    # make Edema's raw labels uncertain for a third of the images: protocols must now disagree
+    raw = manifest["raw_Edema"].to_numpy(copy=True)
+    raw[::3] = -1.0
+    manifest["raw_Edema"] = raw
+    inputs = type(inputs)(inputs.study_dir, inputs.config, manifest, inputs.splits, inputs.excluded)
+    preds = find_predictions(inputs)
+    keys = ["configuration", "test_set", "label", "protocol"]
+    table = shift_tables(inputs, preds).tables["protocols"].set_index(keys)
+    row = table.loc[(preds[0].configuration, preds[0].test_set, "Edema", "uncertain_ignore")]
+    frame = preds[0].frame.merge(manifest[["image_id", "raw_Edema"]], on="image_id")
+    from sklearn.metrics import roc_auc_score
+
+    keep = frame["raw_Edema"] != -1
+    expected = roc_auc_score(frame.loc[keep, "raw_Edema"].fillna(0), frame.loc[keep, "p_Edema"])
+    assert row["auc_protocol"] == pytest.approx(expected, abs=1e-12)
+    assert row["ci_low"] <= row["difference"] <= row["ci_high"]
