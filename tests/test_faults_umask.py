@@ -37,7 +37,9 @@ def modes(root: Path) -> dict[str, set[int]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+@pytest.mark.parametrize(
+    ("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)], ids=["022", "027"]
+)
 def test_prepare_writes_files_and_cache_folders_under_the_umask(
     data: Path, umask: int, file_mode: int, dir_mode: int
 ) -> None:
