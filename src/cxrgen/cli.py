@@ -316,12 +316,11 @@ def plan(
 ) -> None:
     """Every run with its training and test sets and image / patient counts, before any training."""
     from cxrgen.config import check_dataset_roots, load_study
-    from cxrgen.plan import check_distinct_roots, plan_table
+    from cxrgen.plan import plan_table
     from cxrgen.prepare import run_prepare
 
     config = load_study(study)
     check_dataset_roots(config, study)
-    check_distinct_roots(config)
     prepared = run_prepare(config, until="splits")
     if prepared.splits is None:  # run_prepare(until="splits") always makes them
         raise CxrgenError("plan: prepare made no splits")

@@ -119,8 +119,6 @@ def read(
         raise SourceError(f"mimic reader: unknown option(s) {sorted(options)}")
     if unmatched not in ("error", "warn"):
         raise SourceError(f"mimic reader: unmatched must be 'error' or 'warn', got {unmatched!r}")
-    if labeler not in ("chexpert", "negbio"):
-        raise SourceError(f"mimic reader: labels must be 'chexpert' or 'negbio', got {labeler!r}")
     if labeler not in LABELERS:
         raise SourceError(f"mimic reader: labels must be {' or '.join(map(repr, LABELERS))}, got {labeler!r}")
     label_columns = [dataset_name(label, "mimic") for label in labels]
