@@ -2,6 +2,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Two pytest workers (whole files each, so module fixtures stay in one process) on two cores, one thread each:
+# OpenMP threads that outnumber the cores spin and slow every process down.
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 .PHONY: setup demo test test-fast lint clean screenshot
 
@@ -22,13 +25,13 @@ demo: setup
 test: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest -q --durations=15
+	$(TEST_ENV) $(BIN)/pytest -q -n 2 --dist loadfile --durations=15
 
 # Everything but the tests marked slow (whole studies, kill chains, DDP): for the edit-test loop.
 test-fast: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest -q -m "not slow" --durations=15
+	$(TEST_ENV) $(BIN)/pytest -q -n 2 --dist loadfile -m "not slow" --durations=15
 
 # The demo report's first screen as a 1280 px wide browser shows it (Debian's chromium, installed when missing).
 SHOT := docs/demo-report-first-screen.png

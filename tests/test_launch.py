@@ -105,7 +105,7 @@ def test_run_job_killed_mid_training_resumes_to_the_uninterrupted_weights(data: 
     assert proc.returncode == 1 and "runs failed" in stderr, stderr[-2000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
     assert not (run / "done.json").exists()
-    pending = [(c.name, a) for c, a in pending_runs(load_study(data / "killed.yaml"))]
+    pending = [(c.name, a) for c, a, _ in pending_runs(load_study(data / "killed.yaml"))]
     assert pending == [("c1", ARCH), ("c2", ARCH)]  # the killed run and the one never sent
     status = cxrgen("status", "runs/killed", cwd=data)
     ok(status)

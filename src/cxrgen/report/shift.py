@@ -310,7 +310,10 @@ def write_shift_results(inputs: StudyInputs, predictions: list[Predictions], res
     """Compute the analyses and write the six CSVs into ``results``."""
     shift = shift_tables(inputs, predictions)
     for name in FILES:
-        write_csv(shift.tables[name], results / f"{name}.csv")
+        table = shift.tables[name]
+        if table.columns.empty:  # nothing to analyse (e.g. no synthetic truth): still a readable CSV with a header
+            table = pd.DataFrame(columns=[*RUN_KEYS, "label"])
+        write_csv(table, results / f"{name}.csv")
     return shift
 
 
