@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -97,8 +98,12 @@ def reference(request: pytest.FixtureRequest, report: bool = False) -> Path:
     return Path(data)
 
 
-def _wait_for(path: Path) -> Callable[[], bool]:
-    return path.exists
+def _exists(path: Path) -> Callable[[], Callable[[], bool]]:
+    return lambda: path.exists
+
+
+def _changed(path: Path) -> Callable[[], Callable[[], bool]]:
+    return lambda: changed(path)
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +112,27 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("killed") / "data"
 
 
-def _kill_and_rerun(args: tuple[str, ...], cwd: Path, ready: Callable[[], bool], delay: float, must_kill: bool) -> None:
+def _kill_and_rerun(
+    args: tuple[str, ...], cwd: Path, arm: Callable[[], Callable[[], bool]], delay: float, attempts: int = 4
+) -> None:
+    """SIGKILL ``args`` ``delay`` seconds after the moment ``arm()`` waits for, then rerun it to completion.
+
+    A kill that lands after the process finished proves nothing, so it is retried with a quarter of the delay
+    (``arm`` resets whatever the moment depends on); the test fails unless one attempt really was killed
+    (exit status -9) and left only complete files.
+    """
+    ready = arm()
     proc = start(*args, cwd=cwd)
-    killed = kill_when(proc, ready, delay)
-    print(f"{args[0]} {' '.join(args[1:4])}: {'killed' if killed else 'finished before the kill'}")
-    if not killed:
-        _, stderr = proc.communicate(timeout=60)
-        assert not must_kill, f"{args}: finished before the kill ({proc.returncode}) {stderr[-2000:]}"
+    tries = 1
+    while not kill_when(proc, ready, delay):
+        proc.communicate(timeout=60)
+        print(f"{args[0]}: finished ({proc.returncode}) before the kill after {delay:.3f} s; retrying sooner")
+        assert tries < attempts, f"{args}: finished before the kill in all {attempts} attempts"
+        delay, tries = delay / 4, tries + 1
+        ready = arm()
+        proc = start(*args, cwd=cwd)
+    assert proc.returncode == -signal.SIGKILL
+    print(f"{args[0]} {' '.join(args[1:4])}: killed after {delay:.3f} s (attempt {tries})")
     assert check_complete(cwd) > 0
     ok(cxrgen(*args, cwd=cwd))
     assert check_complete(cwd) > 0
@@ -154,9 +173,12 @@ def test_second_study_in_a_running_directory_is_refused(started: dict[str, objec
 
 def test_kill_synthesize(started: dict[str, object], chain: Path, request: pytest.FixtureRequest) -> None:
     chain.parent.mkdir(exist_ok=True)
-    _kill_and_rerun(
-        ("synthesize", str(chain), *SYNTH), chain.parent, _wait_for(chain / "chexpert"), rng.uniform(0, 0.3), False
-    )
+
+    def arm() -> Callable[[], bool]:
+        shutil.rmtree(chain, ignore_errors=True)  # a finished attempt would let the next one skip its work
+        return (chain / "chexpert").exists
+
+    _kill_and_rerun(("synthesize", str(chain), *SYNTH), chain.parent, arm, rng.uniform(0, 0.3))
     ref = Path(started["data"])  # type: ignore[arg-type]  # written before the reference study started
 
     def files(root: Path) -> set[Path]:
@@ -182,11 +204,11 @@ def test_kill_prepare(started: dict[str, object], chain: Path, request: pytest.F
     _ensure_synthesized(chain)
     out = chain / OUT
     if stage == "cache":  # the moment a cache build has laid out its partial folder
-        ready: Callable[[], bool] = lambda: any((out / "cache").glob("*.partial"))  # noqa: E731
+        arm: Callable[[], Callable[[], bool]] = lambda: lambda: any((out / "cache").glob("*.partial"))  # noqa: E731
         delay = rng.uniform(0, 0.05)
     else:  # too fast to catch by an artifact: some time after the run started (config.yaml rewritten)
-        ready, delay = changed(out / "config.yaml"), rng.uniform(0, 0.6)
-    _kill_and_rerun(("prepare", "tiny.yaml", "--until", stage, "--workers", "1"), chain, ready, delay, False)
+        arm, delay = _changed(out / "config.yaml"), rng.uniform(0, 0.6)
+    _kill_and_rerun(("prepare", "tiny.yaml", "--until", stage, "--workers", "1"), chain, arm, delay)
     ref = reference(request) / OUT
     if stage != "cache":
         _same_frames(ref, out, ARTIFACTS[stage])
@@ -223,16 +245,19 @@ def test_kill_train(started: dict[str, object], chain: Path, request: pytest.Fix
 def test_kill_predict(started: dict[str, object], chain: Path, request: pytest.FixtureRequest) -> None:
     _ensure(chain, "train")
     first = chain / RUN / "predictions" / "internal.parquet"
-    if first.exists():
-        shutil.rmtree(first.parent)
-    _kill_and_rerun(PREDICT, chain, first.exists, 0.0, False)
+
+    def arm() -> Callable[[], bool]:
+        shutil.rmtree(first.parent, ignore_errors=True)  # killed between the first and the last test set
+        return first.exists
+
+    _kill_and_rerun(PREDICT, chain, arm, 0.0)
     _same_frames(reference(request) / RUN / "predictions", first.parent, ["internal.parquet", "mimic.parquet"])
 
 
 def test_kill_report(started: dict[str, object], chain: Path, request: pytest.FixtureRequest) -> None:
     _ensure(chain, "predict")
     results = chain / OUT / "results"
-    _kill_and_rerun(("report", str(OUT)), chain, changed(results / "config.yaml"), rng.uniform(0, 3.0), False)
+    _kill_and_rerun(("report", str(OUT)), chain, _changed(results / "config.yaml"), rng.uniform(0, 3.0))
     _same_frames(reference(request, report=True) / OUT / "results", results, REPORT_TABLES)
     assert (results / "report.html").is_file() and (results / "figures" / "review.png").is_file()
 

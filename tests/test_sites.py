@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from PIL import Image
 
 from cxrgen.config import ConfigError, load_study
 from cxrgen.plan import plan_table
+from cxrgen.report.inputs import load_inputs
 
 SIX = ("chexpert", "nih", "mimic", "padchest", "vindr", "brax")
 PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
@@ -92,6 +94,23 @@ def test_six_hospitals_read_back_through_prepare_until_splits(six: Path) -> None
     splits = pd.read_parquet(study_dir / "splits.parquet")
     vindr_test = {f"vindr:{r['image_id']}" for r in _rows(six / "vindr/annotations/image_labels_test.csv")}
     assert set(splits.loc[(splits["dataset"] == "vindr") & (splits["split"] == "test"), "image_id"]) == vindr_test
+    # What the readers left out or could not say is a line of the cohort table, not only a warning.
+    null_labels = sum(1 for r in _rows(six / "padchest" / PADCHEST_CSV) if not r["Labels"])
+    assert null_labels > 0
+    notes = pd.read_csv(study_dir / "reading_notes.csv").set_index("dataset")
+    assert notes.loc["padchest", "kind"] == "left out" and notes.loc["padchest", "rows"] == null_labels
+    assert notes.loc["vindr", "kind"] == "note" and notes.loc["vindr", "rows"] == _native_counts(six)["vindr"]
+    cohort_lines = result.stdout.splitlines()
+    assert any(re.search(rf"padchest\s*│\s*left out\s*│\s*{null_labels}\s*│.*null Labels", line)
+               for line in cohort_lines), result.stdout
+    vindr_images = _native_counts(six)["vindr"]
+    assert any(re.search(rf"vindr\s*│\s*note\s*│\s*{vindr_images}\s*│.*no patient ids", line)
+               for line in cohort_lines), result.stdout
+    inputs = load_inputs(study_dir)  # the report's cohort table reads the same notes back
+    assert inputs.reading_notes is not None
+    pd.testing.assert_frame_equal(inputs.reading_notes.set_index("dataset"), notes)
+    brax = manifest.loc[manifest["dataset"] == "brax"]
+    assert brax["age_bin"].str.fullmatch(r"\d+-\d+|\d+ or more").all()  # the bin beside its midpoint age
 
 
 def test_design_expands_beside_hand_written_configurations(six: Path, tmp_path: Path) -> None:

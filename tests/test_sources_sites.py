@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cxrgen.sources import get_reader
-from cxrgen.sources.common import SourceError
+from cxrgen.sources.common import READING_NOTES, SourceError
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
 PADCHEST_COLUMNS = [
@@ -64,7 +64,10 @@ def test_padchest_terms_views_ages_and_null_rows(tmp_path: Path, gz: bool) -> No
         warnings.simplefilter("always")
         frame = get_reader("padchest")(tmp_path, name="padchest", labels=[*LABELS, "Support Devices"])
     messages = " | ".join(str(w.message) for w in caught)
-    assert "1 row(s) with a null Labels" in messages and "1 image(s) with an unknown Projection" in messages
+    assert "left out: 1 row(s)" in messages and "null Labels" in messages
+    assert "1 image(s) with an unknown Projection" in messages
+    notes = frame.attrs[READING_NOTES]
+    assert [(n.kind, n.rows) for n in notes] == [("left out", 1)] and "null Labels" in notes[0].text
     assert list(frame["image_id"]) == [f"padchest:img{i}.png" for i in (0, 1, 2, 4, 5)]
     assert list(frame["path"]) == ["0/img0.png", "1/img1.png", "0/img2.png", "0/img4.png", "1/img5.png"]
     assert list(frame["view"]) == ["PA", "AP", "LATERAL", "UNKNOWN", "UNKNOWN"]
@@ -76,13 +79,17 @@ def test_padchest_terms_views_ages_and_null_rows(tmp_path: Path, gz: bool) -> No
     assert list(frame["raw_Edema"]) == [0, 0, 0, 1, 0]
     assert list(frame["raw_Consolidation"]) == [0, 0, 0, 1, 0]
     assert list(frame["raw_Support Devices"]) == [0, 0, 0, 0, 1]
+    assert list(frame["device"]) == [0, 0, 0, 0, 1]  # PadChest's device terms fill the device column
     assert list(frame["patient_id"]) == ["padchest:p0", "padchest:p0", "padchest:p0", "padchest:p1", "padchest:p1"]
 
 
 def test_padchest_labelled_by_physician(tmp_path: Path) -> None:
     _padchest(tmp_path, [_padchest_row(i, "['normal']") for i in range(6)])
-    frame = get_reader("padchest")(tmp_path, name="pc", labels=LABELS, labelled_by="physician")
+    with pytest.warns(UserWarning, match="left out: 3 row"):
+        frame = get_reader("padchest")(tmp_path, name="pc", labels=LABELS, labelled_by="physician")
     assert list(frame["image_id"]) == ["pc:img1.png", "pc:img3.png", "pc:img5.png"]
+    assert [(n.kind, n.rows) for n in frame.attrs[READING_NOTES]] == [("left out", 3)]
+    assert (frame["device"] == 0).all()  # no device term in ['normal']
 
 
 def test_padchest_unparseable_labels_named(tmp_path: Path) -> None:
@@ -129,8 +136,9 @@ def test_vindr_physionet_majority_and_any(tmp_path: Path) -> None:
     test = [{k: v for k, v in _vindr_marks("t1", "", "Pleural effusion").items() if k != "rad_id"}]
     _write_csv(tmp_path / "annotations/image_labels_test.csv", ["image_id", *VINDR_FINDINGS], test)
     read = get_reader("vindr")
-    with pytest.warns(UserWarning, match="no patient ids; each of its 4 images"):
+    with pytest.warns(UserWarning, match="note: 4 row.*no patient ids; each image counts as its own patient"):
         majority = read(tmp_path, name="vindr", labels=LABELS)
+    assert [(n.kind, n.rows) for n in majority.attrs[READING_NOTES]] == [("note", 4)]
     assert list(majority["path"]) == ["train/a.dicom", "train/b.dicom", "train/c.dicom", "test/t1.dicom"]
     assert list(majority["official_split"]) == ["train_val", "train_val", "train_val", "test"]
     assert list(majority["raw_Cardiomegaly"]) == [1, 0, 0, 0]
@@ -156,7 +164,7 @@ def test_vindr_kaggle_layout_edema_is_nan(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         frame = get_reader("vindr")(tmp_path, name="v", labels=LABELS)
     messages = [str(w.message) for w in caught]
-    assert any("no 'Edema' class" in m for m in messages) and any("each of its 2 images" in m for m in messages)
+    assert any("no 'Edema' class" in m for m in messages) and any("note: 2 row(s)" in m and "own patient" in m for m in messages)
     assert list(frame["raw_Cardiomegaly"]) == [1, 0]
     assert list(frame["raw_Pleural Effusion"]) == [0, 0]  # two boxes of one radiologist
     assert frame["raw_Edema"].isna().all()
@@ -179,17 +187,19 @@ def test_brax_bins_views_and_raw_labels(tmp_path: Path) -> None:
     rows = [
         {"PatientID": "A", "PatientSex": "M", "PatientAge": "45-49", "AccessionNumber": "1", "ViewPosition": "PA",
          "Cardiomegaly": "1", "Edema": "-1", "DicomPath": "images/A/1/i0.dcm", "PngPath": "images/A/1/i0.png"},
-        {"PatientID": "A", "PatientSex": "M", "PatientAge": "45-49", "AccessionNumber": "1", "ViewPosition": "LL",
+        {"PatientID": "A", "PatientSex": "M", "PatientAge": "45-49", "AccessionNumber": "1", "ViewPosition": "L",
          "Cardiomegaly": "0", "DicomPath": "images/A/1/i1.dcm", "PngPath": "images/A/1/i1.png"},
         {"PatientID": "B", "PatientSex": "O", "PatientAge": "85 or more", "AccessionNumber": "2",
-         "ViewPosition": "RLD", "Pleural Effusion": "1", "DicomPath": "images/B/2/i2.dcm",
+         "ViewPosition": "AP LLD", "Pleural Effusion": "1", "Support Devices": "1", "DicomPath": "images/B/2/i2.dcm",
          "PngPath": "images/B/2/i2.png"},
     ]
     _write_csv(tmp_path / "master_spreadsheet_update.csv", BRAX_HEADER, rows)
     frame = get_reader("brax")(tmp_path, name="brax", labels=LABELS)
     assert list(frame["path"]) == ["images/A/1/i0.png", "images/A/1/i1.png", "images/B/2/i2.png"]
     np.testing.assert_array_equal(frame["age"], [47.0, 47.0, 87.0])
-    assert list(frame["view"]) == ["PA", "LL", "OTHER"] and list(frame["frontal"]) == [True, False, False]
+    assert list(frame["age_bin"]) == ["45-49", "45-49", "85 or more"]  # the bin is kept beside its midpoint
+    np.testing.assert_array_equal(frame["device"], [0.0, 0.0, 1.0])  # a blank Support Devices: not mentioned
+    assert list(frame["view"]) == ["PA", "LATERAL", "OTHER"] and list(frame["frontal"]) == [True, False, False]
     assert list(frame["sex"]) == ["M", "M", "U"]
     np.testing.assert_array_equal(frame["raw_Edema"], [-1.0, np.nan, np.nan])
     np.testing.assert_array_equal(frame["raw_Cardiomegaly"], [1.0, 0.0, np.nan])

@@ -5,11 +5,17 @@ from __future__ import annotations
 import pandas as pd
 
 
-def describe(manifest: pd.DataFrame, splits: pd.DataFrame | None, labels: list[str]) -> pd.DataFrame:
+def describe(
+    manifest: pd.DataFrame, splits: pd.DataFrame | None, labels: list[str], notes: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per (dataset, split) and one per dataset total: images, patients, sex %, age, positives per label.
 
-    Positives count targets equal to 1 after the uncertainty policy (the paper's label totals). ``unlabelled``
-    counts images without a label row (MIMIC studies missing from the label file), which no policy makes negative.
+    Positives count targets equal to 1 after the uncertainty policy (the paper's label totals); a label the
+    dataset does not record at all (NaN throughout, e.g. Edema in VinBigData) shows no count rather than 0.
+    ``unlabelled`` counts images without a label row (MIMIC studies missing from the label file), which no
+    policy makes negative. ``notes`` (:func:`cxrgen.manifest.reading_notes`) add one row per reader note after
+    the dataset's total: ``split`` is ``left out`` (``images`` = metadata rows that never reached the manifest,
+    e.g. PadChest's null ``Labels``) or ``note`` (e.g. VinDr-CXR's images without patient ids), ``note`` says why.
     """
     frame = manifest
     if splits is not None:
@@ -34,8 +40,16 @@ def describe(manifest: pd.DataFrame, splits: pd.DataFrame | None, labels: list[s
                 "age_sd": round(float(group["age"].std()), 1),
             }
             for label in labels:
-                row[label] = int((group[label] == 1).sum())
+                row[label] = int((group[label] == 1).sum()) if group[label].notna().any() else None
             if "labelled" in group:
                 row["unlabelled"] = int((~group["labelled"].astype(bool)).sum())  # no label row: targets NaN
             rows.append(row)
-    return pd.DataFrame(rows)
+        if notes is not None:
+            for note in notes.loc[notes["dataset"] == dataset].itertuples(index=False):
+                rows.append({"dataset": dataset, "split": note.kind, "images": int(note.rows), "note": note.note})
+    table = pd.DataFrame(rows)
+    counts = ["images", "patients", *labels, *(["unlabelled"] if "unlabelled" in table else [])]
+    table[counts] = table[counts].astype("Int64")  # counts stay integers beside the note rows' blanks
+    if "note" in table:
+        table["note"] = table["note"].fillna("")
+    return table

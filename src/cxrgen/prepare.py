@@ -13,8 +13,8 @@ import pandas as pd
 
 from cxrgen.cohort import describe
 from cxrgen.config import StudyConfig, dump_resolved
-from cxrgen.fileio import parquet_metadata, write_parquet, write_text
-from cxrgen.manifest import build_manifest
+from cxrgen.fileio import parquet_metadata, write_csv, write_parquet, write_text
+from cxrgen.manifest import READING_NOTES_FILE, build_manifest_with_notes
 from cxrgen.splits import make_splits
 from cxrgen.study_checks import check_test_sets
 
@@ -112,17 +112,18 @@ def run_prepare(
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", dump_resolved(config))
-    manifest = build_manifest(config)
+    manifest, notes = build_manifest_with_notes(config)
     write_if_changed(manifest, out / "manifest.parquet")
+    write_csv(notes, out / READING_NOTES_FILE)
     prepared = Prepared(manifest=manifest)
     if STAGES.index(until) < STAGES.index("splits"):
-        prepared.cohort = describe(manifest, None, list(config.labels))
+        prepared.cohort = describe(manifest, None, list(config.labels), notes)
         return prepared
     splits, metadata = make_splits(manifest, config)
     check_test_sets(config, splits)
     write_if_changed(splits, out / "splits.parquet", metadata)
     prepared.splits = splits
-    prepared.cohort = describe(manifest, splits, list(config.labels))
+    prepared.cohort = describe(manifest, splits, list(config.labels), notes)
     if STAGES.index(until) < STAGES.index("verify"):
         return prepared
     from cxrgen.verify import excluded_test_counts

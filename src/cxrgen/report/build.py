@@ -115,7 +115,8 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     claims = claim_findings(config, comparisons, next_hospital)
     write_csv(claims, results / "findings.csv")
 
-    cohort = describe(inputs.manifest, inputs.splits, [lab for lab in config.labels if lab in inputs.manifest])
+    study_labels_present = [lab for lab in config.labels if lab in inputs.manifest]
+    cohort = describe(inputs.manifest, inputs.splits, study_labels_present, inputs.reading_notes)
     write_csv(cohort, results / "cohort.csv")
 
     say("figures")

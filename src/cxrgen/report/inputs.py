@@ -20,6 +20,7 @@ from cxrgen.config import ConfigError, StudyConfig, format_validation_error, rea
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import UNFINISHED_KEY, read_predictions
 from cxrgen.fileio import parquet_metadata
+from cxrgen.manifest import READING_NOTES_FILE
 from cxrgen.verify import EXCLUDED_FILE, excluded_test_counts, read_excluded
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class StudyInputs:
         manifest: ``manifest.parquet`` (one row per image, labels after the uncertainty policy).
         splits: ``splits.parquet`` or None when ``prepare`` stopped before the splits.
         excluded: ``excluded.csv`` (images that failed to decode) or None when verify has not run.
+        reading_notes: ``reading_notes.csv`` (rows the readers left out, and why) or None for older studies.
     """
 
     study_dir: Path
@@ -45,6 +47,7 @@ class StudyInputs:
     manifest: pd.DataFrame
     splits: pd.DataFrame | None
     excluded: pd.DataFrame | None
+    reading_notes: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,9 @@ def load_inputs(study_dir: Path) -> StudyInputs:
     splits_path = study_dir / "splits.parquet"
     splits = pd.read_parquet(splits_path) if splits_path.is_file() else None
     excluded = read_excluded(study_dir) if (study_dir / EXCLUDED_FILE).is_file() else None
-    return StudyInputs(study_dir, config, manifest, splits, excluded)
+    notes_path = study_dir / READING_NOTES_FILE
+    notes = pd.read_csv(notes_path, dtype={"rows": int}, keep_default_na=False) if notes_path.is_file() else None
+    return StudyInputs(study_dir, config, manifest, splits, excluded, notes)
 
 
 def _order_key(

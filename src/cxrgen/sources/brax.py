@@ -1,13 +1,16 @@
 """BRAX 1.1.0 (Reis et al., Scientific Data 2022; https://physionet.org/content/brax/1.1.0/).
 
 ``master_spreadsheet_update.csv``: a row per image with ``PatientID``, ``PatientSex`` (M, F, O),
-``PatientAge`` in 5-year bins (``85 or more`` for the oldest), ``ViewPosition`` (AP, PA, LL, RL, RLD, LLD, RLO,
-LLO), ``AccessionNumber`` (the study) and the 14 CheXpert-style labels (1, 0, -1, blank) under CheXpert's
-names. Column names are those of the dataset's PhysioNet description and the paper's data records section;
-the image path columns are taken as ``DicomPath`` or ``PngPath`` (option ``images: dicom | png``, default png):
-they were not verifiable here, so a missing one is an error listing the columns found. Uncertainty and blank
-policies apply as for CheXpert. A binned age becomes the bin's midpoint; the bin is logged, not a manifest
-column (the manifest schema is fixed by DESIGN.md section 4).
+``PatientAge`` in 5-year bins (``85 or more`` for the oldest), ``ViewPosition``, ``AccessionNumber`` (the study)
+and the 14 CheXpert-style labels (1, 0, -1, blank) under CheXpert's names, then the image paths ``DicomPath``
+and ``PngPath`` (option ``images: dicom | png``, default png). Column names are those of the dataset's PhysioNet
+description and the paper's data records section, and agree with public BRAX loaders on GitHub (datasets
+modules that read ``PngPath``, ``PatientID``, ``PatientAge`` and ``PatientSex`` from this file, and scripts that
+list the ``ViewPosition`` values found in it: ``PA``, ``AP``, ``AP LLD``, ``L``, ``RL``, ``LT-DECUB``, ``RLO``
+and blank). ``L`` and ``RL`` are laterals; decubitus and oblique films (``AP LLD``, ``LT-DECUB``, ``RLO``) are
+OTHER; a blank is UNKNOWN. A missing column is an error listing the columns found. Uncertainty and blank
+policies apply as for CheXpert; ``Support Devices`` fills the manifest's ``device`` column. A binned age becomes
+the bin's midpoint in ``age``, and the bin itself is kept in the manifest's ``age_bin`` column.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import pandas as pd
 from cxrgen.labels import dataset_name
 from cxrgen.sources import register
 from cxrgen.sources.common import (
+    DEVICE_COLUMN,
     SourceError,
     assemble,
     check_raw_labels,
     check_relative_paths,
+    device_presence,
     normalize_sex,
     require_columns,
 )
@@ -33,7 +38,7 @@ from cxrgen.sources.common import (
 CSV_NAME = "master_spreadsheet_update.csv"
 META_COLUMNS = ("PatientID", "PatientSex", "PatientAge", "ViewPosition", "AccessionNumber")
 IMAGE_COLUMNS = {"png": "PngPath", "dicom": "DicomPath"}
-VIEWS = {"AP": "AP", "PA": "PA", "LL": "LL", "RL": "LATERAL", "LATERAL": "LATERAL"}
+VIEWS = {"AP": "AP", "PA": "PA", "L": "LATERAL", "LL": "LL", "RL": "LATERAL", "LATERAL": "LATERAL"}
 _BIN = re.compile(r"^\s*(\d+)\s*(?:-|to)\s*(\d+)\s*$")
 _OPEN_BIN = re.compile(r"^\s*(\d+)\s*(?:or more|\+)\s*$", re.IGNORECASE)
 
@@ -96,4 +101,6 @@ def read(root: Path, *, name: str, labels: list[str], images: str = "png", **opt
         official_split=None,
         raw={label: frame[col] for label, col in zip(labels, label_columns, strict=True)},
         source=source,
+        device=device_presence(frame[DEVICE_COLUMN]) if DEVICE_COLUMN in frame else None,
+        age_bins=frame["PatientAge"],
     )

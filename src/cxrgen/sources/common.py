@@ -9,7 +9,9 @@ import csv
 import gzip
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -32,8 +34,11 @@ BASE_COLUMNS: tuple[str, ...] = (
 )
 #: Columns after the ``raw_<label>`` ones: ``device`` in {1, 0, NaN} (a support device such as a pacemaker is
 #: in the image; NaN: the dataset does not record it, e.g. NIH) and ``labelled`` (False: the dataset lists the
-#: image but has no label row for it, so its targets are NaN whatever the blank policy says).
-EXTRA_COLUMNS: tuple[str, ...] = ("device", "labelled")
+#: image but has no label row for it, so its targets are NaN whatever the blank policy says) and ``age_bin`` (the
+#: age as the dataset states it when it ships bins, e.g. BRAX's ``45-49``, whose midpoint is ``age``; else empty).
+EXTRA_COLUMNS: tuple[str, ...] = ("device", "labelled", "age_bin")
+#: ``DataFrame.attrs`` key under which a reader leaves :class:`ReadingNote` s for the cohort table.
+READING_NOTES = "cxrgen_reading_notes"
 VIEWS: tuple[str, ...] = ("PA", "AP", "LATERAL", "LL", "OTHER", "UNKNOWN")
 FRONTAL_VIEWS = frozenset({"PA", "AP"})
 MAX_AGE_YEARS = 120.0
@@ -41,6 +46,26 @@ MAX_AGE_YEARS = 120.0
 
 class SourceError(CxrgenError, ValueError):
     """Metadata that cannot be read as the dataset ships it; the message names the file, row or column."""
+
+
+@dataclass(frozen=True)
+class ReadingNote:
+    """Something a reader did to the rows that the cohort table must show, not only a warning.
+
+    ``kind`` is ``left out`` (``rows`` metadata rows that never became manifest rows, e.g. PadChest's null
+    ``Labels``) or ``note`` (a property of ``rows`` manifest rows, e.g. VinDr-CXR's images without patient ids).
+    """
+
+    kind: Literal["left out", "note"]
+    rows: int
+    text: str
+
+
+def add_reading_note(frame: pd.DataFrame, note: ReadingNote) -> pd.DataFrame:
+    """Attach ``note`` to a reader's result (``frame.attrs``), warn with the same words, and return the frame."""
+    warnings.warn(f"{note.kind}: {note.rows} row(s): {note.text}", stacklevel=3)
+    frame.attrs.setdefault(READING_NOTES, []).append(note)
+    return frame
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -185,10 +210,12 @@ def assemble(
     source: Path,
     device: pd.Series | None = None,
     labelled: pd.Series | None = None,
+    age_bins: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Build manifest rows with namespaced ids and check that image ids are unique.
 
-    ``device`` and ``labelled`` fill :data:`EXTRA_COLUMNS` (NaN and True when the dataset cannot say).
+    ``device``, ``labelled`` and ``age_bins`` fill :data:`EXTRA_COLUMNS` (NaN, True and empty when the dataset
+    cannot say).
     """
     frame = pd.DataFrame(
         {
@@ -209,6 +236,7 @@ def assemble(
         frame[raw_column(label)] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     frame["device"] = np.nan if device is None else pd.to_numeric(device, errors="coerce").to_numpy(dtype=float)
     frame["labelled"] = True if labelled is None else labelled.to_numpy(dtype=bool)
+    frame["age_bin"] = "" if age_bins is None else age_bins.fillna("").astype(str).str.strip().to_numpy()
     duplicated = frame["image_id"].duplicated(keep=False)
     if duplicated.any():
         dups = frame.loc[duplicated, "image_id"].unique()[:3]

@@ -5,13 +5,14 @@ unnamed row index; images at ``<root>/<ImageDir>/<ImageID>`` (16-bit grayscale P
 release (DESIGN.md section 3b). ``Labels`` is a Python-literal list of lower-case terms, some with a leading
 space; it is parsed with :func:`ast.literal_eval` (never ``eval``), every term stripped and matched exactly
 against :data:`TERMS`. PadChest has no uncertain or blank labels: a label is 1 when any of its terms is present,
-else 0. Rows whose ``Labels`` is null are left out and counted in a warning. There is no official split.
+else 0. Rows whose ``Labels`` is null are left out and counted in the cohort table (a reading note), as are the rows
+``labelled_by: physician`` leaves out. ``device`` is 1 when any ``Support Devices`` term is present. There is no
+official split.
 """
 
 from __future__ import annotations
 
 import ast
-import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,15 @@ import numpy as np
 import pandas as pd
 
 from cxrgen.sources import register
-from cxrgen.sources.common import SourceError, assemble, check_relative_paths, normalize_sex, require_columns
-
-log = logging.getLogger(__name__)
+from cxrgen.sources.common import (
+    ReadingNote,
+    SourceError,
+    add_reading_note,
+    assemble,
+    check_relative_paths,
+    normalize_sex,
+    require_columns,
+)
 
 CSV_NAMES = (
     "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv",
@@ -52,6 +59,8 @@ PROJECTIONS = {
     "UNK": "UNKNOWN",
 }  # fmt: skip
 LABELLED_BY = {"any": None, "physician": "Physician"}
+#: The :data:`TERMS` entry that fills the manifest's ``device`` column (issue 11's shortcut and subgroups).
+DEVICE_LABEL = "Support Devices"
 
 
 def find_csv(root: Path, csv: str | None) -> Path:
@@ -128,22 +137,24 @@ def read(
         raise SourceError(f"{source}: no rows")
     terms = parse_padchest_labels(frame["Labels"], source)
     keep = terms.notna().to_numpy().copy()
+    notes = []
     if not keep.all():
-        warnings.warn(f"{source}: {int((~keep).sum())} row(s) with a null Labels cell left out", stacklevel=2)
+        notes.append(ReadingNote("left out", int((~keep).sum()), "null Labels cell"))
     wanted = LABELLED_BY[labelled_by]
     if wanted is not None:
-        by = frame["MethodLabel"].fillna("").str.strip() == wanted
-        log.info("padchest %s: labelled_by=%s keeps %d of %d labelled rows", name, labelled_by,
-                 int((by & keep).sum()), int(keep.sum()))
-        keep &= by.to_numpy()
+        by = (frame["MethodLabel"].fillna("").str.strip() == wanted).to_numpy()
+        if (keep & ~by).any():
+            dropped = int((keep & ~by).sum())
+            notes.append(ReadingNote("left out", dropped, f"labelled_by={labelled_by}: MethodLabel is not {wanted}"))
+        keep &= by
     frame, terms = frame.loc[keep].reset_index(drop=True), terms.loc[keep].reset_index(drop=True)
     if frame.empty:
         raise SourceError(f"{source}: no rows left with labels (labelled_by={labelled_by})")
     folders = frame["ImageDir"].str.strip().str.replace(r"\.0$", "", regex=True)
     paths = folders + "/" + frame["ImageID"].str.strip()
     check_relative_paths(paths, source)
-    raw = {label: terms.map(lambda ts, label=label: 1.0 if ts & TERMS[label] else 0.0) for label in labels}
-    return assemble(
+    present = {label: terms.map(lambda ts, label=label: 1.0 if ts & TERMS[label] else 0.0) for label in TERMS}
+    result = assemble(
         dataset=name,
         native_ids=frame["ImageID"].str.strip(),
         paths=paths,
@@ -153,6 +164,10 @@ def read(
         sexes=normalize_sex(frame["PatientSex_DICOM"]),
         ages=padchest_ages(frame["StudyDate_DICOM"], frame["PatientBirth"], source),
         official_split=None,
-        raw=raw,
+        raw={label: present[label] for label in labels},
         source=source,
+        device=present[DEVICE_LABEL],
     )
+    for note in notes:
+        add_reading_note(result, note)
+    return result

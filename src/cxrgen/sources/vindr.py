@@ -14,7 +14,7 @@ The layout is detected from the files present:
 
 Three radiologists read each training image: ``readers: majority`` (default) calls a finding positive when at
 least two distinct ``rad_id`` marked it, ``readers: any`` when one did. Neither layout has patient ids: every
-image is its own patient, which a warning states.
+image is its own patient, which the cohort table states (a reading note).
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ import numpy as np
 import pandas as pd
 
 from cxrgen.sources import register
-from cxrgen.sources.common import SourceError, assemble, check_relative_paths, require_columns
+from cxrgen.sources.common import (
+    ReadingNote,
+    SourceError,
+    add_reading_note,
+    assemble,
+    check_relative_paths,
+    require_columns,
+)
 
 #: Study label -> the VinDr spelling (column in the PhysioNet tables, class_name in Kaggle's train.csv).
 VINDR_NAMES = {"Pleural Effusion": "Pleural effusion", "Lung Opacity": "Lung Opacity"}
@@ -138,12 +145,8 @@ def read(root: Path, *, name: str, labels: list[str], readers: str = "majority",
     paths = frame["split"] + "/" + frame["image_id"] + ".dicom"
     official = frame["split"].map({"train": "train_val", "test": "test"})  # val carved from train, by image
     check_relative_paths(paths, source)
-    warnings.warn(
-        f"{source}: VinDr-CXR has no patient ids; each of its {len(frame)} images counts as its own patient",
-        stacklevel=2,
-    )
     n = len(frame)
-    return assemble(
+    result = assemble(
         dataset=name,
         native_ids=frame["image_id"],
         paths=paths,
@@ -156,3 +159,5 @@ def read(root: Path, *, name: str, labels: list[str], readers: str = "majority",
         raw=raw,
         source=source,
     )
+    note = ReadingNote("note", n, "no patient ids; each image counts as its own patient")
+    return add_reading_note(result, note)

@@ -222,7 +222,7 @@ def plan_brax(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], lis
         for k, study in enumerate(patient.studies):
             accession = f"{int(rng.integers(10**7, 10**8))}"
             for j, image in enumerate(study.images):
-                view = image.view if image.frontal else str(rng.choice(["LL", "RL"]))
+                view = image.view if image.frontal else str(rng.choice(["L", "RL"]))  # BRAX's lateral spellings
                 stem = f"images/id_{pid}/Study_{accession}/Series_{j}/image-{j}"
                 rows.append([pid, sex, _brax_bin(study.age), accession, f"2018{k + 1:02d}01",
                              *(_fmt(study.raw[o]) for o in BRAX_OBSERVATIONS), view, size, size,
