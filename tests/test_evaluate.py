@@ -305,5 +305,6 @@ def test_cli_evaluate_pairs_on_the_intersection_and_refuses_little_overlap(tmp_p
     assert refused.returncode == 1
     message = " ".join(refused.stderr.split())
     assert message.startswith("error:") and str(a) in message and str(few) in message, message
-    assert f"share {n_few} images ({n_few / len(full):.1%} of the larger)" in message and "at least 95%" in message, message
+    assert f"share {n_few} images ({n_few / len(full):.1%} of the larger)" in message, message
+    assert "a paired comparison needs at least 95%" in message, message
     assert not (tmp_path / "refused").exists()  # refused before anything is written
