@@ -78,7 +78,7 @@ def test_gap_figure_draws_the_seed_mean_and_the_seed_range(results: Path) -> Non
         np.testing.assert_allclose(np.array(spans), np.array(expected), rtol=0, atol=1e-12)
         point = gaps[(gaps["configuration_a"] == configuration) & (gaps["arch_a"] == arch)].set_index("label")
         assert point.loc[LABELS, "difference"].to_numpy() == pytest.approx(by_label.mean()[LABELS], abs=1e-12)
-    assert "range over 2 seeds" in fig.get_suptitle()
+    assert "range of the per-seed gaps over 2 seeds" in fig.get_suptitle()
 
 
 def test_roc_and_review_say_which_seed_they_draw(results: Path) -> None:
@@ -90,8 +90,8 @@ def test_roc_and_review_say_which_seed_they_draw(results: Path) -> None:
     from cxrgen.report.seeds import combine_seeds
 
     page = (results / "report.html").read_text(encoding="utf-8")
-    assert "ROC curves of densenet121 (seed 3, the first of 2 (3, 7))" in page
-    assert "Reliability curves of inception_resnet_v2 (seed 3, the first of 2 (3, 7))" in page
+    assert "ROC curves of densenet121 (seed 3, the first of 2 seeds (3, 7))" in page
+    assert "Reliability curves of inception_resnet_v2 (seed 3, the first of 2 seeds (3, 7))" in page
     inputs = load_inputs(results.parent)
     predictions = find_predictions(inputs)
     mine = [p for p in combine_seeds(predictions) if p.arch == "densenet121"]
@@ -104,7 +104,7 @@ def test_roc_and_review_say_which_seed_they_draw(results: Path) -> None:
 
     review = error_review(inputs, predictions, cams=False)
     assert review is not None and list(review.thresholds) == ["densenet121", "inception_resnet_v2"]
-    assert review.drawn == "seed 3, the first of 2 (3, 7)"
+    assert review.drawn == "seed 3, the first of 2 seeds (3, 7)"
     first = {p.arch: p.frame.set_index("image_id") for p in predictions
              if p.seed == 3 and (p.configuration, p.test_set) == ("both", "gamma")}  # fmt: skip
     for arch, frame in first.items():
@@ -140,3 +140,4 @@ def test_an_unfinished_seed_and_a_missing_seed_file_are_named(tmp_path: Path) ->
     page = (results / "report.html").read_text(encoding="utf-8")
     notices = page[: page.index("<h2>")]
     assert "alpha/densenet121 (seed 3)." in notices and "seed 7, test set <b>gamma</b>" in notices
+    assert "except where only one seed has a predictions file (both/densenet121 on gamma)" in page

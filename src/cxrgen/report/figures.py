@@ -179,6 +179,9 @@ def gap_figure(
             colour = f"C{k % 10}"
             hollow = (configuration, arch) in unfinished
             name = f"{configuration}: internal - {test_set}" + (" (unfinished)" if hollow else "")
+            mine = per_seed.loc[(per_seed["configuration"] == configuration) & (per_seed["arch"] == arch)
+                                & (per_seed["test_set"] == test_set)]  # fmt: skip
+            seeds_here = int(mine["seed"].nunique())
             ax.errorbar(
                 x,
                 rows["difference"],
@@ -187,11 +190,9 @@ def gap_figure(
                 capsize=3,
                 color=colour,
                 markerfacecolor="white" if hollow else colour,
-                label=name + (f", mean of {n_seeds} seeds" if n_seeds > 1 else ""),
+                label=name + (f", mean of {seeds_here} seeds" if seeds_here > 1 else ""),
             )
-            mine = per_seed.loc[(per_seed["configuration"] == configuration) & (per_seed["arch"] == arch)
-                                & (per_seed["test_set"] == test_set)]  # fmt: skip
-            if n_seeds > 1 and not mine.empty:
+            if seeds_here > 1:
                 spread = mine.groupby("label")["gap"].agg(["min", "max"]).reindex(list(labels))
                 band = ax.vlines(x, spread["min"], spread["max"], colors=colour, lw=7, alpha=0.3)
                 band.set_gid(f"seed-range {configuration} {arch} {test_set}")
@@ -201,7 +202,7 @@ def gap_figure(
         ax.set_xticks(np.arange(len(labels)), list(labels))
         ax.set(ylabel=f"AUC gap ({ci * 100:g} % CI)", title=(titles or {}).get(arch, arch))
         ax.legend(fontsize=7, loc="best")
-    what = f"; pale bars: range over {n_seeds} seeds (ticks: each seed)" if n_seeds > 1 else ""
+    what = f"\npale bars: range of the per-seed gaps over {n_seeds} seeds, ticks: each seed" if n_seeds > 1 else ""
     fig.suptitle(f"Generalization gap: internal minus external AUC{what}")
     return fig
 

@@ -130,9 +130,9 @@ def table1_html(config: StudyConfig, auc: pd.DataFrame) -> str:
     ):
         shown = test_set if test_set == kind else f"{kind} {test_set}"
         unfinished = is_unfinished(group)
+        flag = ' data-unfinished="true"' if unfinished else ""
         cells = [
-            f'<td class="key" data-unfinished="{str(unfinished).lower()}">{_e(model_label(config, str(arch)))}'
-            f"{_mark(unfinished)}</td>",
+            f'<td class="key"{flag}>{_e(model_label(config, str(arch)))}{_mark(unfinished)}</td>',
             *(f'<td class="key">{_e(value)}</td>' for value in (configuration, shown)),
         ]
         by_label = {str(r["label"]): r for _, r in group.iterrows()}
@@ -293,10 +293,17 @@ def seeds_html(seeds: pd.DataFrame) -> str:
     """Seed-averaged AUC, seed SD and the two-stage interval per run, test set and label."""
     if seeds.empty:
         return ""
-    counted = bool(seeds["training_variance_counted"].all())
-    note = ("Intervals combine training seeds and patients (two-stage bootstrap)." if counted else
-            "One training seed: intervals count patient variance only; training variance is not counted "
-            "(set train.seeds to count it).")
+    counted = seeds["training_variance_counted"].astype(bool)
+    if counted.all():
+        note = "Intervals combine training seeds and patients (two-stage bootstrap)."
+    elif not counted.any():
+        note = ("One training seed: intervals count patient variance only; training variance is not counted "
+                "(set train.seeds to count it).")
+    else:  # a seed's predictions file is missing for some runs (named at the top of the page)
+        single = seeds.loc[~counted]
+        runs = sorted(set(single["configuration"] + "/" + single["arch"] + " on " + single["test_set"]))
+        note = ("Intervals combine training seeds and patients (two-stage bootstrap), except where only one seed "
+                f"has a predictions file ({', '.join(runs)}): there training variance is not counted.")
     body = []
     for _, r in seeds.iterrows():
         sd = "" if pd.isna(r["seed_sd"]) else f"{r['seed_sd']:.4f}"
@@ -323,7 +330,7 @@ def review_html(review: ReviewResult | None, figure: FigureFile | None) -> str:
         "and the cases nearest the threshold. Each architecture's threshold maximizes Youden's J "
         f"(sensitivity + specificity - 1) on this test set: {thresholds}. Cases are ranked by the mean over "
         "architectures of probability minus threshold (margin)."
-        + (f" Scores and Grad-CAM maps of {_e(review.drawn)} seeds." if review.drawn else "")
+        + (f" Scores and Grad-CAM maps of {_e(review.drawn)}." if review.drawn else "")
         + "".join(f" {_e(arch)}{_mark(True)}" for arch in review.unfinished) + "</p>",
         *(f'<p class="note">{_e(note)}</p>' for note in review.notes),
         _frame_html(review.cases.drop(columns=["path"]), digits=3),

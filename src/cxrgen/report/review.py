@@ -70,7 +70,7 @@ class ReviewResult:
             whose checkpoint could be loaded.
         images: The preprocessed grayscale images, uint8 [H, W] per case (None where unreadable).
         notes: What was left out and why, in words for the report.
-        drawn: Which training seed the review shows (``seed 3, the first of 2 (3, 7)``); "" with one seed.
+        drawn: Which training seed the review shows (``seed 3, the first of 2 seeds (3, 7)``); "" with one seed.
         unfinished: Architectures whose reviewed run has no ``done.json`` (marked in the figure and table).
     """
 

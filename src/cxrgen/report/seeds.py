@@ -97,7 +97,7 @@ def seed_auc_table(config: StudyConfig, combined: Sequence[Predictions]) -> pd.D
 
 
 def drawn_seed(predictions: Sequence[Predictions], arch: str | None = None) -> str:
-    """Which seed a single-curve figure draws: ``seed 3, the first of 2 (3, 7)``; "" with one seed.
+    """Which seed a single-curve figure draws: ``seed 3, the first of 2 seeds (3, 7)``; "" with one seed.
 
     Figures that draw one curve per run show the first seed's scores (``p_<label>`` of :func:`combine_seeds`);
     ``predictions`` are the per-seed files, ``arch`` restricts them to one architecture.
@@ -105,7 +105,7 @@ def drawn_seed(predictions: Sequence[Predictions], arch: str | None = None) -> s
     seeds = sorted({p.seed for p in predictions if p.seed is not None and arch in (None, p.arch)})
     if len(seeds) < 2:
         return ""
-    return f"seed {seeds[0]}, the first of {len(seeds)} ({', '.join(map(str, seeds))})"
+    return f"seed {seeds[0]}, the first of {len(seeds)} seeds ({', '.join(map(str, seeds))})"
 
 
 #: Columns of :func:`seed_gaps`.
