@@ -19,12 +19,14 @@ from cxrgen.clustered import clustered_paired_bootstrap, seed_bootstrap_auc
 from cxrgen.evaluate import (
     AUC_COLUMNS,
     COMPARISON_COLUMNS,
+    UNFINISHED_KEY,
     PredictionsError,
     auc_table,
     compare_predictions,
     evaluate_files,
     read_predictions,
 )
+from cxrgen.fileio import write_parquet
 from cxrgen.pairing import PairingError
 
 LABELS = ["Atelectasis", "Pleural Effusion"]
@@ -285,13 +287,16 @@ def _evaluate_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
 def test_cli_evaluate_pairs_on_the_intersection_and_refuses_little_overlap(tmp_path: Path) -> None:
     full = _predictions(200, seed=1, strength=1.5)
     lost = full["image_id"].iloc[17]
-    a = _write(full, tmp_path / "a" / "mimic.parquet")
+    a = tmp_path / "a" / "mimic.parquet"
+    a.parent.mkdir()
+    write_parquet(full, a, metadata={UNFINISHED_KEY: "true"})  # as `cxrgen predict --allow-unfinished` marks it
     b = _write(_predictions(200, seed=2, strength=0.5).query("image_id != @lost"), tmp_path / "b" / "mimic.parquet")
     done = _evaluate_cli(a, b, "--out", tmp_path / "out", "--n-boot", "50")
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"paired on {len(full) - 1} shared images; dropped 1 of {a} and 0 of {b}" in " ".join(done.stderr.split())
     comps = pd.read_csv(tmp_path / "out" / "comparisons.csv")
-    assert list(comps.columns) == list(COMPARISON_COLUMNS)
+    assert list(comps.columns) == [*COMPARISON_COLUMNS, "unfinished"] and comps["unfinished"].all()
+    assert pd.read_csv(tmp_path / "out" / "auc.csv")["unfinished"].tolist() == [True, True, False, False]
     assert comps["test"].tolist() == ["clustered_paired_bootstrap"] * 2 and comps["a"].tolist() == ["a/mimic"] * 2
     assert comps["n_dropped_a"].tolist() == [1, 1] and comps["n_dropped_b"].tolist() == [0, 0]
     kept = full[full["image_id"] != lost].dropna(subset=["y_Atelectasis"])  # AUC a on the shared images only

@@ -16,6 +16,9 @@ Outputs of :func:`evaluate_files`:
   ``n_dropped_a``/``n_dropped_b``, refused below 95 % overlap); files sharing no image are independent test sets
   (clustered unpaired z test). Image-level DeLong stays beside it as ``delong_se``/``delong_p``. ``p_holm`` is
   Holm-adjusted over the labels of each pair.
+
+Both tables carry ``unfinished``: True for a file made by ``cxrgen predict --allow-unfinished`` (a run without
+``done.json``), in ``comparisons.csv`` when either file is.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import pandas as pd
 
 from cxrgen import metrics
 from cxrgen.errors import CxrgenError
-from cxrgen.fileio import write_csv
+from cxrgen.fileio import parquet_metadata, write_csv
 from cxrgen.pairing import CLUSTERED_COLUMNS, pair_on_images, paired_clustered, unpaired_clustered
 
 log = logging.getLogger(__name__)
@@ -292,20 +295,21 @@ def evaluate_files(
     Returns:
         ``(auc, comparisons)``; ``comparisons`` is None for a single file. ``auc`` has ``test_set`` (file
         stem), ``source`` (the shortest trailing path telling the files apart, used as ``a``/``b`` in
-        comparisons), ``file``, then :data:`AUC_COLUMNS`. Comparisons cover every pair of files in the
-        given order and the labels they share.
+        comparisons), ``file``, ``unfinished``, then :data:`AUC_COLUMNS`. Comparisons cover every pair of
+        files in the given order and the labels they share.
     """
     files = [Path(p) for p in paths]
     if not files:
         raise ValueError("evaluate_files: no predictions files given")
     names = _source_names(files)
     frames: list[tuple[pd.DataFrame, list[str]]] = [read_predictions(f) for f in files]
+    unfinished = [parquet_metadata(f).get(UNFINISHED_KEY) == "true" for f in files]
     tables = [
         auc_table(
             df, labels, n_boot=n_boot, seed=seed, ci=ci,
-            extra={"test_set": f.stem, "source": name, "file": str(f)},
+            extra={"test_set": f.stem, "source": name, "file": str(f), "unfinished": flag},
         )
-        for f, name, (df, labels) in zip(files, names, frames, strict=True)
+        for f, name, flag, (df, labels) in zip(files, names, unfinished, frames, strict=True)
     ]
     auc = pd.concat(tables, ignore_index=True)
     comparisons = None
@@ -317,9 +321,11 @@ def evaluate_files(
             if shared:
                 comps.append(compare_predictions(
                     df_a, df_b, shared, name_a=names[i], name_b=names[j], files=(str(files[i]), str(files[j])),
-                    n_boot=n_boot, seed=seed, ci=ci))
+                    n_boot=n_boot, seed=seed, ci=ci).assign(unfinished=unfinished[i] or unfinished[j]))
         comparisons = (
-            pd.concat(comps, ignore_index=True) if comps else pd.DataFrame(columns=list(COMPARISON_COLUMNS))
+            pd.concat(comps, ignore_index=True)
+            if comps
+            else pd.DataFrame(columns=[*COMPARISON_COLUMNS, "unfinished"])
         )
     out = Path(out_dir)
     write_csv(auc, out / "auc.csv")  # atomic: temporary file + os.replace
