@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,14 +15,19 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cxrgen import metrics
+from cxrgen.clustered import clustered_paired_bootstrap, seed_bootstrap_auc
 from cxrgen.evaluate import (
     AUC_COLUMNS,
+    COMPARISON_COLUMNS,
+    UNFINISHED_KEY,
     PredictionsError,
     auc_table,
     compare_predictions,
     evaluate_files,
     read_predictions,
 )
+from cxrgen.fileio import write_parquet
+from cxrgen.pairing import PairingError
 
 LABELS = ["Atelectasis", "Pleural Effusion"]
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -43,6 +51,7 @@ def _predictions(n_patients: int = 200, seed: int = 0, strength: float = 1.0) ->
 
 
 def _write(df: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(path, index=False)
     return path
 
@@ -127,33 +136,38 @@ def test_auc_table_one_class_label_is_nan_not_crash() -> None:
 
 def test_compare_paired_and_unpaired() -> None:
     strong, weak = _predictions(400, seed=1, strength=1.5), _predictions(400, seed=2, strength=0.3)
-    # same images, rows in another order: aligned on image_id, paired test
-    paired = compare_predictions(strong, weak.sample(frac=1.0, random_state=0), LABELS, name_a="s", name_b="w")
-    assert (paired["test"] == "delong_paired").all()
-    assert (paired["p"] < 0.001).all() and (paired["statistic"] > 0).all()
+    # same images, rows in another order: aligned on image_id, the report's clustered paired bootstrap
+    paired = compare_predictions(strong, weak.sample(frac=1.0, random_state=0), LABELS, name_a="s", name_b="w",
+                                 n_boot=200)  # fmt: skip
+    assert (paired["test"] == "clustered_paired_bootstrap").all()
+    assert (paired["p"] < 0.01).all() and (paired["difference"] > 0).all()
+    assert (paired[["n_dropped_a", "n_dropped_b"]] == 0).all().all()
     np.testing.assert_allclose(paired["p_holm"], metrics.holm(paired["p"].to_numpy()))
-    expected = metrics.delong_paired_test(
-        strong["y_Atelectasis"], strong["p_Atelectasis"], weak["p_Atelectasis"]
-    )
-    assert paired.loc[0, "p"] == pytest.approx(expected.p) and paired.loc[0, "auc_a"] == expected.auc_a
+    y, groups = strong["y_Atelectasis"].to_numpy(), strong["patient_id"].to_numpy()
+    expected = clustered_paired_bootstrap(y, strong["p_Atelectasis"].to_numpy()[None], weak["p_Atelectasis"]
+                                          .to_numpy()[None], groups, n_boot=200, seed=0, ci=0.95)  # fmt: skip
+    assert paired.loc[0, "se"] == pytest.approx(expected.se) and paired.loc[0, "p"] == pytest.approx(expected.p)
+    image_level = metrics.delong_paired_test(y, strong["p_Atelectasis"], weak["p_Atelectasis"])
+    assert paired.loc[0, "delong_p"] == pytest.approx(image_level.p)  # the labelled secondary column
 
     same = compare_predictions(strong, strong, LABELS)
-    assert (same["p"] == 1.0).all()
+    assert (same["difference"] == 0).all() and (same["p"] == 1.0).all()
 
     other = _predictions(150, seed=3, strength=1.5)
     other["image_id"] = "x" + other["image_id"]
-    unpaired = compare_predictions(strong, other, LABELS)
-    assert (unpaired["test"] == "unpaired").all()
-    da = metrics.delong(strong["y_Atelectasis"], strong["p_Atelectasis"])
-    db = metrics.delong(other["y_Atelectasis"], other["p_Atelectasis"])
-    assert unpaired.loc[0, "p"] == pytest.approx(metrics.unpaired_auc_test(da.auc, da.variance, db.auc, db.variance).p)
+    unpaired = compare_predictions(strong, other, LABELS, n_boot=200)
+    assert (unpaired["test"] == "clustered_unpaired").all()
+    a = seed_bootstrap_auc(y, strong["p_Atelectasis"].to_numpy()[None], groups, n_boot=200, seed=0, ci=0.95)
+    b = seed_bootstrap_auc(other["y_Atelectasis"].to_numpy(), other["p_Atelectasis"].to_numpy()[None],
+                           other["patient_id"].to_numpy(), n_boot=200, seed=0, ci=0.95)  # fmt: skip
+    assert unpaired.loc[0, "se"] == pytest.approx(math.hypot(a.se, b.se))
 
 
 def test_paired_comparison_refuses_different_ground_truth() -> None:
     a = _predictions(100, seed=1)
     b = a.copy()
     b.loc[b.index[:5], "y_Atelectasis"] = 1.0 - a.loc[a.index[:5], "y_Atelectasis"].fillna(0)
-    with pytest.raises(PredictionsError, match="'y_Atelectasis' differs"):
+    with pytest.raises(PairingError, match="'y_Atelectasis' differs"):
         compare_predictions(a, b, LABELS)
 
 
@@ -177,7 +191,7 @@ def test_evaluate_files_round_trip(tmp_path: Path) -> None:
     assert comps is not None
     disk_c = pd.read_csv(out / "comparisons.csv")
     assert {"a", "b", "label", "test", "auc_a", "auc_b", "statistic", "p", "p_holm"} <= set(disk_c.columns)
-    assert disk_c["test"].tolist() == ["delong_paired"] * 2
+    assert disk_c["test"].tolist() == ["clustered_paired_bootstrap"] * 2
     assert disk_c["a"].tolist() == ["runs_a_nih"] * 2 and disk_c["b"].tolist() == ["nih"] * 2
     assert (disk_c["p_holm"] >= disk_c["p"]).all()
     assert not list(out.glob("*.tmp"))  # atomic writes leave no temporary files
@@ -261,3 +275,41 @@ def test_cli_evaluate(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["evaluate", str(bad), "--out", str(tmp_path / "out2")])
     assert result.exit_code == 1
     assert "y_Atelectasis" in result.stderr and "bad.parquet" in result.stderr
+
+
+def _evaluate_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The real ``cxrgen evaluate`` in a child process, one thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "cxrgen", "evaluate", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+
+
+def test_cli_evaluate_pairs_on_the_intersection_and_refuses_little_overlap(tmp_path: Path) -> None:
+    full = _predictions(200, seed=1, strength=1.5)
+    lost = full["image_id"].iloc[17]
+    a = tmp_path / "a" / "mimic.parquet"
+    a.parent.mkdir()
+    write_parquet(full, a, metadata={UNFINISHED_KEY: "true"})  # as `cxrgen predict --allow-unfinished` marks it
+    b = _write(_predictions(200, seed=2, strength=0.5).query("image_id != @lost"), tmp_path / "b" / "mimic.parquet")
+    done = _evaluate_cli(a, b, "--out", tmp_path / "out", "--n-boot", "50")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"paired on {len(full) - 1} shared images; dropped 1 of {a} and 0 of {b}" in " ".join(done.stderr.split())
+    comps = pd.read_csv(tmp_path / "out" / "comparisons.csv")
+    assert list(comps.columns) == [*COMPARISON_COLUMNS, "unfinished"] and comps["unfinished"].all()
+    assert pd.read_csv(tmp_path / "out" / "auc.csv")["unfinished"].tolist() == [True, True, False, False]
+    assert comps["test"].tolist() == ["clustered_paired_bootstrap"] * 2 and comps["a"].tolist() == ["a/mimic"] * 2
+    assert comps["n_dropped_a"].tolist() == [1, 1] and comps["n_dropped_b"].tolist() == [0, 0]
+    kept = full[full["image_id"] != lost].dropna(subset=["y_Atelectasis"])  # AUC a on the shared images only
+    row = comps.set_index("label").loc["Atelectasis"]
+    assert row["auc_a"] == pytest.approx(roc_auc_score(kept["y_Atelectasis"], kept["p_Atelectasis"]), abs=1e-12)
+    assert row["n_a"] == row["n_b"] == len(kept)
+
+    n_few = int(len(full) * 0.9)
+    few = _write(full.iloc[:n_few], tmp_path / "few" / "mimic.parquet")
+    refused = _evaluate_cli(a, few, "--out", tmp_path / "refused")
+    assert refused.returncode == 1
+    message = " ".join(refused.stderr.split())
+    assert message.startswith("error:") and str(a) in message and str(few) in message, message
+    assert f"share {n_few} images ({n_few / len(full):.1%} of the larger)" in message, message
+    assert "a paired comparison needs at least 95%" in message, message
+    assert not (tmp_path / "refused").exists()  # refused before anything is written

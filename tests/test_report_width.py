@@ -8,8 +8,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from cxrgen.evaluate import UNFINISHED_KEY
+from cxrgen.fileio import write_parquet
 from cxrgen.report.build import build_report
 from report_fixtures import make_study
 
@@ -32,8 +35,14 @@ def _chromium() -> str:
 @pytest.mark.slow
 def test_every_table_fits_1280_px(tmp_path: Path) -> None:
     browser = _chromium()
-    results = build_report(make_study(tmp_path, patients=30, seeds=[0, 1]), review=False)
+    study = make_study(tmp_path, patients=30, seeds=[0, 1])
+    runs = study / "runs" / "both" / "inception_resnet_v2"  # the notices at the top must fit too
+    unfinished = runs / "seed-0" / "predictions" / "internal.parquet"
+    write_parquet(pd.read_parquet(unfinished), unfinished, metadata={UNFINISHED_KEY: "true"})
+    (runs / "seed-1" / "predictions" / "gamma.parquet").unlink()
+    results = build_report(study, review=False)
     page = (results / "report.html").read_text(encoding="utf-8")
+    assert 'class="notice"' in page
     probe = results / "measure.html"
     probe.write_text(page.replace("</body>", MEASURE, 1), encoding="utf-8")
     dom = subprocess.run(

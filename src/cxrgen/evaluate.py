@@ -11,15 +11,20 @@ Outputs of :func:`evaluate_files`:
 
 * ``auc.csv``: one row per (file, label): AUC, percentile CI of the patient-clustered bootstrap
   (``ci_low``/``ci_high``), DeLong logit CI (``delong_low``/``delong_high``), counts.
-* ``comparisons.csv`` (2+ files): one row per (pair of files, shared label): paired DeLong test when both files
-  hold the same image ids, otherwise the unpaired z test; ``p_holm`` is Holm-adjusted over the labels of
-  each pair.
+* ``comparisons.csv`` (2+ files): one row per (pair of files, shared label), the same patient-clustered tests as
+  the report (:mod:`cxrgen.pairing`): files sharing images are paired on the intersection (drops counted in
+  ``n_dropped_a``/``n_dropped_b``, refused below 95 % overlap); files sharing no image are independent test sets
+  (clustered unpaired z test). Image-level DeLong stays beside it as ``delong_se``/``delong_p``. ``p_holm`` is
+  Holm-adjusted over the labels of each pair.
+
+Both tables carry ``unfinished``: True for a file made by ``cxrgen predict --allow-unfinished`` (a run without
+``done.json``), in ``comparisons.csv`` when either file is.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
+import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -30,7 +35,10 @@ import pandas as pd
 
 from cxrgen import metrics
 from cxrgen.errors import CxrgenError
-from cxrgen.fileio import write_csv
+from cxrgen.fileio import parquet_metadata, write_csv
+from cxrgen.pairing import CLUSTERED_COLUMNS, pair_on_images, paired_clustered, unpaired_clustered
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AUC_COLUMNS",
@@ -60,21 +68,15 @@ AUC_COLUMNS: tuple[str, ...] = (
     "ci",
 )
 
-#: Columns of ``comparisons.csv``.
+#: Columns of ``comparisons.csv``: the two files (their source names), the label, then the clustered test's
+#: columns (:data:`cxrgen.pairing.CLUSTERED_COLUMNS`) with ``p_holm`` after ``p``.
 COMPARISON_COLUMNS: tuple[str, ...] = (
     "a",
     "b",
     "label",
-    "test",
-    "auc_a",
-    "auc_b",
-    "difference",
-    "se",
-    "statistic",
-    "p",
+    *CLUSTERED_COLUMNS[: CLUSTERED_COLUMNS.index("p") + 1],
     "p_holm",
-    "n_a",
-    "n_b",
+    *CLUSTERED_COLUMNS[CLUSTERED_COLUMNS.index("p") + 1 :],
 )
 
 
@@ -222,47 +224,6 @@ def auc_table(
     return pd.DataFrame(rows, columns=columns)
 
 
-def paired_comparison(merged: pd.DataFrame, label: str, what: str) -> dict[str, object]:
-    """DeLong's paired test of one label on a frame of two models joined on ``image_id`` (suffixes ``_a``/``_b``).
-
-    ``difference`` is ``auc_a - auc_b`` and ``se`` its standard error.
-
-    Raises:
-        PredictionsError: the two models' ground truth differs on a shared image; ``what`` names the pair.
-    """
-    y_a = merged[f"y_{label}_a"].to_numpy(dtype=np.float64)
-    y_b = merged[f"y_{label}_b"].to_numpy(dtype=np.float64)
-    if not np.array_equal(y_a, y_b, equal_nan=True):
-        raise PredictionsError(
-            f"{what}: column 'y_{label}' differs on {int((y_a != y_b).sum())} shared images; "
-            "a paired comparison needs the same ground truth (were they predicted from different manifests?)"
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", metrics.OneClassWarning)  # auc.csv reports the undefined AUC
-        test = metrics.delong_paired_test(
-            y_a, merged[f"p_{label}_a"].to_numpy(), merged[f"p_{label}_b"].to_numpy(), name=label
-        )
-    n = test.n_pos + test.n_neg
-    return {
-        "test": "delong_paired", "auc_a": test.auc_a, "auc_b": test.auc_b, "difference": test.difference,
-        "se": math.sqrt(test.variance), "statistic": test.statistic, "p": test.p, "n_a": n, "n_b": n,
-    }
-
-
-def unpaired_comparison(df_a: pd.DataFrame, df_b: pd.DataFrame, label: str) -> dict[str, object]:
-    """Two AUCs of one label on independent test sets: their DeLong variances in the unpaired z test."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", metrics.OneClassWarning)
-        da = metrics.delong(df_a[f"y_{label}"].to_numpy(), df_a[f"p_{label}"].to_numpy(), name=label)
-        db = metrics.delong(df_b[f"y_{label}"].to_numpy(), df_b[f"p_{label}"].to_numpy(), name=label)
-    test = metrics.unpaired_auc_test(da.auc, da.variance, db.auc, db.variance)
-    return {
-        "test": "unpaired", "auc_a": test.auc_a, "auc_b": test.auc_b, "difference": test.difference,
-        "se": math.sqrt(test.variance), "statistic": test.statistic, "p": test.p,
-        "n_a": da.n_pos + da.n_neg, "n_b": db.n_pos + db.n_neg,
-    }
-
-
 def compare_predictions(
     df_a: pd.DataFrame,
     df_b: pd.DataFrame,
@@ -270,28 +231,33 @@ def compare_predictions(
     *,
     name_a: str = "a",
     name_b: str = "b",
+    files: tuple[str, str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
 ) -> pd.DataFrame:
-    """Compare two models label by label; Holm-adjust the p-values over ``labels``.
+    """Compare two models label by label with the report's patient-clustered tests; Holm over ``labels``.
 
-    When both frames hold the same set of ``image_id`` they are aligned on it and compared with DeLong's
-    paired test (``test == "delong_paired"``); their ``y`` must then agree. Otherwise each AUC gets its own
-    DeLong variance and the two are compared with the unpaired z test (``test == "unpaired"``), which
-    assumes independent test sets.
+    Frames that share images are paired on the intersection (``test == "clustered_paired_bootstrap"``; one
+    patient resample shared by both models; dropped images counted and logged). Frames sharing no image are
+    independent test sets (``test == "clustered_unpaired"``). Partly overlapping frames are neither: refused.
+    ``files`` (the two paths) name the frames in messages; ``name_a``/``name_b`` fill the ``a``/``b`` columns.
 
     Raises:
-        PredictionsError: Paired frames whose ground truth differs for a label.
+        PairingError: the frames share images but under 95 % of the larger one's, or disagree on the ground
+            truth of a shared image; the message names both.
     """
-    paired = set(df_a["image_id"]) == set(df_b["image_id"])
-    if paired:
-        merged = df_a.merge(df_b, on="image_id", suffixes=("_a", "_b"), validate="one_to_one")
-    rows = [
-        {
-            "a": name_a, "b": name_b, "label": lab,
-            **(paired_comparison(merged, lab, f"{name_a} vs {name_b}") if paired
-               else unpaired_comparison(df_a, df_b, lab)),
-        }
-        for lab in labels
-    ]
+    n_boot = max(n_boot, 2)  # a standard error needs two resamples
+    what_a, what_b = files or (name_a, name_b)
+    if df_a["image_id"].isin(df_b["image_id"]).any():
+        paired = pair_on_images(df_a, df_b, what_a, what_b)
+        what = f"{what_a} vs {what_b}"
+        results = [paired_clustered(paired, lab, what, n_boot=n_boot, seed=seed, ci=ci) for lab in labels]
+    else:
+        log.info("%s and %s share no image: compared as independent test sets (clustered unpaired test)",
+                 what_a, what_b)  # fmt: skip
+        results = [unpaired_clustered(df_a, df_b, lab, n_boot=n_boot, seed=seed, ci=ci) for lab in labels]
+    rows = [{"a": name_a, "b": name_b, "label": lab, **res} for lab, res in zip(labels, results, strict=True)]
     out = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c != "p_holm"])
     out.insert(out.columns.get_loc("p") + 1, "p_holm", metrics.holm(out["p"].to_numpy(dtype=np.float64)))
     return out
@@ -317,6 +283,8 @@ def evaluate_files(
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Evaluate predictions files and write ``out_dir/auc.csv`` (and ``comparisons.csv`` for 2+ files).
 
+    Every comparison is computed before anything is written, so a refused pairing leaves no partial output.
+
     Args:
         paths: Predictions parquet files; each is a test set named by its file stem (``test_set``).
         out_dir: Output folder, created if needed; CSVs are written atomically.
@@ -327,34 +295,40 @@ def evaluate_files(
     Returns:
         ``(auc, comparisons)``; ``comparisons`` is None for a single file. ``auc`` has ``test_set`` (file
         stem), ``source`` (the shortest trailing path telling the files apart, used as ``a``/``b`` in
-        comparisons), ``file``, then :data:`AUC_COLUMNS`. Comparisons cover every pair of files in the
-        given order and the labels they share.
+        comparisons), ``file``, ``unfinished``, then :data:`AUC_COLUMNS`. Comparisons cover every pair of
+        files in the given order and the labels they share.
     """
     files = [Path(p) for p in paths]
     if not files:
         raise ValueError("evaluate_files: no predictions files given")
     names = _source_names(files)
     frames: list[tuple[pd.DataFrame, list[str]]] = [read_predictions(f) for f in files]
+    unfinished = [parquet_metadata(f).get(UNFINISHED_KEY) == "true" for f in files]
     tables = [
         auc_table(
             df, labels, n_boot=n_boot, seed=seed, ci=ci,
-            extra={"test_set": f.stem, "source": name, "file": str(f)},
+            extra={"test_set": f.stem, "source": name, "file": str(f), "unfinished": flag},
         )
-        for f, name, (df, labels) in zip(files, names, frames, strict=True)
+        for f, name, flag, (df, labels) in zip(files, names, unfinished, frames, strict=True)
     ]
     auc = pd.concat(tables, ignore_index=True)
+    comparisons = None
+    if len(files) >= 2:
+        comps = []
+        for i, j in itertools.combinations(range(len(files)), 2):
+            (df_a, lab_a), (df_b, lab_b) = frames[i], frames[j]
+            shared = [lab for lab in lab_a if lab in lab_b]
+            if shared:
+                comps.append(compare_predictions(
+                    df_a, df_b, shared, name_a=names[i], name_b=names[j], files=(str(files[i]), str(files[j])),
+                    n_boot=n_boot, seed=seed, ci=ci).assign(unfinished=unfinished[i] or unfinished[j]))
+        comparisons = (
+            pd.concat(comps, ignore_index=True)
+            if comps
+            else pd.DataFrame(columns=[*COMPARISON_COLUMNS, "unfinished"])
+        )
     out = Path(out_dir)
     write_csv(auc, out / "auc.csv")  # atomic: temporary file + os.replace
-    if len(files) < 2:
-        return auc, None
-    comps = []
-    for i, j in itertools.combinations(range(len(files)), 2):
-        (df_a, lab_a), (df_b, lab_b) = frames[i], frames[j]
-        shared = [lab for lab in lab_a if lab in lab_b]
-        if shared:
-            comps.append(compare_predictions(df_a, df_b, shared, name_a=names[i], name_b=names[j]))
-    comparisons = (
-        pd.concat(comps, ignore_index=True) if comps else pd.DataFrame(columns=list(COMPARISON_COLUMNS))
-    )
-    write_csv(comparisons, out / "comparisons.csv")
+    if comparisons is not None:
+        write_csv(comparisons, out / "comparisons.csv")
     return auc, comparisons

@@ -78,7 +78,7 @@ def pair_on_images(df_a: pd.DataFrame, df_b: pd.DataFrame, what_a: str, what_b: 
         raise PairingError(
             f"{what_a} ({n_a} images) and {what_b} ({n_b} images) share {shared} images "
             f"({shared / larger if larger else 0:.1%} of the larger); a paired comparison needs at least "
-            f"{MIN_OVERLAP:.0%}. Compare them unpaired or predict both on the same test set."
+            f"{MIN_OVERLAP:.0%}; predict both on the same test set, or evaluate them one at a time."
         )
     if shared < larger:
         log.warning("%s vs %s: paired on %d shared images; dropped %d of %s and %d of %s",

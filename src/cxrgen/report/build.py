@@ -21,9 +21,9 @@ from cxrgen.report import figures as figs
 from cxrgen.report.comparisons import comparisons as run_comparisons
 from cxrgen.report.findings import findings as claim_findings
 from cxrgen.report.html import FigureFile, render_report
-from cxrgen.report.inputs import find_predictions, load_inputs
+from cxrgen.report.inputs import find_predictions, load_inputs, missing_predictions, unfinished_runs
 from cxrgen.report.naming import model_label
-from cxrgen.report.seeds import combine_seeds, seed_auc_table
+from cxrgen.report.seeds import combine_seeds, drawn_seed, seed_auc_table, seed_gaps
 from cxrgen.report.shift import add_shift_sections, write_shift_results
 from cxrgen.report.tables import (
     auc_results,
@@ -46,7 +46,8 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     """Evaluate every predictions file of a study and write the report into ``study_dir/results/``.
 
     Files written: ``findings.csv`` (the claims as tested statements), ``auc.csv`` (one row per predictions file
-    and label, with ``seed`` when the study has several), ``auc_seeds.csv`` (mean over seeds, seed SD, two-stage
+    and label, with ``seed`` when the study has several), ``missing.csv`` (configured test sets without a
+    predictions file), ``auc_seeds.csv`` (mean over seeds, seed SD, two-stage
     interval), ``next_hospital.csv`` and ``next_hospital_coverage.csv`` (meta-analysis of external AUCs),
     ``calibration.csv``, ``comparisons.csv``, ``cohort.csv``,
     ``table1.{md,csv,tex}``, ``figures/*.png`` (``roc_<arch>``, ``calibration_<arch>``,
@@ -75,6 +76,10 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     config = inputs.config
     predictions = find_predictions(inputs)
     write_text(results / "config.yaml", dump_resolved(config))
+    missing = missing_predictions(inputs, predictions)
+    write_csv(missing, results / "missing.csv")
+    unfinished = unfinished_runs(predictions)
+    unfinished_pairs = {(p.configuration, p.arch) for p in predictions if p.unfinished}
 
     say(f"AUCs and intervals of {len(predictions)} predictions file(s)")
     several_seeds = any(p.seed is not None for p in predictions)
@@ -112,7 +117,7 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     write_csv(next_hospital, results / "next_hospital.csv")
     coverage = coverage_table(per_run, ci=config.evaluation.ci)
     write_csv(coverage, results / "next_hospital_coverage.csv")
-    claims = claim_findings(config, comparisons, next_hospital)
+    claims = claim_findings(config, comparisons, next_hospital, unfinished_runs=unfinished_pairs)
     write_csv(claims, results / "findings.csv")
 
     study_labels_present = [lab for lab in config.labels if lab in inputs.manifest]
@@ -136,22 +141,28 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     save(figs.demographics_figure(inputs.manifest, datasets), "demographics", "Age and sex per dataset (Figure 1).")
     shown = {arch: model_label(config, arch) for arch in archs}
     for arch in archs:
-        mine = [p for p in combined if p.arch == arch]  # the first seed's curves
+        mine = [p for p in combined if p.arch == arch]  # one curve per run: the first seed's scores
+        drawn = drawn_seed(predictions, arch)
+        which = f" ({drawn})" if drawn else ""
+        also = "; the other seeds' AUCs are in auc.csv, their mean in auc_seeds.csv" if drawn else ""
         save(
-            figs.roc_figure(mine, labels, f"ROC curves: {shown[arch]}"),
+            figs.roc_figure(mine, labels, f"ROC curves: {shown[arch]}{which}"),
             f"roc_{arch}",
-            f"ROC curves of {shown[arch]}, one panel per label (the paper's Figures 7-8).",
+            f"ROC curves of {shown[arch]}{which}, one panel per label (the paper's Figures 7-8){also}.",
         )
         save(
-            figs.calibration_figure(mine, labels, f"Reliability: {shown[arch]}"),
+            figs.calibration_figure(mine, labels, f"Reliability: {shown[arch]}{which}"),
             f"calibration_{arch}",
-            f"Reliability curves of {shown[arch]} (10 equal-width probability bins).",
+            f"Reliability curves of {shown[arch]}{which} (10 equal-width probability bins){also}.",
         )
     if (comparisons["family"] == "internal_vs_external").any():
+        spread = seed_gaps(auc)
         save(
-            figs.gap_figure(comparisons, labels, archs, config.evaluation.ci, titles=shown),
+            figs.gap_figure(comparisons, labels, archs, config.evaluation.ci, titles=shown, seed_gaps=spread,
+                            unfinished=unfinished_pairs),
             "generalization_gap",
-            "Internal minus external AUC with the unpaired test's interval; above 0 = worse on the other hospital.",
+            "Internal minus external AUC with the unpaired test's interval; above 0 = worse on the other hospital."
+            + (" Points: mean over the seeds; pale bars: the range of the per-seed gaps." if several_seeds else ""),
         )
 
     review_result = None
@@ -176,6 +187,7 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     page = render_report(
         config, auc, comparisons, calibration, cohort if not cohort.empty else None, written, review_result,
         review_file, findings=claims, seeds=seeds, next_hospital=next_hospital, coverage=coverage,
+        unfinished=unfinished, unfinished_runs=unfinished_pairs, missing=missing,
     )
     shift = write_shift_results(inputs, predictions, results)  # issue 11: six CSVs, sections after the rest
     write_text(results / "report.html", add_shift_sections(page, shift, config.evaluation.ci))

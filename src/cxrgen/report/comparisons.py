@@ -13,6 +13,7 @@ asked for many labels, configurations and architectures:
 ``difference`` is always ``auc_a - auc_b`` and ``se`` its patient-clustered standard error, so
 ``difference +- z se`` is the interval the generalization-gap figure draws. The image-level DeLong test stays
 beside it as ``delong_se`` / ``delong_p`` (labelled secondary: it treats a patient's images as independent).
+``unfinished`` is True when either side comes from a run without ``done.json`` (``--allow-unfinished``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ COMPARISONS_COLUMNS: tuple[str, ...] = (
     "configuration_b",
     "arch_b",
     "test_set_b",
+    "unfinished",
     *CLUSTERED_COLUMNS[: CLUSTERED_COLUMNS.index("p") + 1],
     "p_holm",
     *CLUSTERED_COLUMNS[CLUSTERED_COLUMNS.index("p") + 1 :],
@@ -60,6 +62,7 @@ def _sides(a: Predictions, b: Predictions) -> dict[str, object]:
         "configuration_b": b.configuration,
         "arch_b": b.arch,
         "test_set_b": b.test_set,
+        "unfinished": a.unfinished or b.unfinished,
     }
 
 

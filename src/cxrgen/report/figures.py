@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,15 +149,22 @@ def gap_figure(
     architectures: Sequence[str],
     ci: float,
     titles: Mapping[str, str] | None = None,
+    *,
+    seed_gaps: pd.DataFrame | None = None,
+    unfinished: Collection[tuple[str, str]] = (),
 ) -> Figure:
     """Generalization gap (internal minus external AUC) per label, configuration and architecture.
 
-    The interval is ``gap +- z se`` with the standard error of the unpaired test in ``comparisons.csv``
-    (patient-clustered bootstrap variances of the two independent test sets added). A point above 0 means the
-    model lost AUC on the other hospital; an interval crossing 0 means the loss is not distinguishable from noise
-    at this level.
+    The point is the gap of ``comparisons.csv`` (with several seeds: the seed mean) and the thin bar
+    ``gap +- z se`` with the standard error of the unpaired test (patient-clustered, two-stage over seeds when
+    there are several). With ``seed_gaps`` (:func:`cxrgen.report.seeds.seed_gaps`) a wide pale bar spans the
+    range of the per-seed gaps, each seed a small tick, so training noise is seen beside patient noise. A point
+    above 0 means the model lost AUC on the other hospital. Series of ``unfinished`` (configuration, arch) runs
+    are drawn hollow and say "(unfinished)" in the legend.
     """
     gaps = comparisons.loc[comparisons["family"] == "internal_vs_external"]
+    per_seed = seed_gaps if seed_gaps is not None else pd.DataFrame(columns=["configuration", "arch", "seed"])
+    n_seeds = int(per_seed["seed"].nunique())
     z = float(norm.ppf(0.5 + ci / 2.0))
     fig = new_figure(max(6.0, 1.3 * len(labels) + 2.5), 3.2 * max(1, len(architectures)))
     axes = fig.subplots(max(1, len(architectures)), 1, squeeze=False).ravel()
@@ -169,20 +176,34 @@ def gap_figure(
             rows = part.loc[(part["configuration_a"] == configuration) & (part["test_set_b"] == test_set)]
             rows = rows.set_index("label").reindex(list(labels))
             x = np.arange(len(labels)) - 0.4 + width * (k + 0.5)
+            colour = f"C{k % 10}"
+            hollow = (configuration, arch) in unfinished
+            name = f"{configuration}: internal - {test_set}" + (" (unfinished)" if hollow else "")
+            mine = per_seed.loc[(per_seed["configuration"] == configuration) & (per_seed["arch"] == arch)
+                                & (per_seed["test_set"] == test_set)]  # fmt: skip
+            seeds_here = int(mine["seed"].nunique())
             ax.errorbar(
                 x,
                 rows["difference"],
                 yerr=z * rows["se"],
                 fmt="o",
                 capsize=3,
-                color=f"C{k % 10}",
-                label=f"{configuration}: internal - {test_set}",
+                color=colour,
+                markerfacecolor="white" if hollow else colour,
+                label=name + (f", mean of {seeds_here} seeds" if seeds_here > 1 else ""),
             )
+            if seeds_here > 1:
+                spread = mine.groupby("label")["gap"].agg(["min", "max"]).reindex(list(labels))
+                band = ax.vlines(x, spread["min"], spread["max"], colors=colour, lw=7, alpha=0.3)
+                band.set_gid(f"seed-range {configuration} {arch} {test_set}")
+                ticks = mine.assign(x=mine["label"].map(dict(zip(labels, x, strict=True))))
+                ax.scatter(ticks["x"], ticks["gap"], marker="_", s=90, color=colour, lw=1.2)
         ax.axhline(0.0, color="0.5", lw=0.8)
         ax.set_xticks(np.arange(len(labels)), list(labels))
         ax.set(ylabel=f"AUC gap ({ci * 100:g} % CI)", title=(titles or {}).get(arch, arch))
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle("Generalization gap: internal minus external AUC")
+    what = f"\npale bars: range of the per-seed gaps over {n_seeds} seeds, ticks: each seed" if n_seeds > 1 else ""
+    fig.suptitle(f"Generalization gap: internal minus external AUC{what}")
     return fig
 
 

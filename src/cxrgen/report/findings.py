@@ -14,22 +14,24 @@ its family (:mod:`cxrgen.report.comparisons`) and a verdict at ``alpha``:
 4. ``next_hospital``: with three or more external hospitals, the pooled external AUC and the 95 % prediction
    interval per label (:mod:`cxrgen.meta_analysis`); an estimate, so no verdict.
 
-The paper's own difference sits beside ours (``paper``) where ``reference`` holds both of its AUCs.
+The paper's own difference sits beside ours (``paper``) where ``reference`` holds both of its AUCs. A statement
+resting on a run without ``done.json`` says so: ``unfinished`` is True and its comparison ends in "(unfinished)".
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import pandas as pd
 
 from cxrgen.config import StudyConfig
-from cxrgen.report.tables import reference_auc
+from cxrgen.report.tables import UNFINISHED, reference_auc
 
 EQUIVALENCE_MARGIN = 0.02
 
 FINDINGS_COLUMNS: tuple[str, ...] = (
-    "claim", "comparison", "label", "effect", "ci_low", "ci_high", "p_holm", "verdict", "paper",
+    "claim", "comparison", "label", "effect", "ci_low", "ci_high", "p_holm", "verdict", "paper", "unfinished",
 )
 
 CLAIMS: dict[str, str] = {
@@ -64,10 +66,23 @@ def _paper_gap(config: StudyConfig, row: pd.Series, label: str) -> float:
     return a[label] - b[label] if label in a and label in b else math.nan
 
 
+def _marked(what: str, unfinished: bool) -> str:
+    return f"{what} ({UNFINISHED})" if unfinished else what
+
+
 def findings(
-    config: StudyConfig, comparisons: pd.DataFrame, next_hospital: pd.DataFrame, *, alpha: float = 0.05
+    config: StudyConfig,
+    comparisons: pd.DataFrame,
+    next_hospital: pd.DataFrame,
+    *,
+    alpha: float = 0.05,
+    unfinished_runs: Collection[tuple[str, str]] = (),
 ) -> pd.DataFrame:
-    """All claims as rows with :data:`FINDINGS_COLUMNS`, claims in the order of :data:`CLAIMS`."""
+    """All claims as rows with :data:`FINDINGS_COLUMNS`, claims in the order of :data:`CLAIMS`.
+
+    ``unfinished_runs`` are the (configuration, arch) pairs with an unfinished run; they mark the next-hospital
+    rows (comparison rows carry their own ``unfinished`` column).
+    """
     rows: list[dict[str, object]] = []
     family_claim = {"internal_vs_external": "internal_above_external", "multi_vs_single": "union_beats_single",
                     "architectures": "architectures_alike"}
@@ -83,21 +98,24 @@ def findings(
                 what = f"{r['arch_a']} vs {r['arch_b']} ({r['configuration_a']}, {r['test_set_a']})"
             verdict = _alike(low, high, p_holm, alpha) if claim == "architectures_alike" else _directional(
                 diff, p_holm, alpha)
-            rows.append({"claim": claim, "comparison": what, "label": r["label"], "effect": diff, "ci_low": low,
-                         "ci_high": high, "p_holm": p_holm, "verdict": verdict,
-                         "paper": _paper_gap(config, r, str(r["label"]))})
+            unfinished = bool(r.get("unfinished", False))
+            rows.append({"claim": claim, "comparison": _marked(what, unfinished), "label": r["label"],
+                         "effect": diff, "ci_low": low, "ci_high": high, "p_holm": p_holm, "verdict": verdict,
+                         "paper": _paper_gap(config, r, str(r["label"])), "unfinished": unfinished})
     for _, r in next_hospital.iterrows():
-        rows.append({"claim": "next_hospital", "comparison": f"{r['configuration']}/{r['arch']} on {r['k']} "
-                     f"hospitals ({r['hospitals']})", "label": r["label"], "effect": r["pooled_auc"],
-                     "ci_low": r["pi_low"], "ci_high": r["pi_high"], "p_holm": math.nan,
-                     "verdict": r["note"] or "estimate", "paper": math.nan})
+        unfinished = (r["configuration"], r["arch"]) in set(unfinished_runs)
+        what = f"{r['configuration']}/{r['arch']} on {r['k']} hospitals ({r['hospitals']})"
+        rows.append({"claim": "next_hospital", "comparison": _marked(what, unfinished), "label": r["label"],
+                     "effect": r["pooled_auc"], "ci_low": r["pi_low"], "ci_high": r["pi_high"], "p_holm": math.nan,
+                     "verdict": r["note"] or "estimate", "paper": math.nan, "unfinished": unfinished})
     return pd.DataFrame(rows, columns=list(FINDINGS_COLUMNS))
 
 
 def claim_summary(table: pd.DataFrame) -> pd.DataFrame:
     """One line per claim: how many of its statements are supported, contradicted, inconclusive, not estimable.
 
-    The next-hospital claim is an estimate, not a test: its estimable rows count under ``estimated``.
+    The next-hospital claim is an estimate, not a test: its estimable rows count under ``estimated``. Statements
+    resting on an unfinished run are also counted under ``unfinished``.
     """
     out = []
     for claim, text in CLAIMS.items():
@@ -107,5 +125,6 @@ def claim_summary(table: pd.DataFrame) -> pd.DataFrame:
         out.append({"claim": text, "statements": len(part), "supported": int(counts.get("supported", 0)),
                     "contradicted": int(counts.get("contradicted", 0)),
                     "inconclusive": int(counts.get("inconclusive", 0)),
-                    "estimated": int(counts.get("estimate", 0)), "not estimable": not_estimable})
+                    "estimated": int(counts.get("estimate", 0)), "not estimable": not_estimable,
+                    "unfinished": int(part["unfinished"].astype(bool).sum())})
     return pd.DataFrame(out)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +22,7 @@ import pandas as pd
 import cxrgen
 from cxrgen.config import StudyConfig
 from cxrgen.report.naming import model_label, random_weights_note
-from cxrgen.report.tables import format_auc, has_reference, reference_auc, study_labels
+from cxrgen.report.tables import UNFINISHED, format_auc, has_reference, is_unfinished, reference_auc, study_labels
 
 if TYPE_CHECKING:  # the review pulls in torch; the page needs only its type
     from cxrgen.report.review import ReviewResult
@@ -39,6 +39,8 @@ tr.sig td{background:#fff6d6}figure{margin:1em 0}img{max-width:100%}
 .note{color:#8a4b00}p.meta{color:#555;font-size:.9em}
 td.supported{background:#e3f4e1}td.contradicted{background:#fbe0dd}td.inconclusive{color:#666}
 td.wrap{text-align:left;max-width:28em;white-space:normal}
+.unfinished{color:#fff;background:#b3261e;border-radius:3px;padding:0 .3em;font-size:.8em;font-weight:600}
+div.notice{border:2px solid #b3261e;background:#fdf0ef;padding:.3em 1em;margin:1em 0;overflow-wrap:anywhere}
 """
 
 
@@ -83,6 +85,34 @@ def _img(figure: FigureFile) -> str:
     )
 
 
+def _mark(unfinished: bool) -> str:
+    """The visible mark of a run without ``done.json``, next to its name."""
+    return f' <span class="unfinished">{UNFINISHED}</span>' if unfinished else ""
+
+
+def notices_html(unfinished: Sequence[str], missing: pd.DataFrame | None) -> str:
+    """The warnings a reader must see before any number: unfinished runs, configured test sets without files."""
+    parts = []
+    if unfinished:
+        runs = ", ".join(_e(run) for run in unfinished)
+        parts.append(
+            f'<div class="notice"><p><b>Unfinished runs</b>{_mark(True)}: {runs}. These runs have no done.json (they '
+            "were stopped before training finished) and were predicted with <code>--allow-unfinished</code>; their "
+            "rows are marked in every table and figure and are not final results.</p></div>"
+        )
+    if missing is not None and not missing.empty:
+        items = "".join(
+            f"<li>{_e(r.configuration)}/{_e(r.arch)}, seed {_e(r.seed)}, test set <b>{_e(r.test_set)}</b>: "
+            f"{_e(r.expected)} ({_e(r.reason)})</li>"
+            for r in missing.itertuples(index=False)
+        )
+        parts.append(
+            f'<div class="notice"><p><b>Configured test sets without predictions</b> ({len(missing)}): left out '
+            f'of every table below (<a href="missing.csv">missing.csv</a>).</p><ul>{items}</ul></div>'
+        )
+    return "".join(parts)
+
+
 def table1_html(config: StudyConfig, auc: pd.DataFrame) -> str:
     """Table 1 with one ``data-auc`` cell per (run, test set, label), the paper's value beside it when known."""
     labels = study_labels(config, auc)
@@ -99,8 +129,11 @@ def table1_html(config: StudyConfig, auc: pd.DataFrame) -> str:
         ["arch", "configuration", "test_set", "kind"], sort=False
     ):
         shown = test_set if test_set == kind else f"{kind} {test_set}"
+        unfinished = is_unfinished(group)
+        flag = ' data-unfinished="true"' if unfinished else ""
         cells = [
-            f'<td class="key">{_e(value)}</td>' for value in (model_label(config, str(arch)), configuration, shown)
+            f'<td class="key"{flag}>{_e(model_label(config, str(arch)))}{_mark(unfinished)}</td>',
+            *(f'<td class="key">{_e(value)}</td>' for value in (configuration, shown)),
         ]
         by_label = {str(r["label"]): r for _, r in group.iterrows()}
         paper = reference_auc(config, str(configuration), str(arch), str(test_set), str(kind))
@@ -137,8 +170,12 @@ def _p(value: float) -> str:
     return "" if pd.isna(value) else (f"{value:.1e}" if 0 < value < 1e-3 else f"{value:.3f}")
 
 
-def comparisons_html(comparisons: pd.DataFrame, alpha: float = 0.05) -> str:
+def comparisons_html(
+    comparisons: pd.DataFrame, alpha: float = 0.05, unfinished_runs: Collection[tuple[str, str]] = ()
+) -> str:
     """One narrow table per family and pair of runs: label, the two AUCs, difference [CI], p, Holm p.
+
+    A side from an ``unfinished_runs`` (configuration, arch) pair carries the unfinished mark.
 
     The full statistics (SEs, the image-level DeLong columns, counts and dropped images) are in
     ``comparisons.csv``, linked from the page, so that every table fits a 1280 px window.
@@ -159,8 +196,9 @@ def comparisons_html(comparisons: pd.DataFrame, alpha: float = 0.05) -> str:
             continue
         for key, rows in part.groupby(sides, sort=False):
             conf_a, arch_a, test_a, conf_b, arch_b, test_b = (str(k) for k in key)
-            parts.append(f'<p><b>a</b> = {_e(conf_a)}/{_e(arch_a)} on {_e(test_a)}, '
-                         f'<b>b</b> = {_e(conf_b)}/{_e(arch_b)} on {_e(test_b)}</p>')
+            mark_a, mark_b = (_mark((c, a) in unfinished_runs) for c, a in ((conf_a, arch_a), (conf_b, arch_b)))
+            parts.append(f'<p><b>a</b> = {_e(conf_a)}/{_e(arch_a)}{mark_a} on {_e(test_a)}, '
+                         f'<b>b</b> = {_e(conf_b)}/{_e(arch_b)}{mark_b} on {_e(test_b)}</p>')
             body = []
             for _, r in rows.iterrows():
                 sig = ' class="sig"' if not pd.isna(r["p_holm"]) and r["p_holm"] <= alpha else ""
@@ -199,8 +237,10 @@ def findings_html(findings: pd.DataFrame, summary: pd.DataFrame, alpha: float = 
                   else _interval(r["effect"], r["ci_low"], r["ci_high"]))
         paper = "" if pd.isna(r["paper"]) else f"{r['paper']:+.3f}"
         verdict = str(r["verdict"])
+        comparison = str(r["comparison"]).removesuffix(f" ({UNFINISHED})")
         body.append(
-            f'<tr><td class="wrap">{_e(r["comparison"])}</td><td class="key">{_e(r["label"])}</td><td>{effect}</td>'
+            f'<tr><td class="wrap">{_e(comparison)}{_mark(bool(r.get("unfinished", False)))}</td>'
+            f'<td class="key">{_e(r["label"])}</td><td>{effect}</td>'
             f'<td>{_p(r["p_holm"])}</td><td class="{_e(verdict.split(" ")[0])}">{_e(verdict)}</td>'
             f'<td class="paper">{paper}</td></tr>'
         )
@@ -210,7 +250,9 @@ def findings_html(findings: pd.DataFrame, summary: pd.DataFrame, alpha: float = 
     return "".join(parts)
 
 
-def next_hospital_html(table: pd.DataFrame, coverage: pd.DataFrame) -> str:
+def next_hospital_html(
+    table: pd.DataFrame, coverage: pd.DataFrame, unfinished_runs: Collection[tuple[str, str]] = ()
+) -> str:
     """Pooled external AUC, tau², I² and the prediction interval per run and label; leave-one-out coverage."""
     if table.empty:
         return "<p>No configuration was tested on an external hospital.</p>"
@@ -228,7 +270,8 @@ def next_hospital_html(table: pd.DataFrame, coverage: pd.DataFrame) -> str:
             numbers = (f'<td>{format_auc(r["pooled_auc"])} <span class="ci">[{format_auc(r["ci_low"])}, '
                        f'{format_auc(r["ci_high"])}]</span></td><td>{format_auc(r["pi_low"])} to '
                        f'{format_auc(r["pi_high"])}</td><td>{r["tau2"]:.3f}</td><td>{r["i2"] * 100:.0f} %</td>')
-        body.append(f'<tr><td class="key">{_e(r["configuration"])}/{_e(r["arch"])}</td><td class="key">'
+        mark = _mark((r["configuration"], r["arch"]) in unfinished_runs)
+        body.append(f'<tr><td class="key">{_e(r["configuration"])}/{_e(r["arch"])}{mark}</td><td class="key">'
                     f'{_e(r["label"])}</td><td>{int(r["k"])}</td>{numbers}</tr>')
     parts = [
         "<table><thead><tr><th>run</th><th>label</th><th>hospitals</th><th>pooled AUC [95 % CI]</th>"
@@ -250,15 +293,23 @@ def seeds_html(seeds: pd.DataFrame) -> str:
     """Seed-averaged AUC, seed SD and the two-stage interval per run, test set and label."""
     if seeds.empty:
         return ""
-    counted = bool(seeds["training_variance_counted"].all())
-    note = ("Intervals combine training seeds and patients (two-stage bootstrap)." if counted else
-            "One training seed: intervals count patient variance only; training variance is not counted "
-            "(set train.seeds to count it).")
+    counted = seeds["training_variance_counted"].astype(bool)
+    if counted.all():
+        note = "Intervals combine training seeds and patients (two-stage bootstrap)."
+    elif not counted.any():
+        note = ("One training seed: intervals count patient variance only; training variance is not counted "
+                "(set train.seeds to count it).")
+    else:  # a seed's predictions file is missing for some runs (named at the top of the page)
+        single = seeds.loc[~counted]
+        runs = sorted(set(single["configuration"] + "/" + single["arch"] + " on " + single["test_set"]))
+        note = ("Intervals combine training seeds and patients (two-stage bootstrap), except where only one seed "
+                f"has a predictions file ({', '.join(runs)}): there training variance is not counted.")
     body = []
     for _, r in seeds.iterrows():
         sd = "" if pd.isna(r["seed_sd"]) else f"{r['seed_sd']:.4f}"
         body.append(
-            f'<tr><td class="key">{_e(r["configuration"])}/{_e(r["arch"])}</td><td class="key">{_e(r["test_set"])}'
+            f'<tr><td class="key">{_e(r["configuration"])}/{_e(r["arch"])}{_mark(bool(r.get("unfinished", False)))}'
+            f'</td><td class="key">{_e(r["test_set"])}'
             f'</td><td class="key">{_e(r["label"])}</td><td>{format_auc(r["auc"])} <span class="ci">'
             f'[{format_auc(r["ci_low"])}, {format_auc(r["ci_high"])}]</span></td><td>{sd}</td>'
             f'<td>{int(r["n_seeds"])}</td></tr>'
@@ -278,7 +329,9 @@ def review_html(review: ReviewResult | None, figure: FigureFile | None) -> str:
         f"<b>{_e(target.test_set)}</b>: the {target.per_kind} most confident false positives and false negatives "
         "and the cases nearest the threshold. Each architecture's threshold maximizes Youden's J "
         f"(sensitivity + specificity - 1) on this test set: {thresholds}. Cases are ranked by the mean over "
-        "architectures of probability minus threshold (margin).</p>",
+        "architectures of probability minus threshold (margin)."
+        + (f" Scores and Grad-CAM maps of {_e(review.drawn)}." if review.drawn else "")
+        + "".join(f" {_e(arch)}{_mark(True)}" for arch in review.unfinished) + "</p>",
         *(f'<p class="note">{_e(note)}</p>' for note in review.notes),
         _frame_html(review.cases.drop(columns=["path"]), digits=3),
     ]
@@ -301,8 +354,16 @@ def render_report(
     seeds: pd.DataFrame | None = None,
     next_hospital: pd.DataFrame | None = None,
     coverage: pd.DataFrame | None = None,
+    unfinished: Sequence[str] = (),
+    unfinished_runs: Collection[tuple[str, str]] = (),
+    missing: pd.DataFrame | None = None,
 ) -> str:
-    """The complete page as a string: the findings first, then the detail sections."""
+    """The complete page as a string: notices, the findings first, then the detail sections.
+
+    ``unfinished`` names the unfinished runs for the notice at the top (``configuration/arch``, with the seed when
+    there are several); ``unfinished_runs`` are their (configuration, arch) pairs, marked in the tables;
+    ``missing`` is ``missing.csv`` (:func:`cxrgen.report.inputs.missing_predictions`).
+    """
     from cxrgen.report.findings import claim_summary
     evaluation = config.evaluation
     reference = config.reference.source if config.reference is not None and config.reference.source else ""
@@ -319,9 +380,11 @@ def render_report(
         first.append(seeds_html(seeds))
     if next_hospital is not None:
         first += ["<h2>The next hospital</h2>",
-                  next_hospital_html(next_hospital, coverage if coverage is not None else pd.DataFrame())]
+                  next_hospital_html(next_hospital, coverage if coverage is not None else pd.DataFrame(),
+                                     unfinished_runs)]
     sections = [
         f'<h1>Study {_e(config.name)}</h1><p class="meta">{_e(meta)}</p>',
+        notices_html(unfinished, missing),
         *first,
         "<h2>Cohort</h2>",
         _frame_html(cohort, digits=1) if cohort is not None else "<p>(no manifest summary)</p>",
@@ -331,7 +394,7 @@ def render_report(
         '<p class="meta">Every AUC row with both intervals and counts: <a href="auc.csv">auc.csv</a>.</p>',
         *([f'<p class="note">{_e(note)}</p>'] if (note := random_weights_note(config)) else []),
         "<h2>Comparisons</h2>",
-        comparisons_html(comparisons),
+        comparisons_html(comparisons, unfinished_runs=unfinished_runs),
         "<h2>ROC curves</h2>",
         *(_img(f) for f in figures if f.path.stem.startswith("roc_")),
         "<h2>Generalization gap</h2>",

@@ -9,6 +9,7 @@ names the config does not know are kept (an unknown test set counts as external 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,7 +17,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import ValidationError
 
-from cxrgen.config import ConfigError, StudyConfig, format_validation_error, read_yaml
+from cxrgen.config import ConfigError, StudyConfig, format_validation_error, read_yaml, seed_run_dir
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import UNFINISHED_KEY, read_predictions
 from cxrgen.fileio import parquet_metadata
@@ -182,11 +183,50 @@ def find_predictions(inputs: StudyInputs) -> list[Predictions]:
     return out
 
 
+#: Columns of ``results/missing.csv``: one row per configured (configuration, arch, seed, test set) without a file.
+MISSING_COLUMNS: tuple[str, ...] = ("configuration", "arch", "seed", "test_set", "kind", "expected", "reason")
+
+
+def missing_predictions(inputs: StudyInputs, found: Sequence[Predictions]) -> pd.DataFrame:
+    """Every test set the config plans (configuration x arch x seed x test set) whose predictions file is absent.
+
+    Without this table such a test set would vanish from every table of the report without a word. ``expected``
+    is the file's path relative to the study directory; ``reason`` says whether the whole run has no predictions
+    yet or only this test set is missing.
+    """
+    config = inputs.config
+    seeds = config.train.seed_list()
+    have = {(p.configuration, p.arch, seeds[0] if p.seed is None else p.seed, p.test_set) for p in found}
+    rows = []
+    for conf in config.configurations:
+        for arch in config.architectures:
+            for seed in seeds:
+                folder = seed_run_dir(config, inputs.study_dir, conf.name, arch, seed) / "predictions"
+                absent = [t for t in conf.test_sets() if (conf.name, arch, seed, t.name) not in have]
+                whole = len(absent) == len(conf.test_sets())
+                reason = "the run has no predictions files" if whole else "predictions file missing"
+                rows += [
+                    {"configuration": conf.name, "arch": arch, "seed": seed, "test_set": t.name, "kind": t.kind,
+                     "expected": str((folder / f"{t.name}.parquet").relative_to(inputs.study_dir)),
+                     "reason": reason}
+                    for t in absent
+                ]  # fmt: skip
+    return pd.DataFrame(rows, columns=list(MISSING_COLUMNS))
+
+
+def unfinished_runs(found: Sequence[Predictions]) -> list[str]:
+    """``configuration/arch`` (with ``seed N`` when a study has several) of every run predicted unfinished."""
+    return list(dict.fromkeys(
+        f"{p.configuration}/{p.arch}" + (f" (seed {p.seed})" if p.seed is not None else "")
+        for p in found if p.unfinished
+    ))  # fmt: skip
+
+
 def warn_incomplete_runs(inputs: StudyInputs, found: list[Predictions]) -> None:
     """Name, in warnings, what the report shows that is not a finished result, and what it cannot show.
 
-    Unfinished runs' predictions (``--allow-unfinished``) are reported, marked; a configured test set of a run
-    that has predictions for others, but not for it, would otherwise vanish from every table without a word.
+    Unfinished runs' predictions (``--allow-unfinished``) are reported, marked; a configured test set without
+    its predictions file is listed in ``missing.csv`` and at the top of the page (:func:`missing_predictions`).
     """
     for pred in found:
         if pred.unfinished:
@@ -195,21 +235,14 @@ def warn_incomplete_runs(inputs: StudyInputs, found: list[Predictions]) -> None:
                 "marked (unfinished) in the report",
                 pred.path, pred.configuration, pred.arch,
             )  # fmt: skip
-    have = {pred.key for pred in found}
-    runs = dict.fromkeys((pred.configuration, pred.arch) for pred in found)
-    for conf in inputs.config.configurations:
-        for arch in inputs.config.architectures:
-            if (conf.name, arch) not in runs:
-                log.warning("run %s/%s has no predictions files; it is missing from the report", conf.name, arch)
-                continue
-            for test_set in conf.test_sets():
-                if (conf.name, arch, test_set.name) not in have:
-                    missing = inputs.study_dir / "runs" / conf.name / arch / "predictions" / f"{test_set.name}.parquet"
-                    log.warning(
-                        "test set %r of run %s/%s is configured but %s is missing; it is left out of the report "
-                        "(run `cxrgen predict` or `cxrgen study`)",
-                        test_set.name, conf.name, arch, missing,
-                    )  # fmt: skip
+    several = len(inputs.config.train.seed_list()) > 1
+    for row in missing_predictions(inputs, found).itertuples(index=False):
+        run = f"{row.configuration}/{row.arch}" + (f" (seed {row.seed})" if several else "")
+        log.warning(
+            "test set %r of run %s is configured but %s is missing (%s); it is left out of the report's tables "
+            "and named in missing.csv and at the top of report.html (run `cxrgen predict` or `cxrgen study`)",
+            row.test_set, run, inputs.study_dir / row.expected, row.reason,
+        )  # fmt: skip
 
 
 def count_excluded(inputs: StudyInputs, datasets: tuple[str, ...]) -> int | None:

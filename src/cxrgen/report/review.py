@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ from cxrgen.config import seed_run_dir
 from cxrgen.errors import CxrgenError
 from cxrgen.report.figures import new_figure
 from cxrgen.report.inputs import INTERNAL, Predictions, StudyInputs
+from cxrgen.report.seeds import drawn_seed
 
 if TYPE_CHECKING:  # torch is imported only when a checkpoint is there to load
     from torch import nn
@@ -69,6 +70,8 @@ class ReviewResult:
             whose checkpoint could be loaded.
         images: The preprocessed grayscale images, uint8 [H, W] per case (None where unreadable).
         notes: What was left out and why, in words for the report.
+        drawn: Which training seed the review shows (``seed 3, the first of 2 seeds (3, 7)``); "" with one seed.
+        unfinished: Architectures whose reviewed run has no ``done.json`` (marked in the figure and table).
     """
 
     target: ReviewTarget
@@ -77,6 +80,8 @@ class ReviewResult:
     cams: dict[str, np.ndarray] = field(default_factory=dict)
     images: list[np.ndarray | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    drawn: str = ""
+    unfinished: list[str] = field(default_factory=list)
 
     def note(self, message: str) -> None:
         log.warning("error review: %s", message)
@@ -244,11 +249,17 @@ def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
     return np.asarray(show_cam_on_image(rgb, cam, use_rgb=True), dtype=np.uint8)
 
 
-def _add_cams(inputs: StudyInputs, result: ReviewResult, cases: pd.DataFrame, archs: Sequence[str]) -> None:
-    """Fill ``result.images`` and ``result.cams``; every unavailable piece becomes a note."""
+def _add_cams(inputs: StudyInputs, result: ReviewResult, cases: pd.DataFrame, seeds: Mapping[str, int | None]) -> None:
+    """Fill ``result.images`` and ``result.cams``; every unavailable piece becomes a note.
+
+    ``seeds`` maps each architecture to the seed whose scores the review shows, so the map is that model's.
+    """
     target = result.target
-    run = {arch: seed_run_dir(inputs.config, inputs.study_dir, target.configuration, arch, None) for arch in archs}
-    checkpoints = {arch: run[arch] / "checkpoints" / "best.ckpt" for arch in archs}  # the first seed's model
+    archs = list(seeds)
+    known = inputs.config.train.seed_list()  # a seed folder the config does not name: the config's first seed
+    chosen = {a: seeds[a] if seeds[a] in known else None for a in archs}
+    run = {a: seed_run_dir(inputs.config, inputs.study_dir, target.configuration, a, chosen[a]) for a in archs}
+    checkpoints = {arch: run[arch] / "checkpoints" / "best.ckpt" for arch in archs}
     for arch, checkpoint in checkpoints.items():
         if not checkpoint.is_file():
             result.note(f"{arch}: no checkpoint at {checkpoint}; Grad-CAM left out (predictions made elsewhere?)")
@@ -309,7 +320,12 @@ def error_review(inputs: StudyInputs, predictions: Sequence[Predictions], cams: 
             target.test_set,
         )
         return None
-    archs = [p.arch for p in preds]
+    first: dict[str, Predictions] = {}
+    for pred in preds:  # several seeds: the first seed's file of each architecture (files come sorted by seed)
+        first.setdefault(pred.arch, pred)
+    drawn = drawn_seed(preds)
+    preds = list(first.values())
+    archs = list(first)
     merged = _merged_predictions(preds, target.label)
     y = merged["y"].to_numpy()
     thresholds = {arch: youden_threshold(y, merged[f"p_{arch}"].to_numpy(), target.label) for arch in archs}
@@ -321,13 +337,16 @@ def error_review(inputs: StudyInputs, predictions: Sequence[Predictions], cams: 
     cases = cases.merge(info, on="image_id", how="left", validate="one_to_one")
     front = ["case", "kind", "image_id", "patient_id", "dataset", "view", "sex", "age", "y"]
     cases = cases[[*front, *(f"p_{a}" for a in archs), "margin", "path"]]
-    result = ReviewResult(target, thresholds, cases)
+    result = ReviewResult(target, thresholds, cases, drawn=drawn, unfinished=[p.arch for p in preds if p.unfinished])
+    for arch in result.unfinished:
+        result.note(f"{arch}: run {target.configuration}/{arch} is unfinished (no done.json); its scores are not a "
+                    "finished model's")  # fmt: skip
     unknown = cases["dataset"].isna()
     if unknown.any():
         result.note(f"{int(unknown.sum())} case(s) are not in manifest.parquet; their images are left out")
         cases.loc[unknown, "dataset"] = ""
     if cams:
-        _add_cams(inputs, result, cases, archs)
+        _add_cams(inputs, result, cases, {arch: pred.seed for arch, pred in first.items()})
     return result
 
 
@@ -358,7 +377,11 @@ def review_figure(result: ReviewResult) -> Figure | None:
         for j, arch in enumerate(archs, start=1):
             axes[i, j].set_axis_off()
             axes[i, j].imshow(result.cams[arch][i])
-            axes[i, j].set_title(f"Grad-CAM {arch}", fontsize=7)
+            mark = " (unfinished)" if arch in result.unfinished else ""
+            axes[i, j].set_title(f"Grad-CAM {arch}{mark}", fontsize=7)
     target = result.target
-    fig.suptitle(f"Error review: {target.label}, configuration {target.configuration}, test set {target.test_set}")
+    seed = f", {result.drawn}" if result.drawn else ""
+    fig.suptitle(
+        f"Error review: {target.label}, configuration {target.configuration}, test set {target.test_set}{seed}"
+    )
     return fig

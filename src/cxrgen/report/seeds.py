@@ -29,7 +29,7 @@ SEED_SEP = "#"
 #: Columns of ``auc_seeds.csv``.
 SEED_AUC_COLUMNS: tuple[str, ...] = (
     "configuration", "arch", "test_set", "kind", "label", "auc", "seed_sd", "ci_low", "ci_high", "se", "n_seeds",
-    "seeds", "training_variance_counted",
+    "seeds", "training_variance_counted", "unfinished",
 )
 
 
@@ -43,7 +43,8 @@ def combine_seeds(predictions: Sequence[Predictions]) -> list[Predictions]:
     """One :class:`Predictions` per (configuration, arch, test set) holding every seed's scores.
 
     Runs with one file are returned as they are. Several seeds are joined on the images all of them scored
-    (a warning counts what was dropped); ``seed`` of the result is None and ``path`` the first seed's file.
+    (a warning counts what was dropped); ``seed`` of the result is None, ``path`` the first seed's file, and
+    ``unfinished`` True when any seed's run is unfinished.
     """
     groups: dict[tuple[str, str, str], list[Predictions]] = {}
     for pred in predictions:
@@ -62,7 +63,7 @@ def combine_seeds(predictions: Sequence[Predictions]) -> list[Predictions]:
                 log.warning("%s and %s: seeds combined on %d shared images (%d and %d in the files)",
                             first.path, other.path, len(joined), len(frame), len(other.frame))
             frame = joined
-        out.append(replace(first, frame=frame, seed=None))
+        out.append(replace(first, frame=frame, seed=None, unfinished=any(m.unfinished for m in members)))
     return out
 
 
@@ -90,6 +91,37 @@ def seed_auc_table(config: StudyConfig, combined: Sequence[Predictions]) -> pd.D
                 "configuration": pred.configuration, "arch": pred.arch, "test_set": pred.test_set,
                 "kind": pred.kind, "label": label, "auc": res.auc, "seed_sd": res.seed_sd, "ci_low": res.ci_low,
                 "ci_high": res.ci_high, "se": res.se, "n_seeds": res.n_seeds, "seeds": " ".join(seeds),
-                "training_variance_counted": res.training_variance_counted,
+                "training_variance_counted": res.training_variance_counted, "unfinished": pred.unfinished,
             })
     return pd.DataFrame(rows, columns=list(SEED_AUC_COLUMNS))
+
+
+def drawn_seed(predictions: Sequence[Predictions], arch: str | None = None) -> str:
+    """Which seed a single-curve figure draws: ``seed 3, the first of 2 seeds (3, 7)``; "" with one seed.
+
+    Figures that draw one curve per run show the first seed's scores (``p_<label>`` of :func:`combine_seeds`);
+    ``predictions`` are the per-seed files, ``arch`` restricts them to one architecture.
+    """
+    seeds = sorted({p.seed for p in predictions if p.seed is not None and arch in (None, p.arch)})
+    if len(seeds) < 2:
+        return ""
+    return f"seed {seeds[0]}, the first of {len(seeds)} seeds ({', '.join(map(str, seeds))})"
+
+
+#: Columns of :func:`seed_gaps`.
+SEED_GAP_COLUMNS: tuple[str, ...] = ("configuration", "arch", "test_set", "label", "seed", "gap")
+
+
+def seed_gaps(auc: pd.DataFrame) -> pd.DataFrame:
+    """Per seed, internal minus external AUC of each run, test set and label, from ``auc.csv`` rows with ``seed``.
+
+    The generalization-gap figure draws their range beside the seed mean; empty without a ``seed`` column.
+    """
+    if "seed" not in auc or auc.empty:
+        return pd.DataFrame(columns=list(SEED_GAP_COLUMNS))
+    key = ["configuration", "arch", "seed", "label"]
+    internal = auc.loc[auc["kind"] == "internal", [*key, "auc"]]
+    external = auc.loc[auc["kind"] == "external", [*key, "test_set", "auc"]]
+    both = external.merge(internal, on=key, suffixes=("_external", "_internal"), validate="many_to_one")
+    both["gap"] = both["auc_internal"] - both["auc_external"]
+    return both[list(SEED_GAP_COLUMNS)].reset_index(drop=True)

@@ -160,7 +160,10 @@ def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTa
     review_rows: list[pd.DataFrame] = []
     validations: dict[tuple[str, str, int | None], pd.DataFrame | None] = {}
     for pred in predictions:
-        keys = dict(zip(RUN_KEYS, (pred.configuration, pred.arch, pred.test_set, pred.kind), strict=True))
+        keys: dict[str, object] = dict(
+            zip(RUN_KEYS, (pred.configuration, pred.arch, pred.test_set, pred.kind), strict=True)
+        )
+        keys["unfinished"] = pred.unfinished  # issue 14: rows of a run without done.json say so
         run = (pred.configuration, pred.arch, pred.seed)
         if run not in validations:
             validations[run] = _validation(inputs.study_dir, *run)

@@ -19,10 +19,13 @@ from cxrgen.report.naming import model_label
 
 #: Columns identifying a predictions file, first in ``auc.csv`` and ``calibration.csv``.
 KEY_COLUMNS: tuple[str, ...] = ("configuration", "arch", "test_set", "kind")
-#: Columns of ``auc.csv``: the run keys, :data:`cxrgen.evaluate.AUC_COLUMNS`, then ``n_excluded``.
-AUC_CSV_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *AUC_COLUMNS, "n_excluded")
+#: Columns of ``auc.csv``: the run keys, :data:`cxrgen.evaluate.AUC_COLUMNS`, ``n_excluded``, then ``unfinished``
+#: (True for predictions of a run without ``done.json``, made with ``cxrgen predict --allow-unfinished``).
+AUC_CSV_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *AUC_COLUMNS, "n_excluded", "unfinished")
 #: Columns of ``calibration.csv``.
-CALIBRATION_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, "label", "brier", "ece", "n")
+CALIBRATION_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, "label", "brier", "ece", "n", "unfinished")
+#: How the printed tables and figures mark a row of an unfinished run.
+UNFINISHED = "unfinished"
 #: Reliability bins of ``calibration.csv`` and the calibration figures.
 CALIBRATION_BINS = 10
 
@@ -37,7 +40,8 @@ def auc_results(inputs: StudyInputs, predictions: Sequence[Predictions]) -> pd.D
     ``ci_low``/``ci_high`` are the patient-clustered bootstrap percentile interval and ``delong_low``/
     ``delong_high`` the DeLong logit interval, both at ``evaluation.ci``; every file uses the same bootstrap
     seed, so a file's interval does not depend on which other files exist. ``n_excluded`` counts the test
-    images that failed to decode (never predicted); empty when ``excluded.csv`` is absent.
+    images that failed to decode (never predicted); empty when ``excluded.csv`` is absent. ``unfinished`` marks
+    the files of runs without ``done.json``.
     """
     evaluation = inputs.config.evaluation
     frames = []
@@ -52,6 +56,7 @@ def auc_results(inputs: StudyInputs, predictions: Sequence[Predictions]) -> pd.D
         )
         excluded = count_excluded(inputs, pred.datasets)
         table["n_excluded"] = pd.array([excluded] * len(table), dtype="Int64")
+        table["unfinished"] = pred.unfinished
         frames.append(table)
     return pd.concat(frames, ignore_index=True)[list(AUC_CSV_COLUMNS)]
 
@@ -73,6 +78,7 @@ def calibration_results(predictions: Sequence[Predictions]) -> pd.DataFrame:
                     "brier": metrics.brier_score(y, p, name=label),
                     "ece": metrics.expected_calibration_error(y, p, n_bins=CALIBRATION_BINS, name=label),
                     "n": int((~np.isnan(y)).sum()),
+                    "unfinished": pred.unfinished,
                 }
             )
     return pd.DataFrame(rows, columns=list(CALIBRATION_COLUMNS))
@@ -109,9 +115,10 @@ def has_reference(config: StudyConfig) -> bool:
 def table1(config: StudyConfig, auc: pd.DataFrame) -> pd.DataFrame:
     """Table 1 as numbers: one row per (arch, configuration, test set), per label our AUC and interval.
 
-    Columns: ``arch, configuration, test_set, kind``, then for each label ``<label>``, ``<label> ci_low``,
-    ``<label> ci_high`` and, when the study carries the paper's Table 1, ``<label> paper`` (NaN where the
-    paper has no value). Rows follow the paper: by architecture, then configuration, internal before external.
+    Columns: ``arch, configuration, test_set, kind, unfinished``, then for each label ``<label>``,
+    ``<label> ci_low``, ``<label> ci_high`` and, when the study carries the paper's Table 1, ``<label> paper``
+    (NaN where the paper has no value). ``unfinished`` is True when any file behind the row comes from an
+    unfinished run. Rows follow the paper: by architecture, then configuration, internal before external.
     """
     labels = study_labels(config, auc)
     with_reference = has_reference(config)
@@ -122,7 +129,8 @@ def table1(config: StudyConfig, auc: pd.DataFrame) -> pd.DataFrame:
     for (arch, configuration, test_set, kind), group in keyed.groupby(
         ["arch", "configuration", "test_set", "kind"], sort=False
     ):
-        row: dict[str, object] = {"arch": arch, "configuration": configuration, "test_set": test_set, "kind": kind}
+        row: dict[str, object] = {"arch": arch, "configuration": configuration, "test_set": test_set, "kind": kind,
+                                  "unfinished": is_unfinished(group)}  # fmt: skip
         by_label = group.set_index("label")
         paper = reference_auc(config, str(configuration), str(arch), str(test_set), str(kind))
         for label in labels:
@@ -134,6 +142,11 @@ def table1(config: StudyConfig, auc: pd.DataFrame) -> pd.DataFrame:
                 row[f"{label} paper"] = paper.get(label, math.nan)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def is_unfinished(rows: pd.DataFrame) -> bool:
+    """Whether any row of an ``auc.csv``-like frame comes from an unfinished run (False without the column)."""
+    return bool("unfinished" in rows and rows["unfinished"].astype(bool).any())
 
 
 def format_auc(value: float) -> str:
@@ -151,11 +164,15 @@ def format_interval(auc: float, low: float, high: float) -> str:
 def table1_display(config: StudyConfig, table: pd.DataFrame) -> pd.DataFrame:
     """Table 1 as printed text: ``AUC [CI]`` per label, with a ``paper`` column after each when available."""
     labels = [c for c in table.columns if f"{c} ci_low" in table.columns]
+    unfinished = table["unfinished"] if "unfinished" in table else pd.Series(False, index=table.index)
     with_reference = has_reference(config)
     level = f"{config.evaluation.ci * 100:g} %"
     out = pd.DataFrame(
         {
-            "Model": [model_label(config, str(arch)) for arch in table["arch"]],
+            "Model": [
+                model_label(config, str(arch)) + (f" ({UNFINISHED})" if marked else "")
+                for arch, marked in zip(table["arch"], unfinished, strict=True)
+            ],
             "Configuration": table["configuration"],
             "Test set": [
                 str(k) if t == k else f"{k} {t}" for k, t in zip(table["kind"], table["test_set"], strict=True)
