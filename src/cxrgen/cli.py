@@ -271,12 +271,15 @@ def predict(
     seed: Annotated[int | None, typer.Option(help="One of train.seeds (default: the first).")] = None,
 ) -> None:
     """Predictions of a run's best.ckpt on its test sets -> runs/<configuration>/<arch>/predictions/."""
-    from cxrgen.config import load_study
-    from cxrgen.predict import predict_run
+    from cxrgen.config import load_study, study_run
 
     config = load_study(study)
     conf = config.configuration(configuration)
     check_seed(config, seed)
+    run = study_run(config, config.out, configuration, arch, seed)
+    if run.best_checkpoint.is_file() and not allow_unfinished:
+        run.require_finished(f"{configuration}/{arch}")  # before the seconds of importing torch and Lightning
+    from cxrgen.predict import predict_run
     for name in [test_set] if test_set else [t.name for t in conf.test_sets()]:
         written = predict_run(
             config, config.out, configuration, arch, name, allow_unfinished=allow_unfinished, seed=seed

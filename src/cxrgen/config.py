@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cxrgen.errors import CxrgenError
 from cxrgen.labels import PAPER_LABELS, BlankPolicy, Policy
+from cxrgen.layout import RESOLVED_CONFIG, RunDir, StudyDir
 
 #: The resolved study file every ``prepare`` writes into ``out``.
-RESOLVED_CONFIG = "config.yaml"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -452,8 +452,7 @@ def run_dir(study_dir: Path, configuration: str, arch: str, seed: int | None = N
     ``seed`` is None for a single-seed study (today's layout, so old study folders keep working); see
     :func:`seed_run_dir` to choose from the config.
     """
-    folder = Path(study_dir) / "runs" / configuration / arch
-    return folder if seed is None else folder / f"seed-{seed}"
+    return StudyDir(Path(study_dir)).run(configuration, arch, seed).path
 
 
 def seed_run_dir(config: StudyConfig, study_dir: Path, configuration: str, arch: str, seed: int | None) -> Path:
@@ -463,6 +462,11 @@ def seed_run_dir(config: StudyConfig, study_dir: Path, configuration: str, arch:
     if seed is not None and seed not in seeds:
         raise ConfigError(f"seed {seed} is not one of train.seeds {seeds}")
     return run_dir(study_dir, configuration, arch, (seeds[0] if seed is None else seed) if len(seeds) > 1 else None)
+
+
+def study_run(config: StudyConfig, study_dir: Path, configuration: str, arch: str, seed: int | None) -> RunDir:
+    """:func:`seed_run_dir` as a :class:`cxrgen.layout.RunDir`, which names the run's artifacts."""
+    return RunDir(seed_run_dir(config, study_dir, configuration, arch, seed))
 
 
 #: Deeper nesting than any study file needs; PyYAML's composer recurses and would end in a RecursionError.
@@ -506,7 +510,7 @@ def validation_predictions_file(study_dir: Path, configuration: str, arch: str, 
 
     ``seed`` names a ``seed-<N>`` run folder as in :func:`run_dir` (None: the single-seed layout).
     """
-    return run_dir(study_dir, configuration, arch, seed) / "validation.parquet"
+    return RunDir(run_dir(study_dir, configuration, arch, seed)).validation
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

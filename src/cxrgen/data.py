@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cxrgen.cache import open_cache
 from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
+from cxrgen.layout import StudyDir
 from cxrgen.verify import read_excluded
 
 log = logging.getLogger(__name__)
@@ -248,8 +249,9 @@ class CXRDataModule(lightning.LightningDataModule):
         """
         study_dir = Path(study_dir)
         conf = config.configuration(configuration_name)
-        manifest = pd.read_parquet(study_dir / "manifest.parquet")
-        splits = pd.read_parquet(study_dir / "splits.parquet", columns=["image_id", "split"])
+        layout = StudyDir(study_dir)
+        manifest = pd.read_parquet(layout.manifest)
+        splits = pd.read_parquet(layout.splits, columns=["image_id", "split"])
         excluded = set(read_excluded(study_dir)["image_id"])
         labels = list(config.labels)
         missing = [label for label in labels if label not in manifest.columns]

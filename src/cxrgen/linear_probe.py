@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from cxrgen.config import StudyConfig, dump_resolved, run_dir
+from cxrgen.config import StudyConfig, dump_resolved
 from cxrgen.data import CacheDataset, CXRDataModule, UnionDataset
 from cxrgen.embed import ensure_embeddings, open_embeddings, study_backbone
 from cxrgen.fileio import atomic_path, parquet_metadata, write_parquet, write_text
+from cxrgen.layout import RunDir, StudyDir
 from cxrgen.models import study_input_size
 from cxrgen.predict import predictions_frame, test_rows_digest
 from cxrgen.probes import LabelProbe, fit_probes, predict_probes
@@ -103,9 +104,10 @@ def probe_run(
         sort_keys=True,
     )
     probe_digest = hashlib.sha256(settings.encode()).hexdigest()
-    folder = out_dir or run_dir(study_dir, configuration_name, arch)
+    run = RunDir(out_dir) if out_dir else StudyDir(study_dir).run(configuration_name, arch)
+    folder = run.path
     test_sets = configuration.test_sets()
-    outputs = [folder / "predictions" / f"{t.name}.parquet" for t in test_sets]
+    outputs = [run.predictions(t.name) for t in test_sets]
     tests = {t.name: [datamodule.test_dataset(d) for d in t.datasets] for t in test_sets}
     rows = {name: test_rows_digest(parts[0] if len(parts) == 1 else UnionDataset(parts))
             for name, parts in tests.items()}
@@ -123,7 +125,7 @@ def probe_run(
         _features(val_parts, list(configuration.train), embeddings), datamodule.val.targets,
         config.probe.Cs, class_weight=config.probe.class_weight, max_iter=config.probe.max_iter, seed=seed,
     )
-    write_text(folder / "config.yaml", dump_resolved(config))
+    write_text(run.config, dump_resolved(config))
     _save_probes(probes, folder)
     weights = "random" if backbone.random_weights else backbone.weights_id()
     for out, test_set in zip(outputs, test_sets, strict=True):

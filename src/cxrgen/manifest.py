@@ -71,11 +71,10 @@ def build_manifest_with_notes(config: StudyConfig) -> tuple[pd.DataFrame, pd.Dat
 
 
 NOTE_COLUMNS = ("dataset", "kind", "rows", "note")
-#: Written by ``prepare`` beside ``manifest.parquet``; the report's cohort table reads it.
-READING_NOTES_FILE = "reading_notes.csv"
 
 
 def reading_notes(notes: list[tuple[str, ReadingNote]]) -> pd.DataFrame:
-    """``dataset, kind, rows, note``: one row per reader note (``reading_notes.csv`` beside the manifest)."""
+    """``dataset, kind, rows, note``: one row per reader note (``prepare`` writes it as ``reading_notes.csv``
+    beside the manifest; the report's cohort table reads it back)."""
     rows = [(name, note.kind, note.rows, note.text) for name, note in notes]
     return pd.DataFrame(rows, columns=list(NOTE_COLUMNS)).astype({"rows": int})

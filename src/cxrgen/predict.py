@@ -21,11 +21,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cxrgen.checkpoints import load_checkpoint
-from cxrgen.config import StudyConfig, seed_run_dir
+from cxrgen.config import StudyConfig, study_run
 from cxrgen.data import CXRDataModule, UnionDataset, normalize_on_device
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import UNFINISHED_KEY
 from cxrgen.fileio import parquet_metadata, write_parquet
+from cxrgen.layout import RunDir
 from cxrgen.models import create_model, sha256_of
 
 log = logging.getLogger(__name__)
@@ -162,10 +163,8 @@ def predict_run(
         CxrgenError: no ``best.ckpt`` (train first), the run is unfinished (and not allowed), or its labels
             differ from the study's.
     """
-    folder = seed_run_dir(config, study_dir, configuration_name, arch, seed)
-    best = folder / "checkpoints" / "best.ckpt"
-    unfinished = not (folder / "done.json").is_file()
-    out = folder / "predictions" / f"{test_set_name}.parquet"
+    run = study_run(config, study_dir, configuration_name, arch, seed)
+    best, out, unfinished = run.best_checkpoint, run.predictions(test_set_name), not run.finished
     distributed = dist.is_available() and dist.is_initialized()
     if not distributed or dist.get_rank() == 0:
         _predict_run(
@@ -197,11 +196,7 @@ def _predict_run(
         raise CxrgenError(f"{test_set_name!r} is no test set of configuration {configuration_name!r}: {list(known)}")
     model, meta = load_run_model(best)
     if unfinished and not allow_unfinished:
-        raise CxrgenError(
-            f"run {configuration_name}/{meta.get('arch', '?')} is unfinished (no done.json in "
-            f"{best.parent.parent}): its best.ckpt comes from a half-trained run; finish it with `cxrgen train`, "
-            "or pass --allow-unfinished to predict anyway (the predictions are then marked unfinished)"
-        )
+        RunDir(best.parent.parent).require_finished(f"{configuration_name}/{meta.get('arch', '?')}")
     if list(meta["labels"]) != list(config.labels):
         raise CxrgenError(f"{best} predicts labels {meta['labels']}, the study file has {config.labels}")
     if datamodule is None:
@@ -244,12 +239,11 @@ def predict_validation(
     sets never pick their own operating point. Skipped, like :func:`predict_run`, when weights and rows are
     unchanged.
     """
-    folder = seed_run_dir(config, study_dir, configuration_name, arch, seed)
-    out = folder / "validation.parquet"
+    run = study_run(config, study_dir, configuration_name, arch, seed)
+    out = run.validation
     distributed = dist.is_available() and dist.is_initialized()
     if not distributed or dist.get_rank() == 0:
-        _predict_validation(config, study_dir, configuration_name, folder / "checkpoints" / "best.ckpt", out,
-                            datamodule, device)  # fmt: skip
+        _predict_validation(config, study_dir, configuration_name, run.best_checkpoint, out, datamodule, device)
     if distributed:
         dist.barrier()
     return out

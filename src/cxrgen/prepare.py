@@ -14,7 +14,8 @@ import pandas as pd
 from cxrgen.cohort import describe
 from cxrgen.config import StudyConfig, dump_resolved
 from cxrgen.fileio import parquet_metadata, write_csv, write_parquet, write_text
-from cxrgen.manifest import READING_NOTES_FILE, build_manifest_with_notes
+from cxrgen.layout import StudyDir
+from cxrgen.manifest import build_manifest_with_notes
 from cxrgen.splits import make_splits
 from cxrgen.study_checks import check_test_sets
 
@@ -60,14 +61,15 @@ def run_verify(
     from cxrgen.cache import fingerprint
     from cxrgen.verify import read_excluded, verify_manifest
 
-    stamp = config.out / "verify.json"
+    layout = StudyDir(config.out)
+    stamp = layout.verify_stamp
     files = [
         fingerprint(rows["image_id"].tolist(), rows["path"].tolist(), config.datasets[str(name)].root, {})
         for name, rows in manifest.groupby("dataset", sort=True)
     ]
     limits = json.dumps(config.verify.model_dump(), sort_keys=True)
     digest = hashlib.sha256("".join([frame_digest(manifest), *files, limits]).encode()).hexdigest()
-    done = (config.out / "excluded.csv").exists() and stamp.exists()
+    done = layout.excluded.exists() and stamp.exists()
     if done and json.loads(stamp.read_text()).get("manifest_digest") == digest:
         return read_excluded(config.out)
     roots = {name: ds.root for name, ds in config.datasets.items()}
@@ -109,19 +111,19 @@ def run_prepare(
     The manifest and splits need only the metadata files; they are recomputed (seconds) and rewritten only when
     their content changed. Verify and cache read every image once and skip work already done.
     """
-    out = config.out
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "config.yaml", dump_resolved(config))
+    layout = StudyDir(config.out)
+    layout.path.mkdir(parents=True, exist_ok=True)
+    write_text(layout.config, dump_resolved(config))
     manifest, notes = build_manifest_with_notes(config)
-    write_if_changed(manifest, out / "manifest.parquet")
-    write_csv(notes, out / READING_NOTES_FILE)
+    write_if_changed(manifest, layout.manifest)
+    write_csv(notes, layout.reading_notes)
     prepared = Prepared(manifest=manifest)
     if STAGES.index(until) < STAGES.index("splits"):
         prepared.cohort = describe(manifest, None, list(config.labels), notes)
         return prepared
     splits, metadata = make_splits(manifest, config)
     check_test_sets(config, splits)
-    write_if_changed(splits, out / "splits.parquet", metadata)
+    write_if_changed(splits, layout.splits, metadata)
     prepared.splits = splits
     prepared.cohort = describe(manifest, splits, list(config.labels), notes)
     if STAGES.index(until) < STAGES.index("verify"):

@@ -17,6 +17,7 @@ import pandas as pd
 
 from cxrgen.config import ConfigError, StudyConfig, read_yaml, seed_run_dir
 from cxrgen.launch import RUN_JOB_FILE, read_submission
+from cxrgen.layout import RunDir, StudyDir
 from cxrgen.study import planned_seed_runs, run_finished, run_name
 
 STATES = ("done", "running", "queued", "failed", "not started")
@@ -25,14 +26,14 @@ COLUMNS = ["run", "state", "job_id", "epoch", "best_val_auc", "sec_per_epoch", "
 
 def load_resolved(study_dir: Path) -> StudyConfig:
     """The study as ``prepare`` or ``study`` saved it in ``STUDY_DIR/config.yaml`` (paths already absolute)."""
-    path = Path(study_dir) / "config.yaml"
+    path = StudyDir(Path(study_dir)).config
     if not path.exists():
         raise ConfigError(f"{study_dir}: no config.yaml; is this a study directory (the study file's out)?")
     return StudyConfig.model_validate(read_yaml(path))
 
 
 def _epochs(folder: Path) -> pd.DataFrame:
-    path = folder / "metrics.csv"
+    path = RunDir(folder).metrics
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=["epoch", "val_auc_mean", "seconds"])
     return pd.read_csv(path)
@@ -75,7 +76,7 @@ def study_status(study_dir: Path, now: float | None = None) -> pd.DataFrame:
         seconds = float(epochs["seconds"].mean()) if len(epochs) else math.nan
         best = float(epochs["val_auc_mean"].max()) if len(epochs) else math.nan
         eta = (config.train.max_epochs - n_epochs) * seconds if state in ("running", "queued") else math.nan
-        stamps = [p.stat().st_mtime for p in (folder / "metrics.csv", folder / RUN_JOB_FILE) if p.exists()]
+        stamps = [p.stat().st_mtime for p in (RunDir(folder).metrics, folder / RUN_JOB_FILE) if p.exists()]
         rows.append({
             "run": name,
             "state": state,

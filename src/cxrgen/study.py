@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrgen.config import Configuration, StudyConfig, seed_run_dir
+from cxrgen.config import Configuration, StudyConfig, seed_run_dir, study_run
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import auc_table, read_predictions
 from cxrgen.fileio import sweep_temporaries, write_csv
@@ -61,10 +61,9 @@ def evaluate_run(
 ) -> pd.DataFrame:
     """Tidy AUC rows with intervals for every test set of one run, written to ``<run>/auc.csv``."""
     frames = []
-    folder = seed_run_dir(config, study_dir, configuration.name, arch, seed)
+    run = study_run(config, study_dir, configuration.name, arch, seed)
     for test_set in configuration.test_sets():
-        path = folder / "predictions" / f"{test_set.name}.parquet"
-        predictions, labels = read_predictions(path)
+        predictions, labels = read_predictions(run.predictions(test_set.name))
         extra = {"configuration": configuration.name, "arch": arch, "test_set": test_set.name, "kind": test_set.kind}
         frames.append(
             auc_table(
@@ -73,7 +72,7 @@ def evaluate_run(
             )
         )
     table = pd.concat(frames, ignore_index=True)
-    write_csv(table, folder / "auc.csv")
+    write_csv(table, run.auc)
     return table
 
 
@@ -147,9 +146,9 @@ def run_finished(
     config: StudyConfig, study_dir: Path, configuration: Configuration, arch: str, seed: int | None = None
 ) -> bool:
     """Trained, predicted on every test set and evaluated: nothing of this run is left to do."""
-    folder = seed_run_dir(config, study_dir, configuration.name, arch, seed)
-    predictions = [folder / "predictions" / f"{t.name}.parquet" for t in configuration.test_sets()]
-    return all(path.exists() for path in [folder / "done.json", folder / "auc.csv", *predictions])
+    run = study_run(config, study_dir, configuration.name, arch, seed)
+    predictions = [run.predictions(t.name) for t in configuration.test_sets()]
+    return all(path.exists() for path in [run.done, run.auc, *predictions])
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

@@ -37,11 +37,12 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from cxrgen.checkpoints import load_checkpoint, save_checkpoint
-from cxrgen.config import StudyConfig, dump_resolved, seed_run_dir
+from cxrgen.config import StudyConfig, dump_resolved, seed_run_dir, study_run
 from cxrgen.data import CXRDataModule, normalize_on_device
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_csv, write_text
 from cxrgen.interrupts import Interrupted, as_interrupted
+from cxrgen.layout import RunDir
 from cxrgen.lock import run_lock
 from cxrgen.metrics import auc_per_label
 from cxrgen.models import create_model, study_input_size
@@ -299,8 +300,8 @@ class RunCheckpoints(Checkpoint):
     killed right after its last epoch's checkpoint stops on resume instead of training one epoch more.
     """
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
         self.best = -math.inf
         self.best_epoch = -1
         self.stopped = False
@@ -315,9 +316,9 @@ class RunCheckpoints(Checkpoint):
         score = float(trainer.callback_metrics[MONITOR])
         if score > self.best:
             self.best, self.best_epoch = score, trainer.current_epoch + 1
-            trainer.save_checkpoint(self.folder / "best.ckpt", weights_only=True)
+            trainer.save_checkpoint(self.run.best_checkpoint, weights_only=True)
         self.stopped = trainer.should_stop
-        trainer.save_checkpoint(self.folder / "last.ckpt", weights_only=False)
+        trainer.save_checkpoint(self.run.last_checkpoint, weights_only=False)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch, "stopped": self.stopped}
@@ -434,16 +435,17 @@ def _train_unlocked(
     config.configuration(configuration_name)  # fails early, with a suggestion, on an unknown name
     size = study_input_size(config, arch)
     run_seed = config.train.seed_list()[0] if seed is None else seed
-    folder = seed_run_dir(config, study_dir, configuration_name, arch, run_seed)
+    run = study_run(config, study_dir, configuration_name, arch, run_seed)
+    folder = run.path
     fingerprint = run_fingerprint(config, configuration_name, arch, size, run_seed)
-    done = folder / "done.json"
+    done = run.done
     if done.exists():
         _check_fingerprint(done, json.loads(done.read_text()).get("fingerprint"), fingerprint)
         return folder
-    last = folder / "checkpoints" / "last.ckpt"
+    last = run.last_checkpoint
     resume = last.exists()
     # run.json records the fingerprint when a run starts, so a resume need not read last.ckpt twice to check it.
-    stamp = folder / "run.json"
+    stamp = run.fingerprint
     if stamp.exists():
         _check_fingerprint(stamp, json.loads(stamp.read_text()).get("fingerprint"), fingerprint)
     elif resume:
@@ -477,14 +479,14 @@ def _train_unlocked(
         lr_decay=train.lr_decay,
         epsilon=train.epsilon,
         channels_last=train.channels_last,
-        metrics_csv=folder / "metrics.csv",
+        metrics_csv=run.metrics,
         meta=meta,
     )
-    write_text(folder / "config.yaml", dump_resolved(config))
+    write_text(run.config, dump_resolved(config))
     started = {"fingerprint": fingerprint, "arch": arch, "configuration": configuration_name}
     write_text(stamp, json.dumps(started) + "\n")
     accelerator = _accelerator(config)
-    checkpoints = RunCheckpoints(folder / "checkpoints")
+    checkpoints = RunCheckpoints(run)
     # Decide at validation end, before RunCheckpoints (checkpoint callbacks run last), so last.ckpt holds the
     # updated early-stopping state; the default (train epoch end) would run after the save.
     early_stopping = EarlyStopping(MONITOR, mode="max", patience=train.patience, check_on_train_epoch_end=False)

@@ -24,10 +24,10 @@ from cxrgen.decode import dicom_size, is_dicom
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_csv
 from cxrgen.images import FORMATS, ImageError, check_pixel_count, decode
+from cxrgen.layout import EXCLUDED_FILE
 
 log = logging.getLogger(__name__)
 
-EXCLUDED_FILE = "excluded.csv"
 EXCLUDED_COLUMNS = ("dataset", "image_id", "path", "reason")
 #: Images per task sent to a worker: large enough to amortize the inter-process hop, small enough to balance.
 CHUNK = 256

@@ -17,12 +17,12 @@ from typing import Literal
 import pandas as pd
 from pydantic import ValidationError
 
-from cxrgen.config import ConfigError, StudyConfig, format_validation_error, read_yaml, seed_run_dir
+from cxrgen.config import ConfigError, StudyConfig, format_validation_error, read_yaml, study_run
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import UNFINISHED_KEY, read_predictions
 from cxrgen.fileio import parquet_metadata
-from cxrgen.manifest import READING_NOTES_FILE
-from cxrgen.verify import EXCLUDED_FILE, excluded_test_counts, read_excluded
+from cxrgen.layout import StudyDir
+from cxrgen.verify import excluded_test_counts, read_excluded
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def load_config(study_dir: Path) -> StudyConfig:
     Raises:
         ConfigError: the file is missing or does not validate; the message names it.
     """
-    path = study_dir / "config.yaml"
+    path = StudyDir(study_dir).config
     if not path.is_file():
         raise ConfigError(f"{path}: missing; is {study_dir} a study directory (run `cxrgen prepare` first)?")
     try:
@@ -106,14 +106,15 @@ def load_inputs(study_dir: Path) -> StudyInputs:
     """
     study_dir = Path(study_dir)
     config = load_config(study_dir)
-    manifest_path = study_dir / "manifest.parquet"
+    layout = StudyDir(study_dir)
+    manifest_path = layout.manifest
     if not manifest_path.is_file():
         raise CxrgenError(f"{manifest_path}: missing; run `cxrgen prepare` first")
     manifest = pd.read_parquet(manifest_path)
-    splits_path = study_dir / "splits.parquet"
+    splits_path = layout.splits
     splits = pd.read_parquet(splits_path) if splits_path.is_file() else None
-    excluded = read_excluded(study_dir) if (study_dir / EXCLUDED_FILE).is_file() else None
-    notes_path = study_dir / READING_NOTES_FILE
+    excluded = read_excluded(study_dir) if layout.excluded.is_file() else None
+    notes_path = layout.reading_notes
     notes = pd.read_csv(notes_path, dtype={"rows": int}, keep_default_na=False) if notes_path.is_file() else None
     return StudyInputs(study_dir, config, manifest, splits, excluded, notes)
 
@@ -201,13 +202,13 @@ def missing_predictions(inputs: StudyInputs, found: Sequence[Predictions]) -> pd
     for conf in config.configurations:
         for arch in config.architectures:
             for seed in seeds:
-                folder = seed_run_dir(config, inputs.study_dir, conf.name, arch, seed) / "predictions"
+                run = study_run(config, inputs.study_dir, conf.name, arch, seed)
                 absent = [t for t in conf.test_sets() if (conf.name, arch, seed, t.name) not in have]
                 whole = len(absent) == len(conf.test_sets())
                 reason = "the run has no predictions files" if whole else "predictions file missing"
                 rows += [
                     {"configuration": conf.name, "arch": arch, "seed": seed, "test_set": t.name, "kind": t.kind,
-                     "expected": str((folder / f"{t.name}.parquet").relative_to(inputs.study_dir)),
+                     "expected": str(run.predictions(t.name).relative_to(inputs.study_dir)),
                      "reason": reason}
                     for t in absent
                 ]  # fmt: skip

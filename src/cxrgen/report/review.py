@@ -31,7 +31,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from cxrgen import metrics
-from cxrgen.config import seed_run_dir
+from cxrgen.config import study_run
 from cxrgen.errors import CxrgenError
 from cxrgen.report.figures import new_figure
 from cxrgen.report.inputs import INTERNAL, Predictions, StudyInputs
@@ -258,8 +258,9 @@ def _add_cams(inputs: StudyInputs, result: ReviewResult, cases: pd.DataFrame, se
     archs = list(seeds)
     known = inputs.config.train.seed_list()  # a seed folder the config does not name: the config's first seed
     chosen = {a: seeds[a] if seeds[a] in known else None for a in archs}
-    run = {a: seed_run_dir(inputs.config, inputs.study_dir, target.configuration, a, chosen[a]) for a in archs}
-    checkpoints = {arch: run[arch] / "checkpoints" / "best.ckpt" for arch in archs}
+    checkpoints = {
+        a: study_run(inputs.config, inputs.study_dir, target.configuration, a, chosen[a]).best_checkpoint for a in archs
+    }
     for arch, checkpoint in checkpoints.items():
         if not checkpoint.is_file():
             result.note(f"{arch}: no checkpoint at {checkpoint}; Grad-CAM left out (predictions made elsewhere?)")
