@@ -22,6 +22,9 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("cxrgen.training", ("cxrgen.report",), "training knows no report"),
     ("cxrgen.predict", ("cxrgen.training", "cxrgen.report"), "prediction needs no training code"),
     ("cxrgen.labels", ("torch", "cxrgen.sources", "cxrgen.models"), "the label vocabulary is a leaf"),
+    ("cxrgen.saliency", ("cxrgen.report", "cxrgen.training"), "Grad-CAM is a model question, not report code"),
+    ("cxrgen.layout", ("torch", "lightning", "timm", "pandas", "cxrgen.config"),
+     "the layout is read before torch is imported"),
 ]
 CLI_RULE = "the CLI is imported by nothing"
 

@@ -12,13 +12,13 @@ from safetensors.torch import save_file
 from cxrgen.errors import CxrgenError
 from cxrgen.models import (
     ARCHITECTURES,
-    cam_layer_name,
     create_model,
     get_arch,
     models_table,
     sha256_of,
     trainable_parameters,
 )
+from cxrgen.saliency import cam_layer_name
 
 TINY = "test_byobnet"
 

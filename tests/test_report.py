@@ -259,8 +259,8 @@ def test_review_with_tiny_models_draws_grad_cam(tmp_path: Path) -> None:
 def test_grad_cam_releases_hooks() -> None:
     import torch
 
-    from cxrgen.models import cam_layer_name, create_model, get_arch
-    from cxrgen.report.review import grad_cam
+    from cxrgen.models import create_model, get_arch
+    from cxrgen.saliency import cam_layer_name, grad_cam
 
     model = create_model("test_resnet", 2, pretrained=False)
     layer = model.get_submodule(cam_layer_name(model, get_arch("test_resnet")))

@@ -136,16 +136,6 @@ def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def cam_layer_name(model: nn.Module, spec: ArchSpec) -> str:
-    """Dotted path of the layer Grad-CAM should hook for ``model`` built from ``spec``."""
-    if spec.cam_layer is not None:
-        return spec.cam_layer
-    info = getattr(model, "feature_info", None)
-    if not info:
-        raise CxrgenError(f"architecture {spec.name!r} names no Grad-CAM layer and timm reports no feature_info")
-    return str(info[-1]["module"])
-
-
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -24,7 +24,6 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,14 +36,9 @@ from cxrgen.report.figures import new_figure
 from cxrgen.report.inputs import INTERNAL, Predictions, StudyInputs
 from cxrgen.report.seeds import drawn_seed
 
-if TYPE_CHECKING:  # torch is imported only when a checkpoint is there to load
-    from torch import nn
-
 log = logging.getLogger(__name__)
 
 KINDS: tuple[str, ...] = ("false positive", "false negative", "borderline")
-#: Images per Grad-CAM forward/backward pass (bounds memory at 299 px on CPU).
-CAM_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -216,39 +210,6 @@ def load_images(inputs: StudyInputs, cases: pd.DataFrame, size: int, result: Rev
     return out
 
 
-def grad_cam(model: nn.Module, layer_name: str, images: np.ndarray, label_index: int) -> np.ndarray:
-    """Grad-CAM maps in [0, 1], float32 [K, H, W], of uint8 images [K, H, W] for one output logit.
-
-    The hooks of ``pytorch_grad_cam`` are released on exit of its context manager, so the model can be reused
-    (and garbage-collected) afterwards.
-    """
-    import torch
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    from cxrgen.data import normalize_on_device
-
-    device = next(model.parameters()).device
-    model.eval()
-    layer = model.get_submodule(layer_name)
-    maps = []
-    with GradCAM(model=model, target_layers=[layer]) as cam:
-        for start in range(0, len(images), CAM_BATCH):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + CAM_BATCH]))[:, None].to(device)
-            x = normalize_on_device(batch, channels_last=False)
-            targets = [ClassifierOutputTarget(label_index) for _ in range(len(x))]
-            maps.append(np.asarray(cam(input_tensor=x, targets=targets), dtype=np.float32))
-    return np.concatenate(maps)
-
-
-def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
-    """A Grad-CAM map over its grayscale image, uint8 RGB [H, W, 3] (``pytorch_grad_cam``'s jet overlay)."""
-    from pytorch_grad_cam.utils.image import show_cam_on_image
-
-    rgb = np.repeat((image.astype(np.float32) / 255.0)[..., None], 3, axis=2)
-    return np.asarray(show_cam_on_image(rgb, cam, use_rgb=True), dtype=np.uint8)
-
-
 def _add_cams(inputs: StudyInputs, result: ReviewResult, cases: pd.DataFrame, seeds: Mapping[str, int | None]) -> None:
     """Fill ``result.images`` and ``result.cams``; every unavailable piece becomes a note.
 
@@ -267,8 +228,9 @@ def _add_cams(inputs: StudyInputs, result: ReviewResult, cases: pd.DataFrame, se
     usable = {arch: path for arch, path in checkpoints.items() if path.is_file()}
     if usable:
         # Imported only when needed: prediction code pulls in Lightning, seconds to import.
-        from cxrgen.models import cam_layer_name, get_arch
+        from cxrgen.models import get_arch
         from cxrgen.predict import default_device, load_run_model
+        from cxrgen.saliency import cam_layer_name, grad_cam, overlay
 
         device = default_device()
     for arch, checkpoint in usable.items():
