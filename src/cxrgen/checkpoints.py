@@ -4,6 +4,7 @@ A checkpoint is a pickle, and unpickling arbitrary objects runs arbitrary code. 
 tensors and plain Python values, and reading uses ``torch.load(weights_only=True)`` with no fallback: a file
 that needs more is refused by name. A checkpoint appears under its final name only once complete (temporary
 file in the same folder, fsync, ``os.replace``), so a kill while saving leaves the previous checkpoint intact.
+:class:`AtomicCheckpointIO` is the same two functions as Lightning's checkpoint I/O plugin.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import atomic_path
@@ -119,3 +121,19 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     return state
+
+
+class AtomicCheckpointIO(CheckpointIO):
+    """Lightning checkpoint I/O through :mod:`cxrgen.checkpoints`: atomic writes, ``weights_only=True`` reads.
+
+    Used for saving and for ``Trainer.fit(ckpt_path=...)``, so resuming never unpickles arbitrary objects.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        save_checkpoint(checkpoint, Path(path))
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> Any:
+        return load_checkpoint(Path(path))
+
+    def remove_checkpoint(self, path: Any) -> None:
+        Path(path).unlink(missing_ok=True)

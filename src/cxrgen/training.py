@@ -32,11 +32,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
-from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
-from cxrgen.checkpoints import load_checkpoint, save_checkpoint
+from cxrgen.checkpoints import AtomicCheckpointIO, load_checkpoint
 from cxrgen.config import StudyConfig, dump_resolved, seed_run_dir, study_run
 from cxrgen.data import CXRDataModule, normalize_on_device
 from cxrgen.errors import CxrgenError
@@ -274,22 +273,6 @@ def append_epoch_row(path: Path, row: dict[str, float | int]) -> None:
         old = pd.read_csv(path)
         frame = pd.concat([old[old["epoch"] < row["epoch"]], frame], ignore_index=True)
     write_csv(frame, path)
-
-
-class AtomicCheckpointIO(CheckpointIO):
-    """Lightning checkpoint I/O through :mod:`cxrgen.checkpoints`: atomic writes, ``weights_only=True`` reads.
-
-    Used for saving and for ``Trainer.fit(ckpt_path=...)``, so resuming never unpickles arbitrary objects.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        save_checkpoint(checkpoint, Path(path))
-
-    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> Any:
-        return load_checkpoint(Path(path))
-
-    def remove_checkpoint(self, path: Any) -> None:
-        Path(path).unlink(missing_ok=True)
 
 
 class RunCheckpoints(Checkpoint):
