@@ -114,11 +114,17 @@ def test_preprocess_paths_leaves_what_it_cannot_batch_to_the_cpu_engine(tmp_path
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(good.read_bytes()[:400])  # the header parses, the scan is gone
     paths = [png, good, tmp_path / "missing.jpg", cmyk, cut, good]
-    done, refused = gpu_preprocess.preprocess_paths(paths, 32, "cpu", clahe=False, batch_size=2)
+    done, refused = gpu_preprocess.preprocess_paths(paths, 32, "cpu", clahe=False)  # one batch: cut.jpg fails it
     assert sorted(done) == [1, 5] and refused == [0, 2, 3, 4]
     expected = images.preprocess(good, 32, "exact", clahe=False)
     assert np.abs(done[1].astype(np.int16) - expected).max() <= 1
     np.testing.assert_array_equal(done[1], done[5])
+
+
+def test_batches_respect_the_image_count_and_the_pixel_budget() -> None:
+    pixels = {0: 10, 2: 10, 3: 30, 5: 5, 6: 5, 7: 5}
+    assert list(gpu_preprocess._batches(pixels, 2, 25)) == [[0, 2], [3], [5, 6], [7]]
+    assert list(gpu_preprocess._batches(pixels, 16, 1000)) == [[0, 2, 3, 5, 6, 7]]
 
 
 def test_study_caches_with_engine_torch_on_cpu_match_the_exact_engine(tmp_path: Path) -> None:

@@ -28,8 +28,11 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from cxrgen import clahe
 from cxrgen.images import MAX_PIXELS_CEILING, ImageError
 
-#: Images per device batch in the cache builder: a full-size radiograph takes about 1 GB of device memory.
+#: Images per device batch in the cache builder, and pixels: the CLAHE's float64 and int64 temporaries peaked at
+#: about 300 bytes per input pixel (measured on CPU, 1500x1500), so a batch of 2**24 pixels (2.5 full-size
+#: radiographs, or 16 CheXpert-small) needs about 5 GB; each cache worker process holds one batch at a time.
 BATCH = 16
+BATCH_PIXELS = 2**24
 
 # BT.709 luma, as cxrgen.images for RGB files whose channels differ.
 _LUMA = (0.2125, 0.7154, 0.0721)
@@ -244,16 +247,31 @@ def preprocess_jpegs(
                 yield chunk[position], image
 
 
-def _batchable(raw: bytes) -> bool:
-    """A JPEG the batched path decodes as :func:`cxrgen.images.decode` would: 8-bit gray or RGB, within the
-    pixel limit (read from the header by Pillow; CMYK, 12-bit or bombs go to the CPU engine, which names them)."""
+def _batchable_pixels(raw: bytes) -> int:
+    """Pixels of a JPEG the batched path decodes as :func:`cxrgen.images.decode` would (8-bit gray or RGB within
+    the pixel limit, read from the header by Pillow), else 0: CMYK, 12-bit or bombs go to the CPU engine."""
     if raw[:3] != b"\xff\xd8\xff":
-        return False
+        return 0
     try:
         with Image.open(io.BytesIO(raw), formats=("JPEG",)) as image:
-            return image.mode in ("L", "RGB") and image.width * image.height <= MAX_PIXELS_CEILING
+            pixels = image.width * image.height
+            return pixels if image.mode in ("L", "RGB") and pixels <= MAX_PIXELS_CEILING else 0
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return False
+        return 0
+
+
+def _batches(pixels: dict[int, int], batch_size: int, budget: int) -> Iterator[list[int]]:
+    """Consecutive indices in batches of at most ``batch_size`` images and ``budget`` pixels (at least one)."""
+    batch: list[int] = []
+    total = 0
+    for index, count in pixels.items():
+        if batch and (len(batch) == batch_size or total + count > budget):
+            yield batch
+            batch, total = [], 0
+        batch.append(index)
+        total += count
+    if batch:
+        yield batch
 
 
 def _decode_or_none(raws: list[bytes], device: torch.device | str) -> list[torch.Tensor | None]:
@@ -272,7 +290,12 @@ def _decode_or_none(raws: list[bytes], device: torch.device | str) -> list[torch
 
 
 def preprocess_paths(
-    paths: Sequence[Path | str], size: int, device: torch.device | str, clahe: bool = True, batch_size: int = BATCH
+    paths: Sequence[Path | str],
+    size: int,
+    device: torch.device | str,
+    clahe: bool = True,
+    batch_size: int = BATCH,
+    batch_pixels: int = BATCH_PIXELS,
 ) -> tuple[dict[int, np.ndarray], list[int]]:
     """The ``torch`` engine over the files of a cache chunk: JPEGs decoded and preprocessed in batches on ``device``.
 
@@ -282,20 +305,20 @@ def preprocess_paths(
         so that the CPU engine reports it with the same reason as every other engine.
     """
     raws: dict[int, bytes] = {}
+    pixels: dict[int, int] = {}
     refused = []
     for index, path in enumerate(paths):
         try:
             raw = Path(path).read_bytes()
         except OSError:
             raw = b""
-        if _batchable(raw):
+        pixels[index] = _batchable_pixels(raw)
+        if pixels[index]:
             raws[index] = raw
         else:
             refused.append(index)
     done: dict[int, np.ndarray] = {}
-    order = list(raws)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    for chunk in _batches({i: pixels[i] for i in raws}, batch_size, batch_pixels):
         by_shape: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
         for index, image in zip(chunk, _decode_or_none([raws[i] for i in chunk], device), strict=True):
             if image is None:
