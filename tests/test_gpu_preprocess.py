@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from skimage.exposure._adapthist import clip_histogram
 
 from cxrgen import cache, clahe, gpu_preprocess, images
-from cxrgen.config import PreprocessConfig, load_study
+from cxrgen.config import PreprocessConfig, dump_resolved, load_study
 from cxrgen.images import ImageError
 from cxrgen.manifest import build_manifest
 from cxrgen.synthetic import write_synthetic
@@ -151,6 +151,17 @@ def test_study_caches_with_engine_torch_on_cpu_match_the_exact_engine(tmp_path: 
         for row in index.itertuples():
             expected = images.preprocess(root / row.path, 32, "exact").astype(np.int16)
             assert np.abs(stored[row.row].astype(np.int16) - expected).max() <= 1, row.path
+
+
+def test_device_round_trips_and_leaves_older_run_fingerprints_alone(tmp_path: Path) -> None:
+    study = write_synthetic(tmp_path / "data", scale=0.01, image_size=48) / "study.yaml"
+    config = load_study(study)
+    # training.py hashes this dump into every run's fingerprint: the default adds no key.
+    assert config.preprocess.model_dump(mode="json") == {"clahe": True, "engine": "opencv", "size": 64}
+    cuda = config.model_copy(update={"preprocess": PreprocessConfig(engine="torch", device="cuda", size=64)})
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(dump_resolved(cuda))
+    assert load_study(resolved).preprocess == cuda.preprocess
 
 
 def test_a_cuda_cache_without_cuda_is_refused_naming_the_setting(tmp_path: Path) -> None:

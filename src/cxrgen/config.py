@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from cxrgen.errors import CxrgenError
 from cxrgen.labels import PAPER_LABELS, BlankPolicy, Policy
@@ -109,6 +118,14 @@ class PreprocessConfig(StrictModel):
         if self.device != "cpu" and self.engine != "torch":
             raise ValueError(f"preprocess.device: {self.device} needs engine: torch (engine is {self.engine})")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump_device_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Run fingerprints hash this dump: studies from before ``device`` existed keep theirs.
+        data = dict(handler(self))
+        if self.device == "cpu":
+            data.pop("device", None)
+        return data
 
 
 class TrainConfig(StrictModel):
