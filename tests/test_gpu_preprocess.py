@@ -104,6 +104,28 @@ def test_cuda_path_within_one_level_of_the_exact_engine(tmp_path: Path) -> None:
         assert np.abs(end_to_end.astype(np.int16) - expected).max() <= 2, path
 
 
+@pytest.mark.gpu
+def test_cuda_cache_with_two_workers_within_two_levels_of_the_exact_engine(tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the torch engine's cache is checked on CPU below")
+    rows = []
+    for i, shape in enumerate([(390, 320)] * 5 + [(260, 300)] * 3):
+        Image.fromarray(_phantom(*shape, seed=i)).save(tmp_path / f"{i}.jpg", quality=90)
+        rows.append({"image_id": f"ds:{i}", "path": f"{i}.jpg"})
+    Image.fromarray(_phantom(200, 180)).save(tmp_path / "8.png")
+    rows.append({"image_id": "ds:8", "path": "8.png"})
+    folder = cache.build_cache(
+        pd.DataFrame(rows), tmp_path, tmp_path / "study", "ds", 224, "torch", True, workers=2, chunk_size=3,
+        device="cuda",
+    )  # fmt: skip
+    meta = json.loads((folder / "meta.json").read_text())
+    assert (meta["device"], meta["cpu_fallback"], meta["failed"]) == ("cuda", 1, 0)
+    stored, index = cache.open_cache(tmp_path / "study", "ds", 224, "torch", True)
+    for row in index.itertuples():
+        expected = images.preprocess(tmp_path / row.path, 224, "exact").astype(np.int16)
+        assert np.abs(stored[row.row].astype(np.int16) - expected).max() <= 2, row.path
+
+
 def test_preprocess_paths_leaves_what_it_cannot_batch_to_the_cpu_engine(tmp_path: Path) -> None:
     good = tmp_path / "good.jpg"
     Image.fromarray(_phantom(120, 100)).save(good, quality=90)

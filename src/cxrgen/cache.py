@@ -4,7 +4,8 @@ A cache is a folder ``<study_dir>/cache/<key>/`` (key ``<dataset>-<size>-<engine
 
 * ``images.npy``: uint8 [N, size, size], rows in ``image_id`` order; an image that fails to decode is all zeros;
 * ``index.parquet``: ``row, image_id, path, ok, reason`` (``ok`` False for the zero rows, with the reason);
-* ``meta.json``: parameters, fingerprint, dataset, size, engine, count, library versions;
+* ``meta.json``: parameters, fingerprint, dataset, size, engine, count, library versions; for engine ``torch``
+  also its ``device`` and ``cpu_fallback``, the images that went through the CPU ``exact`` engine instead;
 * ``progress-<k>of<n>.jsonl``: which chunks each process finished (an audit trail of the build).
 
 The fingerprint hashes the sorted (image_id, path, file size, mtime_ns) list, the parameters and
