@@ -4,21 +4,26 @@ One command on a GPU machine: ``.venv/bin/python benchmarks/gpu_preprocess.py`` 
 torch code on CPU, for a dry run). Per shape it writes ``--count`` JPEGs, times the CPU engine on one thread
 (decode included) and the torch path per batch size (nvJPEG decode included, synchronized), times the device
 decode alone, and prints the largest uint8 difference to the CPU engine and the share of pixels that differ.
+Last, ``prepare``'s cache end to end on the same files: ``engine: torch`` on the device (one worker process and
+``--workers``) against ``engine: exact`` on ``--workers`` CPU processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
 from cxrgen import gpu_preprocess
-from cxrgen.images import preprocess
+from cxrgen.cache import build_cache, open_cache
+from cxrgen.images import Engine, preprocess
 from cxrgen.threads import pin_one_thread
 
 SHAPES = {"CheXpert-small 320x390": (320, 390), "full-size 2320x2828": (2320, 2828)}
@@ -50,6 +55,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--count", type=int, default=64)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the cache rows")
     args = parser.parse_args()
     pin_one_thread()
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
@@ -85,6 +91,26 @@ def main() -> None:
                     f"| {label} | {cpu_rate:.1f} | {batch} | {rate:.1f} | {rate / cpu_rate:.1f}x "
                     f"| {decode_rate:.1f} | {worst} | {share:.4f} % |"
                 )
+        _cache_table(Path(tmp), args.size, args.device, args.workers)
+
+
+def _cache_table(folder: Path, size: int, device: str, workers: int) -> None:
+    """``build_cache`` over every JPEG written above, per engine and worker count: images/s and agreement."""
+    paths = sorted(folder.glob("*.jpg"))
+    rows = pd.DataFrame({"image_id": [p.stem for p in paths], "path": [p.name for p in paths]})
+    print(f"\nprepare's cache over those {len(paths)} JPEGs, {size} px (load average {os.getloadavg()[0]:.1f})\n")
+    print("| engine | device | workers | img/s | max diff to exact |")
+    print("|---|---|---|---|---|")
+    runs: list[tuple[Engine, str, int]] = [("exact", "cpu", workers), ("torch", device, 1), ("torch", device, workers)]
+    built = {}
+    for engine, where, count in runs:
+        study = folder / f"study-{engine}-{where}-{count}"
+        start = time.perf_counter()
+        build_cache(rows, folder, study, "bench", size, engine, True, count, chunk_size=16, device=where)
+        rate = len(paths) / (time.perf_counter() - start)
+        built[(engine, count)] = open_cache(study, "bench", size, engine, True)[0].astype(np.int16)
+        worst = int(np.abs(built[(engine, count)] - built[("exact", workers)]).max())
+        print(f"| {engine} | {where} | {count} | {rate:.1f} | {worst} |")
 
 
 if __name__ == "__main__":

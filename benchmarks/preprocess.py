@@ -4,13 +4,18 @@ Three kinds of input: a CheXpert-small-like JPEG (~320x390), an NIH PNG (1024x10
 ../shared/realdata when present) and a full-resolution JPEG (2320x2828, an NIH image upscaled). Each is run
 through ``preprocess`` with each engine, one thread (the cache runs one process per core), and the uint8
 outputs are compared; decode is timed alone. Last, the parallel efficiency of ``prepare``'s cache on 2 worker
-processes. Run: ``.venv/bin/python benchmarks/preprocess.py [--size 224]``.
+processes, with numba's disk cache warm and cold (a first run on a machine, in a fresh process with an empty
+``NUMBA_CACHE_DIR``), beside the load average. Run: ``.venv/bin/python benchmarks/preprocess.py [--size 224]
+[--parallel-only]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -78,11 +83,33 @@ def _warm(path: Path, size: int) -> None:
     time.sleep(1.0)
 
 
+# A cache build in a fresh interpreter, timed inside it (imports excluded): argv data, study, size, workers, count.
+_BUILD = """
+import sys, time
+import pandas as pd
+from cxrgen.cache import build_cache
+data, study, size, workers, count = sys.argv[1:]
+rows = pd.DataFrame({"image_id": [str(i) for i in range(int(count))], "path": [f"{i}.png" for i in range(int(count))]})
+start = time.perf_counter()
+build_cache(rows, data, study, "bench", int(size), "exact", True, int(workers), chunk_size=4)
+print(time.perf_counter() - start)
+"""
+
+
+def _cold_build(data: Path, study: Path, size: int, workers: int, count: int) -> float:
+    """Seconds of a cache build whose numba kernels are compiled first (an empty ``NUMBA_CACHE_DIR``)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(study / "numba")}
+    command = [sys.executable, "-c", _BUILD, str(data), str(study), str(size), str(workers), str(count)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return float(done.stdout.split()[-1])
+
+
 def _parallel_efficiency(folder: Path, source: Path, size: int, count: int = 32) -> dict[str, float]:
     """Seconds for ``count`` NIH PNGs on 1 and 2 workers: ``prepare``'s cache end to end, and warm pools.
 
-    The cache's figure includes starting the pool (imports and numba's cached kernels: seconds on a loaded
-    machine); the warm figure is the steady state that a cache of 100k images sees.
+    The cache's figure includes starting the pool (imports and loading numba's cached kernels); with a cold
+    numba cache also compiling them (once, in the parent, before the workers start). The warm figure is the
+    steady state that a cache of 100k images sees.
     """
     import pandas as pd
 
@@ -100,6 +127,7 @@ def _parallel_efficiency(folder: Path, source: Path, size: int, count: int = 32)
         start = time.perf_counter()
         build_cache(rows, data, folder / f"study{workers}", "bench", size, "exact", True, workers, chunk_size=4)
         result[f"cache {workers}"] = time.perf_counter() - start
+        result[f"cold {workers}"] = _cold_build(data, folder / f"cold{workers}", size, workers, count)
     chunks = [paths[i : i + 4] for i in range(0, count, 4)]
     _preprocess_many(chunks[0], size)
     start = time.perf_counter()
@@ -118,9 +146,16 @@ def _parallel_efficiency(folder: Path, source: Path, size: int, count: int = 32)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)
-    size = parser.parse_args().size
+    parser.add_argument("--parallel-only", action="store_true", help="only the 2-worker efficiency table")
+    args = parser.parse_args()
+    size = args.size
     cv2.setNumThreads(1)
     pin_one_thread()
+    if args.parallel_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            _print_parallel(folder, _inputs(folder)[1][1], size)
+        return
     print(f"preprocess to {size}x{size}, one thread per image (images/s; difference of the uint8 outputs)\n")
     print(
         "| input | decode ms | skimage img/s | exact img/s | exact / skimage | engine only: exact / skimage "
@@ -163,13 +198,25 @@ def main() -> None:
                 f"| {name} | {paper:.1f} | {fast:.1f} | {fast / paper:.1f}x | {exact_resize:.1e} "
                 f"| {sparse_rate:.1f} | {sparse_rate / paper:.1f}x | {sparse_error:.1e} |"
             )
-        seconds = _parallel_efficiency(Path(tmp), inputs[1][1], size)
-        print("\nparallel efficiency of the exact engine on 2 cores, 32 NIH PNGs (efficiency = speed-up / 2)\n")
-        print("| how | 1 worker s | 2 workers s | efficiency |")
-        print("|---|---|---|---|")
-        for how, key in (("prepare's cache, pool start-up included", "cache"), ("warm worker pool", "warm")):
-            one, two = seconds[f"{key} 1"], seconds[f"{key} 2"]
-            print(f"| {how} | {one:.2f} | {two:.2f} | {100 * one / two / 2:.0f} % |")
+        _print_parallel(Path(tmp), inputs[1][1], size)
+
+
+def _print_parallel(folder: Path, source: Path, size: int) -> None:
+    before = os.getloadavg()[0]
+    seconds = _parallel_efficiency(folder, source, size)
+    after = os.getloadavg()[0]
+    print("\nparallel efficiency of the exact engine on 2 cores, 32 NIH PNGs (efficiency = speed-up / 2)")
+    print(f"load average (1 min) {before:.1f} before, {after:.1f} after, on {os.cpu_count()} cores\n")
+    print("| how | 1 worker s | 2 workers s | efficiency |")
+    print("|---|---|---|---|")
+    rows = (
+        ("prepare's cache, pool start-up included", "cache"),
+        ("prepare's cache, cold numba cache (compiled once, before the pool)", "cold"),
+        ("warm worker pool", "warm"),
+    )
+    for how, key in rows:
+        one, two = seconds[f"{key} 1"], seconds[f"{key} 2"]
+        print(f"| {how} | {one:.2f} | {two:.2f} | {100 * one / two / 2:.0f} % |")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import multiprocessing
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -109,19 +112,37 @@ def test_exact_is_the_default_engine_and_the_demo_uses_it() -> None:
     assert load_study(ROOT / "configs" / "demo.yaml").preprocess.engine == "exact"
 
 
-def _worker_threads() -> tuple[int, int, list[int]]:
+def _worker_threads() -> tuple[int, int, list[int], int, int, int]:
     import numba
+    import torch  # loaded after the pool started, as by the torch engine's first chunk
     from threadpoolctl import threadpool_info
 
-    return cv2.getNumThreads(), numba.get_num_threads(), [pool["num_threads"] for pool in threadpool_info()]
+    blas = [pool["num_threads"] for pool in threadpool_info()]
+    clahe.equalize_adapthist(_phantom(90, 70).astype(np.float32) / np.float32(255))
+    kernels = [clahe._lookup_bins, clahe._tile_mappings, clahe._interpolate, clahe._gather]
+    hits = sum(sum(kernel.stats.cache_hits.values()) for kernel in kernels)
+    misses = sum(sum(kernel.stats.cache_misses.values()) for kernel in kernels)
+    return cv2.getNumThreads(), numba.get_num_threads(), blas, torch.get_num_threads(), hits, misses
 
 
-def test_cache_workers_run_one_thread_each() -> None:
+def test_cache_workers_run_one_thread_each_and_load_the_kernels_compiled_ahead() -> None:
+    clahe.compile_ahead()  # what the cache builder does before it starts its workers
     context = multiprocessing.get_context("forkserver")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=cache._single_thread_opencv) as pool:
-        opencv, numba_threads, blas = pool.submit(_worker_threads).result(timeout=120)
-    assert (opencv, numba_threads) == (1, 1)
+        opencv, numba_threads, blas, torch_threads, hits, misses = pool.submit(_worker_threads).result(timeout=120)
+    assert (opencv, numba_threads, torch_threads) == (1, 1, 1)
     assert blas and all(n == 1 for n in blas)
+    assert (hits, misses) == (4, 0)  # every kernel loaded from numba's disk cache, none compiled in the worker
+
+
+def test_without_a_writable_numba_cache_the_kernels_still_import() -> None:
+    # No cache locator applies (as a read-only install with a read-only home): numba refuses cache=True.
+    code = "import cxrgen.clahe as c; print(type(c._interpolate).__name__)"
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "IPythonCacheLocator"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "CPUDispatcher"
+    assert "numba cannot cache" in done.stderr and "NUMBA_CACHE_DIR" in done.stderr
 
 
 def test_exact_engine_decodes_like_the_others(tmp_path: Path) -> None:

@@ -1,17 +1,24 @@
-"""The torch (GPU) path run on CPU: the same CLAHE, resize and uint8 output as the ``exact`` engine."""
+"""The torch (GPU) path run on CPU: the same CLAHE, resize and uint8 output as the ``exact`` engine, in ``prepare``."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from pydantic import ValidationError
 from skimage.exposure._adapthist import clip_histogram
 
-from cxrgen import clahe, gpu_preprocess, images
+from cxrgen import cache, clahe, gpu_preprocess, images
+from cxrgen.config import PreprocessConfig, dump_resolved, load_study
 from cxrgen.images import ImageError
+from cxrgen.manifest import build_manifest
+from cxrgen.synthetic import write_synthetic
 
 
 def _phantom(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -95,3 +102,100 @@ def test_cuda_path_within_one_level_of_the_exact_engine(tmp_path: Path) -> None:
         # End to end, nvJPEG may decode a level apart from libjpeg-turbo: one more level allowed.
         ((_, end_to_end),) = gpu_preprocess.preprocess_jpegs([path], 224, device="cuda")
         assert np.abs(end_to_end.astype(np.int16) - expected).max() <= 2, path
+
+
+@pytest.mark.gpu
+def test_cuda_cache_with_two_workers_within_two_levels_of_the_exact_engine(tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the torch engine's cache is checked on CPU below")
+    rows = []
+    for i, shape in enumerate([(390, 320)] * 5 + [(260, 300)] * 3):
+        Image.fromarray(_phantom(*shape, seed=i)).save(tmp_path / f"{i}.jpg", quality=90)
+        rows.append({"image_id": f"ds:{i}", "path": f"{i}.jpg"})
+    Image.fromarray(_phantom(200, 180)).save(tmp_path / "8.png")
+    rows.append({"image_id": "ds:8", "path": "8.png"})
+    folder = cache.build_cache(
+        pd.DataFrame(rows), tmp_path, tmp_path / "study", "ds", 224, "torch", True, workers=2, chunk_size=3,
+        device="cuda",
+    )  # fmt: skip
+    meta = json.loads((folder / "meta.json").read_text())
+    assert (meta["device"], meta["cpu_fallback"], meta["failed"]) == ("cuda", 1, 0)
+    stored, index = cache.open_cache(tmp_path / "study", "ds", 224, "torch", True)
+    for row in index.itertuples():
+        expected = images.preprocess(tmp_path / row.path, 224, "exact").astype(np.int16)
+        assert np.abs(stored[row.row].astype(np.int16) - expected).max() <= 2, row.path
+
+
+def test_preprocess_paths_leaves_what_it_cannot_batch_to_the_cpu_engine(tmp_path: Path) -> None:
+    good = tmp_path / "good.jpg"
+    Image.fromarray(_phantom(120, 100)).save(good, quality=90)
+    png = tmp_path / "x.png"
+    Image.fromarray(_phantom(120, 100)).save(png)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(np.stack([_phantom(80, 60)] * 3, axis=-1)).convert("CMYK").save(cmyk)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(good.read_bytes()[:400])  # the header parses, the scan is gone
+    paths = [png, good, tmp_path / "missing.jpg", cmyk, cut, good]
+    done, refused = gpu_preprocess.preprocess_paths(paths, 32, "cpu", clahe=False)  # one batch: cut.jpg fails it
+    assert sorted(done) == [1, 5] and refused == [0, 2, 3, 4]
+    expected = images.preprocess(good, 32, "exact", clahe=False)
+    assert np.abs(done[1].astype(np.int16) - expected).max() <= 1
+    np.testing.assert_array_equal(done[1], done[5])
+
+
+def test_batches_respect_the_image_count_and_the_pixel_budget() -> None:
+    pixels = {0: 10, 2: 10, 3: 30, 5: 5, 6: 5, 7: 5}
+    assert list(gpu_preprocess._batches(pixels, 2, 25)) == [[0, 2], [3], [5, 6], [7]]
+    assert list(gpu_preprocess._batches(pixels, 16, 1000)) == [[0, 2, 3, 5, 6, 7]]
+
+
+def test_study_caches_with_engine_torch_on_cpu_match_the_exact_engine(tmp_path: Path) -> None:
+    data = write_synthetic(tmp_path / "data", scale=0.03, image_size=96)
+    study = data / "study.yaml"
+    text, replaced = re.subn(
+        r"preprocess: \{[^}]*\}", "preprocess: {clahe: true, engine: torch, device: cpu, size: 32}", study.read_text()
+    )
+    assert replaced == 1
+    study.write_text(text)
+    config = load_study(study)
+    manifest = build_manifest(config)
+    # prepare's cache step, from the study file (preprocess.size spares the model registry's imports).
+    folders = cache.ensure_caches(config, config.out, manifest, {}, workers=1)
+    for dataset, jpeg in (("chexpert", True), ("nih", False), ("mimic", True)):
+        assert folders[(dataset, 32)].name == f"{dataset}-32-torch"
+        meta = json.loads((folders[(dataset, 32)] / "meta.json").read_text())
+        rows = manifest.loc[manifest["dataset"] == dataset]
+        assert (meta["engine"], meta["device"], meta["count"], meta["failed"]) == ("torch", "cpu", len(rows), 0)
+        assert meta["cpu_fallback"] == (0 if jpeg else len(rows))  # NIH's PNGs go through the exact engine
+        assert " on cpu; " in meta["library"]
+        stored, index = cache.open_cache(config.out, dataset, 32, "torch", True)
+        root = config.datasets[dataset].root
+        for row in index.itertuples():
+            expected = images.preprocess(root / row.path, 32, "exact").astype(np.int16)
+            assert np.abs(stored[row.row].astype(np.int16) - expected).max() <= 1, row.path
+
+
+def test_device_round_trips_and_leaves_older_run_fingerprints_alone(tmp_path: Path) -> None:
+    study = write_synthetic(tmp_path / "data", scale=0.01, image_size=48) / "study.yaml"
+    config = load_study(study)
+    # training.py hashes this dump into every run's fingerprint: the default adds no key.
+    assert config.preprocess.model_dump(mode="json") == {"clahe": True, "engine": "opencv", "size": 64}
+    cuda = config.model_copy(update={"preprocess": PreprocessConfig(engine="torch", device="cuda", size=64)})
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(dump_resolved(cuda))
+    assert load_study(resolved).preprocess == cuda.preprocess
+
+
+def test_a_cuda_cache_without_cuda_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path = tmp_path / "a.jpg"
+    Image.fromarray(_phantom(64, 64)).save(path)
+    rows = pd.DataFrame({"image_id": ["a"], "path": ["a.jpg"]})
+    with pytest.raises(cache.CacheError, match=r"preprocess\.device: cuda, but torch .* finds no CUDA device"):
+        cache.build_cache(rows, tmp_path, tmp_path / "study", "ds", 32, "torch", True, workers=1, device="cuda")
+    assert not (tmp_path / "study" / "cache" / "ds-32-torch.partial").exists()
+    with pytest.raises(ValidationError, match=r"preprocess\.device: cuda needs engine: torch"):
+        PreprocessConfig(engine="exact", device="cuda")
+    assert cache.parameters("ds", 32, "torch", True, "cpu") != cache.parameters("ds", 32, "torch", True, "cuda")
+    assert "device" not in cache.parameters("ds", 32, "exact", True)  # other engines' fingerprints unchanged

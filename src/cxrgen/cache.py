@@ -4,7 +4,8 @@ A cache is a folder ``<study_dir>/cache/<key>/`` (key ``<dataset>-<size>-<engine
 
 * ``images.npy``: uint8 [N, size, size], rows in ``image_id`` order; an image that fails to decode is all zeros;
 * ``index.parquet``: ``row, image_id, path, ok, reason`` (``ok`` False for the zero rows, with the reason);
-* ``meta.json``: parameters, fingerprint, dataset, size, engine, count, library versions;
+* ``meta.json``: parameters, fingerprint, dataset, size, engine, count, library versions; for engine ``torch``
+  also its ``device`` and ``cpu_fallback``, the images that went through the CPU ``exact`` engine instead;
 * ``progress-<k>of<n>.jsonl``: which chunks each process finished (an audit trail of the build).
 
 The fingerprint hashes the sorted (image_id, path, file size, mtime_ns) list, the parameters and
@@ -38,6 +39,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from cxrgen.clahe import compile_ahead
 from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import make_temporary_dir, write_parquet, write_text
@@ -72,9 +74,11 @@ def cache_dir(study_dir: Path, dataset: str, size: int, engine: str, clahe: bool
     return Path(study_dir) / CACHE_DIR / cache_key(dataset, size, engine, clahe)
 
 
-def parameters(dataset: str, size: int, engine: str, clahe: bool) -> dict[str, Any]:
-    """Everything besides the files that decides the pixels."""
-    return {"dataset": dataset, "size": size, "engine": engine, "clahe": clahe, "version": PREPROCESS_VERSION}
+def parameters(dataset: str, size: int, engine: str, clahe: bool, device: str = "cpu") -> dict[str, Any]:
+    """Everything besides the files that decides the pixels; the device only for ``torch`` (nvJPEG and CUDA
+    kernels may land a level apart from the CPU), so the other engines' fingerprints stay as they were."""
+    params = {"dataset": dataset, "size": size, "engine": engine, "clahe": clahe, "version": PREPROCESS_VERSION}
+    return {**params, "device": device} if engine == "torch" else params
 
 
 def fingerprint(image_ids: Sequence[str], paths: Sequence[str], root: Path, params: Mapping[str, Any]) -> str:
@@ -101,21 +105,42 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
         return None
 
 
+ChunkResult = tuple[int, list[tuple[int, str]], int]
+
+
 def _chunk_worker(
-    images_path: str, chunk_id: int, start: int, paths: Sequence[str], size: int, engine: Engine, clahe: bool
-) -> tuple[int, list[tuple[int, str]]]:
-    """Preprocess one chunk into rows ``start ...`` of the memmap and flush it; return the failed rows."""
+    images_path: str,
+    chunk_id: int,
+    start: int,
+    paths: Sequence[str],
+    size: int,
+    engine: Engine,
+    clahe: bool,
+    device: str = "cpu",
+) -> ChunkResult:
+    """Preprocess one chunk into rows ``start ...`` of the memmap and flush it.
+
+    Returns:
+        (chunk id, failed (row, reason) pairs, images of a ``torch`` chunk that went through the CPU engine).
+    """
     images = np.load(images_path, mmap_mode="r+")
     failures: list[tuple[int, str]] = []
-    for offset, path in enumerate(paths):
+    todo: Sequence[int] = range(len(paths))
+    if engine == "torch":
+        from cxrgen.gpu_preprocess import preprocess_paths  # torch loads only where this engine runs
+
+        batched, todo = preprocess_paths(paths, size, device, clahe)
+        for offset, image in batched.items():
+            images[start + offset] = image
+    for offset in todo:
         try:
-            images[start + offset] = preprocess(path, size, engine, clahe)
+            images[start + offset] = preprocess(paths[offset], size, engine, clahe)
         except ImageError as exc:
             images[start + offset] = 0
             failures.append((start + offset, exc.reason))
     images.flush()
     del images
-    return chunk_id, failures
+    return chunk_id, failures, len(todo) if engine == "torch" else 0
 
 
 def _single_thread_opencv() -> None:
@@ -128,17 +153,25 @@ def _progress_name(shard: tuple[int, int] | None) -> str:
     return f"progress-{k}of{n}.jsonl"
 
 
-def _read_progress(folder: Path) -> dict[int, list[tuple[int, str]]]:
-    """Finished chunk id -> its failed (row, reason) pairs, over every shard's progress file."""
-    done: dict[int, list[tuple[int, str]]] = {}
+def _progress_records(folder: Path) -> dict[int, dict[str, Any]]:
+    """Finished chunk id -> its last progress record, over every shard's progress file."""
+    records: dict[int, dict[str, Any]] = {}
     for file in sorted(folder.glob("progress-*.jsonl")):
         for line in file.read_text(encoding="utf-8").splitlines():
             try:
                 record = json.loads(line)
             except ValueError:
                 continue  # a line cut by a kill: its chunk is simply redone
-            done[int(record["chunk"])] = [(int(row), str(reason)) for row, reason in record["failed"]]
-    return done
+            records[int(record["chunk"])] = record
+    return records
+
+
+def _read_progress(folder: Path) -> dict[int, list[tuple[int, str]]]:
+    """Finished chunk id -> its failed (row, reason) pairs, over every shard's progress file."""
+    return {
+        chunk: [(int(row), str(reason)) for row, reason in record["failed"]]
+        for chunk, record in _progress_records(folder).items()
+    }
 
 
 class _ProgressLog:
@@ -149,8 +182,9 @@ class _ProgressLog:
         if os.fstat(self._fd).st_size and not path.read_bytes().endswith(b"\n"):
             os.write(self._fd, b"\n")  # terminate a line cut by a kill, so the next record stands alone
 
-    def record(self, chunk_id: int, failures: list[tuple[int, str]]) -> None:
-        line = json.dumps({"chunk": chunk_id, "failed": failures, "pid": os.getpid(), "time": time.time()})
+    def record(self, chunk_id: int, failures: list[tuple[int, str]], fallback: int = 0) -> None:
+        fields = {"chunk": chunk_id, "failed": failures, "fallback": fallback, "pid": os.getpid(), "time": time.time()}
+        line = json.dumps(fields)
         os.write(self._fd, (line + "\n").encode())  # one write: appends from several processes do not interleave
         os.fsync(self._fd)
 
@@ -221,6 +255,8 @@ def _finalize(partial: Path, final: Path, meta: dict[str, Any], done: dict[int, 
     with open(partial / IMAGES, "rb") as handle:
         os.fsync(handle.fileno())
     final_meta = {**meta, "complete": True, "failed": len(failures)}
+    if meta["engine"] == "torch":
+        final_meta["cpu_fallback"] = sum(int(r.get("fallback", 0)) for r in _progress_records(partial).values())
     write_text(partial / META, json.dumps(final_meta, indent=2, sort_keys=True))
     stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
     if final.exists():
@@ -251,6 +287,7 @@ def build_cache(
     shard: tuple[int, int] | None = None,
     progress: Progress | None = None,
     chunk_size: int = CHUNK,
+    device: str = "cpu",
 ) -> Path:
     """Build (or find) the cache of one dataset at one size and preprocessing.
 
@@ -260,28 +297,32 @@ def build_cache(
         study_dir: the study directory; the cache goes to ``<study_dir>/cache/<key>/``.
         dataset: the study's name for the dataset (first part of the key).
         size: output side in pixels (224 for densenet121, 299 for inception_resnet_v2).
-        engine: ``skimage`` (the paper's functions) or ``opencv`` (faster, CLAHE differs slightly).
+        engine: one of :data:`cxrgen.images.ENGINES`: ``exact`` (the default), ``skimage`` (the paper's
+            functions), ``opencv`` (faster, CLAHE differs slightly), ``torch`` (JPEGs batched on ``device``).
         clahe: apply CLAHE before resizing.
         workers: processes; None = all cores, 1 = in this process.
         shard: ``(k, n)`` with 1 <= k <= n: only chunks with ``chunk_id % n == k - 1``.
         progress: called with (images done, images in all) at the start and after each chunk.
         chunk_size: images per chunk for a new build (a resumed build keeps its own).
+        device: where engine ``torch`` runs, ``cpu`` or ``cuda`` (each worker process drives the device).
 
     Returns:
         The final cache folder once every chunk is done (by this or other shards); otherwise the
         ``<key>.partial`` folder, which a later shard or an unsharded run completes.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if shard is not None and not 1 <= shard[0] <= shard[1]:
         raise ValueError(f"shard must be (k, n) with 1 <= k <= n, got {shard}")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if device not in ("cpu", "cuda") or (device != "cpu" and engine != "torch"):
+        raise ValueError(f"device {device!r}: engine {engine} runs on cpu; engine torch on cpu or cuda")
     rows = rows[["image_id", "path"]].astype(str).sort_values("image_id", kind="stable").reset_index(drop=True)
     duplicated = rows["image_id"].duplicated()
     if duplicated.any():
         raise CacheError(f"dataset {dataset!r}: duplicate image ids, e.g. {rows['image_id'][duplicated].iloc[0]}")
     root = Path(root)
     final = cache_dir(study_dir, dataset, size, engine, clahe)
-    params = parameters(dataset, size, engine, clahe)
+    params = parameters(dataset, size, engine, clahe, device)
     digest = fingerprint(rows["image_id"].tolist(), rows["path"].tolist(), root, params)
     if _published(final, digest):
         log.info("cache %s: up to date", final.name)
@@ -290,9 +331,7 @@ def build_cache(
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(final.name + PARTIAL_SUFFIX)
-    library = version("scikit-image") if engine == "skimage" else cv2.getVersionString()
-    if engine == "exact":
-        library = f"numba {version('numba')}, opencv {cv2.getVersionString()}, scikit-image {version('scikit-image')}"
+    library = _engine_library(engine, device)  # a cache with work left to do needs its device
     meta = {
         **params,
         "fingerprint": digest,
@@ -317,18 +356,24 @@ def build_cache(
     log.info("cache %s: %d of %d chunk(s) to do", final.name, len(todo), n_chunks)
     paths = [str(root / p) for p in rows["path"]]
     tasks = [
-        (str(partial / IMAGES), c, c * chunk_size, paths[c * chunk_size : (c + 1) * chunk_size], size, engine, clahe)
+        (str(partial / IMAGES), c, c * chunk_size, paths[c * chunk_size : (c + 1) * chunk_size], size, engine, clahe,
+         device)
         for c in todo
-    ]
+    ]  # fmt: skip
     progress_log = _ProgressLog(partial / _progress_name(shard))
+    fallback = 0
     try:
-        for chunk_id, failures in _run(tasks, workers or default_workers()):
-            progress_log.record(chunk_id, failures)
+        for chunk_id, failures, chunk_fallback in _run(tasks, workers or default_workers()):
+            progress_log.record(chunk_id, failures, chunk_fallback)
+            fallback += chunk_fallback
             count += min(chunk_size, len(rows) - chunk_id * chunk_size)
             if progress is not None:
                 progress(count, len(rows))
     finally:
         progress_log.close()
+    if fallback:
+        log.info("cache %s: %d image(s) not batched on %s went through the exact CPU engine", final.name, fallback,
+                 device)  # fmt: skip
     # Shards finishing together: one assembles and publishes, the others find the published cache.
     with _cache_lock(final):
         if _published(final, digest):
@@ -338,6 +383,26 @@ def build_cache(
             log.info("cache %s: %d of %d chunk(s) done; other shards finish it", final.name, len(done), n_chunks)
             return partial
         return _finalize(partial, final, meta, done)
+
+
+def _engine_library(engine: str, device: str) -> str:
+    """The libraries that make an engine's pixels, for ``meta.json``; a ``cuda`` device that is absent is refused.
+
+    Raises:
+        CacheError: ``device="cuda"`` on a machine where torch finds no CUDA device.
+    """
+    exact = f"numba {version('numba')}, opencv {cv2.getVersionString()}, scikit-image {version('scikit-image')}"
+    if engine != "torch":
+        return {"skimage": version("scikit-image"), "opencv": cv2.getVersionString(), "exact": exact}[engine]
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CacheError(
+            f"preprocess.device: cuda, but torch {torch.__version__} finds no CUDA device on this machine "
+            f"(built for CUDA {torch.version.cuda or 'none'}); use device: cpu or run prepare on a GPU node"
+        )
+    where = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    return f"{torch.__version__}, torchvision {version('torchvision')} on {where}; other files: exact {exact}"
 
 
 def _published(final: Path, digest: str) -> bool:
@@ -360,10 +425,10 @@ def _cache_lock(final: Path) -> Iterator[None]:
         os.close(fd)  # releases the flock
 
 
-TaskArgs = tuple[str, int, int, Sequence[str], int, Engine, bool]
+TaskArgs = tuple[str, int, int, Sequence[str], int, Engine, bool, str]
 
 
-def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[tuple[int, list[tuple[int, str]]]]:
+def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[ChunkResult]:
     """Run chunk tasks in this process (one worker) or a process pool, yielding results as they finish."""
     if workers == 1 or len(tasks) <= 1:
         for task in tasks:
@@ -372,12 +437,18 @@ def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[tuple[int, list[tu
     # multiprocessing.Pool, not ProcessPoolExecutor: leaving the block (done, an error, or SIGTERM/Ctrl-C raised
     # as cxrgen.interrupts.Interrupted) terminates the workers at once, so none outlives the command, and the
     # chunks in flight are simply not recorded (a rerun redoes them).
+    if any(task[5] in ("exact", "torch") for task in tasks):
+        compile_ahead()  # numba compiles here, once per machine; every worker loads the kernels from its cache
     context = multiprocessing.get_context("forkserver")
+    # Where this starts the forkserver, it imports the engines once and every worker forks with them loaded
+    # (measured at load 7 on 2 cores: a pool's first task after 3.4 s instead of 5.2 s, a later pool's after 1.4
+    # instead of 4.5); where another pool (verify's) started it already, nothing changes.
+    context.set_forkserver_preload(["__main__", "cxrgen.cache"])
     with context.Pool(workers, initializer=_single_thread_opencv) as pool:
         yield from pool.imap_unordered(_chunk_task, tasks)
 
 
-def _chunk_task(task: TaskArgs) -> tuple[int, list[tuple[int, str]]]:
+def _chunk_task(task: TaskArgs) -> ChunkResult:
     return _chunk_worker(*task)
 
 
@@ -440,8 +511,9 @@ def ensure_caches(
             key = cache_key(dataset, size, engine, clahe)
             root = config.datasets[dataset].root
             folders[(dataset, size)] = build_cache(
-                rows, root, study_dir, dataset, size, engine, clahe, workers, shard, _keyed(progress, key)
-            )
+                rows, root, study_dir, dataset, size, engine, clahe, workers, shard, _keyed(progress, key),
+                device=config.preprocess.device,
+            )  # fmt: skip
     return folders
 
 

@@ -7,8 +7,12 @@ OpenCV's CLAHE is fast but is a different algorithm (its own clip rule, 8-bit bi
 cannot be tuned into the same output. No library offers scikit-image's arithmetic fast, hence this module: the
 same integer and float steps, in the same order and the same dtypes, in small numba kernels (the clip's
 sequential redistribution and the per-pixel interpolation are loops that vectorize badly, and the per-pixel
-table look-ups avoid NumPy's temporaries; numba compiles them to plain loops with no threads of its own,
-``cache=True`` so worker processes load rather than recompile them).
+table look-ups avoid NumPy's temporaries; numba compiles them to plain loops with no threads of its own).
+
+Compilation costs seconds per process (4 s alone on an idle core, 18 s each when two forkserver workers compiled
+at once on a loaded 2-core machine), so the kernels are cached on disk (``cache=True``, see :func:`_kernel`) and the
+cache builder calls :func:`compile_ahead` in the parent before it starts workers: on a machine whose cache is cold
+they compile once there, and every worker loads them (0.2-1 s).
 
 Lines of ``skimage/exposure/_adapthist.py`` (scikit-image 0.26.0) followed, with where they land here:
 
@@ -32,15 +36,34 @@ Measured against scikit-image on every real image in ``../shared/realdata`` and 
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: scikit-image's internal gray levels (``NR_OF_GRAY``) and its defaults.
 GRAY_LEVELS = 2**14
 CLIP_LIMIT = 0.01
 NBINS = 256
+
+
+def _kernel(function: Callable[..., Any]) -> Any:
+    """``numba.njit(cache=True, nogil=True)``, uncached where numba finds nowhere to write its cache.
+
+    numba writes beside this file (``__pycache__``); in a read-only install, in ``$NUMBA_CACHE_DIR`` or the user's
+    cache folder (``~/.cache/numba``). With none writable it refuses to cache at decoration, which would make
+    this module unimportable; the kernels then compile once per process instead, and a warning says so.
+    """
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+        log.warning("numba cannot cache %s (%s): compiling it in every process; set NUMBA_CACHE_DIR", function, exc)
+        return numba.njit(nogil=True)(function)
 
 
 def _gray_bins(image: np.ndarray) -> np.ndarray:
@@ -70,7 +93,7 @@ def _gray_bins(image: np.ndarray) -> np.ndarray:
     return _lookup_bins(image, scale, low, table)
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _lookup_bins(image: np.ndarray, scale: float, low: int, table: np.ndarray) -> np.ndarray:
     """``table[rint(x * 65535) - low]`` per pixel, the product in the image's float type (``scale`` carries it)."""
     out = np.empty(image.shape, dtype=np.uint8)
@@ -81,7 +104,7 @@ def _lookup_bins(image: np.ndarray, scale: float, low: int, table: np.ndarray) -
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _clip_histogram(hist: np.ndarray, clip_limit: int) -> None:
     """scikit-image's ``clip_histogram`` (lines 236-287) in place on one int64 histogram, overshoot included."""
     size = hist.size
@@ -121,7 +144,7 @@ def _clip_histogram(hist: np.ndarray, clip_limit: int) -> None:
             break
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _tile_mappings(bins: np.ndarray, k_y: int, k_x: int, n_y: int, n_x: int, nbins: int, clip: int) -> np.ndarray:
     """Per tile the clipped, cumulated 14-bit mapping, edge-padded by one tile: [n_y + 2, n_x + 2, nbins].
 
@@ -154,7 +177,7 @@ def _tile_mappings(bins: np.ndarray, k_y: int, k_x: int, n_y: int, n_x: int, nbi
     return maps
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _interpolate(
     bins: np.ndarray, maps: np.ndarray, k_y: int, k_x: int, pad_y: int, pad_x: int, height: int, width: int
 ) -> np.ndarray:
@@ -195,7 +218,7 @@ def _stretch(equalized: np.ndarray) -> np.ndarray:
     return _gather(table.astype(np.float32), equalized)
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _gather(table: np.ndarray, index: np.ndarray) -> np.ndarray:
     """``table[index]`` for a 2-D index, without NumPy's fancy-indexing overhead."""
     out = np.empty(index.shape, dtype=table.dtype)
@@ -216,6 +239,14 @@ def tile_geometry(height: int, width: int) -> tuple[tuple[int, int], tuple[int, 
 def clip_count(kernel: tuple[int, int], clip_limit: float = CLIP_LIMIT) -> int:
     """scikit-image's integer clip limit per tile (line 161)."""
     return int(max(clip_limit * kernel[0] * kernel[1], 1)) if clip_limit > 0 else kernel[0] * kernel[1]
+
+
+def compile_ahead() -> None:
+    """Compile, or load from numba's disk cache, every kernel for what the engines pass (float32 images).
+
+    Called before worker processes start, so that they load the kernels rather than each compile them.
+    """
+    equalize_adapthist(np.linspace(0.0, 1.0, 64 * 48, dtype=np.float32).reshape(64, 48))
 
 
 def equalize_adapthist(image: np.ndarray) -> np.ndarray:

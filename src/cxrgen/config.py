@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from cxrgen.errors import CxrgenError
 from cxrgen.labels import PAPER_LABELS, BlankPolicy, Policy
@@ -89,9 +98,34 @@ class SplitConfig(StrictModel):
 
 
 class PreprocessConfig(StrictModel):
+    """How the cache is made (engines in :mod:`cxrgen.images`).
+
+    ``engine: torch`` is the ``exact`` arithmetic in torch, batched (:mod:`cxrgen.gpu_preprocess`), for JPEG
+    datasets; ``device`` says where it runs. An engine, not a device switch on ``exact``: its pixels agree with
+    ``exact`` within 1/255, not bit for bit, so it needs a cache of its own (``<dataset>-<size>-torch``), and
+    every stage that opens the cache finds it by the engine name alone. The device enters that cache's
+    fingerprint and ``meta.json`` (switching it rebuilds the cache); whether CUDA is present is checked when
+    ``prepare`` builds the cache, not here, so a study made for a GPU node still loads on a CPU login node.
+    """
+
     clahe: bool = True
-    engine: Literal["skimage", "opencv", "exact"] = "exact"
+    engine: Literal["skimage", "opencv", "exact", "torch"] = "exact"
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="where engine torch runs")
     size: int | None = Field(default=None, gt=7, description="override every architecture's input size")
+
+    @model_validator(mode="after")
+    def _device_is_for_torch(self) -> PreprocessConfig:
+        if self.device != "cpu" and self.engine != "torch":
+            raise ValueError(f"preprocess.device: {self.device} needs engine: torch (engine is {self.engine})")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_device_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Run fingerprints hash this dump: studies from before ``device`` existed keep theirs.
+        data = dict(handler(self))
+        if self.device == "cpu":
+            data.pop("device", None)
+        return data
 
 
 class TrainConfig(StrictModel):

@@ -1,12 +1,13 @@
 """The ``exact`` engine in torch, batched, for JPEG datasets on a GPU: decode on the device, CLAHE, resize.
 
-Off by default (the cache uses :mod:`cxrgen.images`); this path is for a machine whose CPUs, not its GPU, bound
-``prepare``. JPEGs decode on the device with ``torchvision.io.decode_jpeg(device="cuda")`` (nvJPEG); on CPU the
-same code runs with libjpeg-turbo, which is how it is tested. The arithmetic is :mod:`cxrgen.clahe`'s (scikit-image
-0.26 ``_adapthist.py``) and :func:`cxrgen.images.resize_opencv`'s, written as tensor operations over a batch of
+Off by default: ``preprocess: {engine: torch, device: cuda}`` sends a cache's JPEGs through :func:`preprocess_paths`
+(every other file through the CPU ``exact`` engine); this path is for a machine whose CPUs, not its GPU, bound
+``prepare``. JPEGs decode on the device with ``torchvision.io.decode_jpeg(device="cuda")`` (nvJPEG); on CPU the same
+code runs with libjpeg-turbo, which is how it is tested. The arithmetic is :mod:`cxrgen.clahe`'s (scikit-image 0.26
+``_adapthist.py``) and :func:`cxrgen.images.resize_opencv`'s, written as tensor operations over a batch of
 same-shape images: 14-bit rescale in float64, reflect padding, per-tile histograms by one ``bincount``,
-scikit-image's clip and redistribution vectorized over tiles (its sequential loop runs over the 256 bin offsets,
-all tiles at once), float64 cumulated mappings, bilinear blending with float32 accumulation, then the Gaussian
+scikit-image's clip and redistribution vectorized over tiles (its sequential loop runs over the 256 bin offsets, all
+tiles at once), float64 cumulated mappings, bilinear blending with float32 accumulation, then the Gaussian
 pre-filter, bilinear resize and clip of scikit-image's ``resize(anti_aliasing=True)``. No library does this
 (kornia's CLAHE is OpenCV's algorithm, not scikit-image's), hence hand-written. torchvision 0.29 deprecates its
 image decoders in favour of TorchCodec (a DeprecationWarning); ``decode_jpeg`` still works and is what is used.
@@ -14,16 +15,24 @@ image decoders in favour of TorchCodec (a DeprecationWarning); ``decode_jpeg`` s
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from cxrgen import clahe
-from cxrgen.images import ImageError
+from cxrgen.images import MAX_PIXELS_CEILING, ImageError
+
+#: Images per device batch in the cache builder, and pixels: the CLAHE's float64 and int64 temporaries peaked at
+#: about 300 bytes per input pixel (measured on CPU, 1500x1500), so a batch of 2**24 pixels (2.5 full-size
+#: radiographs, or 16 CheXpert-small) needs about 5 GB; each cache worker process holds one batch at a time.
+BATCH = 16
+BATCH_PIXELS = 2**24
 
 # BT.709 luma, as cxrgen.images for RGB files whose channels differ.
 _LUMA = (0.2125, 0.7154, 0.0721)
@@ -47,15 +56,15 @@ def decode_jpegs(paths: Sequence[Path | str], device: torch.device | str = "cpu"
         decoded = decode_jpeg(data, mode=ImageReadMode.UNCHANGED, device=device)
     except RuntimeError:
         decoded = [_decode_one(path, raw, device) for path, raw in zip(paths, data, strict=True)]
-    grays = []
-    for image in decoded:
-        same = image.shape[0] == 1 or bool((image[0] == image[1]).all() and (image[1] == image[2]).all())
-        if same:
-            grays.append(image[0].float() / 255)
-        else:
-            weights = torch.tensor(_LUMA, dtype=torch.float32, device=image.device)
-            grays.append(((image.float() / 255).permute(1, 2, 0) @ weights).clamp(0, 1))
-    return grays
+    return [_to_gray(image) for image in decoded]
+
+
+def _to_gray(image: torch.Tensor) -> torch.Tensor:
+    """uint8 [C, H, W] -> float32 [H, W] in [0, 1]: the channel when all agree, else BT.709 luma."""
+    if image.shape[0] == 1 or bool((image[0] == image[1]).all() and (image[1] == image[2]).all()):
+        return image[0].float() / 255
+    weights = torch.tensor(_LUMA, dtype=torch.float32, device=image.device)
+    return ((image.float() / 255).permute(1, 2, 0) @ weights).clamp(0, 1)
 
 
 def _decode_one(path: Path | str, raw: torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -236,3 +245,89 @@ def preprocess_jpegs(
             out = preprocess_batch(torch.stack([decoded[p] for p in positions]), size).cpu().numpy()
             for position, image in zip(positions, out, strict=True):
                 yield chunk[position], image
+
+
+def _batchable_pixels(raw: bytes) -> int:
+    """Pixels of a JPEG the batched path decodes as :func:`cxrgen.images.decode` would (8-bit gray or RGB within
+    the pixel limit, read from the header by Pillow), else 0: CMYK, 12-bit or bombs go to the CPU engine."""
+    if raw[:3] != b"\xff\xd8\xff":
+        return 0
+    try:
+        with Image.open(io.BytesIO(raw), formats=("JPEG",)) as image:
+            pixels = image.width * image.height
+            return pixels if image.mode in ("L", "RGB") and pixels <= MAX_PIXELS_CEILING else 0
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 0
+
+
+def _batches(pixels: dict[int, int], batch_size: int, budget: int) -> Iterator[list[int]]:
+    """Consecutive indices in batches of at most ``batch_size`` images and ``budget`` pixels (at least one)."""
+    batch: list[int] = []
+    total = 0
+    for index, count in pixels.items():
+        if batch and (len(batch) == batch_size or total + count > budget):
+            yield batch
+            batch, total = [], 0
+        batch.append(index)
+        total += count
+    if batch:
+        yield batch
+
+
+def _decode_or_none(raws: list[bytes], device: torch.device | str) -> list[torch.Tensor | None]:
+    """Decode a batch on ``device``; when the batch call fails, each file alone, None for those refused."""
+    tensors = [torch.frombuffer(bytearray(raw), dtype=torch.uint8) for raw in raws]
+    try:
+        return list(decode_jpeg(tensors, mode=ImageReadMode.UNCHANGED, device=device))
+    except RuntimeError:
+        decoded: list[torch.Tensor | None] = []
+        for tensor in tensors:
+            try:
+                decoded.append(decode_jpeg(tensor, mode=ImageReadMode.UNCHANGED, device=device))
+            except RuntimeError:
+                decoded.append(None)
+        return decoded
+
+
+def preprocess_paths(
+    paths: Sequence[Path | str],
+    size: int,
+    device: torch.device | str,
+    clahe: bool = True,
+    batch_size: int = BATCH,
+    batch_pixels: int = BATCH_PIXELS,
+) -> tuple[dict[int, np.ndarray], list[int]]:
+    """The ``torch`` engine over the files of a cache chunk: JPEGs decoded and preprocessed in batches on ``device``.
+
+    Returns:
+        (input index -> uint8 [size, size] image, the indices left to the CPU ``exact`` engine: files that are not
+        a JPEG this path takes, cannot be read, or that the torch decoder refuses). Never raises for a bad file,
+        so that the CPU engine reports it with the same reason as every other engine.
+    """
+    raws: dict[int, bytes] = {}
+    pixels: dict[int, int] = {}
+    refused = []
+    for index, path in enumerate(paths):
+        try:
+            raw = Path(path).read_bytes()
+        except OSError:
+            raw = b""
+        pixels[index] = _batchable_pixels(raw)
+        if pixels[index]:
+            raws[index] = raw
+        else:
+            refused.append(index)
+    done: dict[int, np.ndarray] = {}
+    for chunk in _batches({i: pixels[i] for i in raws}, batch_size, batch_pixels):
+        by_shape: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
+        for index, image in zip(chunk, _decode_or_none([raws[i] for i in chunk], device), strict=True):
+            if image is None:
+                refused.append(index)
+            else:
+                gray = _to_gray(image)
+                by_shape.setdefault((int(gray.shape[0]), int(gray.shape[1])), []).append((index, gray))
+        for members in by_shape.values():
+            batch = torch.stack([gray for _, gray in members])
+            out = preprocess_batch(batch, size, equalize=clahe).cpu().numpy()
+            done.update((index, image) for (index, _), image in zip(members, out, strict=True))
+    return done, sorted(refused)

@@ -1,6 +1,6 @@
 """Decode, CLAHE and resize chest X-rays: small functions with one job each, composed in :func:`preprocess`.
 
-Three engines produce the cached uint8 images:
+Four engines produce the cached uint8 images:
 
 * ``exact`` (the default): the published recipe at OpenCV speed: :func:`cxrgen.clahe.equalize_adapthist`
   reproduces scikit-image's CLAHE arithmetic in compiled code, then :func:`cxrgen.fast_resize.resize` (the
@@ -9,6 +9,8 @@ Three engines produce the cached uint8 images:
 * ``skimage``: the reference, the published recipe exactly: :func:`skimage.exposure.equalize_adapthist`
   with its defaults on the full image, then
   ``skimage.transform.resize(order=1, anti_aliasing=True, mode="constant", cval=0)``.
+* ``torch``: ``exact`` in torch, batched, for JPEG datasets on a GPU (:mod:`cxrgen.gpu_preprocess`, used by the
+  cache builder). One image at a time, and every file that is not a JPEG the batched path takes, it is ``exact``.
 * ``opencv``: OpenCV's CLAHE (clip 2.1 on an 8x8 tile grid, with min-max stretches before and after, the closest
   setting measured against scikit-image; it cannot reproduce it exactly) and a resize that reproduces
   scikit-image's to about 1e-7 (:func:`resize_opencv`), 10-30x faster in all.
@@ -34,8 +36,8 @@ from cxrgen import fast_resize
 from cxrgen.decode import DecodeError, decode_dicom, dicom_size, is_dicom, scale_high_bit_depth
 from cxrgen.errors import CxrgenError
 
-Engine = Literal["skimage", "opencv", "exact"]
-ENGINES: tuple[Engine, ...] = ("skimage", "opencv", "exact")
+Engine = Literal["skimage", "opencv", "exact", "torch"]
+ENGINES: tuple[Engine, ...] = ("skimage", "opencv", "exact", "torch")
 
 #: Bumped whenever any function here changes its output; part of every cache fingerprint.
 PREPROCESS_VERSION = "2"  # 2: 16-bit PNGs scaled by the highest bit used; DICOM
@@ -227,6 +229,7 @@ _STEPS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray
     "skimage": (clahe_skimage, resize_skimage),
     "opencv": (clahe_opencv, resize_opencv),
     "exact": (exact_clahe.equalize_adapthist, fast_resize.resize),
+    "torch": (exact_clahe.equalize_adapthist, fast_resize.resize),  # its per-image form (batches: the cache)
 }
 
 
