@@ -18,13 +18,14 @@ from cxrgen.config import dump_resolved
 from cxrgen.fileio import write_csv, write_text
 from cxrgen.meta_analysis import coverage_table, next_hospital_table
 from cxrgen.report import figures as figs
+from cxrgen.report import sections
 from cxrgen.report.comparisons import comparisons as run_comparisons
 from cxrgen.report.findings import findings as claim_findings
-from cxrgen.report.html import FigureFile, render_report
+from cxrgen.report.html import FigureFile, render_page
 from cxrgen.report.inputs import find_predictions, load_inputs, missing_predictions, unfinished_runs
 from cxrgen.report.naming import model_label
 from cxrgen.report.seeds import combine_seeds, drawn_seed, seed_auc_table, seed_gaps
-from cxrgen.report.shift import add_shift_sections, write_shift_results
+from cxrgen.report.shift import shift_html, write_shift_results
 from cxrgen.report.tables import (
     auc_results,
     calibration_results,
@@ -184,11 +185,21 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
                 )
 
     say("report.html")
-    page = render_report(
-        config, auc, comparisons, calibration, cohort if not cohort.empty else None, written, review_result,
-        review_file, findings=claims, seeds=seeds, next_hospital=next_hospital, coverage=coverage,
-        unfinished=unfinished, unfinished_runs=unfinished_pairs, missing=missing,
-    )
-    shift = write_shift_results(inputs, predictions, results)  # issue 11: six CSVs, sections after the rest
-    write_text(results / "report.html", add_shift_sections(page, shift, config.evaluation.ci))
+    shift_tables = write_shift_results(inputs, predictions, results)  # issue 11: six CSVs, sections after the rest
+    page = [
+        sections.header(config),
+        sections.notices(unfinished, missing),
+        sections.findings(claims),
+        sections.seeds(seeds),
+        sections.next_hospital(next_hospital, coverage, unfinished_pairs),
+        sections.cohort(cohort if not cohort.empty else None, written),
+        sections.table1(config, numbers),
+        sections.comparisons(comparisons, unfinished_pairs),
+        sections.figures("ROC curves", written, lambda stem: stem.startswith("roc_")),
+        sections.figures("Generalization gap", written, lambda stem: stem == "generalization_gap"),
+        sections.calibration(written, calibration),
+        sections.review(review_result, review_file),
+        sections.shift(shift_html(shift_tables, config.evaluation.ci)),
+    ]
+    write_text(results / "report.html", render_page(config.name, [section.html() for section in page]))
     return results

@@ -10,7 +10,6 @@ against the CSV.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import html
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -19,10 +18,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-import cxrgen
 from cxrgen.config import StudyConfig
-from cxrgen.report.naming import model_label, random_weights_note
-from cxrgen.report.tables import UNFINISHED, format_auc, has_reference, is_unfinished, reference_auc, study_labels
+from cxrgen.report.naming import model_label
+from cxrgen.report.tables import UNFINISHED, format_auc, has_reference
 
 if TYPE_CHECKING:  # the review pulls in torch; the page needs only its type
     from cxrgen.report.review import ReviewResult
@@ -52,7 +50,8 @@ class FigureFile:
     caption: str
 
 
-def _e(value: object) -> str:
+def esc(value: object) -> str:
+    """Any value as HTML text: names from files and configs are shown literally, never interpreted."""
     return html.escape(str(value), quote=True)
 
 
@@ -61,14 +60,14 @@ def _cell(value: object, digits: int) -> str:
         if value != value:  # NaN: an undefined statistic, shown empty
             return ""
         return f"{value:.1e}" if value != 0 and abs(value) < 10.0**-digits else f"{value:.{digits}f}"
-    return "" if value is None or value is pd.NA else _e(value)
+    return "" if value is None or value is pd.NA else esc(value)
 
 
-def _frame_html(frame: pd.DataFrame, digits: int = 3, highlight: Sequence[bool] | None = None) -> str:
+def frame_html(frame: pd.DataFrame, digits: int = 3, highlight: Sequence[bool] | None = None) -> str:
     """A plain HTML table; rows flagged in ``highlight`` get ``class="sig"``. Tiny numbers switch to 1.2e-05."""
     if frame.empty:
         return "<p>(none)</p>"
-    head = "".join(f"<th>{_e(c)}</th>" for c in frame.columns)
+    head = "".join(f"<th>{esc(c)}</th>" for c in frame.columns)
     flags = list(highlight) if highlight is not None else [False] * len(frame)
     rows = []
     for flag, values in zip(flags, frame.itertuples(index=False, name=None), strict=True):
@@ -77,11 +76,11 @@ def _frame_html(frame: pd.DataFrame, digits: int = 3, highlight: Sequence[bool] 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _img(figure: FigureFile) -> str:
+def figure_html(figure: FigureFile) -> str:
     data = base64.b64encode(figure.path.read_bytes()).decode("ascii")
     return (
-        f'<figure><img alt="{_e(figure.caption)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{_e(figure.caption)}</figcaption></figure>"
+        f'<figure><img alt="{esc(figure.caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{esc(figure.caption)}</figcaption></figure>"
     )
 
 
@@ -94,7 +93,7 @@ def notices_html(unfinished: Sequence[str], missing: pd.DataFrame | None) -> str
     """The warnings a reader must see before any number: unfinished runs, configured test sets without files."""
     parts = []
     if unfinished:
-        runs = ", ".join(_e(run) for run in unfinished)
+        runs = ", ".join(esc(run) for run in unfinished)
         parts.append(
             f'<div class="notice"><p><b>Unfinished runs</b>{_mark(True)}: {runs}. These runs have no done.json (they '
             "were stopped before training finished) and were predicted with <code>--allow-unfinished</code>; their "
@@ -102,8 +101,8 @@ def notices_html(unfinished: Sequence[str], missing: pd.DataFrame | None) -> str
         )
     if missing is not None and not missing.empty:
         items = "".join(
-            f"<li>{_e(r.configuration)}/{_e(r.arch)}, seed {_e(r.seed)}, test set <b>{_e(r.test_set)}</b>: "
-            f"{_e(r.expected)} ({_e(r.reason)})</li>"
+            f"<li>{esc(r.configuration)}/{esc(r.arch)}, seed {esc(r.seed)}, test set <b>{esc(r.test_set)}</b>: "
+            f"{esc(r.expected)} ({esc(r.reason)})</li>"
             for r in missing.itertuples(index=False)
         )
         parts.append(
@@ -113,45 +112,40 @@ def notices_html(unfinished: Sequence[str], missing: pd.DataFrame | None) -> str
     return "".join(parts)
 
 
-def table1_html(config: StudyConfig, auc: pd.DataFrame) -> str:
-    """Table 1 with one ``data-auc`` cell per (run, test set, label), the paper's value beside it when known."""
-    labels = study_labels(config, auc)
+def table1_html(config: StudyConfig, table: pd.DataFrame) -> str:
+    """Table 1 from :func:`cxrgen.report.tables.table1` (built once, for the CSV, markdown, LaTeX and this page):
+    one ``data-auc`` cell per (run, test set, label), the paper's value beside it when known."""
+    labels = [c for c in table.columns if f"{c} ci_low" in table.columns]
     with_reference = has_reference(config)
     level = f"{config.evaluation.ci * 100:g} %"
     head = "".join(
-        f"<th>{_e(label)}<br>AUC [{level} CI]</th>" + ("<th>paper</th>" if with_reference else "") for label in labels
+        f"<th>{esc(label)}<br>AUC [{level} CI]</th>" + ("<th>paper</th>" if with_reference else "") for label in labels
     )
     out = [f"<table><thead><tr><th>model</th><th>configuration</th><th>test set</th>{head}</tr></thead><tbody>"]
-    arch_rank = {a: i for i, a in enumerate(dict.fromkeys([*config.architectures, *auc["arch"]]))}
-    order = sorted(range(len(auc)), key=lambda i: (arch_rank[auc["arch"].iat[i]], i))
-    ordered = auc.iloc[order]
-    for (arch, configuration, test_set, kind), group in ordered.groupby(
-        ["arch", "configuration", "test_set", "kind"], sort=False
-    ):
+    for row in table.to_dict("records"):
+        arch, configuration, test_set, kind = (str(row[k]) for k in ("arch", "configuration", "test_set", "kind"))
         shown = test_set if test_set == kind else f"{kind} {test_set}"
-        unfinished = is_unfinished(group)
+        unfinished = bool(row.get("unfinished", False))
         flag = ' data-unfinished="true"' if unfinished else ""
         cells = [
-            f'<td class="key"{flag}>{_e(model_label(config, str(arch)))}{_mark(unfinished)}</td>',
-            *(f'<td class="key">{_e(value)}</td>' for value in (configuration, shown)),
+            f'<td class="key"{flag}>{esc(model_label(config, arch))}{_mark(unfinished)}</td>',
+            *(f'<td class="key">{esc(value)}</td>' for value in (configuration, shown)),
         ]
-        by_label = {str(r["label"]): r for _, r in group.iterrows()}
-        paper = reference_auc(config, str(configuration), str(arch), str(test_set), str(kind))
         for label in labels:
-            row = by_label.get(label)
-            if row is None:
+            value, low, high = float(row[label]), float(row[f"{label} ci_low"]), float(row[f"{label} ci_high"])
+            if pd.isna(value) and pd.isna(low):
                 cells.append("<td></td>")
             else:
-                value, low, high = float(row["auc"]), float(row["ci_low"]), float(row["ci_high"])
                 interval = "" if pd.isna(low) or pd.isna(high) else f" [{format_auc(low)}, {format_auc(high)}]"
                 cells.append(
-                    f'<td class="auc" data-configuration="{_e(configuration)}" data-arch="{_e(arch)}" '
-                    f'data-test-set="{_e(test_set)}" data-label="{_e(label)}" data-auc="{value!r}" '
+                    f'<td class="auc" data-configuration="{esc(configuration)}" data-arch="{esc(arch)}" '
+                    f'data-test-set="{esc(test_set)}" data-label="{esc(label)}" data-auc="{value!r}" '
                     f'data-ci-low="{low!r}" data-ci-high="{high!r}">'
                     f'{format_auc(value)}<span class="ci">{interval}</span></td>'
                 )
             if with_reference:
-                cells.append(f'<td class="paper">{format_auc(paper[label]) if label in paper else ""}</td>')
+                paper = float(row[f"{label} paper"])
+                cells.append(f'<td class="paper">{"" if pd.isna(paper) else format_auc(paper)}</td>')
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -190,20 +184,20 @@ def comparisons_html(
              '<a href="comparisons.csv">comparisons.csv</a>.</p>']
     for family, title in titles.items():
         part = comparisons.loc[comparisons["family"] == family]
-        parts.append(f"<h3>{_e(title)}</h3>")
+        parts.append(f"<h3>{esc(title)}</h3>")
         if part.empty:
             parts.append("<p>(no such comparison in this study)</p>")
             continue
         for key, rows in part.groupby(sides, sort=False):
             conf_a, arch_a, test_a, conf_b, arch_b, test_b = (str(k) for k in key)
             mark_a, mark_b = (_mark((c, a) in unfinished_runs) for c, a in ((conf_a, arch_a), (conf_b, arch_b)))
-            parts.append(f'<p><b>a</b> = {_e(conf_a)}/{_e(arch_a)}{mark_a} on {_e(test_a)}, '
-                         f'<b>b</b> = {_e(conf_b)}/{_e(arch_b)}{mark_b} on {_e(test_b)}</p>')
+            parts.append(f'<p><b>a</b> = {esc(conf_a)}/{esc(arch_a)}{mark_a} on {esc(test_a)}, '
+                         f'<b>b</b> = {esc(conf_b)}/{esc(arch_b)}{mark_b} on {esc(test_b)}</p>')
             body = []
             for _, r in rows.iterrows():
                 sig = ' class="sig"' if not pd.isna(r["p_holm"]) and r["p_holm"] <= alpha else ""
                 body.append(
-                    f'<tr{sig}><td class="key">{_e(r["label"])}</td><td>{format_auc(r["auc_a"])}</td>'
+                    f'<tr{sig}><td class="key">{esc(r["label"])}</td><td>{format_auc(r["auc_a"])}</td>'
                     f'<td>{format_auc(r["auc_b"])}</td><td>{_interval(r["difference"], r["ci_low"], r["ci_high"])}'
                     f'</td><td>{_p(r["p"])}</td><td>{_p(r["p_holm"])}</td></tr>'
                 )
@@ -218,9 +212,9 @@ def comparisons_html(
 
 def findings_html(findings: pd.DataFrame, summary: pd.DataFrame, alpha: float = 0.05) -> str:
     """The claims first: a count per claim, then every tested statement with its verdict (``findings.csv``)."""
-    head = "".join(f"<th>{_e(c)}</th>" for c in summary.columns)
+    head = "".join(f"<th>{esc(c)}</th>" for c in summary.columns)
     lines = "".join(
-        f'<tr><td class="key">{_e(r.iloc[0])}</td>' + "".join(f"<td>{v}</td>" for v in r.iloc[1:]) + "</tr>"
+        f'<tr><td class="key">{esc(r.iloc[0])}</td>' + "".join(f"<td>{v}</td>" for v in r.iloc[1:]) + "</tr>"
         for _, r in summary.iterrows()
     )
     parts = [f"<table><thead><tr>{head}</tr></thead><tbody>{lines}</tbody></table>"]
@@ -239,9 +233,9 @@ def findings_html(findings: pd.DataFrame, summary: pd.DataFrame, alpha: float = 
         verdict = str(r["verdict"])
         comparison = str(r["comparison"]).removesuffix(f" ({UNFINISHED})")
         body.append(
-            f'<tr><td class="wrap">{_e(comparison)}{_mark(bool(r.get("unfinished", False)))}</td>'
-            f'<td class="key">{_e(r["label"])}</td><td>{effect}</td>'
-            f'<td>{_p(r["p_holm"])}</td><td class="{_e(verdict.split(" ")[0])}">{_e(verdict)}</td>'
+            f'<tr><td class="wrap">{esc(comparison)}{_mark(bool(r.get("unfinished", False)))}</td>'
+            f'<td class="key">{esc(r["label"])}</td><td>{effect}</td>'
+            f'<td>{_p(r["p_holm"])}</td><td class="{esc(verdict.split(" ")[0])}">{esc(verdict)}</td>'
             f'<td class="paper">{paper}</td></tr>'
         )
     parts.append("<details><summary>Every tested statement</summary><table><thead><tr><th>comparison</th>"
@@ -265,14 +259,14 @@ def next_hospital_html(
     body = []
     for _, r in table.iterrows():
         if r["note"]:
-            numbers = f'<td colspan="4" class="wrap">{_e(r["note"])}</td>'
+            numbers = f'<td colspan="4" class="wrap">{esc(r["note"])}</td>'
         else:
             numbers = (f'<td>{format_auc(r["pooled_auc"])} <span class="ci">[{format_auc(r["ci_low"])}, '
                        f'{format_auc(r["ci_high"])}]</span></td><td>{format_auc(r["pi_low"])} to '
                        f'{format_auc(r["pi_high"])}</td><td>{r["tau2"]:.3f}</td><td>{r["i2"] * 100:.0f} %</td>')
         mark = _mark((r["configuration"], r["arch"]) in unfinished_runs)
-        body.append(f'<tr><td class="key">{_e(r["configuration"])}/{_e(r["arch"])}{mark}</td><td class="key">'
-                    f'{_e(r["label"])}</td><td>{int(r["k"])}</td>{numbers}</tr>')
+        body.append(f'<tr><td class="key">{esc(r["configuration"])}/{esc(r["arch"])}{mark}</td><td class="key">'
+                    f'{esc(r["label"])}</td><td>{int(r["k"])}</td>{numbers}</tr>')
     parts = [
         "<table><thead><tr><th>run</th><th>label</th><th>hospitals</th><th>pooled AUC [95 % CI]</th>"
         "<th>95 % prediction interval</th><th>tau² (logit)</th><th>I²</th></tr></thead>"
@@ -308,13 +302,13 @@ def seeds_html(seeds: pd.DataFrame) -> str:
     for _, r in seeds.iterrows():
         sd = "" if pd.isna(r["seed_sd"]) else f"{r['seed_sd']:.4f}"
         body.append(
-            f'<tr><td class="key">{_e(r["configuration"])}/{_e(r["arch"])}{_mark(bool(r.get("unfinished", False)))}'
-            f'</td><td class="key">{_e(r["test_set"])}'
-            f'</td><td class="key">{_e(r["label"])}</td><td>{format_auc(r["auc"])} <span class="ci">'
+            f'<tr><td class="key">{esc(r["configuration"])}/{esc(r["arch"])}{_mark(bool(r.get("unfinished", False)))}'
+            f'</td><td class="key">{esc(r["test_set"])}'
+            f'</td><td class="key">{esc(r["label"])}</td><td>{format_auc(r["auc"])} <span class="ci">'
             f'[{format_auc(r["ci_low"])}, {format_auc(r["ci_high"])}]</span></td><td>{sd}</td>'
             f'<td>{int(r["n_seeds"])}</td></tr>'
         )
-    return (f'<p>{_e(note)}</p><details><summary>AUC per run over seeds (auc_seeds.csv)</summary><table><thead>'
+    return (f'<p>{esc(note)}</p><details><summary>AUC per run over seeds (auc_seeds.csv)</summary><table><thead>'
             "<tr><th>run</th><th>test set</th><th>label</th><th>mean AUC [95 % CI]</th><th>seed SD</th>"
             f"<th>seeds</th></tr></thead><tbody>{''.join(body)}</tbody></table></details>")
 
@@ -323,93 +317,28 @@ def review_html(review: ReviewResult | None, figure: FigureFile | None) -> str:
     if review is None:
         return "<p>No error review (see the log for why).</p>"
     target = review.target
-    thresholds = ", ".join(f"{_e(arch)} {t:.3f}" for arch, t in review.thresholds.items())
+    thresholds = ", ".join(f"{esc(arch)} {t:.3f}" for arch, t in review.thresholds.items())
     parts = [
-        f"<p>Label <b>{_e(target.label)}</b>, configuration <b>{_e(target.configuration)}</b>, test set "
-        f"<b>{_e(target.test_set)}</b>: the {target.per_kind} most confident false positives and false negatives "
+        f"<p>Label <b>{esc(target.label)}</b>, configuration <b>{esc(target.configuration)}</b>, test set "
+        f"<b>{esc(target.test_set)}</b>: the {target.per_kind} most confident false positives and false negatives "
         "and the cases nearest the threshold. Each architecture's threshold maximizes Youden's J "
         f"(sensitivity + specificity - 1) on this test set: {thresholds}. Cases are ranked by the mean over "
         "architectures of probability minus threshold (margin)."
-        + (f" Scores and Grad-CAM maps of {_e(review.drawn)}." if review.drawn else "")
-        + "".join(f" {_e(arch)}{_mark(True)}" for arch in review.unfinished) + "</p>",
-        *(f'<p class="note">{_e(note)}</p>' for note in review.notes),
-        _frame_html(review.cases.drop(columns=["path"]), digits=3),
+        + (f" Scores and Grad-CAM maps of {esc(review.drawn)}." if review.drawn else "")
+        + "".join(f" {esc(arch)}{_mark(True)}" for arch in review.unfinished) + "</p>",
+        *(f'<p class="note">{esc(note)}</p>' for note in review.notes),
+        frame_html(review.cases.drop(columns=["path"]), digits=3),
     ]
     if figure is not None:
-        parts.append(_img(figure))
+        parts.append(figure_html(figure))
     return "".join(parts)
 
 
-def render_report(
-    config: StudyConfig,
-    auc: pd.DataFrame,
-    comparisons: pd.DataFrame,
-    calibration: pd.DataFrame,
-    cohort: pd.DataFrame | None,
-    figures: Sequence[FigureFile],
-    review: ReviewResult | None,
-    review_figure: FigureFile | None,
-    *,
-    findings: pd.DataFrame | None = None,
-    seeds: pd.DataFrame | None = None,
-    next_hospital: pd.DataFrame | None = None,
-    coverage: pd.DataFrame | None = None,
-    unfinished: Sequence[str] = (),
-    unfinished_runs: Collection[tuple[str, str]] = (),
-    missing: pd.DataFrame | None = None,
-) -> str:
-    """The complete page as a string: notices, the findings first, then the detail sections.
-
-    ``unfinished`` names the unfinished runs for the notice at the top (``configuration/arch``, with the seed when
-    there are several); ``unfinished_runs`` are their (configuration, arch) pairs, marked in the tables;
-    ``missing`` is ``missing.csv`` (:func:`cxrgen.report.inputs.missing_predictions`).
-    """
-    from cxrgen.report.findings import claim_summary
-    evaluation = config.evaluation
-    reference = config.reference.source if config.reference is not None and config.reference.source else ""
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    meta = (
-        f"cxrgen {cxrgen.__version__}, {now}. Intervals: {evaluation.ci * 100:g} % patient-clustered bootstrap "
-        f"({evaluation.bootstrap} resamples, seed {evaluation.seed}); DeLong intervals in auc.csv."
-        + (f" Paper values: {reference}." if reference else "")
-    )
-    first = []
-    if findings is not None:
-        first += ["<h2>Findings</h2>", findings_html(findings, claim_summary(findings))]
-    if seeds is not None:
-        first.append(seeds_html(seeds))
-    if next_hospital is not None:
-        first += ["<h2>The next hospital</h2>",
-                  next_hospital_html(next_hospital, coverage if coverage is not None else pd.DataFrame(),
-                                     unfinished_runs)]
-    sections = [
-        f'<h1>Study {_e(config.name)}</h1><p class="meta">{_e(meta)}</p>',
-        notices_html(unfinished, missing),
-        *first,
-        "<h2>Cohort</h2>",
-        _frame_html(cohort, digits=1) if cohort is not None else "<p>(no manifest summary)</p>",
-        *(_img(f) for f in figures if f.path.stem in ("cohort_flow", "demographics")),
-        "<h2>Table 1: AUC-ROC per label</h2>",
-        table1_html(config, auc),
-        '<p class="meta">Every AUC row with both intervals and counts: <a href="auc.csv">auc.csv</a>.</p>',
-        *([f'<p class="note">{_e(note)}</p>'] if (note := random_weights_note(config)) else []),
-        "<h2>Comparisons</h2>",
-        comparisons_html(comparisons, unfinished_runs=unfinished_runs),
-        "<h2>ROC curves</h2>",
-        *(_img(f) for f in figures if f.path.stem.startswith("roc_")),
-        "<h2>Generalization gap</h2>",
-        *(_img(f) for f in figures if f.path.stem == "generalization_gap"),
-        "<h2>Calibration</h2>",
-        *(_img(f) for f in figures if f.path.stem.startswith("calibration_")),
-        "<details><summary>Brier score and expected calibration error (calibration.csv)</summary>",
-        _frame_html(calibration, digits=4),
-        "</details>",
-        "<h2>Error review</h2>",
-        review_html(review, review_figure),
-    ]
+def render_page(title: str, sections: Sequence[str]) -> str:
+    """The complete self-contained page: the style sheet, then each section's HTML in order."""
     body = "\n".join(sections)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>cxrgen report: {_e(config.name)}</title><style>{STYLE}</style></head>\n"
+        f"<title>cxrgen report: {esc(title)}</title><style>{STYLE}</style></head>\n"
         f"<body>\n{body}\n</body></html>\n"
     )

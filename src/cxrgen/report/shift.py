@@ -489,8 +489,3 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
             )
             parts.append(_table(shift.review))
     return "\n".join(parts)
-
-
-def add_shift_sections(page: str, shift: ShiftTables, ci: float) -> str:
-    """Insert the shift sections at the end of the report body (after the findings and the paper's sections)."""
-    return page.replace("\n</body>", "\n" + shift_html(shift, ci) + "\n</body>", 1)

@@ -1,0 +1,125 @@
+"""``report.html`` as a list of sections, findings first: a new section is one function here and one line in
+:func:`cxrgen.report.build.build_report`.
+
+A :class:`Section` is a heading, its HTML body and the ``results/`` files behind it (linked under the body, so
+every number on the page leads to its CSV). The functions below only arrange what the tables and figures code
+computed; none recomputes a number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+import cxrgen
+from cxrgen.config import StudyConfig
+from cxrgen.report.findings import claim_summary
+from cxrgen.report.html import (
+    FigureFile,
+    comparisons_html,
+    esc,
+    figure_html,
+    findings_html,
+    frame_html,
+    next_hospital_html,
+    notices_html,
+    review_html,
+    seeds_html,
+    table1_html,
+)
+from cxrgen.report.naming import random_weights_note
+
+if TYPE_CHECKING:  # the review pulls in torch; the page needs only its type
+    from cxrgen.report.review import ReviewResult
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the page. ``title`` None: no heading (the page header, notices, blocks with their own)."""
+
+    title: str | None
+    body: str
+    files: tuple[str, ...] = ()
+
+    def html(self) -> str:
+        head = f"<h2>{esc(self.title)}</h2>" if self.title else ""
+        links = ", ".join(f'<a href="{esc(name)}">{esc(name)}</a>' for name in self.files)
+        return head + self.body + (f'<p class="meta">Behind this section: {links}.</p>' if links else "")
+
+
+def header(config: StudyConfig) -> Section:
+    evaluation = config.evaluation
+    reference = config.reference.source if config.reference is not None and config.reference.source else ""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    meta = (
+        f"cxrgen {cxrgen.__version__}, {now}. Intervals: {evaluation.ci * 100:g} % patient-clustered bootstrap "
+        f"({evaluation.bootstrap} resamples, seed {evaluation.seed}); DeLong intervals in auc.csv."
+        + (f" Paper values: {reference}." if reference else "")
+    )
+    return Section(None, f'<h1>Study {esc(config.name)}</h1><p class="meta">{esc(meta)}</p>')
+
+
+def notices(unfinished: Sequence[str], missing: pd.DataFrame | None) -> Section:
+    """Unfinished runs and configured test sets without predictions, before any number (issue 14)."""
+    return Section(None, notices_html(unfinished, missing))
+
+
+def findings(claims: pd.DataFrame) -> Section:
+    return Section("Findings", findings_html(claims, claim_summary(claims)), ("findings.csv",))
+
+
+def seeds(table: pd.DataFrame) -> Section:
+    return Section(None, seeds_html(table), ("auc_seeds.csv",) if not table.empty else ())
+
+
+def next_hospital(
+    table: pd.DataFrame, coverage: pd.DataFrame, unfinished_runs: Collection[tuple[str, str]]
+) -> Section:
+    return Section(
+        "The next hospital",
+        next_hospital_html(table, coverage, unfinished_runs),
+        ("next_hospital.csv", "next_hospital_coverage.csv"),
+    )
+
+
+def cohort(table: pd.DataFrame | None, figures: Sequence[FigureFile]) -> Section:
+    body = frame_html(table, digits=1) if table is not None else "<p>(no manifest summary)</p>"
+    shown = "".join(figure_html(f) for f in figures if f.path.stem in ("cohort_flow", "demographics"))
+    return Section("Cohort", body + shown, ("cohort.csv",) if table is not None else ())
+
+
+def table1(config: StudyConfig, table: pd.DataFrame) -> Section:
+    note = random_weights_note(config)
+    body = table1_html(config, table) + (f'<p class="note">{esc(note)}</p>' if note else "")
+    return Section("Table 1: AUC-ROC per label", body, ("table1.csv", "auc.csv"))
+
+
+def comparisons(table: pd.DataFrame, unfinished_runs: Collection[tuple[str, str]]) -> Section:
+    return Section("Comparisons", comparisons_html(table, unfinished_runs=unfinished_runs), ("comparisons.csv",))
+
+
+def figures(title: str, files: Sequence[FigureFile], shown: Callable[[str], bool]) -> Section:
+    """The figures whose file stem ``shown`` accepts, in the order they were drawn."""
+    return Section(title, "".join(figure_html(f) for f in files if shown(f.path.stem)))
+
+
+def calibration(files: Sequence[FigureFile], table: pd.DataFrame) -> Section:
+    body = "".join(figure_html(f) for f in files if f.path.stem.startswith("calibration_")) + (
+        "<details><summary>Brier score and expected calibration error (calibration.csv)</summary>"
+        + frame_html(table, digits=4)
+        + "</details>"
+    )
+    return Section("Calibration", body, ("calibration.csv",))
+
+
+def review(result: ReviewResult | None, figure: FigureFile | None) -> Section:
+    return Section("Error review", review_html(result, figure), ("review.csv",) if result is not None else ())
+
+
+def shift(body: str) -> Section:
+    """The shift-aware sections (issue 11; :func:`cxrgen.report.shift.shift_html`), each with its own heading."""
+    return Section(None, body)
