@@ -480,7 +480,10 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
             values="protocol - study",
             aggfunc="first",
         ).reset_index()
-        parts.append("<p>AUC under each protocol minus AUC under the study's own, paired patient bootstrap.</p>")
+        parts.append(
+            "<p>AUC under each protocol minus AUC under the study's own, paired patient bootstrap. The mimic_* "
+            "protocols re-read MIMIC's other label files and score MIMIC test sets only (blank elsewhere).</p>"
+        )
         parts.append(_table(wide.head(40)))
     bl = t["borderline"]
     parts.append("<h3>Borderline errors against the true cardiothoracic ratio</h3>")
