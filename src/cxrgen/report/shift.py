@@ -25,8 +25,9 @@ from cxrgen.metrics import brier_score, expected_calibration_error, roc_auc
 from cxrgen.report.inputs import Predictions, StudyInputs
 from cxrgen.shift.borderline import borderline_trend
 from cxrgen.shift.calibration_shift import apply_temperature, em_prior_shift, fit_temperature
+from cxrgen.shift.label_files import LabelFiles
 from cxrgen.shift.operating_points import METRICS, RULES, choose_threshold, operating_point
-from cxrgen.shift.protocols import paired_protocol_difference, protocol_targets
+from cxrgen.shift.protocols import get_protocol, paired_protocol_difference, protocol_targets
 from cxrgen.shift.shortcut import device_shortcut
 from cxrgen.shift.subgroups import subgroup_gaps, subgroup_table
 from cxrgen.synthetic.truth import TRUTH_FILE
@@ -142,6 +143,44 @@ def _calibration_rows(pred: Predictions, val: pd.DataFrame) -> list[dict[str, ob
     return rows
 
 
+def _protocol_targets(
+    frame: pd.DataFrame, label: str, protocol: str, config: StudyConfig, label_files: LabelFiles
+) -> np.ndarray | None:
+    """Targets [N] of one label under ``protocol`` in the order of ``frame``; None: no row for this test set."""
+    spec = get_protocol(protocol)
+    if spec.label_file is None:
+        if f"raw_{label}" not in frame:
+            return None
+        labelled = frame["labelled"].fillna(True) if "labelled" in frame else np.ones(len(frame), bool)
+        uncertainty = config.uncertainty.get(label, "zeros")
+        return protocol_targets(frame[f"raw_{label}"], labelled, protocol, uncertainty=uncertainty, blank=config.blank)
+    if label not in config.labels or frame["dataset"].isna().any():  # images the manifest does not know
+        return None
+    alt = label_files.targets(sorted(set(frame["dataset"])), spec.label_file, protocol)
+    if alt is None:
+        return None
+    return frame[["image_id"]].merge(alt, on="image_id", how="left", validate="one_to_one")[label].to_numpy(float)
+
+
+def _protocol_rows(
+    pred: Predictions, frame: pd.DataFrame, config: StudyConfig, label_files: LabelFiles
+) -> list[dict[str, object]]:
+    """Per protocol and label: AUC under the study's targets and the protocol's, paired patient bootstrap."""
+    ev = config.evaluation
+    rows = []
+    for protocol in ev.protocols:
+        for label in pred.labels:
+            y_alt = _protocol_targets(frame, label, protocol, config, label_files)
+            if y_alt is None:
+                continue
+            diff = paired_protocol_difference(
+                frame[f"y_{label}"], y_alt, frame[f"p_{label}"], frame["patient_id"],
+                n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci, name=label,
+            )  # fmt: skip
+            rows.append({"label": label, "protocol": protocol, **diff})
+    return rows
+
+
 def _device_column(frame: pd.DataFrame) -> tuple[pd.Series, str]:
     if "true_device" in frame and frame["true_device"].notna().any():
         return frame["true_device"].astype(float), "truth.parquet (synthetic pacemaker)"
@@ -159,6 +198,7 @@ def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTa
     subgroup_frames: list[pd.DataFrame] = []
     review_rows: list[pd.DataFrame] = []
     validations: dict[tuple[str, str, int | None], pd.DataFrame | None] = {}
+    label_files = LabelFiles(config)
     for pred in predictions:
         keys: dict[str, object] = dict(
             zip(RUN_KEYS, (pred.configuration, pred.arch, pred.test_set, pred.kind), strict=True)
@@ -172,29 +212,7 @@ def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTa
                 notes.append(f"{folder}: no validation.parquet; no thresholds or temperatures fitted")
         val = validations[run]
         frame = _joined(pred, inputs.manifest, truth)
-        for protocol in ev.protocols:
-            for label in pred.labels:
-                if f"raw_{label}" not in frame:
-                    continue
-                labelled = frame["labelled"].fillna(True) if "labelled" in frame else np.ones(len(frame), bool)
-                y_alt = protocol_targets(
-                    frame[f"raw_{label}"],
-                    labelled,
-                    protocol,
-                    uncertainty=config.uncertainty.get(label, "zeros"),
-                    blank=config.blank,
-                )
-                diff = paired_protocol_difference(
-                    frame[f"y_{label}"],
-                    y_alt,
-                    frame[f"p_{label}"],
-                    frame["patient_id"],
-                    n_boot=ev.bootstrap,
-                    seed=ev.seed,
-                    ci=ev.ci,
-                    name=label,
-                )
-                out["protocols"].append({**keys, "label": label, "protocol": protocol, **diff})
+        out["protocols"] += [{**keys, **row} for row in _protocol_rows(pred, frame, config, label_files)]
         if val is not None:
             out["operating_points"] += [{**keys, **row} for row in _operating_rows(pred, val, config)]
             out["calibration_shift"] += [{**keys, **row} for row in _calibration_rows(pred, val)]
@@ -263,6 +281,7 @@ def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTa
                 )
             wrong = frame.loc[error == 1, ["image_id", "ctr", f"y_{label}", f"p_{label}"]]
             review_rows.append(wrong.assign(configuration=pred.configuration, arch=pred.arch, test_set=pred.test_set))
+    notes += label_files.notes
     if truth is None:
         notes.append(
             "No synthetic truth (truth.parquet) beside any dataset: on real data the true cardiothoracic "
@@ -464,7 +483,10 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
             values="protocol - study",
             aggfunc="first",
         ).reset_index()
-        parts.append("<p>AUC under each protocol minus AUC under the study's own, paired patient bootstrap.</p>")
+        parts.append(
+            "<p>AUC under each protocol minus AUC under the study's own, paired patient bootstrap. The mimic_* "
+            "protocols re-read MIMIC's other label files and score MIMIC test sets only (blank elsewhere).</p>"
+        )
         parts.append(_table(wide.head(40)))
     bl = t["borderline"]
     parts.append("<h3>Borderline errors against the true cardiothoracic ratio</h3>")

@@ -1,16 +1,20 @@
 """Label protocols as an axis: the same predictions re-scored under other ways of reading the raw labels.
 
 The study's own protocol (its per-label uncertainty policy and blank policy) is one choice among several; a
-finding's AUC can move with the protocol alone, without any retraining. A protocol here overrides the blank
-policy or the uncertainty policy of every label and is applied to the manifest's raw ``{1, 0, -1, NaN}``
-labels; images without a label row stay NaN under every protocol.
+finding's AUC can move with the protocol alone, without any retraining. A protocol here either overrides the
+blank policy or the uncertainty policy of every label, applied to the manifest's raw ``{1, 0, -1, NaN}`` labels
+(images without a label row stay NaN under every protocol), or swaps MIMIC's label file (``mimic_*``: the
+CheXpert or NegBio labeler, or the radiologists' test-set labels, read by :mod:`cxrgen.shift.label_files`) under
+the study's own policies.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -19,13 +23,20 @@ from cxrgen.labels import BlankPolicy, Policy, apply_policy
 from cxrgen.metrics import patient_bootstrap_weights, roc_auc, weighted_auc
 from cxrgen.shift.ratios import percentile_interval
 
+#: MIMIC-CXR-JPG label files (the ``labels`` option of the MIMIC reader).
+LabelFile = Literal["chexpert", "negbio", "radiologist"]
+
 
 @dataclass(frozen=True)
 class Protocol:
-    """Overrides of the study's policies; None keeps the study's own."""
+    """Overrides of the study's policies or of MIMIC's label file; None keeps the study's own.
+
+    A ``label_file`` protocol scores MIMIC test sets only: other test sets get no row for it.
+    """
 
     uncertainty: Policy | None = None
     blank: BlankPolicy | None = None
+    label_file: LabelFile | None = None
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -34,7 +45,19 @@ PROTOCOLS: dict[str, Protocol] = {
     "uncertain_ones": Protocol(uncertainty="ones"),
     "uncertain_zeros": Protocol(uncertainty="zeros"),
     "uncertain_ignore": Protocol(uncertainty="ignore"),
+    "mimic_chexpert": Protocol(label_file="chexpert"),
+    "mimic_negbio": Protocol(label_file="negbio"),
+    "mimic_radiologist": Protocol(label_file="radiologist"),
 }
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol called ``name``; an unknown name fails with the closest known ones."""
+    if name not in PROTOCOLS:
+        close = difflib.get_close_matches(name, PROTOCOLS, n=2)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"evaluation.protocols: unknown label protocol {name!r} (known: {', '.join(PROTOCOLS)}){hint}")
+    return PROTOCOLS[name]
 
 
 def protocol_targets(
@@ -45,13 +68,13 @@ def protocol_targets(
     Args:
         raw: Raw labels [N] in {1, 0, -1, NaN}.
         labelled: [N] bool; False where the dataset has no label row for the image.
-        protocol: A key of :data:`PROTOCOLS`.
+        protocol: A key of :data:`PROTOCOLS` that overrides a policy (not a ``label_file`` one).
         uncertainty: The study's policy for this label (kept unless the protocol overrides it).
         blank: The study's blank policy (kept unless the protocol overrides it).
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown label protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    spec = PROTOCOLS[protocol]
+    spec = get_protocol(protocol)
+    if spec.label_file is not None:
+        raise ValueError(f"label protocol {protocol!r} reads another label file: see cxrgen.shift.label_files")
     y = apply_policy(np.asarray(raw, dtype=np.float64), spec.uncertainty or uncertainty, spec.blank or blank)
     y[~np.asarray(labelled, dtype=bool)] = np.nan
     return y

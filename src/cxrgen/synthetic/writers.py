@@ -30,6 +30,7 @@ from cxrgen.synthetic.hospitals import (
     HOSPITALS,
     MIMIC_TEST_PREVALENCE,
     PatientSpec,
+    StudySpec,
     sample_patients,
 )
 from cxrgen.synthetic.phantom import DRAWN_FINDINGS, acquire, detector_shape, render_frontal, render_lateral
@@ -49,6 +50,9 @@ MIMIC_METADATA_HEADER = [
     "PatientOrientationCodeSequence_CodeMeaning",
 ]
 MIMIC_SPLIT_HEADER = ["dicom_id", "study_id", "subject_id", "split"]
+#: MIMIC-CXR-JPG 2.1.0's radiologist labels of the test-split studies: keyed by study only.
+MIMIC_RADIOLOGIST_FILE = "mimic-cxr-2.1.0-test-set-labeled.csv"
+MIMIC_RADIOLOGIST_HEADER = ["study_id", *sorted(CHEXPERT_OBSERVATIONS)]
 MARKER = ".cxrgen-synthetic.json"
 FORMAT_VERSION = 1
 
@@ -220,8 +224,16 @@ def _negbio(raw: float, rng: np.random.Generator) -> float:
     return raw
 
 
+def _radiologist(study: StudySpec, name: str) -> float:
+    """A radiologist reading the images: a drawn finding is what its sign shows, the rest yes or no, no hedges."""
+    if name in study.truth:
+        return float(study.truth[name])
+    return 0.0 if math.isnan(study.raw[name]) else abs(study.raw[name])
+
+
 def plan_mimic(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], list[RenderTask]]:
-    """``mimic/`` four gzipped tables in four different row orders, and ``files/pXX/pSUBJECT/sSTUDY/*.jpg``."""
+    """``mimic/`` four gzipped tables in four different row orders, ``files/pXX/pSUBJECT/sSTUDY/*.jpg``, and the
+    2.1.0 radiologist labels of the test-split studies (plain CSV, one row per ``study_id``)."""
     rng = _metadata_rng(seed, "mimic")
     hospital = HOSPITALS["mimic"]
     shape = (round(size * 1.2), size)  # MIMIC-CXR-JPG is portrait, about 2544 x 3056
@@ -238,6 +250,7 @@ def plan_mimic(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], li
     study_ids = _unique_ids(rng, 50_000_000, 60_000_000, sum(len(p.studies) for p in groups))
     labels: list[list[str]] = []
     negbio: list[list[str]] = []
+    radiologist: list[list[str]] = []
     metadata: list[list[str]] = []
     splits: list[list[str]] = []
     tasks: list[RenderTask] = []
@@ -250,6 +263,8 @@ def plan_mimic(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], li
             day += int(rng.integers(1, 400))
             labels.append([subject, study_id, *(_fmt(study.raw[n]) for n in MIMIC_LABEL_HEADER[2:])])
             negbio.append([subject, study_id, *(_fmt(_negbio(study.raw[n], rng)) for n in MIMIC_LABEL_HEADER[2:])])
+            if patient.split == "test":  # no draw from rng: every other table keeps its bytes
+                radiologist.append([study_id, *(_fmt(_radiologist(study, n)) for n in MIMIC_RADIOLOGIST_HEADER[1:])])
             portable = study.images[0].view == "AP"
             procedure = "CHEST (PORTABLE AP)" if portable else "CHEST (PA AND LAT)"
             seconds = rng.uniform(0, 86400)
@@ -275,6 +290,7 @@ def plan_mimic(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], li
         "split": (MIMIC_SPLIT_HEADER, sorted(splits, key=lambda r: r[0])),
     }
     files = {f"mimic/{MIMIC_PREFIX}-{k}.csv.gz": _gzip(_csv_text(h, rows)) for k, (h, rows) in tables.items()}
+    files[f"mimic/{MIMIC_RADIOLOGIST_FILE}"] = _csv_text(MIMIC_RADIOLOGIST_HEADER, sorted(radiologist))
     return files, tasks
 
 
@@ -368,8 +384,8 @@ def write_synthetic(
 
     Layout under ``out_dir``: ``chexpert/CheXpert-v1.0-small/{train,valid}.csv`` and images;
     ``nih/Data_Entry_2017_v2020.csv``, ``nih/images_00N/images/*.png``, ``nih/{train_val,test}_list.txt``;
-    ``mimic/mimic-cxr-2.0.0-{chexpert,negbio,metadata,split}.csv.gz`` and ``mimic/files/pXX/...jpg``;
-    ``study.yaml`` (relative paths), written last.
+    ``mimic/mimic-cxr-2.0.0-{chexpert,negbio,metadata,split}.csv.gz``, ``mimic/mimic-cxr-2.1.0-test-set-labeled.csv``
+    and ``mimic/files/pXX/...jpg``; ``study.yaml`` (relative paths), written last.
 
     Args:
         out_dir: target folder; created if needed. Rerunning with the same parameters resumes and
