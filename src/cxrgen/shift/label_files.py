@@ -63,5 +63,6 @@ class LabelFiles:
             else:
                 swapped = spec.model_copy(update={"labels": label_file})
                 config = self.config.model_copy(update={"datasets": {**self.config.datasets, name: swapped}})
-                self._read[key] = read_dataset(config, name)[["image_id", *self.config.labels]]
+                frame, _ = read_dataset(config, name)  # its reading notes are already in the cohort table
+                self._read[key] = frame[["image_id", *self.config.labels]]
         return self._read[key]
