@@ -346,10 +346,12 @@ def test_hostile_checkpoint_is_refused_by_predict_and_train(data: Path) -> None:
     folder.mkdir(parents=True)
     for name in ("best.ckpt", "last.ckpt"):
         torch.save({"state_dict": {}, "cxrgen": {"arch": ARCH}, "x": WritesAFile(marker)}, folder / name)
-    predict = cxrgen("predict", "study.yaml", "--configuration", "c1", "--arch", ARCH, cwd=data)
-    one_error(predict, r"best\.ckpt", "pickled objects", "could run code")
+    predict = ("predict", "study.yaml", "--configuration", "c1", "--arch", ARCH)
+    one_error(cxrgen(*predict, cwd=data), "is unfinished")  # refused before any checkpoint is opened
     train = cxrgen("train", "study.yaml", "--configuration", "c1", "--arch", ARCH, cwd=data)
     one_error(train, r"last\.ckpt", "pickled objects", "could run code")
+    (folder.parent / "done.json").write_text("{}")  # a finished-looking run copied in with a hostile best.ckpt
+    one_error(cxrgen(*predict, cwd=data), r"best\.ckpt", "pickled objects", "could run code")
     assert not marker.exists()
 
 

@@ -133,16 +133,13 @@ def table1_html(config: StudyConfig, table: pd.DataFrame) -> str:
         ]
         for label in labels:
             value, low, high = float(row[label]), float(row[f"{label} ci_low"]), float(row[f"{label} ci_high"])
-            if pd.isna(value) and pd.isna(low):
-                cells.append("<td></td>")
-            else:
-                interval = "" if pd.isna(low) or pd.isna(high) else f" [{format_auc(low)}, {format_auc(high)}]"
-                cells.append(
-                    f'<td class="auc" data-configuration="{esc(configuration)}" data-arch="{esc(arch)}" '
-                    f'data-test-set="{esc(test_set)}" data-label="{esc(label)}" data-auc="{value!r}" '
-                    f'data-ci-low="{low!r}" data-ci-high="{high!r}">'
-                    f'{format_auc(value)}<span class="ci">{interval}</span></td>'
-                )
+            interval = "" if pd.isna(low) or pd.isna(high) else f" [{format_auc(low)}, {format_auc(high)}]"
+            cells.append(  # n/a: no AUC (one class in the test set, or a label the dataset does not record)
+                f'<td class="auc" data-configuration="{esc(configuration)}" data-arch="{esc(arch)}" '
+                f'data-test-set="{esc(test_set)}" data-label="{esc(label)}" data-auc="{value!r}" '
+                f'data-ci-low="{low!r}" data-ci-high="{high!r}">'
+                f'{format_auc(value)}<span class="ci">{interval}</span></td>'
+            )
             if with_reference:
                 paper = float(row[f"{label} paper"])
                 cells.append(f'<td class="paper">{"" if pd.isna(paper) else format_auc(paper)}</td>')
