@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrgen.labels import PAPER_UNCERTAINTY, apply_policies, apply_policy, dataset_name
+from cxrgen.labels import PAPER_UNCERTAINTY, apply_policies, apply_policy
 
 RAW = np.array([1.0, 0.0, -1.0, np.nan])
 
@@ -32,6 +32,9 @@ def test_paper_policies_per_label() -> None:
     np.testing.assert_array_equal(out["raw_Edema"], RAW)  # raw values kept
 
 
-def test_nih_spells_effusion_its_own_way() -> None:
-    assert dataset_name("Pleural Effusion", "nih") == "Effusion"
-    assert dataset_name("Pleural Effusion", "chexpert") == "Pleural Effusion"
+def test_each_reader_registers_its_own_spellings() -> None:
+    from cxrgen.sources import get_reader
+
+    assert get_reader("nih").spelling("Pleural Effusion") == "Effusion"
+    assert get_reader("vindr").spelling("Pleural Effusion") == "Pleural effusion"
+    assert get_reader("chexpert").spelling("Pleural Effusion") == "Pleural Effusion"

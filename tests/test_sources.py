@@ -15,7 +15,7 @@ from native import CHEX_FIXTURE_ROWS, LABELS, chexpert_csv, mimic_root, nih_data
 
 
 def read(reader: str, root: Path, **options: object) -> pd.DataFrame:
-    return get_reader(reader)(root, name=reader, labels=LABELS, **options)
+    return get_reader(reader)(root, name=reader, labels=LABELS, options=options)
 
 
 def test_registry_knows_three_readers_and_suggests_names() -> None:
@@ -199,7 +199,7 @@ def test_nih_real_table_counts(realdata: Path) -> None:
 @pytest.mark.parametrize("labeler", ["chexpert", "negbio"])
 def test_mimic_joins_tables_on_keys(tmp_path: Path, labeler: str) -> None:
     root = mimic_root(tmp_path)
-    frame = read("mimic", root, labeler=labeler).set_index("image_id")
+    frame = read("mimic", root, labels=labeler).set_index("image_id")
     first = "mimic:aaaa1111-00000000-00000000-00000000-00000001"
     assert frame.loc[first, "path"] == (
         "files/p10/p10000032/s50414267/aaaa1111-00000000-00000000-00000000-00000001.jpg"
@@ -237,5 +237,5 @@ def test_mimic_bad_inputs(tmp_path: Path) -> None:
     (root / "mimic-cxr-2.0.0-split.csv.gz").unlink()
     with pytest.raises(SourceError, match=r"missing MIMIC-CXR-JPG table mimic-cxr-2.0.0-split.csv.gz"):
         read("mimic", root)
-    with pytest.raises(SourceError, match="labels must be 'chexpert' or 'negbio'"):
-        read("mimic", root, labeler="other")
+    with pytest.raises(SourceError, match=r"mimic reader: labels: Input should be 'chexpert', 'negbio' or 'radio"):
+        read("mimic", root, labels="other")

@@ -86,7 +86,7 @@ def test_padchest_terms_views_ages_and_null_rows(tmp_path: Path, gz: bool) -> No
 def test_padchest_labelled_by_physician(tmp_path: Path) -> None:
     _padchest(tmp_path, [_padchest_row(i, "['normal']") for i in range(6)])
     with pytest.warns(UserWarning, match="left out: 3 row"):
-        frame = get_reader("padchest")(tmp_path, name="pc", labels=LABELS, labelled_by="physician")
+        frame = get_reader("padchest")(tmp_path, name="pc", labels=LABELS, options={"labelled_by": "physician"})
     assert list(frame["image_id"]) == ["pc:img1.png", "pc:img3.png", "pc:img5.png"]
     assert [(n.kind, n.rows) for n in frame.attrs[READING_NOTES]] == [("left out", 3)]
     assert (frame["device"] == 0).all()  # no device term in ['normal']
@@ -146,7 +146,7 @@ def test_vindr_physionet_majority_and_any(tmp_path: Path) -> None:
     assert list(majority["raw_Atelectasis"]) == [0, 0, 0, 0]  # one radiologist twice is one vote
     assert majority["patient_id"].nunique() == 4
     with pytest.warns(UserWarning):
-        anyone = read(tmp_path, name="vindr", labels=LABELS, readers="any")
+        anyone = read(tmp_path, name="vindr", labels=LABELS, options={"readers": "any"})
     assert list(anyone["raw_Pleural Effusion"]) == [0, 1, 0, 1]
     assert list(anyone["raw_Edema"]) == [0, 1, 0, 0]
     assert list(anyone["raw_Atelectasis"]) == [0, 0, 1, 0]
@@ -205,7 +205,7 @@ def test_brax_bins_views_and_raw_labels(tmp_path: Path) -> None:
     np.testing.assert_array_equal(frame["raw_Edema"], [-1.0, np.nan, np.nan])
     np.testing.assert_array_equal(frame["raw_Cardiomegaly"], [1.0, 0.0, np.nan])
     assert frame["patient_id"].nunique() == 2 and frame["study_id"].nunique() == 2
-    dicom = get_reader("brax")(tmp_path, name="brax", labels=LABELS, images="dicom")
+    dicom = get_reader("brax")(tmp_path, name="brax", labels=LABELS, options={"images": "dicom"})
     assert dicom["path"].iloc[0] == "images/A/1/i0.dcm"
     rows[1]["PatientAge"] = "old"
     _write_csv(tmp_path / "master_spreadsheet_update.csv", BRAX_HEADER, rows)

@@ -84,7 +84,8 @@ def test_real_nih_split_matches_the_paper_within_sampling_error(realdata: Path) 
     from cxrgen.sources import get_reader
 
     frame = get_reader("nih")(
-        realdata / "nih" / "metadata", name="nih", labels=["Cardiomegaly"], metadata="Data_Entry_2017_v2020.csv.gz"
+        realdata / "nih" / "metadata", name="nih", labels=["Cardiomegaly"],
+        options={"metadata": "Data_Entry_2017_v2020.csv.gz"},
     )
     split = random_split(frame, SplitConfig(seed=0))
     check_leakage(pd.DataFrame({"split": split}), frame["patient_id"])

@@ -102,6 +102,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
     )
+    # On a machine with SLURM installed, Lightning suggests `srun` at every local fit; cxrgen sends cluster work
+    # through its own launcher (`cxrgen study --launcher slurm`), so the hint would only mislead.
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
 
 
 def print_frame(frame: pd.DataFrame, title: str) -> None:

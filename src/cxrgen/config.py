@@ -47,30 +47,63 @@ def _safe_name(value: str) -> str:
     return value
 
 
-class DatasetConfig(StrictModel):
-    """One dataset copy on disk and the reader that understands it (see ``cxrgen.sources``)."""
+class DatasetConfig(BaseModel):
+    """One dataset copy on disk and the reader that understands it.
+
+    Every key beside ``reader`` and ``root`` belongs to the reader: it is checked against the options model the
+    reader registered (:mod:`cxrgen.sources.registry`), so a new reader brings its own keys and the study file
+    stays flat (``{reader: mimic, root: ..., labels: negbio}``).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     reader: str
     root: Path
-    csv: str | None = Field(default=None, description="CheXpert: which CSV (train.csv, valid.csv, ...)")
-    labels: Literal["chexpert", "negbio", "radiologist"] | None = Field(
-        default=None, description="MIMIC: label file (radiologist: the 2.1.0 test-set labels)"
-    )
-    metadata: str | None = Field(default=None, description="NIH: Data_Entry file name, found when omitted")
-    unmatched: Literal["error", "warn"] | None = Field(
-        default=None, description="MIMIC: split rows without metadata or metadata without split rows (default error)"
-    )
-    labelled_by: Literal["any", "physician"] | None = Field(default=None, description="PadChest: MethodLabel")
-    readers: Literal["majority", "any"] | None = Field(default=None, description="VinDr: radiologist vote")
-    images: Literal["png", "dicom"] | None = Field(default=None, description="BRAX: which image path column")
+
+    @model_validator(mode="after")
+    def _reader_options(self) -> DatasetConfig:
+        from cxrgen.sources import get_reader
+
+        get_reader(self.reader).parse_options(self.options())
+        return self
 
     def options(self) -> dict[str, Any]:
-        """Reader keyword arguments that were set."""
-        pairs: tuple[tuple[str, str | None], ...] = (
-            ("csv", self.csv), ("labeler", self.labels), ("metadata", self.metadata), ("unmatched", self.unmatched),
-            ("labelled_by", self.labelled_by), ("readers", self.readers), ("images", self.images),
-        )  # fmt: skip
-        return {key: value for key, value in pairs if value}
+        """The reader's keys as the study file gave them."""
+        return dict(self.model_extra or {})
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The dataset's part of a run fingerprint: every key but ``root``, in the shape runs have recorded it
+        since before readers owned their options (each known option key present, None when unset), so a
+        study's existing runs keep resuming."""
+        options = self.options()
+        return {"reader": self.reader, **{key: options.pop(key, None) for key in FINGERPRINT_OPTION_KEYS}, **options}
+
+
+#: Option keys of every dataset entry in run fingerprints written before readers owned their options.
+FINGERPRINT_OPTION_KEYS = ("csv", "labels", "metadata", "unmatched", "labelled_by", "readers", "images")
+
+
+def _check_reader_options(data: dict[str, Any], path: Path) -> None:
+    """Each dataset entry's reader keys against its reader's options model, named as ``datasets.<name>.<key>``
+    (validation inside the model could only name the entry)."""
+    from cxrgen.sources import SourceError, get_reader
+    from cxrgen.sources.registry import option_errors
+
+    datasets = data.get("datasets")
+    if not isinstance(datasets, dict):
+        return
+    for name, entry in datasets.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("reader"), str):
+            continue  # the model reports a malformed entry
+        try:
+            spec = get_reader(entry["reader"])
+        except SourceError as exc:
+            raise ConfigError(f"{path}: datasets.{name}.reader: {exc}") from None
+        options = {k: v for k, v in entry.items() if k not in ("reader", "root")}
+        try:
+            spec.options.model_validate(options)
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {option_errors(exc, prefix=f'datasets.{name}.')}") from None
 
 
 class SplitConfig(StrictModel):
@@ -609,6 +642,7 @@ def load_study(path: str | Path) -> StudyConfig:
     """Read and validate a study file; relative paths become absolute against its folder."""
     path = Path(path)
     data = _resolve_paths(read_yaml(path), path.resolve().parent)
+    _check_reader_options(data, path)
     try:
         config = StudyConfig.model_validate(data)
     except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""Label vocabulary, per-dataset names and the uncertainty policies of the paper.
+"""Label vocabulary and the uncertainty policies of the paper (each reader owns its dataset's spellings).
 
 Raw labels follow the CheXpert convention: 1 positive, 0 negative, -1 uncertain, NaN blank (not mentioned).
 A policy turns them into training targets in {0, 1, NaN}, where NaN means "masked out of loss and metrics".
@@ -27,19 +27,7 @@ PAPER_UNCERTAINTY: dict[str, Policy] = {
     "Pleural Effusion": "ones",
 }
 
-#: Every finding any supported dataset names, with each dataset's spelling where it differs.
-DATASET_NAMES: dict[str, dict[str, str]] = {
-    "nih": {"Pleural Effusion": "Effusion", "Pleural Thickening": "Pleural_Thickening"},
-    "chexpert": {},
-    "mimic": {},
-}
-
 RAW_VALUES = frozenset({1.0, 0.0, -1.0})
-
-
-def dataset_name(label: str, dataset_kind: str) -> str:
-    """The spelling of ``label`` in the native files of ``dataset_kind`` (a reader name)."""
-    return DATASET_NAMES.get(dataset_kind, {}).get(label, label)
 
 
 def raw_column(label: str) -> str:

@@ -21,7 +21,7 @@ def read_dataset(config: StudyConfig, name: str) -> tuple[pd.DataFrame, list[Rea
     reader = get_reader(spec.reader)
     if not spec.root.is_dir():
         raise SourceError(f"datasets.{name}.root: folder {spec.root} does not exist")
-    frame = reader(spec.root, name=name, labels=list(config.labels), **spec.options())
+    frame = reader(spec.root, name=name, labels=list(config.labels), options=spec.options())
     notes: list[ReadingNote] = list(frame.attrs.pop(READING_NOTES, []))
     frame = apply_policies(frame, list(config.labels), config.uncertainty, config.blank)
     frame = mask_unlabelled(frame, list(config.labels), name)

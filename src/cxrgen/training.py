@@ -329,7 +329,7 @@ def run_fingerprint(
     train["seed"] = config.train.seed_list()[0] if seed is None else seed
     train["weights_sha256"] = {k: v for k, v in train["weights_sha256"].items() if k == arch}
     keys = {
-        "datasets": {name: config.datasets[name].model_dump(mode="json", exclude={"root"}) for name in conf.train},
+        "datasets": {name: config.datasets[name].fingerprint() for name in conf.train},
         "configuration": conf.model_dump(mode="json"),
         "labels": config.labels,
         "uncertainty": {label: config.uncertainty_for(label) for label in config.labels},

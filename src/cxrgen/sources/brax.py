@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from cxrgen.labels import dataset_name
-from cxrgen.sources import register
 from cxrgen.sources.common import (
     DEVICE_COLUMN,
     SourceError,
@@ -34,6 +33,7 @@ from cxrgen.sources.common import (
     normalize_sex,
     require_columns,
 )
+from cxrgen.sources.registry import ReaderOptions, register
 
 CSV_NAME = "master_spreadsheet_update.csv"
 META_COLUMNS = ("PatientID", "PatientSex", "PatientAge", "ViewPosition", "AccessionNumber")
@@ -65,13 +65,14 @@ def brax_age_midpoints(values: pd.Series, source: Path) -> pd.Series:
     return pd.Series(out, index=values.index, dtype=float)
 
 
-@register("brax")
-def read(root: Path, *, name: str, labels: list[str], images: str = "png", **options: Any) -> pd.DataFrame:
+class BraxOptions(ReaderOptions):
+    images: Literal["png", "dicom"] = Field("png", description="which image path column: PngPath or DicomPath")
+
+
+@register("brax", options=BraxOptions)
+def read(root: Path, *, name: str, labels: list[str], options: BraxOptions) -> pd.DataFrame:
     """Read ``master_spreadsheet_update.csv`` into manifest rows with raw labels in {1, 0, -1, NaN}."""
-    if options:
-        raise SourceError(f"brax reader: unknown option(s) {sorted(options)}")
-    if images not in IMAGE_COLUMNS:
-        raise SourceError(f"brax reader: images must be png or dicom, got {images!r}")
+    images = options.images
     source = root / CSV_NAME
     if not source.is_file():
         raise SourceError(f"{root}: missing {CSV_NAME}")
@@ -79,7 +80,7 @@ def read(root: Path, *, name: str, labels: list[str], images: str = "png", **opt
         frame = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise SourceError(f"{source}: not a readable BRAX spreadsheet ({exc})") from exc
-    label_columns = [dataset_name(label, "chexpert") for label in labels]
+    label_columns = list(labels)  # CheXpert's names
     path_column = IMAGE_COLUMNS[images]
     require_columns(frame, [*META_COLUMNS, path_column, *label_columns], source)
     if frame.empty:

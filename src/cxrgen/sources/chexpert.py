@@ -13,12 +13,10 @@ projection of a patient lying on one side, so their view is ``OTHER`` and ``fron
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
+from pydantic import Field
 
-from cxrgen.labels import dataset_name
-from cxrgen.sources import register
 from cxrgen.sources.common import (
     DEVICE_COLUMN,
     SourceError,
@@ -33,6 +31,7 @@ from cxrgen.sources.common import (
     normalize_view,
     require_columns,
 )
+from cxrgen.sources.registry import ReaderOptions, register
 
 FOLDERS = ("CheXpert-v1.0-small", "CheXpert-v1.0")
 META_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
@@ -47,18 +46,20 @@ def find_csv(root: Path, csv: str) -> Path:
     raise SourceError(f"{root}: missing {csv} (looked in {root} and in {', '.join(FOLDERS)}/ inside it)")
 
 
-@register("chexpert")
-def read(root: Path, *, name: str, labels: list[str], csv: str = "train.csv", **options: Any) -> pd.DataFrame:
+class ChexpertOptions(ReaderOptions):
+    csv: str = Field("train.csv", description="which CSV: train.csv, valid.csv, or a file of that layout")
+
+
+@register("chexpert", options=ChexpertOptions)
+def read(root: Path, *, name: str, labels: list[str], options: ChexpertOptions) -> pd.DataFrame:
     """Read one CheXpert CSV into manifest rows; paths become relative to ``root``."""
-    if options:
-        raise SourceError(f"chexpert reader: unknown option(s) {sorted(options)}")
-    source = find_csv(root, csv)
+    source = find_csv(root, options.csv)
     check_unique_columns(csv_header(source), source)
     try:
         frame = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise SourceError(f"{source}: not a readable CheXpert CSV ({exc})") from exc
-    label_columns = [dataset_name(label, "chexpert") for label in labels]
+    label_columns = list(labels)  # CheXpert's own spelling is the study's
     require_columns(frame, [*META_COLUMNS, *label_columns], source)
     if frame.empty:
         raise SourceError(f"{source}: no rows")
@@ -91,7 +92,7 @@ def read(root: Path, *, name: str, labels: list[str], csv: str = "train.csv", **
         frontal=~lateral,
         sexes=normalize_sex(frame["Sex"], source),
         ages=ages_in_years(frame["Age"], source),
-        official_split=pd.Series(OFFICIAL_SPLIT.get(csv, ""), index=frame.index),
+        official_split=pd.Series(OFFICIAL_SPLIT.get(options.csv, ""), index=frame.index),
         raw={label: frame[col] for label, col in zip(labels, label_columns, strict=True)},
         source=source,
         device=device_presence(frame[DEVICE_COLUMN]) if DEVICE_COLUMN in frame else None,

@@ -11,13 +11,12 @@ import csv
 import gzip
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from cxrgen.labels import dataset_name
-from cxrgen.sources import register
 from cxrgen.sources.common import (
     DEVICE_COLUMN,
     SourceError,
@@ -32,12 +31,12 @@ from cxrgen.sources.common import (
     require_columns,
     require_file,
 )
+from cxrgen.sources.registry import ReaderOptions, register
 
 PREFIX = "mimic-cxr-2.0.0"
 SPLITS = {"train": "train", "validate": "val", "test": "test"}
 #: MIMIC-CXR-JPG 2.1.0: radiologists' labels of the test-split studies, one row per ``study_id``.
 RADIOLOGIST_FILE = "mimic-cxr-2.1.0-test-set-labeled.csv"
-LABELERS = ("chexpert", "negbio", "radiologist")
 
 
 def read_table(root: Path, suffix: str, columns: list[str]) -> pd.DataFrame:
@@ -101,27 +100,23 @@ def unique_keys(frame: pd.DataFrame, keys: list[str], path: str) -> None:
         raise SourceError(f"{path}: row {row + 2}: duplicate {'+'.join(keys)} {frame.loc[row, keys].tolist()}")
 
 
-@register("mimic")
-def read(
-    root: Path,
-    *,
-    name: str,
-    labels: list[str],
-    labeler: str = "chexpert",
-    unmatched: str = "error",
-    **options: Any,
-) -> pd.DataFrame:
-    """Read the four MIMIC-CXR-JPG tables into manifest rows; ``labeler`` picks the chexpert or negbio file.
+class MimicOptions(ReaderOptions):
+    labels: Literal["chexpert", "negbio", "radiologist"] = Field(
+        "chexpert", description="label file (radiologist: the 2.1.0 test-set labels)"
+    )
+    unmatched: Literal["error", "warn"] = Field(
+        "error", description="split rows without metadata or metadata without split rows: an error, or a warning"
+    )
+
+
+@register("mimic", options=MimicOptions)
+def read(root: Path, *, name: str, labels: list[str], options: MimicOptions) -> pd.DataFrame:
+    """Read the four MIMIC-CXR-JPG tables into manifest rows; ``options.labels`` picks the label file.
 
     ``unmatched``: ``error`` (default) or ``warn`` when the metadata and split tables do not hold the same images.
     """
-    if options:
-        raise SourceError(f"mimic reader: unknown option(s) {sorted(options)}")
-    if unmatched not in ("error", "warn"):
-        raise SourceError(f"mimic reader: unmatched must be 'error' or 'warn', got {unmatched!r}")
-    if labeler not in LABELERS:
-        raise SourceError(f"mimic reader: labels must be {' or '.join(map(repr, LABELERS))}, got {labeler!r}")
-    label_columns = [dataset_name(label, "mimic") for label in labels]
+    labeler, unmatched = options.labels, options.unmatched
+    label_columns = list(labels)  # the CheXpert spelling, in every MIMIC label file
     if labeler == "radiologist":
         study_labels = read_radiologist_labels(root, label_columns)
         label_keys = ["study_id"]

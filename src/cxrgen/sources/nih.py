@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from cxrgen.labels import dataset_name
-from cxrgen.sources import register
 from cxrgen.sources.common import (
     SourceError,
     ages_in_years,
@@ -30,6 +28,7 @@ from cxrgen.sources.common import (
     not_utf8,
     read_text,
 )
+from cxrgen.sources.registry import ReaderOptions, register
 
 METADATA_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv.gz")
 EXPECTED_HEADER = ("Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", None, "View Position")
@@ -89,12 +88,18 @@ def read_split_lists(root: Path) -> dict[str, str]:
     return split
 
 
-@register("nih")
-def read(root: Path, *, name: str, labels: list[str], metadata: str | None = None, **options: Any) -> pd.DataFrame:
+class NihOptions(ReaderOptions):
+    metadata: str | None = Field(None, description="the Data_Entry file's name; found when omitted")
+
+
+#: Study label -> the ``Finding Labels`` token, where NIH spells it differently.
+NIH_NAMES = {"Pleural Effusion": "Effusion", "Pleural Thickening": "Pleural_Thickening"}
+
+
+@register("nih", options=NihOptions, labels=NIH_NAMES)
+def read(root: Path, *, name: str, labels: list[str], options: NihOptions) -> pd.DataFrame:
     """Read ``Data_Entry_2017*.csv`` into manifest rows with raw labels in {1, 0} (NIH has no uncertain labels)."""
-    if options:
-        raise SourceError(f"nih reader: unknown option(s) {sorted(options)}")
-    source = find_metadata(root, metadata)
+    source = find_metadata(root, options.metadata)
     header = read_header(source)
     check_header(header, source)
     try:
@@ -120,7 +125,7 @@ def read(root: Path, *, name: str, labels: list[str], metadata: str | None = Non
         )
     raw = {}
     for label in labels:
-        token = dataset_name(label, "nih")
+        token = NIH_NAMES.get(label, label)
         if token not in TOKENS:
             raise SourceError(f"{source}: NIH ChestX-ray14 has no label {label!r} (NIH labels: {sorted(TOKENS)})")
         raw[label] = tokens.map(lambda ts, token=token: 1.0 if token in ts else 0.0)

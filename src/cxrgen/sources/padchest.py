@@ -15,12 +15,12 @@ from __future__ import annotations
 import ast
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from cxrgen.sources import register
 from cxrgen.sources.common import (
     ReadingNote,
     SourceError,
@@ -30,6 +30,7 @@ from cxrgen.sources.common import (
     normalize_sex,
     require_columns,
 )
+from cxrgen.sources.registry import ReaderOptions, register
 
 CSV_NAMES = (
     "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv",
@@ -115,15 +116,15 @@ def padchest_views(projections: pd.Series, source: Path) -> pd.Series:
     return views.fillna("UNKNOWN").astype(str)
 
 
-@register("padchest")
-def read(
-    root: Path, *, name: str, labels: list[str], csv: str | None = None, labelled_by: str = "any", **options: Any
-) -> pd.DataFrame:
+class PadchestOptions(ReaderOptions):
+    csv: str | None = Field(None, description="the labels CSV's name; the released name (.csv or .csv.gz) if omitted")
+    labelled_by: Literal["any", "physician"] = Field("any", description="MethodLabel: any, or Physician rows only")
+
+
+@register("padchest", options=PadchestOptions)
+def read(root: Path, *, name: str, labels: list[str], options: PadchestOptions) -> pd.DataFrame:
     """Read the PadChest CSV into manifest rows; raw labels in {1, 0}."""
-    if options:
-        raise SourceError(f"padchest reader: unknown option(s) {sorted(options)}")
-    if labelled_by not in LABELLED_BY:
-        raise SourceError(f"padchest reader: labelled_by must be any or physician, got {labelled_by!r}")
+    csv, labelled_by = options.csv, options.labelled_by
     unknown = [label for label in labels if label not in TERMS]
     if unknown:
         raise SourceError(f"padchest reader: no term mapping for label(s) {unknown} (mapped: {sorted(TERMS)})")

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from cxrgen.sources import register
 from cxrgen.sources.common import (
     ReadingNote,
     SourceError,
@@ -35,6 +35,7 @@ from cxrgen.sources.common import (
     check_relative_paths,
     require_columns,
 )
+from cxrgen.sources.registry import ReaderOptions, register
 
 #: Study label -> the VinDr spelling (column in the PhysioNet tables, class_name in Kaggle's train.csv).
 VINDR_NAMES = {"Pleural Effusion": "Pleural effusion", "Lung Opacity": "Lung Opacity"}
@@ -48,7 +49,8 @@ PHYSIONET_TRAIN = Path("annotations/image_labels_train.csv")
 PHYSIONET_TEST = Path("annotations/image_labels_test.csv")
 KAGGLE_TRAIN = Path("train.csv")
 KAGGLE_COLUMNS = ("image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max")
-READERS = {"majority": 2, "any": 1}
+#: ``readers`` option -> distinct radiologists needed to call a training image positive.
+VOTES_NEEDED = {"majority": 2, "any": 1}
 
 
 def _read(source: Path) -> pd.DataFrame:
@@ -129,17 +131,20 @@ def _kaggle(root: Path, labels: list[str], need: int) -> tuple[pd.DataFrame, dic
     return pd.DataFrame({"image_id": ids, "split": "train"}), raw, source
 
 
-@register("vindr")
-def read(root: Path, *, name: str, labels: list[str], readers: str = "majority", **options: Any) -> pd.DataFrame:
+class VindrOptions(ReaderOptions):
+    readers: Literal["majority", "any"] = Field(
+        "majority", description="a finding is positive when 2 of the 3 radiologists marked it, or any one"
+    )
+
+
+@register("vindr", options=VindrOptions, labels=VINDR_NAMES)
+def read(root: Path, *, name: str, labels: list[str], options: VindrOptions) -> pd.DataFrame:
     """Read either VinDr-CXR layout into manifest rows; raw labels in {1, 0} (NaN for a label it lacks)."""
-    if options:
-        raise SourceError(f"vindr reader: unknown option(s) {sorted(options)}")
-    if readers not in READERS:
-        raise SourceError(f"vindr reader: readers must be majority or any, got {readers!r}")
+    readers = options.readers
     if (root / PHYSIONET_TRAIN).is_file():
-        frame, raw, source = _physionet(root, labels, READERS[readers])
+        frame, raw, source = _physionet(root, labels, VOTES_NEEDED[readers])
     elif (root / KAGGLE_TRAIN).is_file():
-        frame, raw, source = _kaggle(root, labels, READERS[readers])
+        frame, raw, source = _kaggle(root, labels, VOTES_NEEDED[readers])
     else:
         raise SourceError(f"{root}: missing VinDr-CXR annotations (looked for {PHYSIONET_TRAIN} and {KAGGLE_TRAIN})")
     paths = frame["split"] + "/" + frame["image_id"] + ".dicom"
