@@ -17,7 +17,7 @@ from PIL import Image
 from skimage.exposure import equalize_adapthist
 from skimage.transform import resize
 
-from cxrgen import cache
+from cxrgen import cache, prepare
 from cxrgen.config import StudyConfig
 from cxrgen.images import Engine, preprocess
 
@@ -166,16 +166,16 @@ def test_ensure_caches_builds_each_used_dataset_at_each_size(tmp_path: Path) -> 
         }
     )
     seen: set[str] = set()
-    folders = cache.ensure_caches(
+    folders = prepare.ensure_caches(
         config, tmp_path / "study", pd.concat(frames), {"densenet121": 16, "inception_resnet_v2": 20}, workers=1,
         progress=lambda key, done, total: seen.add(key),
     )  # fmt: skip
     assert sorted(folders) == [("one", 16), ("one", 20), ("two", 16), ("two", 20)]
     assert seen == {"one-16-opencv", "one-20-opencv", "two-16-opencv", "two-20-opencv"}
-    assert cache.cache_sizes(config.model_copy(update={"preprocess": config.preprocess.model_copy(
+    assert prepare.cache_sizes(config.model_copy(update={"preprocess": config.preprocess.model_copy(
         update={"size": 64})}), {}) == [64]  # fmt: skip
     with pytest.raises(cache.CacheError, match="no input size"):
-        cache.cache_sizes(config, {"densenet121": 224})
+        prepare.cache_sizes(config, {"densenet121": 224})
 
 
 def _real_rows(folder: Path, pattern: str) -> pd.DataFrame:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cxrgen import cache
+from cxrgen import cache, prepare
 from cxrgen.config import StudyConfig
 from cxrgen.data import (
     IMAGENET_MEAN,
@@ -157,7 +157,7 @@ def _study(tmp_path: Path) -> tuple[StudyConfig, Path]:
             ],
         }
     )
-    cache.ensure_caches(config, study, manifest, {}, workers=1)
+    prepare.ensure_caches(config, study, manifest, {}, workers=1)
     return config, study
 
 

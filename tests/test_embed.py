@@ -30,7 +30,6 @@ from cxrgen.embed import (
     study_backbone,
 )
 from cxrgen.errors import CxrgenError
-from cxrgen.models import study_arch, study_input_size
 
 SIZE = 32
 RANDOM = Backbone("probe", "resnet18", pretrained=False)
@@ -168,7 +167,7 @@ def test_architecture_entries_keep_plain_names(tmp_path: Path) -> None:
     assert config.architecture_specs["dino_probe"].weights == (tmp_path / "w" / "model.safetensors").resolve()
     assert [is_linear_probe(config, a) for a in config.architectures] == [False, True, True]
     # input size and normalization come from the backbone's own pretrained config
-    assert study_arch(config, "dino_probe").input_size == 518 and study_input_size(config, "cnn_probe") == 224
+    assert config.arch_spec("dino_probe").input_size == 518 and config.input_size("cnn_probe") == 224
     assert study_backbone(config, "cnn_probe").random_weights
     assert not study_backbone(config, "dino_probe").random_weights  # train.pretrained defaults to true
     # the resolved config (as saved beside every output) reads back to the same config

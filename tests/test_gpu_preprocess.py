@@ -14,7 +14,7 @@ from PIL import Image
 from pydantic import ValidationError
 from skimage.exposure._adapthist import clip_histogram
 
-from cxrgen import cache, clahe, gpu_preprocess, images
+from cxrgen import cache, clahe, gpu_preprocess, images, prepare
 from cxrgen.config import PreprocessConfig, dump_resolved, load_study
 from cxrgen.images import ImageError
 from cxrgen.manifest import build_manifest
@@ -160,7 +160,7 @@ def test_study_caches_with_engine_torch_on_cpu_match_the_exact_engine(tmp_path: 
     config = load_study(study)
     manifest = build_manifest(config)
     # prepare's cache step, from the study file (preprocess.size spares the model registry's imports).
-    folders = cache.ensure_caches(config, config.out, manifest, {}, workers=1)
+    folders = prepare.ensure_caches(config, config.out, manifest, {}, workers=1)
     for dataset, jpeg in (("chexpert", True), ("nih", False), ("mimic", True)):
         assert folders[(dataset, 32)].name == f"{dataset}-32-torch"
         meta = json.loads((folders[(dataset, 32)] / "meta.json").read_text())

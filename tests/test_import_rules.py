@@ -23,6 +23,8 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("cxrgen.predict", ("cxrgen.training", "cxrgen.report"), "prediction needs no training code"),
     ("cxrgen.labels", ("torch", "cxrgen.sources", "cxrgen.models"), "the label vocabulary is a leaf"),
     ("cxrgen.saliency", ("cxrgen.report", "cxrgen.training"), "Grad-CAM is a model question, not report code"),
+    ("cxrgen.cache", ("cxrgen.config", "cxrgen.prepare"), "a cache is built from rows and a root, not a study file"),
+    ("cxrgen.models", ("cxrgen.config",), "the model registry knows no study file"),
     ("cxrgen.layout", ("torch", "lightning", "timm", "pandas", "cxrgen.config"),
      "the layout is read before torch is imported"),
 ]

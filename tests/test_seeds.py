@@ -11,7 +11,6 @@ from pydantic import ValidationError
 
 from cxrgen.config import run_dir, seed_run_dir
 from cxrgen.errors import CxrgenError
-from cxrgen.models import study_input_size
 from cxrgen.study import planned_runs, planned_seed_runs
 from cxrgen.training import run_fingerprint, train_run
 from helpers_training import ARCH, SquaresDataModule, tiny_study
@@ -23,7 +22,7 @@ def test_default_is_the_single_seed_and_today_s_layout(tmp_path: Path) -> None:
     assert seed_run_dir(config, tmp_path, "c", ARCH, None) == tmp_path / "runs" / "c" / ARCH
     assert [(c.name, a, s) for c, a, s in planned_seed_runs(config)] == [("c", ARCH, 4)]
     # A single-seed study keeps the fingerprint it had before seeds existed: old study folders resume.
-    size = study_input_size(config, ARCH)
+    size = config.input_size(ARCH)
     same = tiny_study(tmp_path, seed=4, seeds=[4])
     assert run_fingerprint(config, "c", ARCH, size) == run_fingerprint(same, "c", ARCH, size)
     assert "seeds" not in json.dumps(config.train.model_dump(mode="json", exclude_none=True))
@@ -41,7 +40,7 @@ def test_several_seeds_are_runs_of_their_own(tmp_path: Path) -> None:
     with pytest.raises(CxrgenError, match="names no run"):
         list(planned_seed_runs(config, "d/" + ARCH))
     assert list(planned_runs(config)) == [(config.configurations[0], ARCH)]  # the pair listing is unchanged
-    size = study_input_size(config, ARCH)
+    size = config.input_size(ARCH)
     prints = {run_fingerprint(config, "c", ARCH, size, s) for s in (0, 1, 2)}
     assert len(prints) == 3
 

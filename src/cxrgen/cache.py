@@ -40,7 +40,6 @@ import numpy as np
 import pandas as pd
 
 from cxrgen.clahe import compile_ahead
-from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import make_temporary_dir, write_parquet, write_text
 from cxrgen.images import ENGINES, PREPROCESS_VERSION, Engine, ImageError, preprocess
@@ -450,71 +449,6 @@ def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[ChunkResult]:
 
 def _chunk_task(task: TaskArgs) -> ChunkResult:
     return _chunk_worker(*task)
-
-
-def cache_sizes(config: StudyConfig, arch_sizes: Mapping[str, int]) -> list[int]:
-    """The distinct input sizes the study needs: ``preprocess.size`` or those of its architectures."""
-    if config.preprocess.size is not None:
-        return [config.preprocess.size]
-    unknown = [arch for arch in config.architectures if arch not in arch_sizes]
-    if unknown:
-        raise CacheError(f"no input size known for architecture(s) {', '.join(unknown)}")
-    return sorted({arch_sizes[arch] for arch in config.architectures})
-
-
-def study_datasets(config: StudyConfig) -> list[str]:
-    """Datasets used by any configuration, in first-use order."""
-    names: dict[str, None] = {}
-    for conf in config.configurations:
-        for name in (*conf.train, *conf.internal, *conf.external):
-            names[name] = None
-    return list(names)
-
-
-def _keyed(progress: Callable[[str, int, int], None] | None, key: str) -> Progress | None:
-    if progress is None:
-        return None
-    return lambda done, total: progress(key, done, total)
-
-
-def ensure_caches(
-    config: StudyConfig,
-    study_dir: Path,
-    manifest: pd.DataFrame,
-    arch_sizes: Mapping[str, int],
-    workers: int | None = None,
-    shard: tuple[int, int] | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> dict[tuple[str, int], Path]:
-    """Build every cache the study needs: each dataset used by a configuration x each input size.
-
-    Args:
-        config: the study.
-        study_dir: the study directory.
-        manifest: ``manifest.parquet`` rows.
-        arch_sizes: architecture name -> input size (from the model registry; ignored when
-            ``preprocess.size`` is set).
-        workers: processes per cache; None = all cores.
-        shard: ``(k, n)``: this job's share of every cache (see :func:`build_cache`).
-        progress: called with (cache key, images done, images in all).
-
-    Returns:
-        (dataset, size) -> cache folder (a ``.partial`` folder while other shards still work on it).
-    """
-    engine, clahe = config.preprocess.engine, config.preprocess.clahe
-    folders: dict[tuple[str, int], Path] = {}
-    for dataset in study_datasets(config):
-        rows = manifest.loc[manifest["dataset"] == dataset]
-        if rows.empty:
-            raise CacheError(f"dataset {dataset!r} has no rows in the manifest")
-        for size in cache_sizes(config, arch_sizes):
-            key = cache_key(dataset, size, engine, clahe)
-            root = config.datasets[dataset].root
-            folders[(dataset, size)] = build_cache(
-                rows, root, study_dir, dataset, size, engine, clahe, workers, shard, _keyed(progress, key),
-                device=config.preprocess.device,
-            )  # fmt: skip
-    return folders
 
 
 def open_cache(study_dir: Path, dataset: str, size: int, engine: str, clahe: bool) -> tuple[np.memmap, pd.DataFrame]:

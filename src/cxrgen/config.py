@@ -10,7 +10,7 @@ import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -27,6 +27,9 @@ from pydantic import (
 from cxrgen.errors import CxrgenError
 from cxrgen.labels import PAPER_LABELS, BlankPolicy, Policy
 from cxrgen.layout import RESOLVED_CONFIG, RunDir, StudyDir
+
+if TYPE_CHECKING:  # models pull in timm and torch; the study file needs neither
+    from cxrgen.models import ArchSpec
 
 #: The resolved study file every ``prepare`` writes into ``out``.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -511,6 +514,29 @@ class StudyConfig(StrictModel):
 
     def uncertainty_for(self, label: str) -> Policy:
         return self.uncertainty.get(label, "zeros")
+
+    def used_datasets(self) -> list[str]:
+        """Datasets used by any configuration, in first-use order."""
+        names: dict[str, None] = {}
+        for conf in self.configurations:
+            for name in (*conf.train, *conf.internal, *conf.external):
+                names[name] = None
+        return list(names)
+
+    def arch_spec(self, arch: str) -> ArchSpec:
+        """The registry spec of one of the study's architectures: a mapping entry of ``architectures``
+        (``architecture_specs``) names its timm backbone, whose pretrained config gives the input size."""
+        from cxrgen.models import ArchSpec, get_arch  # timm, imported only when a model is needed
+
+        entry = self.architecture_specs.get(arch)
+        if entry is None:
+            return get_arch(arch)
+        backbone = get_arch(entry.timm)
+        return ArchSpec(name=entry.name, timm_name=backbone.timm_name, input_size=backbone.input_size)
+
+    def input_size(self, arch: str) -> int:
+        """The side the study feeds ``arch``: ``preprocess.size`` when set, else the architecture's own."""
+        return self.preprocess.size or self.arch_spec(arch).input_size
 
 
 def run_dir(study_dir: Path, configuration: str, arch: str, seed: int | None = None) -> Path:

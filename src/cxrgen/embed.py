@@ -42,7 +42,7 @@ from cxrgen.cache import _progress_name, _ProgressLog, _read_progress, cache_key
 from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_parquet, write_text
-from cxrgen.models import create_backbone, sha256_of, study_arch
+from cxrgen.models import create_backbone, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def study_backbone(config: StudyConfig, arch: str) -> Backbone:
     if entry is None or entry.mode != "linear_probe":
         raise EmbedError(f"architecture {arch!r} is no linear probe (architectures: {{name, timm, mode}})")
     pretrained = config.train.pretrained if entry.pretrained is None else entry.pretrained
-    return Backbone(arch, study_arch(config, arch).timm_name, pretrained, entry.weights, entry.weights_sha256)
+    return Backbone(arch, config.arch_spec(arch).timm_name, pretrained, entry.weights, entry.weights_sha256)
 
 
 def embedding_key(dataset: str, arch: str, size: int, engine: str, clahe: bool) -> str:
@@ -336,10 +336,9 @@ def ensure_embeddings(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Path]:
     """Embed each of ``datasets`` under the backbone of linear-probe ``arch``; dataset -> folder."""
-    from cxrgen.models import study_input_size
 
     backbone = study_backbone(config, arch)
-    size = study_input_size(config, arch)
+    size = config.input_size(arch)
     engine, clahe = config.preprocess.engine, config.preprocess.clahe
     folders = {}
     for dataset in datasets:
@@ -365,8 +364,6 @@ def embed_study(
     Raises:
         EmbedError: the study has no linear-probe architecture, or ``arch`` names none of them.
     """
-    from cxrgen.cache import study_datasets
-
     probes = [name for name in config.architectures if is_linear_probe(config, name)]
     if arch is not None and arch not in probes:
         raise EmbedError(f"--arch {arch!r} is no linear-probe architecture of this study (they are: {probes})")
@@ -374,7 +371,7 @@ def embed_study(
         raise EmbedError("the study names no linear-probe architecture ({name, timm, mode: linear_probe})")
     folders: list[Path] = []
     for name in [arch] if arch else probes:
-        found = ensure_embeddings(config, config.out, name, study_datasets(config), device=device, shard=shard,
+        found = ensure_embeddings(config, config.out, name, config.used_datasets(), device=device, shard=shard,
                                   progress=progress)
         folders += found.values()
     return folders

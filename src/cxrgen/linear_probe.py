@@ -27,7 +27,6 @@ from cxrgen.data import CacheDataset, CXRDataModule, UnionDataset
 from cxrgen.embed import ensure_embeddings, open_embeddings, study_backbone
 from cxrgen.fileio import atomic_path, parquet_metadata, write_parquet, write_text
 from cxrgen.layout import RunDir, StudyDir
-from cxrgen.models import study_input_size
 from cxrgen.predict import predictions_frame, test_rows_digest
 from cxrgen.probes import LabelProbe, fit_probes, predict_probes
 
@@ -87,7 +86,7 @@ def probe_run(
     """
     configuration = config.configuration(configuration_name)
     backbone = study_backbone(config, arch)
-    size = study_input_size(config, arch)
+    size = config.input_size(arch)
     datasets = list(dict.fromkeys([*configuration.train, *configuration.internal, *configuration.external]))
     folders = ensure_embeddings(config, study_dir, arch, datasets, device=device)
     embeddings, fingerprints = {}, {}

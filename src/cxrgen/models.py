@@ -23,7 +23,6 @@ import timm
 import torch
 from torch import nn
 
-from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
 
 log = logging.getLogger(__name__)
@@ -114,21 +113,6 @@ def get_arch(name: str) -> ArchSpec:
     raise CxrgenError(
         f"unknown architecture {name!r} (registered: {', '.join(sorted(ARCHITECTURES))}; or any timm model){hint}"
     )
-
-
-def study_arch(config: StudyConfig, arch: str) -> ArchSpec:
-    """The spec of a study's architecture: a mapping entry of ``architectures`` (``architecture_specs``) names its
-    timm backbone, whose pretrained config gives the input size; a plain name goes through :func:`get_arch`."""
-    entry = config.architecture_specs.get(arch)
-    if entry is None:
-        return get_arch(arch)
-    backbone = get_arch(entry.timm)
-    return ArchSpec(name=entry.name, timm_name=backbone.timm_name, input_size=backbone.input_size)
-
-
-def study_input_size(config: StudyConfig, arch: str) -> int:
-    """The side a study feeds ``arch``: ``preprocess.size`` when set, else the architecture's own input size."""
-    return config.preprocess.size or study_arch(config, arch).input_size
 
 
 def trainable_parameters(model: nn.Module) -> int:

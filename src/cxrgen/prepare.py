@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -81,6 +81,63 @@ def run_verify(
     return excluded
 
 
+def cache_sizes(config: StudyConfig, arch_sizes: Mapping[str, int]) -> list[int]:
+    """The distinct input sizes the study needs: ``preprocess.size`` or those of its architectures."""
+    from cxrgen.cache import CacheError
+
+    if config.preprocess.size is not None:
+        return [config.preprocess.size]
+    unknown = [arch for arch in config.architectures if arch not in arch_sizes]
+    if unknown:
+        raise CacheError(f"no input size known for architecture(s) {', '.join(unknown)}")
+    return sorted({arch_sizes[arch] for arch in config.architectures})
+
+
+def ensure_caches(
+    config: StudyConfig,
+    study_dir: Path,
+    manifest: pd.DataFrame,
+    arch_sizes: Mapping[str, int],
+    workers: int | None = None,
+    shard: tuple[int, int] | None = None,
+    progress: Progress | None = None,
+) -> dict[tuple[str, int], Path]:
+    """Build every cache the study needs: each dataset used by a configuration x each input size.
+
+    This is the study's side of the cache (which datasets, sizes, engine); :func:`cxrgen.cache.build_cache`
+    builds one cache from rows and a root and knows nothing of study files.
+
+    Args:
+        config: the study.
+        study_dir: the study directory.
+        manifest: ``manifest.parquet`` rows.
+        arch_sizes: architecture name -> input size (from the model registry; ignored when
+            ``preprocess.size`` is set).
+        workers: processes per cache; None = all cores.
+        shard: ``(k, n)``: this job's share of every cache (see :func:`cxrgen.cache.build_cache`).
+        progress: called with (cache key, images done, images in all).
+
+    Returns:
+        (dataset, size) -> cache folder (a ``.partial`` folder while other shards still work on it).
+    """
+    from cxrgen.cache import CacheError, build_cache, cache_key
+
+    engine, clahe = config.preprocess.engine, config.preprocess.clahe
+    folders: dict[tuple[str, int], Path] = {}
+    for dataset in config.used_datasets():
+        rows = manifest.loc[manifest["dataset"] == dataset]
+        if rows.empty:
+            raise CacheError(f"dataset {dataset!r} has no rows in the manifest")
+        for size in cache_sizes(config, arch_sizes):
+            key = cache_key(dataset, size, engine, clahe)
+            report = (lambda done, total, key=key: progress(key, done, total)) if progress else None
+            folders[(dataset, size)] = build_cache(
+                rows, config.datasets[dataset].root, study_dir, dataset, size, engine, clahe, workers, shard, report,
+                device=config.preprocess.device,
+            )  # fmt: skip
+    return folders
+
+
 def run_cache(
     config: StudyConfig,
     manifest: pd.DataFrame,
@@ -89,10 +146,7 @@ def run_cache(
     progress: Progress | None,
 ) -> list[Path]:
     """Build the preprocessed caches every architecture of the study needs (at its input size)."""
-    from cxrgen.cache import ensure_caches
-    from cxrgen.models import study_arch
-
-    sizes = {arch: study_arch(config, arch).input_size for arch in config.architectures}
+    sizes = {arch: config.arch_spec(arch).input_size for arch in config.architectures}
     report = (lambda key, done, total: progress(f"cache {key}", done, total)) if progress else None
     folders = ensure_caches(config, config.out, manifest, sizes, workers=workers, shard=shard, progress=report)
     return list(folders.values())

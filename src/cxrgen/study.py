@@ -117,7 +117,6 @@ def complete_run(
     from cxrgen.data import CXRDataModule
     from cxrgen.embed import is_linear_probe
     from cxrgen.linear_probe import probe_run
-    from cxrgen.models import study_input_size
     from cxrgen.predict import predict_run, predict_validation
     from cxrgen.training import train_run
 
@@ -125,7 +124,7 @@ def complete_run(
     run_seed = config.train.seed_list()[0] if seed is None else seed
     name = run_name(config, configuration.name, arch, run_seed)
     # One data module per run, shared by training and every test set's predictions.
-    size = study_input_size(config, arch)
+    size = config.input_size(arch)
     datamodule = CXRDataModule.from_study(config, study_dir, configuration.name, size)
     if is_linear_probe(config, arch):
         say(f"embed and fit linear probes {name}")

@@ -44,7 +44,7 @@ from cxrgen.interrupts import Interrupted, as_interrupted
 from cxrgen.layout import RunDir
 from cxrgen.lock import run_lock
 from cxrgen.metrics import auc_per_label
-from cxrgen.models import create_model, study_input_size
+from cxrgen.models import create_model
 
 #: The quantity early stopping and the best checkpoint follow: the validation mean AUC, or 0 when no label
 #: has both classes in the validation set (so a run never stops or crashes on an undefined AUC).
@@ -416,7 +416,7 @@ def _train_unlocked(
             or an existing run made with different settings.
     """
     config.configuration(configuration_name)  # fails early, with a suggestion, on an unknown name
-    size = study_input_size(config, arch)
+    size = config.input_size(arch)
     run_seed = config.train.seed_list()[0] if seed is None else seed
     run = study_run(config, study_dir, configuration_name, arch, run_seed)
     folder = run.path

@@ -162,9 +162,7 @@ def _merged_predictions(preds: Sequence[Predictions], label: str) -> pd.DataFram
 def _input_size(inputs: StudyInputs, arch: str, meta_size: object) -> int:
     if isinstance(meta_size, int):
         return meta_size
-    from cxrgen.models import study_input_size
-
-    return study_input_size(inputs.config, arch)
+    return inputs.config.input_size(arch)
 
 
 def load_images(inputs: StudyInputs, cases: pd.DataFrame, size: int, result: ReviewResult) -> list[np.ndarray | None]:
