@@ -270,3 +270,18 @@ def test_grad_cam_releases_hooks() -> None:
     assert not layer._forward_hooks and not layer._backward_hooks and not layer._forward_pre_hooks
     assert all(not m._forward_hooks for m in model.modules())
     assert isinstance(model, torch.nn.Module)
+
+
+def test_the_page_is_its_sections_in_order_each_file_linked_once(results: Path) -> None:
+    from cxrgen.report.sections import Section
+
+    section = Section("T", '<p>see <a href="a.csv">a.csv</a></p>', ("a.csv", "b.csv"))
+    assert section.html().count('href="a.csv"') == 1
+    assert section.html().endswith('Behind this section: <a href="b.csv">b.csv</a>.</p>')
+    page = (results / "report.html").read_text(encoding="utf-8")
+    headings = re.findall(r"<h2[^>]*>([^<]+)</h2>", page)
+    order = ["Findings", "The next hospital", "Cohort", "Table 1: AUC-ROC per label", "Comparisons", "ROC curves",
+             "Generalization gap", "Calibration", "Error review", "Shift-aware evaluation"]
+    assert [h for h in headings if h in order] == order
+    for name in ("findings.csv", "cohort.csv", "table1.csv", "comparisons.csv", "calibration.csv"):
+        assert f'href="{name}"' in page and (results / name).is_file(), name

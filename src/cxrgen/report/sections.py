@@ -47,7 +47,8 @@ class Section:
 
     def html(self) -> str:
         head = f"<h2>{esc(self.title)}</h2>" if self.title else ""
-        links = ", ".join(f'<a href="{esc(name)}">{esc(name)}</a>' for name in self.files)
+        unlinked = [name for name in self.files if f'href="{esc(name)}"' not in self.body]  # each file linked once
+        links = ", ".join(f'<a href="{esc(name)}">{esc(name)}</a>' for name in unlinked)
         return head + self.body + (f'<p class="meta">Behind this section: {links}.</p>' if links else "")
 
 
@@ -73,7 +74,9 @@ def findings(claims: pd.DataFrame) -> Section:
 
 
 def seeds(table: pd.DataFrame) -> Section:
-    return Section(None, seeds_html(table), ("auc_seeds.csv",) if not table.empty else ())
+    """Whether the intervals count training variance, and the AUC per run over seeds."""
+    return Section("Training seeds" if not table.empty else None, seeds_html(table),
+                   ("auc_seeds.csv",) if not table.empty else ())
 
 
 def next_hospital(
