@@ -45,6 +45,23 @@ def test_pooled_estimate_tau2_and_i2_match_the_published_metafor_fit() -> None:
     assert (res.pi_low, res.pi_high) == pytest.approx((METAFOR_DL_B - half, METAFOR_DL_B + half), abs=1e-4)
 
 
+
+# The hypothetical antihypertensive meta-analysis of Riley, Higgins & Deeks (2011), BMJ 342:d549, as shipped in
+# the R package pimeta (nshi-stat/pimeta, data/sbp.RData: 10 studies, y and sigmak), and pimeta's published
+# Higgins-Thompson-Spiegelhalter output for it (DerSimonian-Laird tau², t on k - 2 df), from its documentation
+# (`htsdl(sbp$y, sbp$sigmak)`): an independently computed prediction interval, not our own formula.
+SBP_Y = [0.0, 0.1, -0.4, -0.8, -0.63, 0.22, -0.34, -0.51, 0.03, -0.81]
+SBP_SE = [0.42347717, 0.21939179, 0.02551067, 0.19898325, 0.30102594, 0.30102594, 0.07142988, 0.10204269,
+          0.12245123, 0.30102594]  # fmt: skip
+PIMETA_HTS_MU, PIMETA_HTS_PI, PIMETA_HTS_TAU2 = -0.3340597, (-0.7597777, 0.09165839), 0.02824971
+
+
+def test_prediction_interval_matches_a_published_worked_example() -> None:
+    res = random_effects(SBP_Y, np.square(SBP_SE))
+    assert res.pooled == pytest.approx(PIMETA_HTS_MU, abs=1e-4)
+    assert res.tau2 == pytest.approx(PIMETA_HTS_TAU2, abs=1e-4)
+    assert (res.pi_low, res.pi_high) == pytest.approx(PIMETA_HTS_PI, abs=1e-4)
+
 def test_equal_to_statsmodels_on_logit_aucs() -> None:
     aucs = np.array([0.81, 0.77, 0.86, 0.74, 0.80])
     ses = np.array([0.012, 0.02, 0.015, 0.03, 0.01])
