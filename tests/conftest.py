@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,3 +16,27 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip("../shared/realdata is absent")
     return REALDATA
+
+
+# ------------------------------------------------------------------------------------------------- fixtures
+# For the fault tests that damage one file of a fresh copy each (test_faults_inputs, _tables, _hostile); a module
+# that defines its own ``data`` fixture uses that one.
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three synthetic hospitals with ``study.yaml`` (chexpert + nih trained, mimic external), written once."""
+    import faults_helpers
+    from cxrgen.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("pristine")
+    write_synthetic(root, seed=0, scale=0.05, image_size=64)
+    (root / "study.yaml").write_text(faults_helpers.study_yaml(datasets=("chexpert", "nih", "mimic")))
+    return root
+
+
+@pytest.fixture
+def data(pristine: Path, tmp_path: Path) -> Path:
+    """A fresh copy of :func:`pristine` for one test to damage."""
+    shutil.copytree(pristine, tmp_path / "d")
+    return tmp_path / "d"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -237,3 +238,13 @@ class WritesAFile:
 
     def __reduce__(self) -> tuple[object, ...]:
         return (open, (str(self.marker), "w"))
+
+
+def one_error(result: subprocess.CompletedProcess[str], *patterns: str) -> str:
+    """Exit code 1, no traceback and exactly one ``error:`` line matching every pattern; returns the line."""
+    lines = error_lines(result)
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    for pattern in patterns:
+        assert re.search(pattern, lines[0]), (pattern, lines[0])
+    return lines[0]

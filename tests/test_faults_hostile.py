@@ -19,23 +19,8 @@ import yaml
 from PIL import Image
 
 from cxrgen.config import load_study
-from cxrgen.synthetic import write_synthetic
-from faults_helpers import cxrgen, study_yaml
+from faults_helpers import cxrgen
 from report_fixtures import make_study
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pristine")
-    write_synthetic(root, seed=0, scale=0.05, image_size=64)
-    (root / "study.yaml").write_text(study_yaml(datasets=("chexpert", "nih", "mimic")))
-    return root
-
-
-@pytest.fixture
-def data(pristine: Path, tmp_path: Path) -> Path:
-    shutil.copytree(pristine, tmp_path / "d")
-    return tmp_path / "d"
 
 
 def flat(text: str) -> str:

@@ -22,47 +22,21 @@ import yaml
 from cxrgen.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from cxrgen.config import load_study
 from cxrgen.manifest import build_manifest
-from cxrgen.synthetic import write_synthetic
 from faults_helpers import (
     ARCH,
     ENV,
     WritesAFile,
     cxrgen,
-    error_lines,
+    one_error,
     png_16bit,
     png_bomb,
     png_palette,
-    study_yaml,
     truncated,
 )
 
 CHEX_CSV = Path("chexpert/CheXpert-v1.0-small/train.csv")
 NIH_CSV = Path("nih/Data_Entry_2017_v2020.csv")
 MIMIC_SPLIT = Path("mimic/mimic-cxr-2.0.0-split.csv.gz")
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pristine")
-    write_synthetic(root, seed=0, scale=0.05, image_size=64)
-    (root / "study.yaml").write_text(study_yaml(datasets=("chexpert", "nih", "mimic")))
-    return root
-
-
-@pytest.fixture
-def data(pristine: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the synthetic hospitals with ``study.yaml`` (chexpert + nih train, mimic external)."""
-    shutil.copytree(pristine, tmp_path / "d")
-    return tmp_path / "d"
-
-
-def one_error(result: subprocess.CompletedProcess[str], *patterns: str) -> str:
-    """Exit code 1 and exactly one ``error:`` line matching every pattern; returns the line."""
-    lines = error_lines(result)
-    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
-    for pattern in patterns:
-        assert re.search(pattern, lines[0]), (pattern, lines[0])
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------------- images

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,35 +14,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from cxrgen.synthetic import write_synthetic
-from faults_helpers import cxrgen, error_lines, study_yaml
+from faults_helpers import cxrgen, one_error
 
 CHEX_CSV = Path("chexpert/CheXpert-v1.0-small/train.csv")
 NIH_CSV = Path("nih/Data_Entry_2017_v2020.csv")
 MIMIC = Path("mimic")
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pristine")
-    write_synthetic(root, seed=0, scale=0.05, image_size=64)
-    (root / "study.yaml").write_text(study_yaml(datasets=("chexpert", "nih", "mimic")))
-    return root
-
-
-@pytest.fixture
-def data(pristine: Path, tmp_path: Path) -> Path:
-    shutil.copytree(pristine, tmp_path / "d")
-    return tmp_path / "d"
-
-
-def one_error(result: subprocess.CompletedProcess[str], *patterns: str) -> str:
-    lines = error_lines(result)
-    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    for pattern in patterns:
-        assert re.search(pattern, lines[0]), (pattern, lines[0])
-    return lines[0]
 
 
 def flat(text: str) -> str:

@@ -41,7 +41,7 @@ import pandas as pd
 
 from cxrgen.clahe import compile_ahead
 from cxrgen.errors import CxrgenError
-from cxrgen.fileio import make_temporary_dir, write_parquet, write_text
+from cxrgen.fileio import make_temporary_dir, publish_dir, write_parquet, write_text
 from cxrgen.images import ENGINES, PREPROCESS_VERSION, Engine, ImageError, preprocess
 from cxrgen.lock import LOCK_NAME
 from cxrgen.threads import pin_one_thread
@@ -257,18 +257,7 @@ def _finalize(partial: Path, final: Path, meta: dict[str, Any], done: dict[int, 
     if meta["engine"] == "torch":
         final_meta["cpu_fallback"] = sum(int(r.get("fallback", 0)) for r in _progress_records(partial).values())
     write_text(partial / META, json.dumps(final_meta, indent=2, sort_keys=True))
-    stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
-    if final.exists():
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(final, stale)
-    try:
-        os.rename(partial, final)
-    except OSError:
-        # Another shard published it between our check and our rename: fine when it is the same cache.
-        published = read_meta(final)
-        if published is None or published.get("fingerprint") != meta["fingerprint"]:
-            raise
-    shutil.rmtree(stale, ignore_errors=True)
+    publish_dir(partial, final, lambda folder: (read_meta(folder) or {}).get("fingerprint") == meta["fingerprint"])
     if failures:
         log.warning("cache %s: %d image(s) failed to decode and are zero rows (ok=False)", final.name, len(failures))
     return final

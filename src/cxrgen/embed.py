@@ -41,7 +41,7 @@ from torch import nn
 from cxrgen.cache import _progress_name, _ProgressLog, _read_progress, cache_key, open_cache, read_meta
 from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
-from cxrgen.fileio import write_parquet, write_text
+from cxrgen.fileio import publish_dir, write_parquet, write_text
 from cxrgen.models import create_backbone, sha256_of
 
 log = logging.getLogger(__name__)
@@ -300,18 +300,8 @@ def _publish(partial: Path, final: Path, meta: dict[str, Any]) -> Path:
     with open(partial / FEATURES, "rb") as handle:
         os.fsync(handle.fileno())
     write_text(partial / META, json.dumps({**meta, "complete": True}, indent=2, sort_keys=True))
-    stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
-    if final.exists():
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(final, stale)
-    try:
-        os.rename(partial, final)
-    except OSError:
-        published = read_meta(final)
-        if published is None or published.get("fingerprint") != meta["fingerprint"]:
-            raise
-    shutil.rmtree(stale, ignore_errors=True)
-    return final
+    fingerprint = meta["fingerprint"]
+    return publish_dir(partial, final, lambda folder: (read_meta(folder) or {}).get("fingerprint") == fingerprint)
 
 
 def open_embeddings(folder: Path) -> tuple[np.memmap, dict[str, Any]]:

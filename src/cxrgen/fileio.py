@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -94,3 +95,21 @@ def parquet_metadata(path: Path | str) -> dict[str, str]:
 
     raw = pq.read_schema(path).metadata or {}
     return {k.decode(): v.decode() for k, v in raw.items() if k != b"pandas"}
+
+
+def publish_dir(partial: Path, final: Path, same_as_ours: Callable[[Path], bool]) -> Path:
+    """Put a finished ``partial`` folder in place of ``final`` with one rename, so readers see either the old
+    folder or the new one. An old ``final`` is moved aside first and removed after. When the rename fails
+    because a concurrent finisher (another shard) published first, that is fine if ``same_as_ours(final)``.
+    """
+    stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
+    if final.exists():
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(final, stale)
+    try:
+        os.rename(partial, final)
+    except OSError:
+        if not same_as_ours(final):
+            raise
+    shutil.rmtree(stale, ignore_errors=True)
+    return final

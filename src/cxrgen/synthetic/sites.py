@@ -10,6 +10,7 @@ bins over PNG and DICOM copies. Each site has its own acquisition, prevalences a
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Sequence
@@ -291,12 +292,6 @@ def render_site_image(task: SiteImage, seed: int) -> bytes:
 
 def render_sites_into(out_dir: Path, seed: int, tasks: Sequence[SiteImage]) -> int:
     """Render and write the tasks whose files are missing (atomically); returns how many were written."""
-    from cxrgen.synthetic.writers import write_atomic
+    from cxrgen.synthetic.writers import render_missing
 
-    written = 0
-    for task in tasks:
-        target = out_dir / task.path
-        if not target.exists():
-            write_atomic(target, render_site_image(task, seed))
-            written += 1
-    return written
+    return render_missing(out_dir, tasks, functools.partial(render_site_image, seed=seed))

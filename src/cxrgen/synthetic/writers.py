@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -347,15 +347,28 @@ def render_task(task: RenderTask, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def _render_into(out_dir: Path, seed: int, tasks: Sequence[RenderTask]) -> int:
-    """Render and write the tasks whose files are missing; returns how many were written."""
+Task = TypeVar("Task", bound="_HasPath")
+
+
+class _HasPath(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+def render_missing(out_dir: Path, tasks: Sequence[Task], render: Callable[[Task], bytes]) -> int:
+    """Render and write (atomically) the tasks whose files are missing, so a killed run redoes only those;
+    returns how many were written."""
     written = 0
     for task in tasks:
         target = out_dir / task.path
         if not target.exists():
-            write_atomic(target, render_task(task, seed))
+            write_atomic(target, render(task))
             written += 1
     return written
+
+
+def _render_into(out_dir: Path, seed: int, tasks: Sequence[RenderTask]) -> int:
+    return render_missing(out_dir, tasks, functools.partial(render_task, seed=seed))
 
 
 def _claim(out_dir: Path, params: dict[str, float | int | str]) -> None:
