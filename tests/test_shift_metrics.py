@@ -16,7 +16,7 @@ from cxrgen.metrics import (
 )
 from cxrgen.shift.calibration_shift import apply_temperature, em_prior_shift, fit_temperature
 from cxrgen.shift.operating_points import choose_threshold, operating_point
-from cxrgen.shift.shortcut import device_shortcut
+from cxrgen.shift.shortcut import MIN_NEGATIVES, device_shortcut
 from cxrgen.shift.subgroups import MIN_PER_CLASS, subgroup_gaps, subgroup_table
 
 
@@ -119,6 +119,12 @@ def test_shortcut_detected_when_devices_raise_negative_scores_and_absent_otherwi
     control = device_shortcut(y, base, device, patients, 0.5, n_boot=300)
     assert not control.detected
     assert control.difference[1] < 0 < control.difference[2]
+    assert shortcut.status == control.status == "ok"
+    # The same strong effect on a handful of device negatives: rates are given, the verdict is "too few".
+    few = device * (np.arange(n) < 60)
+    small = device_shortcut(y, base + 0.25 * few, few, patients, 0.5, n_boot=300)
+    assert small.n_neg_device < MIN_NEGATIVES and small.status == "too few" and not small.detected
+    assert small.fpr_device[0] > small.fpr_no_device[0]
 
 
 @pytest.mark.slow  # about 50 s on the shared 2-core machine (many bootstrapped subgroups)

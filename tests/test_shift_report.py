@@ -81,3 +81,34 @@ def test_protocols_rescored_without_retraining(study: Path) -> None:
     expected = roc_auc_score(frame.loc[keep, "raw_Edema"].fillna(0), frame.loc[keep, "p_Edema"])
     assert row["auc_protocol"] == pytest.approx(expected, abs=1e-12)
     assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+
+
+def test_several_seeds_give_one_row_per_seed_in_every_shift_table(tmp_path: Path) -> None:
+    """With train.seeds, each seed's run is its own row (a ``seed`` column, as in auc.csv), never two rows
+    that look like duplicates."""
+    study = make_study(tmp_path / "s", archs=("densenet121",), patients=60, seeds=[3, 7])
+    config = read_config(study)
+    frame = pd.read_parquet(study / "manifest.parquet").merge(
+        pd.read_parquet(study / "splits.parquet"), on=["image_id", "dataset"]
+    )
+    rng = np.random.default_rng(2)
+    for conf in config.configurations:
+        for seed in (3, 7):
+            val = frame.loc[frame["dataset"].isin(conf.train)]
+            predictions(val, 1.6, rng).to_parquet(validation_predictions_file(study, conf.name, "densenet121", seed))
+    inputs = load_inputs(study)
+    preds = find_predictions(inputs)
+    assert sorted({p.seed for p in preds}) == [3, 7]
+    write_shift_results(inputs, preds, tmp_path / "out")
+    keys = {
+        "operating_points": ["label", "rule", "metric"],
+        "calibration_shift": ["label", "method"],
+        "protocols": ["label", "protocol"],
+        "subgroups": ["label", "family", "subgroup"],
+    }
+    for name, rest in keys.items():
+        table = pd.read_csv(tmp_path / "out" / f"{name}.csv")
+        assert sorted(set(table["seed"])) == [3, 7], name
+        assert not table.duplicated(["configuration", "arch", "seed", "test_set", *rest]).any(), name
+    page = shift_html(shift_tables(inputs, preds), 0.95)
+    assert "<th>seed</th>" in page

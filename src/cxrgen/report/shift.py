@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from cxrgen.shift.calibration_shift import apply_temperature, em_prior_shift, fi
 from cxrgen.shift.label_files import LabelFiles
 from cxrgen.shift.operating_points import METRICS, RULES, choose_threshold, operating_point
 from cxrgen.shift.protocols import get_protocol, paired_protocol_difference, protocol_targets
-from cxrgen.shift.shortcut import device_shortcut
+from cxrgen.shift.shortcut import MIN_NEGATIVES, device_shortcut
 from cxrgen.shift.subgroups import subgroup_gaps, subgroup_table
 from cxrgen.synthetic.truth import TRUTH_FILE
 
@@ -203,6 +204,8 @@ def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTa
         keys: dict[str, object] = dict(
             zip(RUN_KEYS, (pred.configuration, pred.arch, pred.test_set, pred.kind), strict=True)
         )
+        if pred.seed is not None:  # several training seeds: one row per seed's run, as in auc.csv
+            keys["seed"] = pred.seed
         keys["unfinished"] = pred.unfinished  # issue 14: rows of a run without done.json say so
         run = (pred.configuration, pred.arch, pred.seed)
         if run not in validations:
@@ -255,6 +258,7 @@ def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTa
                     "difference": result.difference[0],
                     "ci_low": result.difference[1],
                     "ci_high": result.difference[2],
+                    "status": result.status,
                     "detected": result.detected,
                 }
             )
@@ -298,7 +302,7 @@ def _with_gaps(frames: list[pd.DataFrame]) -> pd.DataFrame:
         return pd.DataFrame()
     table = pd.concat(frames, ignore_index=True)
     parts = []
-    for _, run in table.groupby(["configuration", "arch"], sort=False):
+    for _, run in table.groupby(_with_seed(table, "configuration", "arch"), sort=False):
         internal = run.loc[run["kind"] == "internal"]
         for _, part in run.groupby("test_set", sort=False):
             if (part["kind"] == "external").all() and not internal.empty:
@@ -306,8 +310,16 @@ def _with_gaps(frames: list[pd.DataFrame]) -> pd.DataFrame:
                 part = part.merge(gaps, on=["label", "family", "subgroup"], how="left")
             parts.append(part)
     ordered = pd.concat(parts, ignore_index=True)
-    first = [*RUN_KEYS, "label", "family", "subgroup"]
+    first = [*_with_seed(ordered, *RUN_KEYS), "label", "family", "subgroup"]
     return ordered[first + [c for c in ordered.columns if c not in first]]
+
+
+def _with_seed(frame: pd.DataFrame, *columns: str) -> list[str]:
+    """``columns`` with ``seed`` after ``arch`` when the rows carry one (a study with several seeds)."""
+    out = list(columns)
+    if "seed" in frame.columns and "arch" in out:
+        out.insert(out.index("arch") + 1, "seed")
+    return out
 
 
 def _review_table(rows: list[pd.DataFrame]) -> pd.DataFrame | None:
@@ -348,13 +360,14 @@ def _fmt(value: object) -> str:
     return html.escape(str(value))
 
 
-def _table(frame: pd.DataFrame, highlight: str | None = None) -> str:
+def _table(frame: pd.DataFrame, highlight: Sequence[bool] | None = None) -> str:
+    """A compact table; rows flagged in ``highlight`` get ``class="sig"``."""
     if frame.empty:
         return "<p>(none)</p>"
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
-    for _, row in frame.iterrows():
-        flag = highlight is not None and bool(row.get(highlight, False))
+    flags = list(highlight) if highlight is not None else [False] * len(frame)
+    for flag, (_, row) in zip(flags, frame.iterrows(), strict=True):
         cells = "".join(f"<td>{_fmt(v)}</td>" for v in row.to_numpy())
         rows.append(f'<tr class="sig">{cells}</tr>' if flag else f"<tr>{cells}</tr>")
     body = "".join(rows)
@@ -384,29 +397,30 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
         parts.append("<p>(no test set records devices, or no validation predictions)</p>")
     else:
         shown = sc.loc[sc["label"] == SHORTCUT_LABEL].copy()
+        sources = ", ".join(sorted(set(shown["device_source"].astype(str))))
+        shown["verdict"] = ["detected" if d else ("too few" if st != "ok" else "not detected")
+                            for d, st in zip(shown["detected"], shown["status"], strict=True)]
         shown["FPR device"] = _interval(shown, "fpr_device", "fpr_device_low", "fpr_device_high")
         shown["FPR none"] = _interval(shown, "fpr_no_device", "fpr_no_device_low", "fpr_no_device_high")
         shown["difference"] = _interval(shown, "difference", "ci_low", "ci_high")
         parts.append(
-            f"<p>{SHORTCUT_LABEL}, Youden threshold from validation; highlighted: interval above 0 "
-            "(shortcut detected).</p>"
+            f"<p>{SHORTCUT_LABEL}, Youden threshold from validation; devices from {html.escape(sources)}; "
+            f"highlighted: interval above 0 (shortcut detected); fewer than {MIN_NEGATIVES} negatives with or "
+            "without a device: too few to say.</p>"
         )
         parts.append(
             _table(
                 shown[
                     [
-                        "configuration",
-                        "arch",
-                        "test_set",
-                        "device_source",
+                        *_with_seed(shown, "configuration", "arch", "test_set"),
                         "n_neg_device",
                         "FPR device",
                         "FPR none",
                         "difference",
-                        "detected",
+                        "verdict",
                     ]
                 ],
-                "detected",
+                shown["detected"].astype(bool).tolist(),
             )
         )
     op = t["operating_points"]
@@ -417,7 +431,8 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
         sens = op.loc[(op["rule"] == "sensitivity90") & (op["metric"] == "sensitivity")].copy()
         sens["sensitivity"] = _interval(sens, "value", "ci_low", "ci_high")
         wide = sens.pivot_table(
-            index=["configuration", "arch", "label"], columns="test_set", values="sensitivity", aggfunc="first"
+            index=_with_seed(sens, "configuration", "arch", "label"), columns="test_set", values="sensitivity",
+            aggfunc="first",
         ).reset_index()
         parts.append("<p>Sensitivity at the threshold that gave 90 % sensitivity on validation, per test set.</p>")
         parts.append(_table(wide))
@@ -427,21 +442,19 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
         parts.append("<p>(no validation predictions)</p>")
     else:
         wide = cal.pivot_table(
-            index=["configuration", "arch", "test_set", "label"], columns="method", values="ece"
+            index=_with_seed(cal, "configuration", "arch", "test_set", "label"), columns="method", values="ece"
         ).reset_index()
+        keys = _with_seed(cal, "configuration", "arch", "test_set", "label")
         prev = cal.loc[
             cal["method"] == "prior_shift",
             [
-                "configuration",
-                "arch",
-                "test_set",
-                "label",
+                *keys,
                 "train_prevalence",
                 "estimated_prevalence",
                 "true_prevalence",
             ],
         ]
-        merged = wide.merge(prev, on=["configuration", "arch", "test_set", "label"], how="left")
+        merged = wide.merge(prev, on=keys, how="left")
         merged = merged.rename(columns={"none": "ECE", "temperature": "ECE temp.", "prior_shift": "ECE EM"})
         parts.append(
             "<p>ECE before and after temperature scaling and EM prior-shift correction (Saerens et al. "
@@ -462,7 +475,8 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
             for a, lo, hi, s in zip(shown["auc"], shown["ci_low"], shown["ci_high"], shown["status"], strict=True)
         ]
         wide = shown.pivot_table(
-            index=["configuration", "arch", "family", "subgroup"], columns="test_set", values="AUC", aggfunc="first"
+            index=_with_seed(shown, "configuration", "arch", "family", "subgroup"), columns="test_set", values="AUC",
+            aggfunc="first",
         ).reset_index()
         parts.append(
             f"<p>{html.escape(str(shown['label'].iloc[0]))} AUC per subgroup (fewer than 20 positives or "
@@ -478,7 +492,7 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
         shown = pr.copy()
         shown["protocol - study"] = _interval(shown, "difference", "ci_low", "ci_high")
         wide = shown.pivot_table(
-            index=["configuration", "arch", "test_set", "label"],
+            index=_with_seed(shown, "configuration", "arch", "test_set", "label"),
             columns="protocol",
             values="protocol - study",
             aggfunc="first",
@@ -496,14 +510,16 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
         shown = bl.copy()
         shown["error rate"] = _interval(shown, "error_rate", "ci_low", "ci_high")
         wide = shown.pivot_table(
-            index=["configuration", "arch", "test_set"], columns="band", values="error rate", aggfunc="first"
+            index=_with_seed(shown, "configuration", "arch", "test_set"), columns="band", values="error rate",
+            aggfunc="first",
         ).reset_index()
-        slopes = bl.drop_duplicates(RUN_KEYS)[[*RUN_KEYS[:3], "slope", "slope_low", "slope_high", "p"]]
+        run_keys = _with_seed(bl, *RUN_KEYS[:3])
+        slopes = bl.drop_duplicates(run_keys)[[*run_keys, "slope", "slope_low", "slope_high", "p"]]
         parts.append(
             "<p>Cardiomegaly error rate by |CTR - 0.5| band; a negative slope means errors concentrate "
             "near the borderline.</p>"
         )
-        parts.append(_table(wide.merge(slopes, on=RUN_KEYS[:3])))
+        parts.append(_table(wide.merge(slopes, on=run_keys)))
         if shift.review is not None:
             parts.append(
                 "<p>Misclassified external images closest to the borderline: true CTR beside both "

@@ -3,7 +3,9 @@
 If a pacemaker stands in for Cardiomegaly (the paper's own remark, Zech et al. 2018 for confounders in
 general), a model's false-positive rate among true negatives rises when a device is present. Both rates come
 from the same patient resamples, so their difference has a paired, patient-clustered interval; an interval
-above 0 is a detected shortcut.
+above 0 is a detected shortcut. With fewer than :data:`MIN_NEGATIVES` negatives on either side the rates are
+still given but the verdict is "too few" (the subgroups' rule): a bootstrap of a handful of images gives
+intervals that look certain and are not.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from numpy.typing import ArrayLike
 
 from cxrgen.shift.ratios import bootstrap_ratios, percentile_interval
 
+#: Negatives needed on each side (with a device, without) before a shortcut is called detected or not.
+MIN_NEGATIVES = 20
+
 
 @dataclass(frozen=True)
 class ShortcutResult:
@@ -24,7 +29,7 @@ class ShortcutResult:
     Attributes:
         fpr_device, fpr_no_device, difference: ``(value, ci_low, ci_high)``; NaN when a group has no negative.
         n_neg_device, n_neg_no_device: Negative images in each group.
-        detected: The interval of the difference lies above 0.
+        detected: The interval of the difference lies above 0, with enough negatives on both sides.
     """
 
     fpr_device: tuple[float, float, float]
@@ -33,6 +38,11 @@ class ShortcutResult:
     n_neg_device: int
     n_neg_no_device: int
     detected: bool
+
+    @property
+    def status(self) -> str:
+        """``ok``, or ``too few`` when either group has fewer than :data:`MIN_NEGATIVES` negatives."""
+        return "ok" if min(self.n_neg_device, self.n_neg_no_device) >= MIN_NEGATIVES else "too few"
 
 
 def device_shortcut(
@@ -72,11 +82,12 @@ def device_shortcut(
     d_lo, d_hi = percentile_interval(diff_samples, ci)
     point = boot.point
     difference = (float(point[0] - point[1]), float(d_lo[0]), float(d_hi[0]))
+    n_device, n_no_device = int(with_device.sum()), int((~with_device).sum())
     return ShortcutResult(
         (float(point[0]), float(lo[0]), float(hi[0])),
         (float(point[1]), float(lo[1]), float(hi[1])),
         difference,
-        int(with_device.sum()),
-        int((~with_device).sum()),
-        bool(not math.isnan(difference[1]) and difference[1] > 0),
+        n_device,
+        n_no_device,
+        bool(min(n_device, n_no_device) >= MIN_NEGATIVES and not math.isnan(difference[1]) and difference[1] > 0),
     )
