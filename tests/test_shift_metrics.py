@@ -121,7 +121,8 @@ def test_shortcut_detected_when_devices_raise_negative_scores_and_absent_otherwi
     assert control.difference[1] < 0 < control.difference[2]
     assert shortcut.status == control.status == "ok"
     # The same strong effect on a handful of device negatives: rates are given, the verdict is "too few".
-    few = device * (np.arange(n) < 60)
+    few = np.zeros(n)
+    few[np.flatnonzero((device == 1) & (y == 0))[: MIN_NEGATIVES - 1]] = 1.0
     small = device_shortcut(y, base + 0.25 * few, few, patients, 0.5, n_boot=300)
     assert small.n_neg_device < MIN_NEGATIVES and small.status == "too few" and not small.detected
     assert small.fpr_device[0] > small.fpr_no_device[0]

@@ -4,7 +4,7 @@ If a pacemaker stands in for Cardiomegaly (the paper's own remark, Zech et al. 2
 general), a model's false-positive rate among true negatives rises when a device is present. Both rates come
 from the same patient resamples, so their difference has a paired, patient-clustered interval; an interval
 above 0 is a detected shortcut. With fewer than :data:`MIN_NEGATIVES` negatives on either side the rates are
-still given but the verdict is "too few" (the subgroups' rule): a bootstrap of a handful of images gives
+still given but the verdict is "too few": a bootstrap of a handful of images gives
 intervals that look certain and are not.
 """
 
@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 from cxrgen.shift.ratios import bootstrap_ratios, percentile_interval
 
 #: Negatives needed on each side (with a device, without) before a shortcut is called detected or not.
-MIN_NEGATIVES = 20
+MIN_NEGATIVES = 10
 
 
 @dataclass(frozen=True)
