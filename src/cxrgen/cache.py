@@ -434,6 +434,11 @@ def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[ChunkResult]:
     context.set_forkserver_preload(["__main__", "cxrgen.cache"])
     with context.Pool(workers, initializer=_single_thread_opencv) as pool:
         yield from pool.imap_unordered(_chunk_task, tasks)
+        # Done: let the workers exit and join them, so the pool's queues and semaphores are released now, not
+        # left to the resource tracker at exit ("leaked semaphore objects"); an error or a signal still
+        # terminates them at once (the with block).
+        pool.close()
+        pool.join()
 
 
 def _chunk_task(task: TaskArgs) -> ChunkResult:

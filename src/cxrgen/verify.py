@@ -161,6 +161,7 @@ def verify_manifest(
     chunks = list(_chunks(items, CHUNK))
     check = functools.partial(_check_chunk, max_pixels=max_pixels)
     outside = 0
+    pool = None
     with contextlib.ExitStack() as stack:
         if workers == 1 or len(chunks) <= 1:
             results: Iterator[tuple[list[tuple[str, str]], int]] = map(check, chunks)
@@ -175,6 +176,9 @@ def verify_manifest(
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
+        if pool is not None:  # done: workers exit and are joined, releasing the pool's semaphores now
+            pool.close()
+            pool.join()
     bad = manifest["image_id"].isin(list(reasons))
     excluded = manifest.loc[bad, ["dataset", "image_id", "path"]].reset_index(drop=True)
     excluded["reason"] = excluded["image_id"].map(reasons).astype(str)
