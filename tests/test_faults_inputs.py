@@ -364,10 +364,12 @@ def test_kill_while_saving_keeps_the_previous_checkpoint(tmp_path: Path) -> None
     proc.wait()
     state = load_checkpoint(path)  # the last complete checkpoint, intact
     assert state["epoch"] >= 2 and bool((state["w"] == state["epoch"]).all())
-    partial = [p for p in tmp_path.glob(".*.tmp") if p.stat().st_size]
-    if partial:  # the half-written temporary file is never read as a checkpoint, and is a clear error if it is
+    # The temporary file is never read as the checkpoint. When the kill landed mid-write it is shorter than a
+    # complete one and a clear error if read (the kill can also land after the last byte, before the rename).
+    complete = path.stat().st_size
+    for partial in (p for p in tmp_path.glob(".*.tmp") if 0 < p.stat().st_size < complete):
         with pytest.raises(CheckpointError, match=r"truncated or damaged|does not exist"):
-            load_checkpoint(partial[0])
+            load_checkpoint(partial)
 
 
 # ------------------------------------------------------------------------------------------------ writes
