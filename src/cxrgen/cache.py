@@ -43,13 +43,13 @@ from cxrgen.clahe import compile_ahead
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import make_temporary_dir, publish_dir, write_parquet, write_text
 from cxrgen.images import ENGINES, PREPROCESS_VERSION, Engine, ImageError, preprocess
+from cxrgen.layout import StudyDir
 from cxrgen.lock import LOCK_NAME
 from cxrgen.threads import pin_one_thread
 from cxrgen.verify import default_workers
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR = "cache"
 #: Images per chunk: the unit of work, of resume and of sharding (~13 MB of uint8 at 224).
 CHUNK = 256
 IMAGES = "images.npy"
@@ -70,7 +70,7 @@ def cache_key(dataset: str, size: int, engine: str, clahe: bool) -> str:
 
 
 def cache_dir(study_dir: Path, dataset: str, size: int, engine: str, clahe: bool) -> Path:
-    return Path(study_dir) / CACHE_DIR / cache_key(dataset, size, engine, clahe)
+    return StudyDir(Path(study_dir)).caches / cache_key(dataset, size, engine, clahe)
 
 
 def parameters(dataset: str, size: int, engine: str, clahe: bool, device: str = "cpu") -> dict[str, Any]:

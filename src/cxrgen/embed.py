@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cxrgen.cache import _progress_name, _ProgressLog, _read_progress, cache_key, open_cache, read_meta
+from cxrgen.cache import _progress_name, _ProgressLog, _read_progress, cache_dir, open_cache, read_meta
 from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import publish_dir, write_parquet, write_text
@@ -237,7 +237,7 @@ def build_embeddings(
         raise ValueError(f"shard must be (k, n) with 1 <= k <= n, got {shard}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     images, index = open_cache(study_dir, dataset, size, engine, clahe)
-    cache_meta = read_meta(Path(study_dir) / "cache" / cache_key(dataset, size, engine, clahe)) or {}
+    cache_meta = read_meta(cache_dir(study_dir, dataset, size, engine, clahe)) or {}
     final = embedding_dir(study_dir, dataset, backbone.arch, size, engine, clahe)
     model = load_frozen(backbone, size, device)
     mean, std = _normalization(model)

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from cxrgen.cohort import describe
 from cxrgen.config import dump_resolved
 from cxrgen.fileio import write_csv, write_text
+from cxrgen.layout import StudyDir
 from cxrgen.meta_analysis import coverage_table, next_hospital_table
 from cxrgen.report import figures as figs
 from cxrgen.report import sections
@@ -39,7 +40,6 @@ from cxrgen.report.tables import (
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-RESULTS = "results"
 FIGURES = "figures"
 
 
@@ -69,7 +69,7 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     """
     say = progress or (lambda message: log.info("%s", message))
     study_dir = Path(study_dir)
-    results = study_dir / RESULTS
+    results = StudyDir(study_dir).results
     figure_dir = results / FIGURES
 
     say("read the study directory")
