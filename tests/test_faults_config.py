@@ -5,24 +5,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from faults_helpers import cxrgen, error_lines, study_yaml
-
-
-def one_error(result: subprocess.CompletedProcess[str], *patterns: str) -> str:
-    """Exit code 1 and exactly one ``error:`` line matching every pattern (no traceback); returns the line."""
-    lines = error_lines(result)
-    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    for pattern in patterns:
-        assert re.search(pattern, lines[0]), (pattern, lines[0])
-    return lines[0]
+from faults_helpers import cxrgen, one_error, study_yaml
 
 
 def study(tmp_path: Path, name: str = "study.yaml", **overrides: object) -> Path:
