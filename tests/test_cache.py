@@ -20,6 +20,7 @@ from skimage.transform import resize
 from cxrgen import cache, prepare
 from cxrgen.config import StudyConfig
 from cxrgen.images import Engine, preprocess
+from cxrgen.workspace import Study
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
@@ -167,9 +168,10 @@ def test_ensure_caches_builds_each_used_dataset_at_each_size(tmp_path: Path) -> 
     )
     seen: set[str] = set()
     folders = prepare.ensure_caches(
-        config, tmp_path / "study", pd.concat(frames), {"densenet121": 16, "inception_resnet_v2": 20}, workers=1,
+        Study.of(config), pd.concat(frames), {"densenet121": 16, "inception_resnet_v2": 20}, workers=1,
         progress=lambda key, done, total: seen.add(key),
     )  # fmt: skip
+    assert all(folder.parent == tmp_path / "study" / "cache" for folder in folders.values())
     assert sorted(folders) == [("one", 16), ("one", 20), ("two", 16), ("two", 20)]
     assert seen == {"one-16-opencv", "one-20-opencv", "two-16-opencv", "two-20-opencv"}
     assert prepare.cache_sizes(config.model_copy(update={"preprocess": config.preprocess.model_copy(

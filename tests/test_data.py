@@ -24,6 +24,7 @@ from cxrgen.data import (
 )
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_csv
+from cxrgen.workspace import Study
 
 LABELS = ["Cardiomegaly", "Edema"]
 SIZE = 16
@@ -110,7 +111,7 @@ def test_union_checks_schema_and_namespaced_disjoint_patients() -> None:
         UnionDataset([part(["a:1", "a:2"]), part(["a:2", "b:2"])])
 
 
-def _study(tmp_path: Path) -> tuple[StudyConfig, Path]:
+def _study(tmp_path: Path) -> Study:
     """Three tiny datasets with manifest, splits, excluded.csv and opencv caches at SIZE."""
     study = tmp_path / "study"
     frames, split_rows = [], []
@@ -157,18 +158,18 @@ def _study(tmp_path: Path) -> tuple[StudyConfig, Path]:
             ],
         }
     )
-    prepare.ensure_caches(config, study, manifest, {}, workers=1)
-    return config, study
+    prepared = Study.of(config)
+    prepare.ensure_caches(prepared, manifest, {}, workers=1)
+    return prepared
 
 
 @pytest.fixture()
-def study(tmp_path: Path) -> tuple[StudyConfig, Path]:
+def study(tmp_path: Path) -> Study:
     return _study(tmp_path)
 
 
-def test_datamodule_sets_and_exclusions(study: tuple[StudyConfig, Path]) -> None:
-    config, study_dir = study
-    module = CXRDataModule.from_study(config, study_dir, "both", SIZE)
+def test_datamodule_sets_and_exclusions(study: Study) -> None:
+    module = CXRDataModule.from_study(study, "both", SIZE)
     assert set(module.train.image_ids) == {f"one:{i}" for i in range(1, 24) if i % 4 < 2} | {
         f"two:{i}" for i in range(12) if i % 4 < 2
     }
@@ -180,7 +181,7 @@ def test_datamodule_sets_and_exclusions(study: tuple[StudyConfig, Path]) -> None
     assert "one:3" not in set(one.image_ids) and len(one) == 5
     assert len(module.test_dataset("ext")) == 8 and module.test_dataset("ext").patient_ids[0] == "ext:p0"
     assert module.labels == tuple(LABELS)
-    images, index = cache.open_cache(study_dir, "ext", SIZE, "opencv", True)
+    images, index = cache.open_cache(study.dir.path, "ext", SIZE, "opencv", True)
     item = module.test_dataset("ext")[3]
     row = int(index.set_index("image_id").loc["ext:3", "row"])
     assert torch.equal(item["image"][0], torch.from_numpy(np.array(images[row])))
@@ -188,7 +189,7 @@ def test_datamodule_sets_and_exclusions(study: tuple[StudyConfig, Path]) -> None
     with pytest.raises(CxrgenError, match="no test set"):
         module.test_dataset("nope")
     with pytest.raises(CxrgenError, match="did you mean 'solo'"):
-        CXRDataModule.from_study(config, study_dir, "sollo", SIZE)
+        CXRDataModule.from_study(study, "sollo", SIZE)
 
 
 def _batches(module: CXRDataModule, epoch: int) -> list[dict[str, torch.Tensor]]:
@@ -196,10 +197,9 @@ def _batches(module: CXRDataModule, epoch: int) -> list[dict[str, torch.Tensor]]
     return list(module.train_dataloader())
 
 
-def test_flip_only_on_train_and_same_seed_same_batches(study: tuple[StudyConfig, Path]) -> None:
-    config, study_dir = study
-    module = CXRDataModule.from_study(config, study_dir, "both", SIZE)
-    twin = CXRDataModule.from_study(config, study_dir, "both", SIZE)
+def test_flip_only_on_train_and_same_seed_same_batches(study: Study) -> None:
+    module = CXRDataModule.from_study(study, "both", SIZE)
+    twin = CXRDataModule.from_study(study, "both", SIZE)
     epoch0, again = _batches(module, 0), _batches(twin, 0)
     for a, b in zip(epoch0, again, strict=True):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["index"], b["index"])
@@ -224,10 +224,9 @@ def test_flip_only_on_train_and_same_seed_same_batches(study: tuple[StudyConfig,
     assert torch.cat([b["index"] for b in test_loader]).tolist() == list(range(8))  # dataset order, for predictions
 
 
-def test_dataloader_workers_read_the_memmap(study: tuple[StudyConfig, Path]) -> None:
-    config, study_dir = study
-    config = config.model_copy(update={"train": config.train.model_copy(update={"num_workers": 2})})
-    module = CXRDataModule.from_study(config, study_dir, "solo", SIZE)
+def test_dataloader_workers_read_the_memmap(study: Study) -> None:
+    config = study.config.model_copy(update={"train": study.config.train.model_copy(update={"num_workers": 2})})
+    module = CXRDataModule.from_study(Study.of(config), "solo", SIZE)
     loader = module.train_dataloader()
     assert loader.persistent_workers and loader.pin_memory == torch.cuda.is_available()
     in_workers = list(loader)

@@ -18,7 +18,6 @@ import pytest
 import yaml
 from PIL import Image
 
-from cxrgen.config import load_study
 from faults_helpers import cxrgen
 from report_fixtures import make_study
 
@@ -30,13 +29,14 @@ def flat(text: str) -> str:
 def train_images(data: Path, dataset: str, n: int) -> list[tuple[str, Path]]:
     """The first ``n`` training images of a dataset: (image_id, file)."""
     from cxrgen.prepare import run_prepare
+    from cxrgen.workspace import Study
 
-    config = load_study(data / "study.yaml")
-    splits = run_prepare(config, until="splits").splits
+    study = Study.load(data / "study.yaml")
+    splits = run_prepare(study, until="splits").splits
     assert splits is not None
-    manifest = pd.read_parquet(config.out / "manifest.parquet").merge(splits[["image_id", "split"]], on="image_id")
+    manifest = pd.read_parquet(study.dir.manifest).merge(splits[["image_id", "split"]], on="image_id")
     rows = manifest[(manifest["dataset"] == dataset) & (manifest["split"] == "train")].head(n)
-    root = config.datasets[dataset].root
+    root = study.config.datasets[dataset].root
     return [(str(r.image_id), root / str(r.path)) for r in rows.itertuples()]
 
 

@@ -45,15 +45,16 @@ MIMIC_SPLIT = Path("mimic/mimic-cxr-2.0.0-split.csv.gz")
 def test_broken_images_are_excluded_with_reasons_and_test_losses_reported(data: Path) -> None:
     from cxrgen.data import CXRDataModule
     from cxrgen.prepare import run_prepare
+    from cxrgen.workspace import Study
 
-    config = load_study(data / "study.yaml")
-    splits = run_prepare(config, until="splits").splits
+    study = Study.load(data / "study.yaml")
+    splits = run_prepare(study, until="splits").splits
     assert splits is not None
-    manifest = pd.read_parquet(config.out / "manifest.parquet").merge(splits[["image_id", "split"]], on="image_id")
+    manifest = pd.read_parquet(study.dir.manifest).merge(splits[["image_id", "split"]], on="image_id")
 
     def pick(dataset: str, split: str, n: int) -> list[Path]:
         rows = manifest[(manifest["dataset"] == dataset) & (manifest["split"] == split)].head(n)
-        return [config.datasets[dataset].root / p for p in rows["path"]]
+        return [study.config.datasets[dataset].root / p for p in rows["path"]]
 
     def text(path: Path) -> None:
         path.write_text("Path,Sex\nthis is a CSV, not a radiograph\n")
@@ -82,13 +83,13 @@ def test_broken_images_are_excluded_with_reasons_and_test_losses_reported(data: 
     for (dataset, split), names in plan.items():
         for path, name in zip(pick(dataset, split, len(names)), names, strict=True):
             faults[name][0](path)
-            relative = path.relative_to(config.datasets[dataset].root).as_posix()
+            relative = path.relative_to(study.config.datasets[dataset].root).as_posix()
             image_id = manifest.loc[(manifest["dataset"] == dataset) & (manifest["path"] == relative), "image_id"]
             expected[str(image_id.iloc[0])] = faults[name][1]
 
     result = cxrgen("prepare", "study.yaml", "--until", "verify", "--workers", "1", cwd=data)
     assert result.returncode == 0, result.stderr[-3000:]
-    excluded = pd.read_csv(config.out / "excluded.csv").set_index("image_id")
+    excluded = pd.read_csv(study.dir.excluded).set_index("image_id")
     assert set(excluded.index) == {i for i, reason in expected.items() if reason is not None}
     for image_id, reason in expected.items():
         if reason is not None:
@@ -100,8 +101,8 @@ def test_broken_images_are_excluded_with_reasons_and_test_losses_reported(data: 
         assert re.search(rf"{dataset}\s*│\s*{images}\s*│\s*{n}\s*│\s*{images - n}\s", result.stdout), result.stdout
     assert "warning" in result.stderr.lower() and "failed to decode" in result.stderr
 
-    run_prepare(config, until="cache", workers=1)
-    module = CXRDataModule.from_study(config, config.out, "c1", 32)
+    run_prepare(study, until="cache", workers=1)
+    module = CXRDataModule.from_study(study, "c1", 32)
     train = manifest[manifest["dataset"].isin(["chexpert", "nih"]) & (manifest["split"] == "train")]
     assert len(module.train) == len(train) - 3 - 3  # 16-bit and palette PNGs stay in
     assert not set(module.train.image_ids) & set(excluded.index)

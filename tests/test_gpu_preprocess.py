@@ -19,6 +19,7 @@ from cxrgen.config import PreprocessConfig, dump_resolved, load_study
 from cxrgen.images import ImageError
 from cxrgen.manifest import build_manifest
 from cxrgen.synthetic import write_synthetic
+from cxrgen.workspace import Study
 
 
 def _phantom(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -157,10 +158,10 @@ def test_study_caches_with_engine_torch_on_cpu_match_the_exact_engine(tmp_path: 
     )
     assert replaced == 1
     study.write_text(text)
-    config = load_study(study)
-    manifest = build_manifest(config)
+    opened = Study.load(study)
+    manifest = build_manifest(opened.config)
     # prepare's cache step, from the study file (preprocess.size spares the model registry's imports).
-    folders = prepare.ensure_caches(config, config.out, manifest, {}, workers=1)
+    folders = prepare.ensure_caches(opened, manifest, {}, workers=1)
     for dataset, jpeg in (("chexpert", True), ("nih", False), ("mimic", True)):
         assert folders[(dataset, 32)].name == f"{dataset}-32-torch"
         meta = json.loads((folders[(dataset, 32)] / "meta.json").read_text())
@@ -168,8 +169,8 @@ def test_study_caches_with_engine_torch_on_cpu_match_the_exact_engine(tmp_path: 
         assert (meta["engine"], meta["device"], meta["count"], meta["failed"]) == ("torch", "cpu", len(rows), 0)
         assert meta["cpu_fallback"] == (0 if jpeg else len(rows))  # NIH's PNGs go through the exact engine
         assert " on cpu; " in meta["library"]
-        stored, index = cache.open_cache(config.out, dataset, 32, "torch", True)
-        root = config.datasets[dataset].root
+        stored, index = cache.open_cache(opened.dir.path, dataset, 32, "torch", True)
+        root = opened.config.datasets[dataset].root
         for row in index.itertuples():
             expected = images.preprocess(root / row.path, 32, "exact").astype(np.int16)
             assert np.abs(stored[row.row].astype(np.int16) - expected).max() <= 1, row.path

@@ -27,6 +27,7 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("cxrgen.models", ("cxrgen.config",), "the model registry knows no study file"),
     ("cxrgen.layout", ("torch", "lightning", "timm", "pandas", "cxrgen.config"),
      "the layout is read before torch is imported"),
+    ("cxrgen.workspace", ("torch", "lightning", "timm", "pandas"), "a study opens before torch is imported"),
 ]
 CLI_RULE = "the CLI is imported by nothing"
 

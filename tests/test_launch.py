@@ -17,8 +17,10 @@ import pytest
 import torch
 
 from cxrgen.config import load_study
-from cxrgen.launch import JOBS_FILE, RUN_JOB_FILE, pending_runs, sbatch_script
+from cxrgen.launch import pending_runs, sbatch_script
+from cxrgen.layout import StudyDir
 from cxrgen.synthetic import write_synthetic
+from cxrgen.workspace import Study
 from faults_helpers import ARCH, ENV, cxrgen, start, study_yaml, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +75,7 @@ def test_submitit_local_run_killed_resumes_and_gives_the_same_results_as_local(d
     (One test, not two, so the study's verify, cache and report jobs run once less: the suite is long.)
     """
     out = data / "runs" / "submitit"
-    run = out / "runs" / "c1" / ARCH
+    run = StudyDir(out).run("c1", ARCH)
     # A second submission, imports done beforehand, is let go while the run job runs: it must be refused.
     second = subprocess.Popen(
         [sys.executable, "-c", AFTER_IMPORTS, "study", "submitit.yaml", "--launcher", "submitit-local"], cwd=data,
@@ -81,18 +83,18 @@ def test_submitit_local_run_killed_resumes_and_gives_the_same_results_as_local(d
     )  # fmt: skip
     assert second.stdout is not None and second.stdout.readline().strip() == "imported"
     proc = start("study", "submitit.yaml", "--launcher", "submitit-local", "--only", f"c1/{ARCH}", cwd=data)
-    assert wait_for(proc, lambda: (run / RUN_JOB_FILE).exists(), timeout=600)
+    assert wait_for(proc, lambda: run.job.exists(), timeout=600)
     _, err = second.communicate("go\n", timeout=120)
-    job = json.loads((run / RUN_JOB_FILE).read_text())
+    job = json.loads(run.job.read_text())
     refused = [line for line in err.splitlines() if line.startswith("error:")]
     assert second.returncode == 1 and len(refused) == 1 and f"live jobs ({job['job_id']})" in refused[0], err
-    assert wait_for(proc, (run / "checkpoints" / "last.ckpt").exists, timeout=600)
+    assert wait_for(proc, run.last_checkpoint.exists, timeout=600)
     os.kill(int(job["pid"]), signal.SIGKILL)  # the job's own process, in its second epoch
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "runs failed" in stderr, stderr[-2000:]
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
-    assert not (run / "done.json").exists()
-    pending = [(c.name, a) for c, a, _ in pending_runs(load_study(data / "submitit.yaml"))]
+    assert torch.load(run.last_checkpoint, weights_only=True)["epoch"] == 0
+    assert not run.done.exists()
+    pending = [(c.name, a) for c, a, _ in pending_runs(Study.load(data / "submitit.yaml"))]
     assert pending == [("c1", ARCH), ("c2", ARCH)]  # the killed run and the one never sent
     status = cxrgen("status", "runs/submitit", cwd=data)
     ok(status)
@@ -100,26 +102,26 @@ def test_submitit_local_run_killed_resumes_and_gives_the_same_results_as_local(d
     assert "failed" in row and job["job_id"] in row
 
     ok(cxrgen("study", "submitit.yaml", "--launcher", "submitit-local", cwd=data, timeout=900))
-    record = json.loads((out / JOBS_FILE).read_text())
+    record = json.loads(StudyDir(out).jobs.read_text())
     assert list(record["stages"]) == ["verify", "cache", "runs", "report"]
     assert len(record["stages"]["cache"]) == 2 and sorted(record["runs"]) == [f"c1/{ARCH}", f"c2/{ARCH}"]
-    resubmitted = json.loads((run / RUN_JOB_FILE).read_text())
+    resubmitted = json.loads(run.job.read_text())
     assert resubmitted["state"] == "done" and resubmitted["job_id"] != job["job_id"]
-    assert json.loads((out / "runs" / "c2" / ARCH / RUN_JOB_FILE).read_text())["state"] == "done"
+    assert json.loads(StudyDir(out).run("c2", ARCH).job.read_text())["state"] == "done"
     mine, theirs = pd.read_csv(out / "results" / "auc.csv"), pd.read_csv(local_study / "results" / "auc.csv")
     assert len(mine) == 2 * 2 * 5  # configurations x test sets x labels
     pd.testing.assert_frame_equal(mine, theirs)
     reference = local_study / "runs" / "c1" / ARCH
     for name in ("last.ckpt", "best.ckpt"):  # the resumed run reached the uninterrupted run's weights
-        theirs_w, mine_w = _weights(reference, name), _weights(run, name)
+        theirs_w, mine_w = _weights(reference, name), _weights(run.path, name)
         assert theirs_w.keys() == mine_w.keys()
         assert all(torch.equal(theirs_w[k], mine_w[k]) for k in theirs_w), name
     columns = ["epoch", "step", "train_loss", "val_loss", "val_auc_mean"]
     pd.testing.assert_frame_equal(
-        pd.read_csv(run / "metrics.csv")[columns], pd.read_csv(reference / "metrics.csv")[columns]
+        pd.read_csv(run.metrics)[columns], pd.read_csv(reference / "metrics.csv")[columns]
     )
     # Submitting the finished study again would send no run job.
-    assert pending_runs(load_study(data / "submitit.yaml")) == []
+    assert pending_runs(Study.load(data / "submitit.yaml")) == []
 
 
 def test_sbatch_script_of_the_paper_study_carries_the_launcher_settings(tmp_path: Path) -> None:
@@ -127,7 +129,7 @@ def test_sbatch_script_of_the_paper_study_carries_the_launcher_settings(tmp_path
     block = "launcher: {partition: gpu, account: lab, qos: normal, gpus_per_node: 1, cpus_per_task: 8, mem_gb: 64,\n"
     block += "           timeout_min: 720, extra: {constraint: a100}}\n"
     (tmp_path / "paper.yaml").write_text(text + block)
-    script = sbatch_script(load_study(tmp_path / "paper.yaml"))
+    script = sbatch_script(Study.load(tmp_path / "paper.yaml"))
     for line in ("--partition=gpu", "--account=lab", "--qos=normal", "--gpus-per-node=1", "--cpus-per-task=8",
                  "--mem=64GB", "--time=720", "--constraint=a100", "--signal=USR2@90"):  # fmt: skip
         assert f"#SBATCH {line}\n" in script, line

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrgen.launch import JOBS_FILE, RUN_JOB_FILE
+from cxrgen.layout import StudyDir
 from cxrgen.synthetic import write_synthetic
 from faults_helpers import ARCH, ENV, study_yaml
 
@@ -77,7 +77,7 @@ def test_tiny_study_end_to_end_on_a_real_single_node_slurm(
     assert submit.returncode == 0, submit.stderr[-3000:]
     assert "#SBATCH --partition=debug" in submit.stdout and "#SBATCH --signal=USR2@90" in submit.stdout
     out = data / "runs" / "tiny"
-    record = json.loads((out / JOBS_FILE).read_text())
+    record = json.loads(StudyDir(out).jobs.read_text())
     assert record["launcher"] == "slurm" and list(record["stages"]) == ["verify", "cache", "runs", "report"]
     auc = out / "results" / "auc.csv"
     deadline = time.monotonic() + 900
@@ -89,7 +89,7 @@ def test_tiny_study_end_to_end_on_a_real_single_node_slurm(
     wall = time.monotonic() - began
     table = pd.read_csv(auc)
     assert len(table) == 2 * 5  # internal and mimic x five labels
-    job = json.loads((out / "runs" / "c1" / ARCH / RUN_JOB_FILE).read_text())
+    job = json.loads(StudyDir(out).run("c1", ARCH).job.read_text())
     assert job["state"] == "done" and job["job_id"] == record["runs"][f"c1/{ARCH}"]["job_id"]
     assert Path(job["log"]).is_file()
     with capsys.disabled():

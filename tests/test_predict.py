@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from cxrgen.checkpoints import save_checkpoint
-from cxrgen.config import run_dir
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import read_predictions
 from cxrgen.fileio import parquet_metadata
+from cxrgen.layout import StudyDir
 from cxrgen.models import create_model
 from cxrgen.predict import predict_dataset, predict_run
 from cxrgen.training import CXRClassifier
+from cxrgen.workspace import Study
 from helpers_training import ARCH, LABELS, SquaresDataModule, SquaresDataset, tiny_study
 
 
@@ -37,17 +38,17 @@ def _fake_run(out: Path) -> Path:
     torch.manual_seed(0)
     model = create_model(ARCH, len(LABELS), pretrained=False)
     meta = {"arch": ARCH, "labels": LABELS, "input_size": 32, "configuration": "c", "keras_faithful": True}
-    best = run_dir(out, "c", ARCH) / "checkpoints" / "best.ckpt"
+    best = StudyDir(out).run("c", ARCH).best_checkpoint
     save_checkpoint({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "cxrgen": meta}, best)
     (best.parent.parent / "done.json").write_text("{}\n")  # a finished run (unfinished ones are refused)
     return best
 
 
 def test_predict_run_writes_the_predictions_schema(tmp_path: Path) -> None:
-    config = tiny_study(tmp_path)
+    study = Study.of(tiny_study(tmp_path))
     _fake_run(tmp_path)
-    path = predict_run(config, tmp_path, "c", ARCH, "internal", datamodule=SquaresDataModule(), device="cpu")
-    assert path == run_dir(tmp_path, "c", ARCH) / "predictions" / "internal.parquet"
+    path = predict_run(study, "c", ARCH, "internal", datamodule=SquaresDataModule(), device="cpu")
+    assert path == tmp_path / "runs" / "c" / ARCH / "predictions" / "internal.parquet"
     frame = pd.read_parquet(path)
     assert list(frame.columns) == ["image_id", "patient_id", "y_Left", "p_Left", "y_Right", "p_Right"]
     expected = SquaresDataModule().test_dataset("a")  # "internal" of configuration c is dataset a
@@ -62,18 +63,18 @@ def test_predict_run_writes_the_predictions_schema(tmp_path: Path) -> None:
 
 
 def test_predictions_are_kept_while_best_checkpoint_is_unchanged(tmp_path: Path) -> None:
-    config = tiny_study(tmp_path)
+    study = Study.of(tiny_study(tmp_path))
     _fake_run(tmp_path)
-    path = predict_run(config, tmp_path, "c", ARCH, "internal", datamodule=SquaresDataModule(), device="cpu")
+    path = predict_run(study, "c", ARCH, "internal", datamodule=SquaresDataModule(), device="cpu")
     before = path.stat().st_mtime_ns
-    predict_run(config, tmp_path, "c", ARCH, "internal", datamodule=SquaresDataModule(), device="cpu")
+    predict_run(study, "c", ARCH, "internal", datamodule=SquaresDataModule(), device="cpu")
     assert path.stat().st_mtime_ns == before
 
 
 def test_predict_without_best_checkpoint_or_for_unknown_test_set_fails(tmp_path: Path) -> None:
-    config = tiny_study(tmp_path)
+    study = Study.of(tiny_study(tmp_path))
     with pytest.raises(CxrgenError, match="train this run first"):
-        predict_run(config, tmp_path, "c", ARCH, "internal", datamodule=SquaresDataModule())
+        predict_run(study, "c", ARCH, "internal", datamodule=SquaresDataModule())
     _fake_run(tmp_path)
     with pytest.raises(CxrgenError, match="no test set"):
-        predict_run(config, tmp_path, "c", ARCH, "mimic", datamodule=SquaresDataModule())
+        predict_run(study, "c", ARCH, "mimic", datamodule=SquaresDataModule())

@@ -9,17 +9,19 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from cxrgen.config import run_dir, seed_run_dir
+from cxrgen.config import ConfigError
 from cxrgen.errors import CxrgenError
 from cxrgen.study import planned_runs, planned_seed_runs
 from cxrgen.training import run_fingerprint, train_run
+from cxrgen.workspace import Study
 from helpers_training import ARCH, SquaresDataModule, tiny_study
 
 
 def test_default_is_the_single_seed_and_today_s_layout(tmp_path: Path) -> None:
     config = tiny_study(tmp_path, seed=4)
     assert config.train.seed_list() == [4]
-    assert seed_run_dir(config, tmp_path, "c", ARCH, None) == tmp_path / "runs" / "c" / ARCH
+    assert Study.of(config).run("c", ARCH).path == tmp_path / "runs" / "c" / ARCH
+    assert Study.of(config).run("c", ARCH, 4).path == tmp_path / "runs" / "c" / ARCH
     assert [(c.name, a, s) for c, a, s in planned_seed_runs(config)] == [("c", ARCH, 4)]
     # A single-seed study keeps the fingerprint it had before seeds existed: old study folders resume.
     size = config.input_size(ARCH)
@@ -32,7 +34,11 @@ def test_several_seeds_are_runs_of_their_own(tmp_path: Path) -> None:
     config = tiny_study(tmp_path, seeds=[0, 1, 2])
     runs = [(c.name, a, s) for c, a, s in planned_seed_runs(config)]
     assert runs == [("c", ARCH, 0), ("c", ARCH, 1), ("c", ARCH, 2)]
-    assert seed_run_dir(config, tmp_path, "c", ARCH, 1) == run_dir(tmp_path, "c", ARCH) / "seed-1"
+    study = Study.of(config)
+    assert study.run("c", ARCH, 1).path == tmp_path / "runs" / "c" / ARCH / "seed-1"
+    assert study.run("c", ARCH).path == tmp_path / "runs" / "c" / ARCH / "seed-0"  # None: the first seed
+    with pytest.raises(ConfigError, match=r"seed 5 is not one of train.seeds \[0, 1, 2\]"):
+        study.run("c", ARCH, 5)
     assert [s for *_, s in planned_seed_runs(config, "c/" + ARCH)] == [0, 1, 2]
     assert [s for *_, s in planned_seed_runs(config, f"c/{ARCH}/2")] == [2]
     with pytest.raises(CxrgenError, match=r"seed '5' is not one of train.seeds \[0, 1, 2\]"):
@@ -52,10 +58,11 @@ def test_repeated_seeds_are_refused(tmp_path: Path) -> None:
 
 def test_each_seed_trains_into_its_own_folder_with_its_own_weights(tmp_path: Path) -> None:
     config = tiny_study(tmp_path, seeds=[0, 1], max_epochs=1)
-    folders = [train_run(config, tmp_path, "c", ARCH, datamodule=SquaresDataModule(), seed=s) for s in (0, 1)]
-    assert folders == [run_dir(tmp_path, "c", ARCH) / "seed-0", run_dir(tmp_path, "c", ARCH) / "seed-1"]
+    study = Study.of(config)
+    folders = [train_run(study, "c", ARCH, datamodule=SquaresDataModule(), seed=s) for s in (0, 1)]
+    assert folders == [tmp_path / "runs" / "c" / ARCH / "seed-0", tmp_path / "runs" / "c" / ARCH / "seed-1"]
     assert all((f / "done.json").is_file() and (f / "checkpoints" / "best.ckpt").is_file() for f in folders)
     w0, w1 = (torch.load(f / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"] for f in folders)
     assert any(not torch.equal(w0[k], w1[k]) for k in w0 if w0[k].is_floating_point())
-    again = train_run(config, tmp_path, "c", ARCH, datamodule=SquaresDataModule(), seed=1)  # done: returns at once
+    again = train_run(study, "c", ARCH, datamodule=SquaresDataModule(), seed=1)  # done: returns at once
     assert again == folders[1]

@@ -20,6 +20,7 @@ from cxrgen.report.inputs import find_predictions, load_inputs
 from cxrgen.report.shift import shift_html, shift_tables, write_shift_results
 from cxrgen.shift.protocols import get_protocol, protocol_targets
 from cxrgen.synthetic import write_synthetic
+from cxrgen.workspace import Study
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Edema", "Pleural Effusion"]
 UNCERTAINTY = {"Atelectasis": "ones", "Cardiomegaly": "zeros", "Edema": "ones", "Pleural Effusion": "ones"}
@@ -49,7 +50,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "configurations": [{"name": "nih", "train": ["nih"], "internal": ["nih"], "external": ["mimic"]}],
         }
     )
-    run_prepare(config, until="splits")
+    run_prepare(Study.of(config), until="splits")
     manifest = pd.read_parquet(config.out / "manifest.parquet")
     tested = manifest.merge(pd.read_parquet(config.out / "splits.parquet"), on=["image_id", "dataset"])
     tested = tested.loc[tested["split"] == "test"]

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cxrgen.config import validation_predictions_file
 from cxrgen.report.inputs import find_predictions, load_inputs
 from cxrgen.report.shift import FILES, shift_html, shift_tables, write_shift_results
+from cxrgen.workspace import Study
 from report_fixtures import LABELS, make_study, predictions, read_config
 
 
@@ -18,14 +19,14 @@ from report_fixtures import LABELS, make_study, predictions, read_config
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shift")
     study = make_study(root, archs=("densenet121",), patients=80)
-    config = read_config(study)
+    opened = Study.open(study)
     manifest = pd.read_parquet(study / "manifest.parquet")
     splits = pd.read_parquet(study / "splits.parquet")
     rng = np.random.default_rng(1)
     frame = manifest.merge(splits, on=["image_id", "dataset"])
-    for conf in config.configurations:
+    for conf in opened.config.configurations:
         val = frame.loc[frame["dataset"].isin(conf.train)]  # the fake study's val split is tiny: use train too
-        predictions(val, 1.6, rng).to_parquet(validation_predictions_file(study, conf.name, "densenet121"))
+        predictions(val, 1.6, rng).to_parquet(opened.run(conf.name, "densenet121").validation)
     return study
 
 
@@ -69,7 +70,7 @@ def test_protocols_rescored_without_retraining(study: Path) -> None:
     raw = manifest["raw_Edema"].to_numpy(copy=True)
     raw[::3] = -1.0
     manifest["raw_Edema"] = raw
-    inputs = type(inputs)(inputs.study_dir, inputs.config, manifest, inputs.splits, inputs.excluded)
+    inputs = dataclasses.replace(inputs, manifest=manifest)
     preds = find_predictions(inputs)
     keys = ["configuration", "test_set", "label", "protocol"]
     table = shift_tables(inputs, preds).tables["protocols"].set_index(keys)
@@ -87,15 +88,15 @@ def test_several_seeds_give_one_row_per_seed_in_every_shift_table(tmp_path: Path
     """With train.seeds, each seed's run is its own row (a ``seed`` column, as in auc.csv), never two rows
     that look like duplicates."""
     study = make_study(tmp_path / "s", archs=("densenet121",), patients=60, seeds=[3, 7])
-    config = read_config(study)
+    opened = Study.open(study)
     frame = pd.read_parquet(study / "manifest.parquet").merge(
         pd.read_parquet(study / "splits.parquet"), on=["image_id", "dataset"]
     )
     rng = np.random.default_rng(2)
-    for conf in config.configurations:
+    for conf in opened.config.configurations:
         for seed in (3, 7):
             val = frame.loc[frame["dataset"].isin(conf.train)]
-            predictions(val, 1.6, rng).to_parquet(validation_predictions_file(study, conf.name, "densenet121", seed))
+            predictions(val, 1.6, rng).to_parquet(opened.run(conf.name, "densenet121", seed).validation)
     inputs = load_inputs(study)
     preds = find_predictions(inputs)
     assert sorted({p.seed for p in preds}) == [3, 7]

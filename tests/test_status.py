@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrgen.config import Configuration, StudyConfig, dump_resolved, run_dir
+from cxrgen.config import Configuration, StudyConfig, dump_resolved
 from cxrgen.launch import Submission, write_run_job, write_submission
+from cxrgen.layout import StudyDir
 from cxrgen.status import counts, study_status
 from cxrgen.training import append_epoch_row
 from faults_helpers import cxrgen
@@ -37,12 +38,13 @@ def study(tmp_path: Path) -> tuple[StudyConfig, Path]:
     out.mkdir(parents=True)
     (out / "config.yaml").write_text(dump_resolved(config))
     arch = config.architectures[0]
-    folders = {name: run_dir(out, name, arch) for name in NAMES}
+    runs = {name: StudyDir(out).run(name, arch) for name in NAMES}
+    folders = {name: run.path for name, run in runs.items()}
     submission = Submission(launcher="submitit-local", stages={"runs": ["101", "102", "103", "104"]})
     for job_id, name in zip(("101", "102", "103", "104"), NAMES, strict=False):
         log = str(out / "jobs" / job_id / f"{job_id}_0_log.err")
         submission.runs[f"{name}/{arch}"] = {"job_id": job_id, "log": log}
-    write_submission(out, submission)
+    write_submission(StudyDir(out), submission)
     for name in ("done", "failed", "running"):
         folders[name].mkdir(parents=True)
     # done: two epochs, trained, predicted, evaluated.
@@ -54,14 +56,14 @@ def study(tmp_path: Path) -> tuple[StudyConfig, Path]:
     pd.DataFrame({"label": ["Left"], "auc": [0.7]}).to_csv(folders["done"] / "auc.csv", index=False)
     # failed: one epoch, then an error recorded by its job.
     _epoch(folders["failed"], 1, 0.55, 20.0)
-    write_run_job(folders["failed"], "failed", job_id="102", log=submission.runs[f"failed/{arch}"]["log"], error=ERROR)
+    write_run_job(runs["failed"], "failed", job_id="102", log=submission.runs[f"failed/{arch}"]["log"], error=ERROR)
     # running: two epochs so far, 30 s each; its job says so.
     _epoch(folders["running"], 1, 0.58, 30.0)
     _epoch(folders["running"], 2, 0.66, 30.0)
-    write_run_job(folders["running"], "running", job_id="103", log=submission.runs[f"running/{arch}"]["log"])
+    write_run_job(runs["running"], "running", job_id="103", log=submission.runs[f"running/{arch}"]["log"])
     # queued: sent (job 104) but its job has not started; a job.json of an older job does not count.
     folders["queued"].mkdir(parents=True)
-    write_run_job(folders["queued"], "failed", job_id="99", log="old.err", error="old error")
+    write_run_job(runs["queued"], "failed", job_id="99", log="old.err", error="old error")
     # idle: never sent.
     return config, out
 

@@ -20,6 +20,7 @@ from cxrgen.errors import CxrgenError
 from cxrgen.metrics import OneClassWarning, auc_per_label
 from cxrgen.predict import load_run_model, predict_arrays
 from cxrgen.training import evaluate_logits, keras_time_decay, masked_bce, train_run
+from cxrgen.workspace import Study
 from helpers_training import ARCH, LABELS, SquaresDataModule, tiny_study
 
 TESTS = Path(__file__).resolve().parent
@@ -62,7 +63,7 @@ def test_validation_drops_sampler_padding_by_index() -> None:
 
 
 def _train(out: Path, datamodule: SquaresDataModule | None = None, **train: object) -> Path:
-    return train_run(tiny_study(out, **train), out, "c", ARCH, datamodule=datamodule or SquaresDataModule())
+    return train_run(Study.of(tiny_study(out, **train)), "c", ARCH, datamodule=datamodule or SquaresDataModule())
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +121,9 @@ def test_killed_run_resumes_to_the_same_weights(straight: Path, tmp_path: Path) 
         f"""
         from helpers_training import ARCH, SquaresDataModule, tiny_study
         from cxrgen.training import train_run
+        from cxrgen.workspace import Study
         out = Path({str(out)!r})
-        train_run(tiny_study(out), out, "c", ARCH, datamodule=SquaresDataModule(kill_after={EPOCH_ITEMS + 20}))
+        train_run(Study.of(tiny_study(out)), "c", ARCH, datamodule=SquaresDataModule(kill_after={EPOCH_ITEMS + 20}))
         """,
     )
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
@@ -172,9 +174,10 @@ def test_ddp_validation_auc_equals_single_process_evaluation(tmp_path: Path) -> 
         f"""
         from helpers_training import ARCH, SquaresDataModule, tiny_study
         from cxrgen.training import train_run
+        from cxrgen.workspace import Study
         out = Path({str(out)!r})
         config = tiny_study(out, max_epochs=1, devices=2, strategy="ddp")
-        train_run(config, out, "c", ARCH, datamodule=SquaresDataModule())
+        train_run(Study.of(config), "c", ARCH, datamodule=SquaresDataModule())
         """,
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

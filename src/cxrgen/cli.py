@@ -22,6 +22,7 @@ from rich.table import Table
 from cxrgen.errors import CxrgenError
 from cxrgen.interrupts import Interrupted, as_interrupted, raise_on_signals
 from cxrgen.prepare import Stage
+from cxrgen.workspace import Study
 
 #: ``cxrgen --help`` lists the commands in the order a user meets them; commands not named here come last.
 STAGE_ORDER = ("synthesize", "prepare", "plan", "study", "train", "predict", "evaluate", "report", "status", "models")
@@ -157,23 +158,24 @@ def prepare(
     shard: Annotated[str | None, typer.Option(help="Do only part k of n of the cache work, e.g. 2/4.")] = None,
 ) -> None:
     """Metadata -> manifest, splits, image check and the preprocessed cache."""
-    from cxrgen.config import check_dataset_roots, load_study
+    from cxrgen.config import check_dataset_roots
     from cxrgen.lock import study_lock
     from cxrgen.prepare import run_prepare
 
-    config = load_study(study)
+    opened = Study.load(study)
+    config = opened.config
     check_dataset_roots(config, study)
     # Shards of one build run at once by design (the cache assembles itself under its own lock); a whole
     # prepare holds the study lock, as `cxrgen study` does.
-    held = study_lock(config.out) if shard is None else contextlib.nullcontext()
+    held = study_lock(opened.dir.path) if shard is None else contextlib.nullcontext()
     with held, progress_bars() as progress:
-        prepared = run_prepare(config, until=until, workers=workers, shard=parse_shard(shard), progress=progress)
+        prepared = run_prepare(opened, until=until, workers=workers, shard=parse_shard(shard), progress=progress)
     if prepared.cohort is not None:
         print_frame(prepared.cohort, f"{config.name}: images, patients, sex, age and positives per split")
     if prepared.excluded_tests is not None:
         title = "test sets: images that failed to decode, left out of evaluation and counted in results/auc.csv"
         print_frame(prepared.excluded_tests, title)
-    console.print(f"wrote {config.out}")
+    console.print(f"wrote {opened.dir.path}")
 
 
 @command("evaluate")
@@ -257,13 +259,12 @@ def train(
     seed: Annotated[int | None, typer.Option(help="One of train.seeds (default: the first).")] = None,
 ) -> None:
     """Train one run; a rerun resumes from last.ckpt, a finished run returns at once."""
-    from cxrgen.config import load_study
     from cxrgen.training import train_run
 
     quiet_lightning()
-    config = load_study(study)
-    check_seed(config, seed)
-    console.print(f"wrote {train_run(config, config.out, configuration, arch, progress=True, seed=seed)}")
+    opened = Study.load(study)
+    check_seed(opened.config, seed)
+    console.print(f"wrote {train_run(opened, configuration, arch, progress=True, seed=seed)}")
 
 
 @command("predict")
@@ -278,19 +279,16 @@ def predict(
     seed: Annotated[int | None, typer.Option(help="One of train.seeds (default: the first).")] = None,
 ) -> None:
     """Predictions of a run's best.ckpt on its test sets -> runs/<configuration>/<arch>/predictions/."""
-    from cxrgen.config import load_study, study_run
 
-    config = load_study(study)
-    conf = config.configuration(configuration)
-    check_seed(config, seed)
-    run = study_run(config, config.out, configuration, arch, seed)
+    opened = Study.load(study)
+    conf = opened.config.configuration(configuration)
+    check_seed(opened.config, seed)
+    run = opened.run(configuration, arch, seed)
     if run.best_checkpoint.is_file() and not allow_unfinished:
         run.require_finished(f"{configuration}/{arch}")  # before the seconds of importing torch and Lightning
     from cxrgen.predict import predict_run
     for name in [test_set] if test_set else [t.name for t in conf.test_sets()]:
-        written = predict_run(
-            config, config.out, configuration, arch, name, allow_unfinished=allow_unfinished, seed=seed
-        )
+        written = predict_run(opened, configuration, arch, name, allow_unfinished=allow_unfinished, seed=seed)
         console.print(f"wrote {written}")
 
 
@@ -306,18 +304,19 @@ def study(
     ] = "local",
 ) -> None:
     """Prepare, then train, predict and evaluate every configuration x architecture; resumable."""
-    from cxrgen.config import check_dataset_roots, load_study
+    from cxrgen.config import check_dataset_roots
     from cxrgen.study import run_study, summary
 
     quiet_lightning()
-    config = load_study(study)
+    opened = Study.load(study)
+    config, out = opened.config, opened.dir.path
     check_dataset_roots(config, study)
     if launcher != "local":
-        submit_study(config, launcher, only)
+        submit_study(opened, launcher, only)
         return
-    table = run_study(config, only=only, workers=workers, progress=lambda step: console.rule(step, style="dim"))
+    table = run_study(opened, only=only, workers=workers, progress=lambda step: console.rule(step, style="dim"))
     print_frame(summary(table), f"{config.name}: mean AUC over {len(config.labels)} labels")
-    console.print(f"wrote {config.out}; next: cxrgen report {config.out}")
+    console.print(f"wrote {out}; next: cxrgen report {out}")
 
 
 @command("plan")
@@ -325,28 +324,30 @@ def plan(
     study: Annotated[Path, typer.Argument(help="The study YAML file.")],
 ) -> None:
     """Every run with its training and test sets and image / patient counts, before any training."""
-    from cxrgen.config import check_dataset_roots, load_study
+    from cxrgen.config import check_dataset_roots
     from cxrgen.plan import plan_table
     from cxrgen.prepare import run_prepare
 
-    config = load_study(study)
+    opened = Study.load(study)
+    config = opened.config
     check_dataset_roots(config, study)
-    prepared = run_prepare(config, until="splits")
+    prepared = run_prepare(opened, until="splits")
     if prepared.splits is None:  # run_prepare(until="splits") always makes them
         raise CxrgenError("plan: prepare made no splits")
     table = plan_table(config, prepared.manifest, prepared.splits)
     print_frame(table, f"{config.name}: {len(table)} run(s); external sets are each dataset's test split")
-def submit_study(config: Any, launcher: str, only: str | None) -> None:
+def submit_study(study: Study, launcher: str, only: str | None) -> None:
     """``cxrgen study --launcher submitit-local|slurm``: every run a job; see ``cxrgen.launch``."""
     from cxrgen.launch import LAUNCHERS, launch_study
 
     if launcher not in LAUNCHERS:
         raise typer.BadParameter(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
-    submission = launch_study(config, launcher, only=only, say=lambda line: console.print(line, markup=False))  # type: ignore[arg-type]
+    submission = launch_study(study, launcher, only=only, say=lambda line: console.print(line, markup=False))  # type: ignore[arg-type]
+    out = study.dir.path
     if launcher == "slurm":
-        console.print(f"submitted {len(submission.runs)} run job(s); follow them with: cxrgen status {config.out}")
+        console.print(f"submitted {len(submission.runs)} run job(s); follow them with: cxrgen status {out}")
     else:
-        console.print(f"wrote {config.out}; next: cxrgen status {config.out}")
+        console.print(f"wrote {out}; next: cxrgen status {out}")
 
 
 def status_table(study_dir: Path) -> Table:
@@ -383,6 +384,8 @@ def status(
         while True:
             time.sleep(interval)
             live.update(status_table(study_dir), refresh=True)
+
+
 @command("embed")
 def embed(
     study: Annotated[Path, typer.Argument(help="The study YAML file (prepared: caches built).")],
@@ -391,12 +394,10 @@ def embed(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: the GPU if any).")] = None,
 ) -> None:
     """Embed every image once per frozen backbone (linear-probe architectures); resumable and shardable."""
-    from cxrgen.config import load_study
     from cxrgen.embed import embed_study
 
-    config = load_study(study)
     with progress_bars() as progress:
-        folders = embed_study(config, arch=arch, device=device, shard=parse_shard(shard), progress=progress)
+        folders = embed_study(Study.load(study), arch=arch, device=device, shard=parse_shard(shard), progress=progress)
     for folder in folders:
         console.print(f"wrote {folder}")
 

@@ -26,7 +26,7 @@ from pydantic import (
 
 from cxrgen.errors import CxrgenError
 from cxrgen.labels import PAPER_LABELS, BlankPolicy, Policy
-from cxrgen.layout import RESOLVED_CONFIG, RunDir, StudyDir
+from cxrgen.layout import RESOLVED_CONFIG
 
 if TYPE_CHECKING:  # models pull in timm and torch; the study file needs neither
     from cxrgen.models import ArchSpec
@@ -539,29 +539,6 @@ class StudyConfig(StrictModel):
         return self.preprocess.size or self.arch_spec(arch).input_size
 
 
-def run_dir(study_dir: Path, configuration: str, arch: str, seed: int | None = None) -> Path:
-    """``<study>/runs/<configuration>/<arch>[/seed-<N>]``: where one run's checkpoints, metrics and predictions live.
-
-    ``seed`` is None for a single-seed study (today's layout, so old study folders keep working); see
-    :func:`seed_run_dir` to choose from the config.
-    """
-    return StudyDir(Path(study_dir)).run(configuration, arch, seed).path
-
-
-def seed_run_dir(config: StudyConfig, study_dir: Path, configuration: str, arch: str, seed: int | None) -> Path:
-    """The run folder of one (configuration, arch, seed): ``.../<arch>`` with one seed, ``.../<arch>/seed-<N>``
-    with several. ``seed`` None means the study's first seed."""
-    seeds = config.train.seed_list()
-    if seed is not None and seed not in seeds:
-        raise ConfigError(f"seed {seed} is not one of train.seeds {seeds}")
-    return run_dir(study_dir, configuration, arch, (seeds[0] if seed is None else seed) if len(seeds) > 1 else None)
-
-
-def study_run(config: StudyConfig, study_dir: Path, configuration: str, arch: str, seed: int | None) -> RunDir:
-    """:func:`seed_run_dir` as a :class:`cxrgen.layout.RunDir`, which names the run's artifacts."""
-    return RunDir(seed_run_dir(config, study_dir, configuration, arch, seed))
-
-
 #: Deeper nesting than any study file needs; PyYAML's composer recurses and would end in a RecursionError.
 MAX_YAML_DEPTH = 64
 
@@ -598,14 +575,6 @@ def _check_duplicate_keys(root: yaml.Node, path: Path) -> None:
             stack.extend((value, depth + 1) for _, value in reversed(node.value))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((item, depth + 1) for item in reversed(node.value))
-def validation_predictions_file(study_dir: Path, configuration: str, arch: str, seed: int | None = None) -> Path:
-    """``<run>/validation.parquet``: the run's validation predictions, where thresholds and temperatures are fitted.
-
-    ``seed`` names a ``seed-<N>`` run folder as in :func:`run_dir` (None: the single-seed layout).
-    """
-    return RunDir(run_dir(study_dir, configuration, arch, seed)).validation
-
-
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML mapping safely, refusing duplicate keys."""
     try:

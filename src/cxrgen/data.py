@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning
@@ -24,10 +23,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cxrgen.cache import open_cache
-from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
-from cxrgen.layout import StudyDir
 from cxrgen.verify import read_excluded
+from cxrgen.workspace import Study
 
 log = logging.getLogger(__name__)
 
@@ -240,31 +238,30 @@ class CXRDataModule(lightning.LightningDataModule):
         self.sampler = EpochSampler(len(train), shuffle=True, seed=seed, flip_p=flip)
 
     @classmethod
-    def from_study(cls, config: StudyConfig, study_dir: Path, configuration_name: str, size: int) -> CXRDataModule:
+    def from_study(cls, study: Study, configuration_name: str, size: int) -> CXRDataModule:
         """Read ``manifest.parquet``, ``splits.parquet``, ``excluded.csv`` and the caches of a prepared study.
 
         Test sets are every internal and external dataset's ``split == "test"`` images (for a dataset with an
         official split, its official test split). Excluded images (``excluded.csv`` or ``ok == False`` in the
         cache) leave every set; the numbers that leave a test set are in :attr:`excluded_test` and logged.
         """
-        study_dir = Path(study_dir)
+        config, layout = study.config, study.dir
         conf = config.configuration(configuration_name)
-        layout = StudyDir(study_dir)
         manifest = pd.read_parquet(layout.manifest)
         splits = pd.read_parquet(layout.splits, columns=["image_id", "split"])
-        excluded = set(read_excluded(study_dir)["image_id"])
+        excluded = set(read_excluded(layout.path)["image_id"])
         labels = list(config.labels)
         missing = [label for label in labels if label not in manifest.columns]
         if missing:
-            raise CxrgenError(f"{study_dir / 'manifest.parquet'}: no target column(s) {', '.join(missing)}")
+            raise CxrgenError(f"{layout.manifest}: no target column(s) {', '.join(missing)}")
         frame = manifest.merge(splits, on="image_id", how="left", validate="one_to_one")
         unsplit = frame["split"].isna()
         if unsplit.any():
             first = frame["image_id"][unsplit].iloc[0]
-            raise CxrgenError(f"{study_dir / 'splits.parquet'}: image {first} and others have no split")
+            raise CxrgenError(f"{layout.splits}: image {first} and others have no split")
 
         def part(dataset: str, split: str) -> tuple[CacheDataset, int]:
-            images, index = open_cache(study_dir, dataset, size, config.preprocess.engine, config.preprocess.clahe)
+            images, index = open_cache(layout.path, dataset, size, config.preprocess.engine, config.preprocess.clahe)
             rows = frame.loc[(frame["dataset"] == dataset) & (frame["split"] == split)]
             lookup = index.set_index("image_id")
             unknown = ~rows["image_id"].isin(lookup.index)

@@ -42,11 +42,12 @@ from cxrgen.cache import _progress_name, _ProgressLog, _read_progress, cache_dir
 from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import publish_dir, write_parquet, write_text
+from cxrgen.layout import StudyDir
 from cxrgen.models import create_backbone, sha256_of
+from cxrgen.workspace import Study
 
 log = logging.getLogger(__name__)
 
-EMBED_DIR = "embeddings"
 FEATURES = "features.npy"
 INDEX = "index.parquet"
 META = "meta.json"
@@ -119,7 +120,7 @@ def embedding_key(dataset: str, arch: str, size: int, engine: str, clahe: bool) 
 
 
 def embedding_dir(study_dir: Path, dataset: str, arch: str, size: int, engine: str, clahe: bool) -> Path:
-    return Path(study_dir) / EMBED_DIR / embedding_key(dataset, arch, size, engine, clahe)
+    return StudyDir(Path(study_dir)).embeddings / embedding_key(dataset, arch, size, engine, clahe)
 
 
 def _normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -316,8 +317,7 @@ def open_embeddings(folder: Path) -> tuple[np.memmap, dict[str, Any]]:
 
 
 def ensure_embeddings(
-    config: StudyConfig,
-    study_dir: Path,
+    study: Study,
     arch: str,
     datasets: list[str],
     *,
@@ -326,7 +326,7 @@ def ensure_embeddings(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Path]:
     """Embed each of ``datasets`` under the backbone of linear-probe ``arch``; dataset -> folder."""
-
+    config = study.config
     backbone = study_backbone(config, arch)
     size = config.input_size(arch)
     engine, clahe = config.preprocess.engine, config.preprocess.clahe
@@ -335,14 +335,14 @@ def ensure_embeddings(
         key = embedding_key(dataset, arch, size, engine, clahe)
         report = (lambda done, total, key=key: progress(key, done, total)) if progress else None
         folders[dataset] = build_embeddings(
-            study_dir, dataset, backbone, size, engine, clahe, device=device,
+            study.dir.path, dataset, backbone, size, engine, clahe, device=device,
             batch_size=config.probe.embed_batch_size, shard=shard, progress=report,
         )
     return folders
 
 
 def embed_study(
-    config: StudyConfig,
+    study: Study,
     *,
     arch: str | None = None,
     device: torch.device | str | None = None,
@@ -354,6 +354,7 @@ def embed_study(
     Raises:
         EmbedError: the study has no linear-probe architecture, or ``arch`` names none of them.
     """
+    config = study.config
     probes = [name for name in config.architectures if is_linear_probe(config, name)]
     if arch is not None and arch not in probes:
         raise EmbedError(f"--arch {arch!r} is no linear-probe architecture of this study (they are: {probes})")
@@ -361,7 +362,6 @@ def embed_study(
         raise EmbedError("the study names no linear-probe architecture ({name, timm, mode: linear_probe})")
     folders: list[Path] = []
     for name in [arch] if arch else probes:
-        found = ensure_embeddings(config, config.out, name, config.used_datasets(), device=device, shard=shard,
-                                  progress=progress)
+        found = ensure_embeddings(study, name, config.used_datasets(), device=device, shard=shard, progress=progress)
         folders += found.values()
     return folders

@@ -25,23 +25,22 @@ import subprocess
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from cxrgen.config import Configuration, StudyConfig, seed_run_dir
+from cxrgen.config import Configuration, StudyConfig
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_text
+from cxrgen.layout import RunDir, StudyDir
 from cxrgen.lock import study_lock
 from cxrgen.study import complete_run, planned_seed_runs, run_finished, run_name
+from cxrgen.workspace import Study
 
 log = logging.getLogger(__name__)
 Launcher = Literal["submitit-local", "slurm"]
 LAUNCHERS: tuple[str, ...] = ("local", "submitit-local", "slurm")
-JOBS_FILE = "jobs.json"
-RUN_JOB_FILE = "job.json"
 Say = Callable[[str], None]
 
 
@@ -53,10 +52,15 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def write_run_job(folder: Path, state: str, **fields: Any) -> None:
+def write_run_job(run: RunDir, state: str, **fields: Any) -> None:
     """Record a run job's state in ``<run>/job.json`` (atomically: ``cxrgen status`` may read it any time)."""
     record = {"state": state, "host": socket.gethostname(), "pid": os.getpid(), "updated": _now(), **fields}
-    write_text(folder / RUN_JOB_FILE, json.dumps(record, indent=2) + "\n")
+    write_text(run.job, json.dumps(record, indent=2) + "\n")
+
+
+def read_run_job(run: RunDir) -> dict[str, Any]:
+    """The run's ``job.json``; empty when no launcher job has run it."""
+    return dict(json.loads(run.job.read_text())) if run.job.exists() else {}
 
 
 def last_error_line(exc: BaseException) -> str:
@@ -67,49 +71,51 @@ def last_error_line(exc: BaseException) -> str:
 class RunJob(Checkpointable):
     """One run (configuration, architecture, seed) as a job: train (resuming), predict every test set, evaluate."""
 
-    def __init__(self, config: StudyConfig, configuration: str, arch: str, seed: int) -> None:
-        self.config, self.configuration, self.arch, self.seed = config, configuration, arch, seed
+    def __init__(self, study: Study, configuration: str, arch: str, seed: int) -> None:
+        self.study, self.configuration, self.arch, self.seed = study, configuration, arch, seed
 
     @property
-    def folder(self) -> Path:
-        return seed_run_dir(self.config, self.config.out, self.configuration, self.arch, self.seed)
+    def run(self) -> RunDir:
+        return self.study.run(self.configuration, self.arch, self.seed)
 
     def _job_fields(self) -> dict[str, Any]:
         env = submitit.JobEnvironment()
         return {"job_id": env.job_id, "log": str(env.paths.stderr)}
 
     def __call__(self) -> str:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        run = self.run
+        run.path.mkdir(parents=True, exist_ok=True)
         fields = self._job_fields()
-        write_run_job(self.folder, "running", started=_now(), **fields)
+        write_run_job(run, "running", started=_now(), **fields)
         try:
-            configuration = self.config.configuration(self.configuration)
-            complete_run(self.config, self.config.out, configuration, self.arch, self.seed)
+            configuration = self.study.config.configuration(self.configuration)
+            complete_run(self.study, configuration, self.arch, self.seed)
         except Exception as exc:
-            write_run_job(self.folder, "failed", error=last_error_line(exc), **fields)
+            write_run_job(run, "failed", error=last_error_line(exc), **fields)
             raise
-        write_run_job(self.folder, "done", **fields)
-        return str(self.folder)
+        write_run_job(run, "done", **fields)
+        return str(run.path)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         """Preempted or timed out: requeue the same job; ``train_run`` resumes from ``last.ckpt``."""
-        write_run_job(self.folder, "requeued", **self._job_fields())
+        write_run_job(self.run, "requeued", **self._job_fields())
         return DelayedSubmission(self, *args, **kwargs)
 
 
-def prepare_job(config: StudyConfig, until: str, shard: tuple[int, int] | None) -> str:
+def prepare_job(study: Study, until: str, shard: tuple[int, int] | None) -> str:
     """``cxrgen prepare`` inside a job: the verify stage, or one shard of the cache."""
     from cxrgen.prepare import run_prepare
 
-    run_prepare(config, until=until, shard=shard, workers=config.launcher.cpus_per_task)  # type: ignore[arg-type]
+    workers = study.config.launcher.cpus_per_task
+    run_prepare(study, until=until, shard=shard, workers=workers)  # type: ignore[arg-type]
     return until if shard is None else f"cache shard {shard[0]}/{shard[1]}"
 
 
-def report_job(config: StudyConfig) -> str:
+def report_job(study: Study) -> str:
     """The final job: the study's report over every run's predictions."""
     from cxrgen.report import build_report
 
-    return str(build_report(config.out, review=config.launcher.review))
+    return str(build_report(study.dir.path, review=study.config.launcher.review))
 
 
 def sbatch_parameters(config: StudyConfig) -> dict[str, Any]:
@@ -133,15 +139,13 @@ def sbatch_parameters(config: StudyConfig) -> dict[str, Any]:
     return parameters
 
 
-def jobs_folder(config: StudyConfig) -> Path:
-    return config.launcher.folder or config.out / "jobs"
-
-
-def make_executor(config: StudyConfig, launcher: Launcher) -> submitit.AutoExecutor:
+def make_executor(study: Study, launcher: Launcher) -> submitit.AutoExecutor:
     """An executor with the study's settings; the local one gets no GPUs it does not have."""
+    config = study.config
     cluster = "slurm" if launcher == "slurm" else "local"
+    logs = config.launcher.folder or study.dir.job_logs
     executor = submitit.AutoExecutor(
-        folder=jobs_folder(config) / "%j", cluster=cluster, slurm_max_num_timeout=config.launcher.max_requeues
+        folder=logs / "%j", cluster=cluster, slurm_max_num_timeout=config.launcher.max_requeues
     )
     parameters = sbatch_parameters(config)
     if cluster == "local":
@@ -152,13 +156,13 @@ def make_executor(config: StudyConfig, launcher: Launcher) -> submitit.AutoExecu
     return executor
 
 
-def sbatch_script(config: StudyConfig) -> str:
+def sbatch_script(study: Study) -> str:
     """The sbatch script ``--launcher slurm`` submits for a run job of this study.
 
     submitit has no public call for it; its SLURM executor's own text builder is used, so this is the very script.
     """
-    executor = make_executor(config, "slurm")
-    executor.update_parameters(name=f"cxrgen-{config.name}-run")
+    executor = make_executor(study, "slurm")
+    executor.update_parameters(name=f"cxrgen-{study.config.name}-run")
     slurm: Any = executor._executor  # the SlurmExecutor behind the AutoExecutor
     return str(slurm._make_submission_file_text(slurm._submitit_command_str, "%j"))
 
@@ -181,8 +185,8 @@ class Submission:
         return list(dict.fromkeys(ids))
 
 
-def read_submission(study_dir: Path) -> Submission | None:
-    path = Path(study_dir) / JOBS_FILE
+def read_submission(layout: StudyDir) -> Submission | None:
+    path = layout.jobs
     if not path.exists():
         return None
     try:
@@ -191,8 +195,8 @@ def read_submission(study_dir: Path) -> Submission | None:
         raise LaunchError(f"{path}: not a cxrgen job record ({exc})") from exc
 
 
-def write_submission(study_dir: Path, submission: Submission) -> None:
-    write_text(Path(study_dir) / JOBS_FILE, json.dumps(submission.__dict__, indent=2) + "\n")
+def write_submission(layout: StudyDir, submission: Submission) -> None:
+    write_text(layout.jobs, json.dumps(submission.__dict__, indent=2) + "\n")
 
 
 def alive_jobs(submission: Submission) -> list[str]:
@@ -226,13 +230,13 @@ def alive_jobs(submission: Submission) -> list[str]:
     return alive
 
 
-def refuse_if_alive(study_dir: Path) -> None:
+def refuse_if_alive(layout: StudyDir) -> None:
     """Raise when the study's last submission still has queued or running jobs, naming them."""
-    previous = read_submission(study_dir)
+    previous = read_submission(layout)
     alive = alive_jobs(previous) if previous is not None else []
     if previous is not None and alive:
         raise LaunchError(
-            f"{study_dir}: the {previous.launcher} submission of {previous.submitted} still has live jobs "
+            f"{layout.path}: the {previous.launcher} submission of {previous.submitted} still has live jobs "
             f"({', '.join(alive)}); wait for them, or cancel them first (scancel for SLURM)"
         )
 
@@ -240,10 +244,11 @@ def refuse_if_alive(study_dir: Path) -> None:
 # ------------------------------------------------------------------------------------------------ launch
 
 
-def _wait(jobs: Sequence[submitit.Job[Any]], stage: str, folders: Sequence[Path] = ()) -> None:
+def _wait(jobs: Sequence[submitit.Job[Any]], stage: str, runs: Sequence[RunDir] = ()) -> None:
     """Local executor only: block until every job of a stage ended; a failed one stops the study.
 
-    A run job killed outright could not record its end: its ``job.json`` (in ``folders``) is marked failed here.
+    A run job killed outright could not record its end: its ``job.json`` (``runs``, one per job) is marked failed
+    here.
     """
     failed = []
     for i, job in enumerate(jobs):
@@ -256,9 +261,8 @@ def _wait(jobs: Sequence[submitit.Job[Any]], stage: str, folders: Sequence[Path]
             uncompleted = isinstance(exc, submitit.core.utils.UncompletedJobError)
             error = (lines[0] if uncompleted else lines[-1]) if lines else "failed"
             failed.append(f"job {job.job_id} ({job.paths.stderr}): {error}")
-            recorded = folders[i] / RUN_JOB_FILE if folders else None
-            if recorded is not None and not (recorded.exists() and '"failed"' in recorded.read_text()):
-                write_run_job(folders[i], "failed", error=error, job_id=job.job_id, log=str(job.paths.stderr))
+            if runs and read_run_job(runs[i]).get("state") != "failed":
+                write_run_job(runs[i], "failed", error=error, job_id=job.job_id, log=str(job.paths.stderr))
     if failed:
         raise LaunchError(f"{stage} failed: " + "; ".join(failed))
 
@@ -273,47 +277,47 @@ def _after(executor: submitit.AutoExecutor, config: StudyConfig, jobs: Sequence[
 
 def submit_runs(
     executor: submitit.AutoExecutor,
-    config: StudyConfig,
+    study: Study,
     runs: Sequence[tuple[Configuration, str, int]],
     submission: Submission,
     record: Callable[[str, Sequence[submitit.Job[Any]]], None],
     local: bool,
 ) -> None:
     """Verify, the cache array, then the run array, each stage after the one before."""
-    study_dir = config.out
+    config = study.config
     executor.update_parameters(name=f"cxrgen-{config.name}-verify")
-    verify = [executor.submit(prepare_job, config, "verify", None)]
+    verify = [executor.submit(prepare_job, study, "verify", None)]
     record("verify", verify)
     if local:
         _wait(verify, "prepare --until verify")
     _after(executor, config, verify)
     n = config.launcher.cache_shards
     executor.update_parameters(name=f"cxrgen-{config.name}-cache")
-    cache = executor.map_array(prepare_job, [config] * n, ["cache"] * n, [(k, n) for k in range(1, n + 1)])
+    cache = executor.map_array(prepare_job, [study] * n, ["cache"] * n, [(k, n) for k in range(1, n + 1)])
     record("cache", cache)
     if local:
         _wait(cache, "cache")
     _after(executor, config, cache)
     executor.update_parameters(name=f"cxrgen-{config.name}-run")
     with executor.batch():
-        run_jobs = [executor.submit(RunJob(config, c.name, a, seed)) for c, a, seed in runs]
+        run_jobs = [executor.submit(RunJob(study, c.name, a, seed)) for c, a, seed in runs]
     for (configuration, arch, seed), job in zip(runs, run_jobs, strict=True):
         name = run_name(config, configuration.name, arch, seed)
         submission.runs[name] = {"job_id": job.job_id, "log": str(job.paths.stderr)}
     record("runs", run_jobs)
     if local:
-        _wait(run_jobs, "runs", [seed_run_dir(config, study_dir, c.name, a, seed) for c, a, seed in runs])
+        _wait(run_jobs, "runs", [study.run(c.name, a, seed) for c, a, seed in runs])
     _after(executor, config, run_jobs)
 
 
-def pending_runs(config: StudyConfig, only: str | None = None) -> list[tuple[Configuration, str, int]]:
+def pending_runs(study: Study, only: str | None = None) -> list[tuple[Configuration, str, int]]:
     """The planned runs a submission sends: those not finished (see ``cxrgen.study.run_finished``)."""
-    planned = planned_seed_runs(config, only)
-    return [(c, a, seed) for c, a, seed in planned if not run_finished(config, config.out, c, a, seed)]
+    planned = planned_seed_runs(study.config, only)
+    return [(c, a, seed) for c, a, seed in planned if not run_finished(study, c, a, seed)]
 
 
 def launch_study(
-    config: StudyConfig,
+    study: Study,
     launcher: Launcher,
     *,
     only: str | None = None,
@@ -331,29 +335,29 @@ def launch_study(
             executor, a stage failed (its job id, log and last error line in the message).
     """
     say = say or (lambda message: log.info("%s", message))
-    study_dir = config.out
+    config, layout = study.config, study.dir
     local = launcher == "submitit-local"
     # Checked before the lock too: a local submission holds the lock while its jobs run, and the refusal should
     # name the jobs, not only the submitting process.
-    refuse_if_alive(study_dir)
-    with study_lock(study_dir):
-        refuse_if_alive(study_dir)
-        runs = pending_runs(config, only)
+    refuse_if_alive(layout)
+    with study_lock(layout.path):
+        refuse_if_alive(layout)
+        runs = pending_runs(study, only)
         submission = Submission(launcher=launcher)
-        executor = make_executor(config, launcher)
+        executor = make_executor(study, launcher)
         say("submitit parameters: " + json.dumps(sbatch_parameters(config), default=str))
         if launcher == "slurm":
-            say("sbatch script of a run job:\n" + sbatch_script(config))
+            say("sbatch script of a run job:\n" + sbatch_script(study))
 
         def record(stage: str, jobs: Sequence[submitit.Job[Any]]) -> None:
             submission.stages[stage] = [job.job_id for job in jobs]
-            write_submission(study_dir, submission)
+            write_submission(layout, submission)
             say(f"{stage}: job(s) {', '.join(job.job_id for job in jobs)}")
 
         if runs:  # nothing left to train needs no cache: a finished study gets only its report job
-            submit_runs(executor, config, runs, submission, record, local)
+            submit_runs(executor, study, runs, submission, record, local)
         executor.update_parameters(name=f"cxrgen-{config.name}-report")
-        final = [executor.submit(report_job, config)]
+        final = [executor.submit(report_job, study)]
         record("report", final)
         if local:
             _wait(final, "report")

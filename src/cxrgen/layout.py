@@ -18,6 +18,7 @@ from cxrgen.errors import CxrgenError
 RESOLVED_CONFIG = "config.yaml"
 EXCLUDED_FILE = "excluded.csv"
 READING_NOTES_FILE = "reading_notes.csv"
+SEED_PREFIX = "seed-"
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class RunDir:
     def validation(self) -> Path:
         """Validation-split predictions, where thresholds and temperatures are fitted (issue 11)."""
         return self.path / "validation.parquet"
+
+    @property
+    def job(self) -> Path:
+        """``job.json``: the state of the launcher job that runs this run (``cxrgen.launch``, ``cxrgen status``)."""
+        return self.path / "job.json"
 
     @property
     def predictions_dir(self) -> Path:
@@ -125,10 +131,39 @@ class StudyDir:
         return self.path / "cache"
 
     @property
+    def embeddings(self) -> Path:
+        """Frozen-backbone features of the caches, for linear probes (``cxrgen.embed``)."""
+        return self.path / "embeddings"
+
+    @property
     def results(self) -> Path:
         return self.path / "results"
 
+    @property
+    def job_logs(self) -> Path:
+        """submitit's folder of job scripts and logs (``launcher.folder`` overrides it)."""
+        return self.path / "jobs"
+
+    @property
+    def jobs(self) -> Path:
+        """``jobs.json``: the last launcher submission's job ids, read to refuse a second one while they live."""
+        return self.path / "jobs.json"
+
+    @property
+    def runs(self) -> Path:
+        return self.path / "runs"
+
     def run(self, configuration: str, arch: str, seed: int | None = None) -> RunDir:
-        """The run folder; ``seed`` None is the single-seed layout (no ``seed-<N>`` level)."""
-        folder = self.path / "runs" / configuration / arch
-        return RunDir(folder if seed is None else folder / f"seed-{seed}")
+        """The run folder; ``seed`` None is the single-seed layout (no ``seed-<N>`` level).
+
+        Which layout a study uses follows from its seeds: ask :meth:`cxrgen.workspace.Study.run`.
+        """
+        folder = self.runs / configuration / arch
+        return RunDir(folder if seed is None else folder / f"{SEED_PREFIX}{seed}")
+
+    def predictions_files(self) -> list[Path]:
+        """Every ``runs/<configuration>/<arch>[/seed-<N>]/predictions/<test_set>.parquet``, single-seed runs first."""
+        return [
+            *sorted(self.runs.glob("*/*/predictions/*.parquet")),
+            *sorted(self.runs.glob(f"*/*/{SEED_PREFIX}*/predictions/*.parquet")),
+        ]

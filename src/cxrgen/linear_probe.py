@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from cxrgen.config import StudyConfig, dump_resolved
+from cxrgen.config import dump_resolved
 from cxrgen.data import CacheDataset, CXRDataModule, UnionDataset
 from cxrgen.embed import ensure_embeddings, open_embeddings, study_backbone
 from cxrgen.fileio import atomic_path, parquet_metadata, write_parquet, write_text
-from cxrgen.layout import RunDir, StudyDir
 from cxrgen.predict import predictions_frame, test_rows_digest
 from cxrgen.probes import LabelProbe, fit_probes, predict_probes
+from cxrgen.workspace import Study
 
 log = logging.getLogger(__name__)
 
@@ -62,40 +62,40 @@ def _save_probes(probes: list[LabelProbe], folder: Path) -> None:
 
 
 def probe_run(
-    config: StudyConfig,
-    study_dir: Path,
+    study: Study,
     configuration_name: str,
     arch: str,
     *,
     device: str | None = None,
     datamodule: CXRDataModule | None = None,
     seed: int | None = None,
-    out_dir: Path | None = None,
 ) -> list[Path]:
     """Embed (if needed), fit and predict one linear-probe run; returns its predictions files.
 
     Args:
-        config: The study; ``arch`` must be a ``mode: linear_probe`` entry of ``architectures``.
-        study_dir: The prepared study directory (caches finished).
+        study: The prepared study (caches finished); ``arch`` must be a ``mode: linear_probe`` entry of its
+            ``architectures``.
         configuration_name: The run's configuration.
         arch: The run's architecture name.
         device: Where the backbone embeds; the GPU when there is one.
         datamodule: The configuration's rows at this architecture's input size; built when omitted.
-        seed: ``random_state`` of the regressions; ``train.seed`` when omitted (one call per seed of a sweep).
-        out_dir: The run folder; ``runs/<configuration>/<arch>`` when omitted (a per-seed folder in a sweep).
+        seed: One of ``train.seeds`` (None: the first): the regressions' ``random_state``, and with several seeds
+            the ``seed-<N>`` run folder.
     """
+    config = study.config
+    run = study.run(configuration_name, arch, seed)
     configuration = config.configuration(configuration_name)
     backbone = study_backbone(config, arch)
     size = config.input_size(arch)
     datasets = list(dict.fromkeys([*configuration.train, *configuration.internal, *configuration.external]))
-    folders = ensure_embeddings(config, study_dir, arch, datasets, device=device)
+    folders = ensure_embeddings(study, arch, datasets, device=device)
     embeddings, fingerprints = {}, {}
     for name, embedding_folder in folders.items():
         embeddings[name], meta = open_embeddings(embedding_folder)
         fingerprints[name] = meta["fingerprint"]
     if datamodule is None:
-        datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, size)
-    seed = config.train.seed if seed is None else seed
+        datamodule = CXRDataModule.from_study(study, configuration_name, size)
+    seed = study.seeds[0] if seed is None else seed
     settings = json.dumps(
         {"embeddings": fingerprints, "probe": config.probe.model_dump(mode="json"), "seed": seed,
          "labels": list(config.labels), "train_rows": test_rows_digest(datamodule.train),
@@ -103,7 +103,6 @@ def probe_run(
         sort_keys=True,
     )
     probe_digest = hashlib.sha256(settings.encode()).hexdigest()
-    run = RunDir(out_dir) if out_dir else StudyDir(study_dir).run(configuration_name, arch)
     folder = run.path
     test_sets = configuration.test_sets()
     outputs = [run.predictions(t.name) for t in test_sets]

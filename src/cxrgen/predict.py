@@ -21,13 +21,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cxrgen.checkpoints import load_checkpoint
-from cxrgen.config import StudyConfig, study_run
 from cxrgen.data import CXRDataModule, UnionDataset, normalize_on_device
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import UNFINISHED_KEY
 from cxrgen.fileio import parquet_metadata, write_parquet
 from cxrgen.layout import RunDir
 from cxrgen.models import create_model, sha256_of
+from cxrgen.workspace import Study
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,7 @@ def test_rows_digest(dataset: Any) -> str:
 
 
 def predict_run(
-    config: StudyConfig,
-    study_dir: Path,
+    study: Study,
     configuration_name: str,
     arch: str,
     test_set_name: str,
@@ -135,7 +134,7 @@ def predict_run(
 ) -> Path:
     """Write ``runs/<configuration>/<arch>[/seed-<N>]/predictions/<test_set>.parquet`` from ``best.ckpt``.
 
-    ``seed`` picks the run of one training seed (None: the first; see :func:`cxrgen.config.seed_run_dir`).
+    ``seed`` picks the run of one training seed (None: the first; see :meth:`cxrgen.workspace.Study.run`).
 
     A run without ``done.json`` is unfinished: its ``best.ckpt`` is the best of a half-trained run, and its
     predictions are refused unless ``allow_unfinished``; then the file records ``unfinished: true`` in its
@@ -145,8 +144,7 @@ def predict_run(
     parquet metadata). Under ``torch.distributed`` only rank 0 predicts; the other ranks wait for it.
 
     Args:
-        config: The study.
-        study_dir: The study directory.
+        study: The study's settings and folder.
         configuration_name: The run's configuration.
         arch: The run's architecture.
         test_set_name: ``internal`` (the union of the configuration's internal datasets' test splits) or the
@@ -163,44 +161,39 @@ def predict_run(
         CxrgenError: no ``best.ckpt`` (train first), the run is unfinished (and not allowed), or its labels
             differ from the study's.
     """
-    run = study_run(config, study_dir, configuration_name, arch, seed)
-    best, out, unfinished = run.best_checkpoint, run.predictions(test_set_name), not run.finished
+    run = study.run(configuration_name, arch, seed)
     distributed = dist.is_available() and dist.is_initialized()
     if not distributed or dist.get_rank() == 0:
-        _predict_run(
-            config, study_dir, configuration_name, best, out, test_set_name, datamodule, device,
-            unfinished=unfinished, allow_unfinished=allow_unfinished,
-        )  # fmt: skip
+        _predict_run(study, configuration_name, run, test_set_name, datamodule, device, allow_unfinished)
     if distributed:
         dist.barrier()
-    return out
+    return run.predictions(test_set_name)
 
 
 def _predict_run(
-    config: StudyConfig,
-    study_dir: Path,
+    study: Study,
     configuration_name: str,
-    best: Path,
-    out: Path,
+    run: RunDir,
     test_set_name: str,
     datamodule: Any | None,
     device: torch.device | str | None,
-    unfinished: bool = False,
-    allow_unfinished: bool = False,
+    allow_unfinished: bool,
 ) -> None:
+    best, out, unfinished = run.best_checkpoint, run.predictions(test_set_name), not run.finished
     if not best.is_file():
         raise CxrgenError(f"{best} does not exist: train this run first (cxrgen train)")
+    config = study.config
     configuration = config.configuration(configuration_name)
     known = {test_set.name: test_set.datasets for test_set in configuration.test_sets()}
     if test_set_name not in known:
         raise CxrgenError(f"{test_set_name!r} is no test set of configuration {configuration_name!r}: {list(known)}")
     model, meta = load_run_model(best)
     if unfinished and not allow_unfinished:
-        RunDir(best.parent.parent).require_finished(f"{configuration_name}/{meta.get('arch', '?')}")
+        run.require_finished(f"{configuration_name}/{meta.get('arch', '?')}")
     if list(meta["labels"]) != list(config.labels):
         raise CxrgenError(f"{best} predicts labels {meta['labels']}, the study file has {config.labels}")
     if datamodule is None:
-        datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, int(meta["input_size"]))
+        datamodule = CXRDataModule.from_study(study, configuration_name, int(meta["input_size"]))
     parts = [datamodule.test_dataset(name) for name in known[test_set_name]]
     dataset = parts[0] if len(parts) == 1 else UnionDataset(parts)
     # The file is current when both the weights and the test rows (ids and ground truth) are unchanged: a new
@@ -222,8 +215,7 @@ def _predict_run(
 
 
 def predict_validation(
-    config: StudyConfig,
-    study_dir: Path,
+    study: Study,
     configuration_name: str,
     arch: str,
     datamodule: Any | None = None,
@@ -239,19 +231,18 @@ def predict_validation(
     sets never pick their own operating point. Skipped, like :func:`predict_run`, when weights and rows are
     unchanged.
     """
-    run = study_run(config, study_dir, configuration_name, arch, seed)
+    run = study.run(configuration_name, arch, seed)
     out = run.validation
     distributed = dist.is_available() and dist.is_initialized()
     if not distributed or dist.get_rank() == 0:
-        _predict_validation(config, study_dir, configuration_name, run.best_checkpoint, out, datamodule, device)
+        _predict_validation(study, configuration_name, run.best_checkpoint, out, datamodule, device)
     if distributed:
         dist.barrier()
     return out
 
 
 def _predict_validation(
-    config: StudyConfig,
-    study_dir: Path,
+    study: Study,
     configuration_name: str,
     best: Path,
     out: Path,
@@ -261,8 +252,9 @@ def _predict_validation(
     if not best.is_file():
         raise CxrgenError(f"{best} does not exist: train this run first (cxrgen train)")
     model, meta = load_run_model(best)
+    config = study.config
     if datamodule is None:
-        datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, int(meta["input_size"]))
+        datamodule = CXRDataModule.from_study(study, configuration_name, int(meta["input_size"]))
     dataset = datamodule.val
     if len(dataset) == 0:
         log.warning("%s: no validation images; no thresholds or temperatures can be fitted for this run", out.parent)

@@ -14,10 +14,10 @@ import pandas as pd
 from cxrgen.cohort import describe
 from cxrgen.config import StudyConfig, dump_resolved
 from cxrgen.fileio import parquet_metadata, write_csv, write_parquet, write_text
-from cxrgen.layout import StudyDir
 from cxrgen.manifest import build_manifest_with_notes
 from cxrgen.splits import make_splits
 from cxrgen.study_checks import check_test_sets
+from cxrgen.workspace import Study
 
 Stage = Literal["manifest", "splits", "verify", "cache"]
 STAGES: tuple[Stage, ...] = ("manifest", "splits", "verify", "cache")
@@ -51,9 +51,7 @@ def write_if_changed(frame: pd.DataFrame, path: Path, metadata: dict[str, str] |
     write_parquet(frame, path, {**(metadata or {}), "cxrgen_digest": digest})
 
 
-def run_verify(
-    config: StudyConfig, manifest: pd.DataFrame, workers: int | None, progress: Progress | None
-) -> pd.DataFrame:
+def run_verify(study: Study, manifest: pd.DataFrame, workers: int | None, progress: Progress | None) -> pd.DataFrame:
     """Decode every image once; skipped when ``excluded.csv`` was made from the same rows and image files.
 
     The files enter by size and modification time, so a replaced (repaired) image is checked again.
@@ -61,7 +59,7 @@ def run_verify(
     from cxrgen.cache import fingerprint
     from cxrgen.verify import read_excluded, verify_manifest
 
-    layout = StudyDir(config.out)
+    config, layout = study.config, study.dir
     stamp = layout.verify_stamp
     files = [
         fingerprint(rows["image_id"].tolist(), rows["path"].tolist(), config.datasets[str(name)].root, {})
@@ -71,11 +69,11 @@ def run_verify(
     digest = hashlib.sha256("".join([frame_digest(manifest), *files, limits]).encode()).hexdigest()
     done = layout.excluded.exists() and stamp.exists()
     if done and json.loads(stamp.read_text()).get("manifest_digest") == digest:
-        return read_excluded(config.out)
+        return read_excluded(layout.path)
     roots = {name: ds.root for name, ds in config.datasets.items()}
     report = (lambda done, total: progress("verify", done, total)) if progress else None
     excluded = verify_manifest(
-        manifest, roots, config.out, workers=workers, progress=report, max_pixels=config.verify.max_pixels
+        manifest, roots, layout.path, workers=workers, progress=report, max_pixels=config.verify.max_pixels
     )
     write_text(stamp, json.dumps({"manifest_digest": digest, "excluded": len(excluded)}))
     return excluded
@@ -94,8 +92,7 @@ def cache_sizes(config: StudyConfig, arch_sizes: Mapping[str, int]) -> list[int]
 
 
 def ensure_caches(
-    config: StudyConfig,
-    study_dir: Path,
+    study: Study,
     manifest: pd.DataFrame,
     arch_sizes: Mapping[str, int],
     workers: int | None = None,
@@ -108,8 +105,7 @@ def ensure_caches(
     builds one cache from rows and a root and knows nothing of study files.
 
     Args:
-        config: the study.
-        study_dir: the study directory.
+        study: the study; the caches go to its ``cache/`` folder.
         manifest: ``manifest.parquet`` rows.
         arch_sizes: architecture name -> input size (from the model registry; ignored when
             ``preprocess.size`` is set).
@@ -122,6 +118,7 @@ def ensure_caches(
     """
     from cxrgen.cache import CacheError, build_cache, cache_key
 
+    config = study.config
     engine, clahe = config.preprocess.engine, config.preprocess.clahe
     folders: dict[tuple[str, int], Path] = {}
     for dataset in config.used_datasets():
@@ -132,28 +129,29 @@ def ensure_caches(
             key = cache_key(dataset, size, engine, clahe)
             report = (lambda done, total, key=key: progress(key, done, total)) if progress else None
             folders[(dataset, size)] = build_cache(
-                rows, config.datasets[dataset].root, study_dir, dataset, size, engine, clahe, workers, shard, report,
-                device=config.preprocess.device,
+                rows, config.datasets[dataset].root, study.dir.path, dataset, size, engine, clahe, workers, shard,
+                report, device=config.preprocess.device,
             )  # fmt: skip
     return folders
 
 
 def run_cache(
-    config: StudyConfig,
+    study: Study,
     manifest: pd.DataFrame,
     workers: int | None,
     shard: tuple[int, int] | None,
     progress: Progress | None,
 ) -> list[Path]:
     """Build the preprocessed caches every architecture of the study needs (at its input size)."""
+    config = study.config
     sizes = {arch: config.arch_spec(arch).input_size for arch in config.architectures}
     report = (lambda key, done, total: progress(f"cache {key}", done, total)) if progress else None
-    folders = ensure_caches(config, config.out, manifest, sizes, workers=workers, shard=shard, progress=report)
+    folders = ensure_caches(study, manifest, sizes, workers=workers, shard=shard, progress=report)
     return list(folders.values())
 
 
 def run_prepare(
-    config: StudyConfig,
+    study: Study,
     *,
     until: Stage = "cache",
     workers: int | None = None,
@@ -165,7 +163,7 @@ def run_prepare(
     The manifest and splits need only the metadata files; they are recomputed (seconds) and rewritten only when
     their content changed. Verify and cache read every image once and skip work already done.
     """
-    layout = StudyDir(config.out)
+    config, layout = study.config, study.dir
     layout.path.mkdir(parents=True, exist_ok=True)
     write_text(layout.config, dump_resolved(config))
     manifest, notes = build_manifest_with_notes(config)
@@ -184,9 +182,9 @@ def run_prepare(
         return prepared
     from cxrgen.verify import excluded_test_counts
 
-    prepared.excluded = run_verify(config, manifest, workers, progress)
+    prepared.excluded = run_verify(study, manifest, workers, progress)
     prepared.excluded_tests = excluded_test_counts(prepared.excluded, splits)
     check_test_sets(config, splits, prepared.excluded)
     if until == "cache":
-        prepared.caches = run_cache(config, manifest, workers, shard, progress)
+        prepared.caches = run_cache(study, manifest, workers, shard, progress)
     return prepared

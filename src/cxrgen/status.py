@@ -8,40 +8,26 @@ resubmitted; ``updated`` (the age of its last epoch row or state change) tells h
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from cxrgen.config import ConfigError, StudyConfig, read_yaml, seed_run_dir
-from cxrgen.launch import RUN_JOB_FILE, read_submission
-from cxrgen.layout import RunDir, StudyDir
+from cxrgen.launch import read_run_job, read_submission
+from cxrgen.layout import RunDir
 from cxrgen.study import planned_seed_runs, run_finished, run_name
+from cxrgen.workspace import Study
 
 STATES = ("done", "running", "queued", "failed", "not started")
 COLUMNS = ["run", "state", "job_id", "epoch", "best_val_auc", "sec_per_epoch", "eta_s", "updated_s", "log", "error"]
 
 
-def load_resolved(study_dir: Path) -> StudyConfig:
-    """The study as ``prepare`` or ``study`` saved it in ``STUDY_DIR/config.yaml`` (paths already absolute)."""
-    path = StudyDir(Path(study_dir)).config
-    if not path.exists():
-        raise ConfigError(f"{study_dir}: no config.yaml; is this a study directory (the study file's out)?")
-    return StudyConfig.model_validate(read_yaml(path))
-
-
-def _epochs(folder: Path) -> pd.DataFrame:
-    path = RunDir(folder).metrics
+def _epochs(run: RunDir) -> pd.DataFrame:
+    path = run.metrics
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=["epoch", "val_auc_mean", "seconds"])
     return pd.read_csv(path)
-
-
-def _job(folder: Path) -> dict[str, str]:
-    path = folder / RUN_JOB_FILE
-    return dict(json.loads(path.read_text())) if path.exists() else {}
 
 
 def study_status(study_dir: Path, now: float | None = None) -> pd.DataFrame:
@@ -50,19 +36,19 @@ def study_status(study_dir: Path, now: float | None = None) -> pd.DataFrame:
     ``eta_s`` assumes the run goes to ``max_epochs`` (early stopping may end it sooner); ``updated_s`` is the age
     in seconds of the run's newest file among ``metrics.csv`` and ``job.json``.
     """
-    study_dir = Path(study_dir)
-    config = load_resolved(study_dir)
-    submission = read_submission(study_dir)
+    study = Study.open(study_dir)
+    config = study.config
+    submission = read_submission(study.dir)
     submitted = submission.runs if submission is not None else {}
     now = time.time() if now is None else now
     rows = []
     for configuration, arch, seed in planned_seed_runs(config):
         name = run_name(config, configuration.name, arch, seed)
-        folder = seed_run_dir(config, study_dir, configuration.name, arch, seed)
-        job, sent, epochs = _job(folder), submitted.get(name, {}), _epochs(folder)
+        run = study.run(configuration.name, arch, seed)
+        job, sent, epochs = read_run_job(run), submitted.get(name, {}), _epochs(run)
         # job.json belongs to the current submission only when it names the job that submission sent.
         current = bool(job) and (not sent or job.get("job_id") == sent.get("job_id"))
-        if run_finished(config, study_dir, configuration, arch, seed):
+        if run_finished(study, configuration, arch, seed):
             state = "done"
         elif current and job["state"] == "failed":
             state = "failed"
@@ -76,7 +62,7 @@ def study_status(study_dir: Path, now: float | None = None) -> pd.DataFrame:
         seconds = float(epochs["seconds"].mean()) if len(epochs) else math.nan
         best = float(epochs["val_auc_mean"].max()) if len(epochs) else math.nan
         eta = (config.train.max_epochs - n_epochs) * seconds if state in ("running", "queued") else math.nan
-        stamps = [p.stat().st_mtime for p in (RunDir(folder).metrics, folder / RUN_JOB_FILE) if p.exists()]
+        stamps = [p.stat().st_mtime for p in (run.metrics, run.job) if p.exists()]
         rows.append({
             "run": name,
             "state": state,

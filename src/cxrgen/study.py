@@ -1,7 +1,7 @@
 """The whole study as one resumable command: prepare, then train, predict and evaluate every run.
 
 A run is one (configuration, architecture, seed); a single-seed study keeps ``runs/<configuration>/<arch>/``,
-several seeds give ``runs/<configuration>/<arch>/seed-<N>/`` (:func:`cxrgen.config.seed_run_dir`). Each step is
+several seeds give ``runs/<configuration>/<arch>/seed-<N>/`` (:meth:`cxrgen.workspace.Study.run`). Each step is
 skipped when its artifact is already there: training resumes from ``last.ckpt`` or returns at once when finished,
 predictions are remade only when ``best.ckpt`` changed, and evaluation is cheap enough to redo. A lock keeps a
 second ``cxrgen study`` out of the directory.
@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pandas as pd
 
-from cxrgen.config import Configuration, StudyConfig, seed_run_dir, study_run
+from cxrgen.config import Configuration, StudyConfig
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import auc_table, read_predictions
 from cxrgen.fileio import sweep_temporaries, write_csv
 from cxrgen.lock import study_lock
 from cxrgen.prepare import run_prepare
+from cxrgen.workspace import Study
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -56,12 +56,11 @@ def planned_seed_runs(config: StudyConfig, only: str | None = None) -> Iterator[
                 yield configuration, arch, seed
 
 
-def evaluate_run(
-    config: StudyConfig, study_dir: Path, configuration: Configuration, arch: str, seed: int | None = None
-) -> pd.DataFrame:
+def evaluate_run(study: Study, configuration: Configuration, arch: str, seed: int | None = None) -> pd.DataFrame:
     """Tidy AUC rows with intervals for every test set of one run, written to ``<run>/auc.csv``."""
+    config = study.config
     frames = []
-    run = study_run(config, study_dir, configuration.name, arch, seed)
+    run = study.run(configuration.name, arch, seed)
     for test_set in configuration.test_sets():
         predictions, labels = read_predictions(run.predictions(test_set.name))
         extra = {"configuration": configuration.name, "arch": arch, "test_set": test_set.name, "kind": test_set.kind}
@@ -77,7 +76,7 @@ def evaluate_run(
 
 
 def run_study(
-    config: StudyConfig,
+    study: Study,
     *,
     only: str | None = None,
     workers: int | None = None,
@@ -85,15 +84,14 @@ def run_study(
 ) -> pd.DataFrame:
     """Run every step of the study that is not done yet; returns the AUC rows of the runs it covered."""
     say = progress or (lambda message: log.info("%s", message))
-    study_dir = config.out
-    runs = list(planned_seed_runs(config, only))
-    with study_lock(study_dir):
-        swept = sweep_temporaries(study_dir)
+    runs = list(planned_seed_runs(study.config, only))
+    with study_lock(study.dir.path):
+        swept = sweep_temporaries(study.dir.path)
         if swept:
             log.info("removed %d temporary file(s) left by a killed run", swept)
         say("prepare: manifest, splits, verify, cache")
-        run_prepare(config, until="cache", workers=workers)
-        tables = [complete_run(config, study_dir, configuration, arch, seed, say) for configuration, arch, seed in runs]
+        run_prepare(study, until="cache", workers=workers)
+        tables = [complete_run(study, configuration, arch, seed, say) for configuration, arch, seed in runs]
     return pd.concat(tables, ignore_index=True)
 
 
@@ -103,8 +101,7 @@ def run_name(config: StudyConfig, configuration: str, arch: str, seed: int) -> s
 
 
 def complete_run(
-    config: StudyConfig,
-    study_dir: Path,
+    study: Study,
     configuration: Configuration,
     arch: str,
     seed: int | None = None,
@@ -121,31 +118,28 @@ def complete_run(
     from cxrgen.training import train_run
 
     say = progress or (lambda message: log.info("%s", message))
-    run_seed = config.train.seed_list()[0] if seed is None else seed
-    name = run_name(config, configuration.name, arch, run_seed)
+    run_seed = study.seeds[0] if seed is None else seed
+    name = run_name(study.config, configuration.name, arch, run_seed)
     # One data module per run, shared by training and every test set's predictions.
-    size = config.input_size(arch)
-    datamodule = CXRDataModule.from_study(config, study_dir, configuration.name, size)
-    if is_linear_probe(config, arch):
+    size = study.config.input_size(arch)
+    datamodule = CXRDataModule.from_study(study, configuration.name, size)
+    if is_linear_probe(study.config, arch):
         say(f"embed and fit linear probes {name}")
-        folder = seed_run_dir(config, study_dir, configuration.name, arch, run_seed)
-        probe_run(config, study_dir, configuration.name, arch, datamodule=datamodule, seed=run_seed, out_dir=folder)
-        return evaluate_run(config, study_dir, configuration, arch, run_seed).assign(seed=run_seed)
+        probe_run(study, configuration.name, arch, datamodule=datamodule, seed=run_seed)
+        return evaluate_run(study, configuration, arch, run_seed).assign(seed=run_seed)
     say(f"train {name}")
-    train_run(config, study_dir, configuration.name, arch, datamodule=datamodule, progress=True, seed=run_seed)
+    train_run(study, configuration.name, arch, datamodule=datamodule, progress=True, seed=run_seed)
     for test_set in configuration.test_sets():
         say(f"predict {name} on {test_set.name}")
-        predict_run(config, study_dir, configuration.name, arch, test_set.name, datamodule=datamodule, seed=run_seed)
-    predict_validation(config, study_dir, configuration.name, arch, datamodule=datamodule, seed=run_seed)  # issue 11
+        predict_run(study, configuration.name, arch, test_set.name, datamodule=datamodule, seed=run_seed)
+    predict_validation(study, configuration.name, arch, datamodule=datamodule, seed=run_seed)  # issue 11
     say(f"evaluate {name}")
-    return evaluate_run(config, study_dir, configuration, arch, run_seed).assign(seed=run_seed)
+    return evaluate_run(study, configuration, arch, run_seed).assign(seed=run_seed)
 
 
-def run_finished(
-    config: StudyConfig, study_dir: Path, configuration: Configuration, arch: str, seed: int | None = None
-) -> bool:
+def run_finished(study: Study, configuration: Configuration, arch: str, seed: int | None = None) -> bool:
     """Trained, predicted on every test set and evaluated: nothing of this run is left to do."""
-    run = study_run(config, study_dir, configuration.name, arch, seed)
+    run = study.run(configuration.name, arch, seed)
     predictions = [run.predictions(t.name) for t in configuration.test_sets()]
     return all(path.exists() for path in [run.done, run.auc, *predictions])
 

@@ -36,7 +36,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from cxrgen.checkpoints import AtomicCheckpointIO, load_checkpoint
-from cxrgen.config import StudyConfig, dump_resolved, seed_run_dir, study_run
+from cxrgen.config import StudyConfig, dump_resolved
 from cxrgen.data import CXRDataModule, normalize_on_device
 from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_csv, write_text
@@ -45,6 +45,7 @@ from cxrgen.layout import RunDir
 from cxrgen.lock import run_lock
 from cxrgen.metrics import auc_per_label
 from cxrgen.models import create_model
+from cxrgen.workspace import Study
 
 #: The quantity early stopping and the best checkpoint follow: the validation mean AUC, or 0 when no label
 #: has both classes in the validation set (so a run never stops or crashes on an undefined AUC).
@@ -385,8 +386,7 @@ def _stopped_run(
 
 
 def _train_unlocked(
-    config: StudyConfig,
-    study_dir: Path,
+    study: Study,
     configuration_name: str,
     arch: str,
     datamodule: pl.LightningDataModule | None = None,
@@ -396,11 +396,10 @@ def _train_unlocked(
     """Train one architecture on one configuration with one seed, resuming or skipping work already done.
 
     ``seed`` is one of ``train.seeds`` (None: the first); it seeds everything and, with several seeds, names the
-    run folder ``seed-<N>`` (:func:`cxrgen.config.seed_run_dir`).
+    run folder ``seed-<N>`` (:meth:`cxrgen.workspace.Study.run`).
 
     Args:
-        config: The study.
-        study_dir: The study directory (``config.out`` in normal use).
+        study: The study's settings and folder.
         configuration_name: Name of one entry of ``config.configurations``.
         arch: Registry key or timm model name.
         datamodule: Batches ``{"image": uint8 [B,1,H,W], "target": float [B,L] (NaN masked), "index": int64
@@ -415,10 +414,11 @@ def _train_unlocked(
         CxrgenError: unknown configuration or architecture, missing pretrained weights, damaged checkpoint,
             or an existing run made with different settings.
     """
+    config = study.config
     config.configuration(configuration_name)  # fails early, with a suggestion, on an unknown name
     size = config.input_size(arch)
-    run_seed = config.train.seed_list()[0] if seed is None else seed
-    run = study_run(config, study_dir, configuration_name, arch, run_seed)
+    run_seed = study.seeds[0] if seed is None else seed
+    run = study.run(configuration_name, arch, run_seed)
     folder = run.path
     fingerprint = run_fingerprint(config, configuration_name, arch, size, run_seed)
     done = run.done
@@ -436,7 +436,7 @@ def _train_unlocked(
 
     pl.seed_everything(run_seed, workers=True, verbose=False)
     if datamodule is None:
-        datamodule = CXRDataModule.from_study(config, study_dir, configuration_name, size)
+        datamodule = CXRDataModule.from_study(study, configuration_name, size)
     train = config.train
     # On resume the weights come from last.ckpt; do not fetch (possibly unavailable) pretrained weights.
     model = create_model(
@@ -508,8 +508,7 @@ def _train_unlocked(
 
 
 def train_run(
-    config: StudyConfig,
-    study_dir: Path,
+    study: Study,
     configuration_name: str,
     arch: str,
     datamodule: pl.LightningDataModule | None = None,
@@ -521,6 +520,6 @@ def train_run(
     Raises:
         LockedError: another process (a ``cxrgen study`` or ``cxrgen train``) is training this run now.
     """
-    config.configuration(configuration_name)  # fails early, with a suggestion, on an unknown name
-    with run_lock(seed_run_dir(config, study_dir, configuration_name, arch, seed)):
-        return _train_unlocked(config, study_dir, configuration_name, arch, datamodule, progress, seed)
+    study.config.configuration(configuration_name)  # fails early, with a suggestion, on an unknown name
+    with run_lock(study.run(configuration_name, arch, seed).path):
+        return _train_unlocked(study, configuration_name, arch, datamodule, progress, seed)

@@ -16,7 +16,6 @@ from matplotlib.figure import Figure
 from cxrgen.cohort import describe
 from cxrgen.config import dump_resolved
 from cxrgen.fileio import write_csv, write_text
-from cxrgen.layout import StudyDir
 from cxrgen.meta_analysis import coverage_table, next_hospital_table
 from cxrgen.report import figures as figs
 from cxrgen.report import sections
@@ -68,13 +67,11 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
         PredictionsError: a predictions file breaks the schema.
     """
     say = progress or (lambda message: log.info("%s", message))
-    study_dir = Path(study_dir)
-    results = StudyDir(study_dir).results
-    figure_dir = results / FIGURES
-
     say("read the study directory")
     inputs = load_inputs(study_dir)
     config = inputs.config
+    results = inputs.study.dir.results
+    figure_dir = results / FIGURES
     predictions = find_predictions(inputs)
     write_text(results / "config.yaml", dump_resolved(config))
     missing = missing_predictions(inputs, predictions)

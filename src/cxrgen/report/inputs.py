@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from pydantic import ValidationError
 
-from cxrgen.config import ConfigError, StudyConfig, format_validation_error, read_yaml, study_run
+from cxrgen.config import StudyConfig
 from cxrgen.errors import CxrgenError
 from cxrgen.evaluate import UNFINISHED_KEY, read_predictions
 from cxrgen.fileio import parquet_metadata
-from cxrgen.layout import StudyDir
+from cxrgen.layout import SEED_PREFIX, RunDir
 from cxrgen.verify import excluded_test_counts, read_excluded
+from cxrgen.workspace import Study
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +35,22 @@ class StudyInputs:
     """The study-level artifacts the report needs.
 
     Attributes:
-        study_dir: The study directory.
-        config: The resolved study config (``config.yaml``).
+        study: The study folder and its resolved config (``config.yaml``).
         manifest: ``manifest.parquet`` (one row per image, labels after the uncertainty policy).
         splits: ``splits.parquet`` or None when ``prepare`` stopped before the splits.
         excluded: ``excluded.csv`` (images that failed to decode) or None when verify has not run.
         reading_notes: ``reading_notes.csv`` (rows the readers left out, and why) or None for older studies.
     """
 
-    study_dir: Path
-    config: StudyConfig
+    study: Study
     manifest: pd.DataFrame
     splits: pd.DataFrame | None
     excluded: pd.DataFrame | None
     reading_notes: pd.DataFrame | None = None
+
+    @property
+    def config(self) -> StudyConfig:
+        return self.study.config
 
 
 @dataclass(frozen=True)
@@ -82,20 +84,10 @@ class Predictions:
     def key(self) -> tuple[str, str, str]:
         return self.configuration, self.arch, self.test_set
 
-
-def load_config(study_dir: Path) -> StudyConfig:
-    """The resolved study config saved by ``prepare`` as ``STUDY_DIR/config.yaml``.
-
-    Raises:
-        ConfigError: the file is missing or does not validate; the message names it.
-    """
-    path = StudyDir(study_dir).config
-    if not path.is_file():
-        raise ConfigError(f"{path}: missing; is {study_dir} a study directory (run `cxrgen prepare` first)?")
-    try:
-        return StudyConfig.model_validate(read_yaml(path))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, path)) from exc
+    @property
+    def run(self) -> RunDir:
+        """The run folder the file was found in (``<run>/predictions/<test_set>.parquet``)."""
+        return RunDir(self.path.parent.parent)
 
 
 def load_inputs(study_dir: Path) -> StudyInputs:
@@ -104,19 +96,18 @@ def load_inputs(study_dir: Path) -> StudyInputs:
     Raises:
         CxrgenError: the config or the manifest is missing or unreadable.
     """
-    study_dir = Path(study_dir)
-    config = load_config(study_dir)
-    layout = StudyDir(study_dir)
+    study = Study.open(study_dir)
+    layout = study.dir
     manifest_path = layout.manifest
     if not manifest_path.is_file():
         raise CxrgenError(f"{manifest_path}: missing; run `cxrgen prepare` first")
     manifest = pd.read_parquet(manifest_path)
     splits_path = layout.splits
     splits = pd.read_parquet(splits_path) if splits_path.is_file() else None
-    excluded = read_excluded(study_dir) if layout.excluded.is_file() else None
+    excluded = read_excluded(layout.path) if layout.excluded.is_file() else None
     notes_path = layout.reading_notes
     notes = pd.read_csv(notes_path, dtype={"rows": int}, keep_default_na=False) if notes_path.is_file() else None
-    return StudyInputs(study_dir, config, manifest, splits, excluded, notes)
+    return StudyInputs(study, manifest, splits, excluded, notes)
 
 
 def _order_key(
@@ -159,11 +150,10 @@ def find_predictions(inputs: StudyInputs) -> list[Predictions]:
         CxrgenError: no predictions file exists (nothing to report).
         PredictionsError: a file breaks the predictions schema; the message names it.
     """
-    found = sorted(inputs.study_dir.glob("runs/*/*/predictions/*.parquet"))
-    found += sorted(inputs.study_dir.glob("runs/*/*/seed-*/predictions/*.parquet"))  # several training seeds
+    found = inputs.study.dir.predictions_files()
     if not found:
         raise CxrgenError(
-            f"{inputs.study_dir / 'runs'}: no predictions files (runs/<configuration>/<arch>/predictions/"
+            f"{inputs.study.dir.runs}: no predictions files (runs/<configuration>/<arch>/predictions/"
             "<test_set>.parquet); run `cxrgen study` or copy predictions there first"
         )
     study_labels = list(inputs.config.labels)
@@ -171,8 +161,9 @@ def find_predictions(inputs: StudyInputs) -> list[Predictions]:
     for path in found:
         arch_dir = path.parent.parent
         seed: int | None = None
-        if arch_dir.name.startswith("seed-") and arch_dir.name[5:].lstrip("-").isdigit():
-            seed, arch_dir = int(arch_dir.name[5:]), arch_dir.parent
+        number = arch_dir.name.removeprefix(SEED_PREFIX)
+        if arch_dir.name.startswith(SEED_PREFIX) and number.lstrip("-").isdigit():
+            seed, arch_dir = int(number), arch_dir.parent
         configuration, arch, test_set = arch_dir.parent.name, arch_dir.name, path.stem
         frame, labels = read_predictions(path)
         ordered = [lab for lab in study_labels if lab in labels] + [lab for lab in labels if lab not in study_labels]
@@ -202,13 +193,13 @@ def missing_predictions(inputs: StudyInputs, found: Sequence[Predictions]) -> pd
     for conf in config.configurations:
         for arch in config.architectures:
             for seed in seeds:
-                run = study_run(config, inputs.study_dir, conf.name, arch, seed)
+                run = inputs.study.run(conf.name, arch, seed)
                 absent = [t for t in conf.test_sets() if (conf.name, arch, seed, t.name) not in have]
                 whole = len(absent) == len(conf.test_sets())
                 reason = "the run has no predictions files" if whole else "predictions file missing"
                 rows += [
                     {"configuration": conf.name, "arch": arch, "seed": seed, "test_set": t.name, "kind": t.kind,
-                     "expected": str(run.predictions(t.name).relative_to(inputs.study_dir)),
+                     "expected": str(run.predictions(t.name).relative_to(inputs.study.dir.path)),
                      "reason": reason}
                     for t in absent
                 ]  # fmt: skip
@@ -242,7 +233,7 @@ def warn_incomplete_runs(inputs: StudyInputs, found: list[Predictions]) -> None:
         log.warning(
             "test set %r of run %s is configured but %s is missing (%s); it is left out of the report's tables "
             "and named in missing.csv and at the top of report.html (run `cxrgen predict` or `cxrgen study`)",
-            row.test_set, run, inputs.study_dir / row.expected, row.reason,
+            row.test_set, run, inputs.study.dir.path / row.expected, row.reason,
         )  # fmt: skip
 
 

@@ -30,7 +30,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from cxrgen import metrics
-from cxrgen.config import study_run
 from cxrgen.errors import CxrgenError
 from cxrgen.report.figures import new_figure
 from cxrgen.report.inputs import INTERNAL, Predictions, StudyInputs
@@ -182,7 +181,9 @@ def load_images(inputs: StudyInputs, cases: pd.DataFrame, size: int, result: Rev
         dataset, image_id, path = str(row.dataset), str(row.image_id), str(row.path)
         if dataset not in caches:
             try:
-                images, index = open_cache(inputs.study_dir, dataset, size, preprocess_cfg.engine, preprocess_cfg.clahe)
+                images, index = open_cache(
+                    inputs.study.dir.path, dataset, size, preprocess_cfg.engine, preprocess_cfg.clahe
+                )
                 ok = index.loc[index["ok"]] if "ok" in index.columns else index
                 caches[dataset] = (images, dict(zip(ok["image_id"].astype(str), ok["row"].astype(int), strict=True)))
             except (CacheError, OSError) as exc:
@@ -217,9 +218,7 @@ def _add_cams(inputs: StudyInputs, result: ReviewResult, cases: pd.DataFrame, se
     archs = list(seeds)
     known = inputs.config.train.seed_list()  # a seed folder the config does not name: the config's first seed
     chosen = {a: seeds[a] if seeds[a] in known else None for a in archs}
-    checkpoints = {
-        a: study_run(inputs.config, inputs.study_dir, target.configuration, a, chosen[a]).best_checkpoint for a in archs
-    }
+    checkpoints = {a: inputs.study.run(target.configuration, a, chosen[a]).best_checkpoint for a in archs}
     for arch, checkpoint in checkpoints.items():
         if not checkpoint.is_file():
             result.note(f"{arch}: no checkpoint at {checkpoint}; Grad-CAM left out (predictions made elsewhere?)")

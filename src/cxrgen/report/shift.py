@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrgen.config import StudyConfig, validation_predictions_file
+from cxrgen.config import StudyConfig
 from cxrgen.evaluate import read_predictions
 from cxrgen.fileio import write_csv
+from cxrgen.layout import RunDir
 from cxrgen.metrics import brier_score, expected_calibration_error, roc_auc
 from cxrgen.report.inputs import Predictions, StudyInputs
 from cxrgen.shift.borderline import borderline_trend
@@ -50,9 +51,9 @@ class ShiftTables:
     review: pd.DataFrame | None = None
 
 
-def _validation(study_dir: Path, configuration: str, arch: str, seed: int | None) -> pd.DataFrame | None:
-    path = validation_predictions_file(study_dir, configuration, arch, seed)
-    return read_predictions(path)[0] if path.is_file() else None
+def _validation(run: RunDir) -> pd.DataFrame | None:
+    """The run's validation predictions, where its thresholds and temperatures are fitted; None when absent."""
+    return read_predictions(run.validation)[0] if run.validation.is_file() else None
 
 
 def _truth(config: StudyConfig) -> pd.DataFrame | None:
@@ -209,9 +210,9 @@ def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTa
         keys["unfinished"] = pred.unfinished  # issue 14: rows of a run without done.json say so
         run = (pred.configuration, pred.arch, pred.seed)
         if run not in validations:
-            validations[run] = _validation(inputs.study_dir, *run)
+            validations[run] = _validation(pred.run)
             if validations[run] is None:
-                folder = f"runs/{run[0]}/{run[1]}" + (f"/seed-{run[2]}" if run[2] is not None else "")
+                folder = pred.run.path.relative_to(inputs.study.dir.path).as_posix()
                 notes.append(f"{folder}: no validation.parquet; no thresholds or temperatures fitted")
         val = validations[run]
         frame = _joined(pred, inputs.manifest, truth)
