@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from cxrgen.evaluate import read_predictions
 from cxrgen.fileio import write_csv
 from cxrgen.layout import RunDir
 from cxrgen.metrics import brier_score, expected_calibration_error, roc_auc
+from cxrgen.report.html import frame_html
 from cxrgen.report.inputs import Predictions, StudyInputs
 from cxrgen.shift.borderline import borderline_trend
 from cxrgen.shift.calibration_shift import apply_temperature, em_prior_shift, fit_temperature
@@ -355,26 +355,6 @@ def write_shift_results(inputs: StudyInputs, predictions: list[Predictions], res
 # --------------------------------------------------------------------------------------------- HTML
 
 
-def _fmt(value: object) -> str:
-    if isinstance(value, float | np.floating):
-        return "" if value != value else f"{value:.3f}"
-    return html.escape(str(value))
-
-
-def _table(frame: pd.DataFrame, highlight: Sequence[bool] | None = None) -> str:
-    """A compact table; rows flagged in ``highlight`` get ``class="sig"``."""
-    if frame.empty:
-        return "<p>(none)</p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    rows = []
-    flags = list(highlight) if highlight is not None else [False] * len(frame)
-    for flag, (_, row) in zip(flags, frame.iterrows(), strict=True):
-        cells = "".join(f"<td>{_fmt(v)}</td>" for v in row.to_numpy())
-        rows.append(f'<tr class="sig">{cells}</tr>' if flag else f"<tr>{cells}</tr>")
-    body = "".join(rows)
-    return f'<div style="overflow-x:auto"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
 def _interval(frame: pd.DataFrame, value: str, low: str, high: str) -> pd.Series:
     return frame.apply(
         lambda r: f"{r[value]:.3f} [{r[low]:.3f}, {r[high]:.3f}]" if r[value] == r[value] else "", axis=1
@@ -410,7 +390,7 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
             "without a device: too few to say.</p>"
         )
         parts.append(
-            _table(
+            frame_html(
                 shown[
                     [
                         *_with_seed(shown, "configuration", "arch", "test_set"),
@@ -436,7 +416,7 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
             aggfunc="first",
         ).reset_index()
         parts.append("<p>Sensitivity at the threshold that gave 90 % sensitivity on validation, per test set.</p>")
-        parts.append(_table(wide))
+        parts.append(frame_html(wide))
     cal = t["calibration_shift"]
     parts.append("<h3>Calibration and prevalence shift</h3>")
     if cal.empty:
@@ -462,7 +442,7 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
             "2002); EM's prevalence is estimated from the predictions alone. AUC is unchanged by both "
             "(calibration_shift.csv).</p>"
         )
-        parts.append(_table(merged))
+        parts.append(frame_html(merged))
     sub = t["subgroups"]
     parts.append("<h3>Subgroups</h3>")
     if sub.empty:
@@ -484,7 +464,7 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
             "negatives: too few). Internal-external gaps with Holm's adjustment per family are in "
             "subgroups.csv. NIH ChestX-ray14 records no devices, so it has no device subgroup.</p>"
         )
-        parts.append(_table(wide))
+        parts.append(frame_html(wide))
     pr = t["protocols"]
     parts.append("<h3>Label protocols (same predictions, re-scored)</h3>")
     if pr.empty:
@@ -502,7 +482,7 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
             "<p>AUC under each protocol minus AUC under the study's own, paired patient bootstrap. The mimic_* "
             "protocols re-read MIMIC's other label files and score MIMIC test sets only (blank elsewhere).</p>"
         )
-        parts.append(_table(wide.head(40)))
+        parts.append(frame_html(wide.head(40)))
     bl = t["borderline"]
     parts.append("<h3>Borderline errors against the true cardiothoracic ratio</h3>")
     if bl.empty:
@@ -520,11 +500,11 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
             "<p>Cardiomegaly error rate by |CTR - 0.5| band; a negative slope means errors concentrate "
             "near the borderline.</p>"
         )
-        parts.append(_table(wide.merge(slopes, on=run_keys)))
+        parts.append(frame_html(wide.merge(slopes, on=run_keys)))
         if shift.review is not None:
             parts.append(
                 "<p>Misclassified external images closest to the borderline: true CTR beside both "
                 "models' probabilities.</p>"
             )
-            parts.append(_table(shift.review))
+            parts.append(frame_html(shift.review))
     return "\n".join(parts)
