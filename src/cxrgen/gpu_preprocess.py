@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg, read_file
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from cxrgen import clahe
 from cxrgen.images import MAX_PIXELS_CEILING, ImageError
@@ -46,17 +46,17 @@ def decode_jpegs(paths: Sequence[Path | str], device: torch.device | str = "cpu"
     Raises:
         ImageError: a file that cannot be read or decoded, named.
     """
-    data = []
+    raws = []
     for path in paths:
         try:
-            data.append(read_file(str(path)))
-        except (OSError, RuntimeError) as exc:
-            raise ImageError(path, f"cannot read file ({exc})") from exc
-    try:
-        decoded = decode_jpeg(data, mode=ImageReadMode.UNCHANGED, device=device)
-    except RuntimeError:
-        decoded = [_decode_one(path, raw, device) for path, raw in zip(paths, data, strict=True)]
-    return [_to_gray(image) for image in decoded]
+            raws.append(Path(path).read_bytes())
+        except OSError as exc:
+            raise ImageError(path, f"cannot read file ({exc.strerror})") from exc
+    decoded = _decode_or_none(raws, device)
+    for path, image in zip(paths, decoded, strict=True):
+        if image is None:
+            raise ImageError(path, "not a JPEG the torch decoder reads")
+    return [_to_gray(image) for image in decoded if image is not None]
 
 
 def _to_gray(image: torch.Tensor) -> torch.Tensor:
@@ -65,14 +65,6 @@ def _to_gray(image: torch.Tensor) -> torch.Tensor:
         return image[0].float() / 255
     weights = torch.tensor(_LUMA, dtype=torch.float32, device=image.device)
     return ((image.float() / 255).permute(1, 2, 0) @ weights).clamp(0, 1)
-
-
-def _decode_one(path: Path | str, raw: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """One file of a batch that failed to decode, so that the error names the culprit."""
-    try:
-        return decode_jpeg(raw, mode=ImageReadMode.UNCHANGED, device=device)
-    except RuntimeError as exc:
-        raise ImageError(path, f"not a decodable JPEG ({exc})") from exc
 
 
 def _reflect_index(size: int, before: int, after: int, device: torch.device) -> torch.Tensor:
@@ -230,21 +222,16 @@ def preprocess_batch(images: torch.Tensor, size: int, equalize: bool = True) -> 
 def preprocess_jpegs(
     paths: Sequence[Path | str], size: int, device: torch.device | str = "cuda", batch_size: int = 32
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Decode and preprocess JPEGs on ``device`` in batches of same-shape images; yield (input index, uint8 image).
+    """:func:`preprocess_paths` for files that must all be JPEGs this path takes; yield (input index, uint8 image).
 
     Raises:
-        ImageError: a file that cannot be decoded (the batch holding it names the files).
+        ImageError: the first file the torch path would leave to the CPU engine (unreadable, not an 8-bit gray or
+            RGB JPEG, or refused by the decoder), named.
     """
-    for start in range(0, len(paths), batch_size):
-        chunk = list(range(start, min(start + batch_size, len(paths))))
-        decoded = decode_jpegs([paths[i] for i in chunk], device)
-        by_shape: dict[tuple[int, int], list[int]] = {}
-        for position, image in enumerate(decoded):
-            by_shape.setdefault((int(image.shape[0]), int(image.shape[1])), []).append(position)
-        for positions in by_shape.values():
-            out = preprocess_batch(torch.stack([decoded[p] for p in positions]), size).cpu().numpy()
-            for position, image in zip(positions, out, strict=True):
-                yield chunk[position], image
+    done, refused = preprocess_paths(paths, size, device, batch_size=batch_size)
+    if refused:
+        raise ImageError(paths[refused[0]], "not a JPEG the torch path decodes (8-bit gray or RGB)")
+    yield from sorted(done.items())
 
 
 def _batchable_pixels(raw: bytes) -> int:
