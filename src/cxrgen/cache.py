@@ -26,7 +26,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import time
@@ -45,7 +44,7 @@ from cxrgen.fileio import make_temporary_dir, publish_dir, write_parquet, write_
 from cxrgen.images import ENGINES, PREPROCESS_VERSION, Engine, ImageError, preprocess
 from cxrgen.layout import StudyDir
 from cxrgen.lock import LOCK_NAME
-from cxrgen.threads import pin_one_thread
+from cxrgen.threads import pin_one_thread, worker_context
 from cxrgen.verify import default_workers
 
 log = logging.getLogger(__name__)
@@ -427,12 +426,7 @@ def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[ChunkResult]:
     # chunks in flight are simply not recorded (a rerun redoes them).
     if any(task[5] in ("exact", "torch") for task in tasks):
         compile_ahead()  # numba compiles here, once per machine; every worker loads the kernels from its cache
-    context = multiprocessing.get_context("forkserver")
-    # Where this starts the forkserver, it imports the engines once and every worker forks with them loaded
-    # (measured at load 7 on 2 cores: a pool's first task after 3.4 s instead of 5.2 s, a later pool's after 1.4
-    # instead of 4.5); where another pool (verify's) started it already, nothing changes.
-    context.set_forkserver_preload(["__main__", "cxrgen.cache"])
-    with context.Pool(workers, initializer=_single_thread_opencv) as pool:
+    with worker_context().Pool(workers, initializer=_single_thread_opencv) as pool:
         yield from pool.imap_unordered(_chunk_task, tasks)
         # Done: let the workers exit and join them, so the pool's queues and semaphores are released now, not
         # left to the resource tracker at exit ("leaked semaphore objects"); an error or a signal still

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import multiprocessing
 import os
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,6 +24,7 @@ from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_csv
 from cxrgen.images import FORMATS, ImageError, check_pixel_count, decode
 from cxrgen.layout import EXCLUDED_FILE
+from cxrgen.threads import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +166,9 @@ def verify_manifest(
         if workers == 1 or len(chunks) <= 1:
             results: Iterator[tuple[list[tuple[str, str]], int]] = map(check, chunks)
         else:
-            # forkserver: workers must not inherit a parent that may hold torch/OpenMP threads. A Pool, because
-            # leaving the block (also on SIGTERM or Ctrl-C, see cxrgen.interrupts) terminates its workers at once.
-            pool = stack.enter_context(multiprocessing.get_context("forkserver").Pool(workers))
+            # A Pool, because leaving the block (also on SIGTERM or Ctrl-C, see cxrgen.interrupts) terminates its
+            # workers at once.
+            pool = stack.enter_context(worker_context().Pool(workers))
             results = pool.imap(check, chunks)
         for chunk, (failures, linked_out) in zip(chunks, results, strict=True):
             reasons.update(failures)
