@@ -39,6 +39,7 @@ def test_several_seeds_are_runs_of_their_own(tmp_path: Path) -> None:
     assert study.run("c", ARCH).path == tmp_path / "runs" / "c" / ARCH / "seed-0"  # None: the first seed
     with pytest.raises(ConfigError, match=r"seed 5 is not one of train.seeds \[0, 1, 2\]"):
         study.run("c", ARCH, 5)
+    assert (study.seed(), study.seed(2)) == (0, 2)
     assert [s for *_, s in planned_seed_runs(config, "c/" + ARCH)] == [0, 1, 2]
     assert [s for *_, s in planned_seed_runs(config, f"c/{ARCH}/2")] == [2]
     with pytest.raises(CxrgenError, match=r"seed '5' is not one of train.seeds \[0, 1, 2\]"):

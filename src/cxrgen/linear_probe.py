@@ -95,7 +95,7 @@ def probe_run(
         fingerprints[name] = meta["fingerprint"]
     if datamodule is None:
         datamodule = CXRDataModule.from_study(study, configuration_name, size)
-    seed = study.seeds[0] if seed is None else seed
+    seed = study.seed(seed)
     settings = json.dumps(
         {"embeddings": fingerprints, "probe": config.probe.model_dump(mode="json"), "seed": seed,
          "labels": list(config.labels), "train_rows": test_rows_digest(datamodule.train),

@@ -118,7 +118,7 @@ def complete_run(
     from cxrgen.training import train_run
 
     say = progress or (lambda message: log.info("%s", message))
-    run_seed = study.seeds[0] if seed is None else seed
+    run_seed = study.seed(seed)
     name = run_name(study.config, configuration.name, arch, run_seed)
     # One data module per run, shared by training and every test set's predictions.
     size = study.config.input_size(arch)

@@ -417,7 +417,7 @@ def _train_unlocked(
     config = study.config
     config.configuration(configuration_name)  # fails early, with a suggestion, on an unknown name
     size = config.input_size(arch)
-    run_seed = study.seeds[0] if seed is None else seed
+    run_seed = study.seed(seed)
     run = study.run(configuration_name, arch, run_seed)
     folder = run.path
     fingerprint = run_fingerprint(config, configuration_name, arch, size, run_seed)

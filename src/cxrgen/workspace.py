@@ -63,9 +63,8 @@ class Study:
         """The training seeds; each is a run of its own."""
         return self.config.train.seed_list()
 
-    def run(self, configuration: str, arch: str, seed: int | None = None) -> RunDir:
-        """The run folder of one (configuration, arch, seed): ``runs/<configuration>/<arch>`` with one seed,
-        ``.../<arch>/seed-<N>`` with several. ``seed`` None is the study's first seed.
+    def seed(self, seed: int | None = None) -> int:
+        """One of ``train.seeds``; None is the first.
 
         Raises:
             ConfigError: ``seed`` is not one of ``train.seeds``.
@@ -73,6 +72,11 @@ class Study:
         seeds = self.seeds
         if seed is not None and seed not in seeds:
             raise ConfigError(f"seed {seed} is not one of train.seeds {seeds}")
-        if len(seeds) == 1:
-            return self.dir.run(configuration, arch)
-        return self.dir.run(configuration, arch, seeds[0] if seed is None else seed)
+        return seeds[0] if seed is None else seed
+
+    def run(self, configuration: str, arch: str, seed: int | None = None) -> RunDir:
+        """The run folder of one (configuration, arch, seed): ``runs/<configuration>/<arch>`` with one seed,
+        ``.../<arch>/seed-<N>`` with several. ``seed`` as in :meth:`seed`.
+        """
+        chosen = self.seed(seed)
+        return self.dir.run(configuration, arch, chosen if len(self.seeds) > 1 else None)
