@@ -67,3 +67,19 @@ def test_each_seed_trains_into_its_own_folder_with_its_own_weights(tmp_path: Pat
     assert any(not torch.equal(w0[k], w1[k]) for k in w0 if w0[k].is_floating_point())
     again = train_run(study, "c", ARCH, datamodule=SquaresDataModule(), seed=1)  # done: returns at once
     assert again == folders[1]
+
+
+def test_train_and_predict_refuse_a_seed_the_study_does_not_name(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cxrgen.cli import app
+    from cxrgen.config import dump_resolved
+
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(dump_resolved(tiny_study(tmp_path / "out", seeds=[0, 1])))
+    for command in ("train", "predict"):
+        arguments = [command, str(study_file), "--configuration", "c", "--arch", ARCH, "--seed", "9"]
+        result = CliRunner().invoke(app, arguments)
+        assert result.exit_code == 2, result.output
+        assert "--seed 9 is not one of train.seeds [0, 1]" in " ".join(result.output.replace("│", " ").split())
+    assert not (tmp_path / "out" / "runs").exists()  # refused before any work

@@ -245,10 +245,14 @@ def models(
     print_frame(pd.DataFrame(models_table(num_labels=labels)), "architectures")
 
 
-def check_seed(config: Any, seed: int | None) -> None:
-    """``--seed`` must be one of the study's ``train.seeds``."""
-    if seed is not None and seed not in config.train.seed_list():
-        raise typer.BadParameter(f"--seed {seed} is not one of train.seeds {config.train.seed_list()}")
+def check_seed(study: Study, seed: int | None) -> None:
+    """``--seed`` must be one of the study's ``train.seeds``: a usage error (exit status 2), before any work."""
+    from cxrgen.config import ConfigError
+
+    try:
+        study.seed(seed)
+    except ConfigError:
+        raise typer.BadParameter(f"--seed {seed} is not one of train.seeds {study.seeds}") from None
 
 
 @command("train")
@@ -263,7 +267,7 @@ def train(
 
     quiet_lightning()
     opened = Study.load(study)
-    check_seed(opened.config, seed)
+    check_seed(opened, seed)
     console.print(f"wrote {train_run(opened, configuration, arch, progress=True, seed=seed)}")
 
 
@@ -279,10 +283,9 @@ def predict(
     seed: Annotated[int | None, typer.Option(help="One of train.seeds (default: the first).")] = None,
 ) -> None:
     """Predictions of a run's best.ckpt on its test sets -> runs/<configuration>/<arch>/predictions/."""
-
     opened = Study.load(study)
     conf = opened.config.configuration(configuration)
-    check_seed(opened.config, seed)
+    check_seed(opened, seed)
     run = opened.run(configuration, arch, seed)
     if run.best_checkpoint.is_file() and not allow_unfinished:
         run.require_finished(f"{configuration}/{arch}")  # before the seconds of importing torch and Lightning
