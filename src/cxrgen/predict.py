@@ -232,23 +232,18 @@ def predict_validation(
     unchanged.
     """
     run = study.run(configuration_name, arch, seed)
-    out = run.validation
     distributed = dist.is_available() and dist.is_initialized()
     if not distributed or dist.get_rank() == 0:
-        _predict_validation(study, configuration_name, run.best_checkpoint, out, datamodule, device)
+        _predict_validation(study, configuration_name, run, datamodule, device)
     if distributed:
         dist.barrier()
-    return out
+    return run.validation
 
 
 def _predict_validation(
-    study: Study,
-    configuration_name: str,
-    best: Path,
-    out: Path,
-    datamodule: Any | None,
-    device: torch.device | str | None,
+    study: Study, configuration_name: str, run: RunDir, datamodule: Any | None, device: torch.device | str | None
 ) -> None:
+    best, out = run.best_checkpoint, run.validation
     if not best.is_file():
         raise CxrgenError(f"{best} does not exist: train this run first (cxrgen train)")
     model, meta = load_run_model(best)
@@ -257,7 +252,7 @@ def _predict_validation(
         datamodule = CXRDataModule.from_study(study, configuration_name, int(meta["input_size"]))
     dataset = datamodule.val
     if len(dataset) == 0:
-        log.warning("%s: no validation images; no thresholds or temperatures can be fitted for this run", out.parent)
+        log.warning("%s: no validation images; no thresholds or temperatures can be fitted for this run", run.path)
         return
     checksum, rows = sha256_of(best), test_rows_digest(dataset)
     recorded = parquet_metadata(out) if out.is_file() else {}
