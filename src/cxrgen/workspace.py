@@ -7,7 +7,8 @@ pairing one study's settings with another study's folder, or a folder that disag
 
 - :meth:`Study.load` reads a study file; the folder is its ``out``.
 - :meth:`Study.open` reads the ``config.yaml`` an earlier ``prepare`` saved in a study folder; the folder is the one
-  opened, so a study folder that was moved or copied still reports and resumes where it now is.
+  opened, so a study folder that was moved or copied is reported where it now is (and its runs resume there:
+  a run's fingerprint holds no paths).
 
 Deliberately free of torch and Lightning, like :mod:`cxrgen.layout`: ``cxrgen status`` opens a study without them.
 """
