@@ -8,11 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrgen.config import ConfigError
+from cxrgen.config import ConfigError, dump_resolved
 from cxrgen.report import build_report
 from cxrgen.status import study_status
+from cxrgen.training import train_run
 from cxrgen.workspace import Study
-from helpers_training import ARCH, tiny_study
+from helpers_training import ARCH, SquaresDataModule, tiny_study
 from report_fixtures import LABELS, make_study
 
 
@@ -44,6 +45,17 @@ def test_a_moved_study_folder_is_reported_where_it_now_is(tmp_path: Path) -> Non
     assert len(auc) == (2 * 2 * 2 - 1) * len(LABELS)  # configurations x seeds x test sets, less the removed file
     rows = study_status(moved)  # status reads the moved folder's runs too
     assert rows["run"].tolist() == [f"{c}/densenet121/seed-{s}" for c in ("alpha", "both") for s in (3, 7)]
+
+
+def test_a_finished_run_in_a_moved_study_folder_is_found_there_not_retrained(tmp_path: Path) -> None:
+    config = tiny_study(tmp_path / "before", max_epochs=1)
+    first = train_run(Study.of(config), "c", ARCH, datamodule=SquaresDataModule())
+    (tmp_path / "before" / "config.yaml").write_text(dump_resolved(config))
+    done = (first / "done.json").read_bytes()
+    moved = shutil.move(tmp_path / "before", tmp_path / "after")
+    again = train_run(Study.open(moved), "c", ARCH, datamodule=SquaresDataModule())
+    assert again == moved / "runs" / "c" / ARCH and (again / "done.json").read_bytes() == done
+    assert not (tmp_path / "before").exists()
 
 
 def test_opening_a_folder_that_is_no_study_names_it(tmp_path: Path) -> None:
