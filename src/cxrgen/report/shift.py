@@ -422,10 +422,8 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
     if cal.empty:
         parts.append("<p>(no validation predictions)</p>")
     else:
-        wide = cal.pivot_table(
-            index=_with_seed(cal, "configuration", "arch", "test_set", "label"), columns="method", values="ece"
-        ).reset_index()
         keys = _with_seed(cal, "configuration", "arch", "test_set", "label")
+        wide = cal.pivot_table(index=keys, columns="method", values="ece").reset_index()
         prev = cal.loc[
             cal["method"] == "prior_shift",
             [

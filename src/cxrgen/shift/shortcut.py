@@ -29,7 +29,6 @@ class ShortcutResult:
     Attributes:
         fpr_device, fpr_no_device, difference: ``(value, ci_low, ci_high)``; NaN when a group has no negative.
         n_neg_device, n_neg_no_device: Negative images in each group.
-        detected: The interval of the difference lies above 0, with enough negatives on both sides.
     """
 
     fpr_device: tuple[float, float, float]
@@ -37,12 +36,17 @@ class ShortcutResult:
     difference: tuple[float, float, float]
     n_neg_device: int
     n_neg_no_device: int
-    detected: bool
 
     @property
     def status(self) -> str:
         """``ok``, or ``too few`` when either group has fewer than :data:`MIN_NEGATIVES` negatives."""
         return "ok" if min(self.n_neg_device, self.n_neg_no_device) >= MIN_NEGATIVES else "too few"
+
+    @property
+    def detected(self) -> bool:
+        """The interval of the difference lies above 0, with enough negatives on both sides."""
+        low = self.difference[1]
+        return self.status == "ok" and not math.isnan(low) and low > 0
 
 
 def device_shortcut(
@@ -82,12 +86,10 @@ def device_shortcut(
     d_lo, d_hi = percentile_interval(diff_samples, ci)
     point = boot.point
     difference = (float(point[0] - point[1]), float(d_lo[0]), float(d_hi[0]))
-    n_device, n_no_device = int(with_device.sum()), int((~with_device).sum())
     return ShortcutResult(
         (float(point[0]), float(lo[0]), float(hi[0])),
         (float(point[1]), float(lo[1]), float(hi[1])),
         difference,
-        n_device,
-        n_no_device,
-        bool(min(n_device, n_no_device) >= MIN_NEGATIVES and not math.isnan(difference[1]) and difference[1] > 0),
+        int(with_device.sum()),
+        int((~with_device).sum()),
     )
