@@ -44,7 +44,7 @@ from cxrgen.fileio import make_temporary_dir, publish_dir, write_parquet, write_
 from cxrgen.images import ENGINES, PREPROCESS_VERSION, Engine, ImageError, preprocess
 from cxrgen.layout import StudyDir
 from cxrgen.lock import LOCK_NAME
-from cxrgen.threads import pin_one_thread, worker_context
+from cxrgen.threads import pin_one_thread, worker_pool
 from cxrgen.verify import default_workers
 
 log = logging.getLogger(__name__)
@@ -421,18 +421,12 @@ def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[ChunkResult]:
         for task in tasks:
             yield _chunk_worker(*task)
         return
-    # multiprocessing.Pool, not ProcessPoolExecutor: leaving the block (done, an error, or SIGTERM/Ctrl-C raised
-    # as cxrgen.interrupts.Interrupted) terminates the workers at once, so none outlives the command, and the
-    # chunks in flight are simply not recorded (a rerun redoes them).
     if any(task[5] in ("exact", "torch") for task in tasks):
         compile_ahead()  # numba compiles here, once per machine; every worker loads the kernels from its cache
-    with worker_context().Pool(workers, initializer=_single_thread_opencv) as pool:
+    # A signal or an error ends the workers at once; the chunks in flight are simply not recorded (a rerun redoes
+    # them).
+    with worker_pool(workers, initializer=_single_thread_opencv) as pool:
         yield from pool.imap_unordered(_chunk_task, tasks)
-        # Done: let the workers exit and join them, so the pool's queues and semaphores are released now, not
-        # left to the resource tracker at exit ("leaked semaphore objects"); an error or a signal still
-        # terminates them at once (the with block).
-        pool.close()
-        pool.join()
 
 
 def _chunk_task(task: TaskArgs) -> ChunkResult:

@@ -3,10 +3,13 @@ library thread pools would oversubscribe them: 2 cores x 2 OpenCV threads x 2 BL
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
+from collections.abc import Callable, Iterator
 from multiprocessing.context import ForkServerContext
+from multiprocessing.pool import Pool
 
 import cv2
 import numba
@@ -45,3 +48,18 @@ def worker_context() -> ForkServerContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
     return context
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, initializer: Callable[[], object] | None = None) -> Iterator[Pool]:
+    """A :func:`worker_context` pool for one stage's work.
+
+    A ``multiprocessing.Pool``, not a ``ProcessPoolExecutor``: an error, SIGTERM or Ctrl-C (raised as
+    :class:`cxrgen.interrupts.Interrupted`) leaving the block terminates the workers at once, so none outlives the
+    command. Leaving it normally closes and joins them, so the pool's queues and semaphores are released now, not
+    left to the resource tracker at exit ("leaked semaphore objects").
+    """
+    with worker_context().Pool(workers, initializer=initializer) as pool:
+        yield pool
+        pool.close()
+        pool.join()

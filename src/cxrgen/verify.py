@@ -24,7 +24,7 @@ from cxrgen.errors import CxrgenError
 from cxrgen.fileio import write_csv
 from cxrgen.images import FORMATS, ImageError, check_pixel_count, decode
 from cxrgen.layout import EXCLUDED_FILE
-from cxrgen.threads import worker_context
+from cxrgen.threads import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -161,24 +161,17 @@ def verify_manifest(
     chunks = list(_chunks(items, CHUNK))
     check = functools.partial(_check_chunk, max_pixels=max_pixels)
     outside = 0
-    pool = None
     with contextlib.ExitStack() as stack:
         if workers == 1 or len(chunks) <= 1:
             results: Iterator[tuple[list[tuple[str, str]], int]] = map(check, chunks)
         else:
-            # A Pool, because leaving the block (also on SIGTERM or Ctrl-C, see cxrgen.interrupts) terminates its
-            # workers at once.
-            pool = stack.enter_context(worker_context().Pool(workers))
-            results = pool.imap(check, chunks)
+            results = stack.enter_context(worker_pool(workers)).imap(check, chunks)
         for chunk, (failures, linked_out) in zip(chunks, results, strict=True):
             reasons.update(failures)
             outside += linked_out
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
-        if pool is not None:  # done: workers exit and are joined, releasing the pool's semaphores now
-            pool.close()
-            pool.join()
     bad = manifest["image_id"].isin(list(reasons))
     excluded = manifest.loc[bad, ["dataset", "image_id", "path"]].reset_index(drop=True)
     excluded["reason"] = excluded["image_id"].map(reasons).astype(str)
