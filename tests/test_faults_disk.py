@@ -19,6 +19,8 @@ from cxrgen.checkpoints import load_checkpoint
 from cxrgen.synthetic import write_synthetic
 from faults_helpers import ARCH, check_complete, cxrgen, error_lines, study_yaml
 
+pytestmark = pytest.mark.requires("root", "mount")  # a real tmpfs, mounted and grown here
+
 
 class Disk:
     """A mounted tmpfs that can be grown (``mount -o remount,size=...``)."""

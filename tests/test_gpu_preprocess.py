@@ -87,9 +87,8 @@ def test_torch_jpeg_path_names_a_broken_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.requires("cuda")
 def test_cuda_path_within_one_level_of_the_exact_engine(tmp_path: Path) -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device: the GPU path is checked on CPU above")
     paths = []
     for i, (height, width) in enumerate([(390, 320), (2828, 2320)]):
         path = tmp_path / f"{i}.jpg"
@@ -106,9 +105,8 @@ def test_cuda_path_within_one_level_of_the_exact_engine(tmp_path: Path) -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.requires("cuda")
 def test_cuda_cache_with_two_workers_within_two_levels_of_the_exact_engine(tmp_path: Path) -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device: the torch engine's cache is checked on CPU below")
     rows = []
     for i, shape in enumerate([(390, 320)] * 5 + [(260, 300)] * 3):
         Image.fromarray(_phantom(*shape, seed=i)).save(tmp_path / f"{i}.jpg", quality=90)

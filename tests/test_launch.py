@@ -136,6 +136,21 @@ def test_sbatch_script_of_the_paper_study_carries_the_launcher_settings(tmp_path
     assert "srun" in script and "submitit.core._submit" in script
 
 
+@pytest.mark.requires("srun")
+def test_sbatch_script_equals_the_one_submitit_submits_on_a_cluster(tmp_path: Path) -> None:
+    """Rendering needs no cluster; where ``srun`` exists, the text is the AutoExecutor's own, to the character."""
+    from typing import Any
+
+    from cxrgen.launch import make_executor
+
+    (tmp_path / "paper.yaml").write_text((ROOT / "configs" / "paper.yaml").read_text())
+    study = Study.load(tmp_path / "paper.yaml")
+    executor = make_executor(study, "slurm")
+    executor.update_parameters(name=f"cxrgen-{study.config.name}-run")
+    slurm: Any = executor._executor
+    assert sbatch_script(study) == slurm._make_submission_file_text(slurm._submitit_command_str, "%j")
+
+
 def test_launcher_keys_are_validated(tmp_path: Path) -> None:
     from cxrgen.config import ConfigError
 

@@ -17,9 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from components import SKIP_PREFIX, absent_because
 from cxrgen.layout import StudyDir
 from cxrgen.synthetic import write_synthetic
 from faults_helpers import ARCH, ENV, study_yaml
+
+pytestmark = pytest.mark.requires("sbatch")  # a cluster's client; a local cluster also needs the daemons below
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "slurm-local.sh"
 LAUNCHER = {"cache_shards": 2, "review": False, "cpus_per_task": 1, "gpus_per_node": 0, "mem_gb": 2,
@@ -45,6 +48,10 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     if os.environ.get("SLURM_CONF") and _sinfo_ok(dict(ENV)):
         yield dict(ENV)
         return
+    for part in ("slurmctld", "munged", "root"):  # to start a single-node cluster here
+        why = absent_because(part)
+        if why is not None:
+            _skip(f"{SKIP_PREFIX}{part}: {why}")
     state = tmp_path_factory.mktemp("slurm")
     started = subprocess.run(["bash", str(SCRIPT), "start", str(state)], capture_output=True, text=True, timeout=180)
     if started.returncode != 0:

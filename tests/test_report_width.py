@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from components import executable
 from cxrgen.evaluate import UNFINISHED_KEY
 from cxrgen.fileio import write_parquet
 from cxrgen.report.build import build_report
@@ -24,17 +24,10 @@ document.body.setAttribute('data-measured', JSON.stringify(out));
 </script></body>"""
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("headless Chromium is not installed (`make screenshot` installs Debian's chromium)")
-
-
 @pytest.mark.slow
+@pytest.mark.requires("chromium")
 def test_every_table_fits_1280_px(tmp_path: Path) -> None:
-    browser = _chromium()
+    browser = executable("chromium")
     study = make_study(tmp_path, patients=30, seeds=[0, 1])
     runs = study / "runs" / "both" / "inception_resnet_v2"  # the notices at the top must fit too
     unfinished = runs / "seed-0" / "predictions" / "internal.parquet"

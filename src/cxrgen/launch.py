@@ -156,15 +156,32 @@ def make_executor(study: Study, launcher: Launcher) -> submitit.AutoExecutor:
     return executor
 
 
+class _SbatchText(submitit.SlurmExecutor):
+    """SLURM's own executor, used only to render its sbatch text: rendering is text, so it asks for no cluster.
+
+    submitit's executor refuses to exist where ``srun`` is not on the PATH; a laptop that writes or reviews a
+    study's job script has no SLURM, and needs none to see what would be submitted.
+    """
+
+    @classmethod
+    def affinity(cls) -> int:
+        return 1
+
+
 def sbatch_script(study: Study) -> str:
     """The sbatch script ``--launcher slurm`` submits for a run job of this study.
 
-    submitit has no public call for it; its SLURM executor's own text builder is used, so this is the very script.
+    submitit has no public call for it; its SLURM executor's own text builder is used, so this is the very script,
+    with the same generic-to-SLURM parameter translation the ``AutoExecutor`` of :func:`make_executor` applies.
     """
-    executor = make_executor(study, "slurm")
-    executor.update_parameters(name=f"cxrgen-{study.config.name}-run")
-    slurm: Any = executor._executor  # the SlurmExecutor behind the AutoExecutor
-    return str(slurm._make_submission_file_text(slurm._submitit_command_str, "%j"))
+    config = study.config
+    executor = _SbatchText(folder=(config.launcher.folder or study.dir.job_logs) / "%j",
+                           max_num_timeout=config.launcher.max_requeues)  # fmt: skip
+    parameters = {"name": f"cxrgen-{config.name}-run", **sbatch_parameters(config)}
+    native = {key.removeprefix("slurm_"): value for key, value in parameters.items() if key.startswith("slurm_")}
+    generic = {key: value for key, value in parameters.items() if not key.startswith("slurm_")}
+    executor.update_parameters(**executor._convert_parameters(generic), **native)
+    return str(executor._make_submission_file_text(executor._submitit_command_str, "%j"))
 
 
 # ------------------------------------------------------------------------------------------------ records
