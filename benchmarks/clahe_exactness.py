@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxrgen import clahe, images
-from cxrgen.threads import pin_one_thread
+from cxrgen.images import clahe
+from cxrgen.images import preprocess as images
+from cxrgen.utils.threads import pin_one_thread
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 

@@ -1,11 +1,11 @@
 """Embed-stage throughput per frozen backbone, and seconds to fit every linear probe of the paper study's shape.
 
-Embedding: images/s of :func:`cxrgen.embed.embed_array` (what ``cxrgen embed`` runs per chunk: uint8 cache rows
+Embedding: images/s of :func:`cxrgen.learn.embed.embed_array` (what ``cxrgen embed`` runs per chunk: uint8 cache rows
 normalized with the backbone's mean/std, forward without gradients, bf16 autocast on a GPU, float16 features) on
 random uint8 images at each backbone's input size, random weights (throughput does not depend on them). The
 ratio column is each backbone against the first one measured in the same run.
 
-Probes: :func:`cxrgen.probes.fit_probes` (5 labels x the C grid, then prediction of the test sets) for each of
+Probes: :func:`cxrgen.learn.probes.fit_probes` (5 labels x the C grid, then prediction of the test sets) for each of
 the paper's three configurations, on synthetic float16 embeddings with the paper's split sizes times
 ``--scale`` (CheXpert 161,035 / 18,097 / 44,282 train / val / test images; ChestX-ray14 80,657 / 9,169 /
 22,294; MIMIC test 5,159) and the paper's label prevalences. ``--scale 1`` is the full study.
@@ -22,8 +22,8 @@ import time
 import numpy as np
 import torch
 
-from cxrgen.embed import Backbone, embed_array, load_frozen
-from cxrgen.probes import fit_probes, predict_probes
+from cxrgen.learn.embed import Backbone, embed_array, load_frozen
+from cxrgen.learn.probes import fit_probes, predict_probes
 
 #: (train, val, test) images of the paper's random patient splits; MIMIC is external test only.
 PAPER_SPLITS = {"chexpert": (161_035, 18_097, 44_282), "nih": (80_657, 9_169, 22_294)}

@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from cxrgen import gpu_preprocess
-from cxrgen.cache import build_cache, open_cache
-from cxrgen.images import Engine, preprocess
-from cxrgen.threads import pin_one_thread
+from cxrgen.data.cache import build_cache, open_cache
+from cxrgen.images import gpu as gpu_preprocess
+from cxrgen.images.preprocess import Engine, preprocess
+from cxrgen.utils.threads import pin_one_thread
 
 SHAPES = {"CheXpert-small 320x390": (320, 390), "full-size 2320x2828": (2320, 2828)}
 

@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from cxrgen.data import CacheDataset, EpochSampler, normalize_on_device
-from cxrgen.images import preprocess
+from cxrgen.data.loaders import CacheDataset, EpochSampler, normalize_on_device
+from cxrgen.images.preprocess import preprocess
 
 SIZE = 224
 BATCH = 32

@@ -5,7 +5,7 @@ Reads the published DenseNet121 probabilities of jrzech/reproduce-chexnet on 22,
 ``Data_Entry_2017_v2020.csv.gz``, and compares the model with a noisy copy of itself: on the logit scale, a
 per-patient shift N(0, patient_noise²) (a second model errs alike on a patient's images) plus per-image noise
 N(0, noise²), seeded. Per finding, paired DeLong (images independent) beside the patient-clustered paired
-bootstrap (:func:`cxrgen.clustered.clustered_paired_bootstrap`), and the single-model SE of model a both ways
+bootstrap (:func:`cxrgen.metrics.clustered.clustered_paired_bootstrap`), and the single-model SE of model a both ways
 (DeLong vs :func:`cxrgen.metrics.clustered_bootstrap_auc`). Prints a markdown table.
 Run: ``.venv/bin/python benchmarks/nih_paired_se.py [--noise 0.3] [--patient-noise 0.3] [--n-boot 1000]``.
 """
@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 
-from cxrgen.clustered import clustered_paired_bootstrap
 from cxrgen.metrics import clustered_bootstrap_auc, delong, delong_paired_test
+from cxrgen.metrics.clustered import clustered_paired_bootstrap
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "nih"
 

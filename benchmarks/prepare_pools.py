@@ -1,6 +1,6 @@
 """``prepare``'s worker pools: verify's pool starts the forkserver, the cache's pools fork from it.
 
-The forkserver imports the modules of :data:`cxrgen.threads.FORKSERVER_PRELOAD` once, when it starts, and every
+The forkserver imports the modules of :data:`cxrgen.utils.threads.FORKSERVER_PRELOAD` once, when it starts, and every
 worker forks with them loaded. This times ``cxrgen prepare --until cache`` on 2 workers, each run in a fresh
 process on a fresh study folder, with that preload and with none (what happened before verify's pool set it: the
 cache's preload came after the forkserver had started, so no pool had one). Runs alternate, so a load change on
@@ -24,11 +24,11 @@ from cxrgen.synthetic import write_synthetic
 
 CHILD = """
 import sys, time
-from cxrgen import threads
+from cxrgen.utils import threads
 if sys.argv[2] == "none":
     threads.FORKSERVER_PRELOAD = ()
-from cxrgen.prepare import run_prepare
-from cxrgen.workspace import Study
+from cxrgen.runner.prepare import run_prepare
+from cxrgen.study.workspace import Study
 study = Study.load(sys.argv[1])
 began = time.perf_counter()
 run_prepare(study, until="cache", workers=2)

@@ -27,9 +27,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from cxrgen import fast_resize, images
-from cxrgen.images import preprocess
-from cxrgen.threads import pin_one_thread
+from cxrgen.images import fast_resize
+from cxrgen.images import preprocess as images
+from cxrgen.images.preprocess import preprocess
+from cxrgen.utils.threads import pin_one_thread
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "nih" / "images_1024"
 
@@ -87,7 +88,7 @@ def _warm(path: Path, size: int) -> None:
 _BUILD = """
 import sys, time
 import pandas as pd
-from cxrgen.cache import build_cache
+from cxrgen.data.cache import build_cache
 data, study, size, workers, count = sys.argv[1:]
 rows = pd.DataFrame({"image_id": [str(i) for i in range(int(count))], "path": [f"{i}.png" for i in range(int(count))]})
 start = time.perf_counter()
@@ -113,7 +114,7 @@ def _parallel_efficiency(folder: Path, source: Path, size: int, count: int = 32)
     """
     import pandas as pd
 
-    from cxrgen.cache import build_cache
+    from cxrgen.data.cache import build_cache
 
     data = folder / "parallel"
     data.mkdir()

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cxrgen.synthetic.writers import plan_chexpert, plan_mimic, plan_nih, render_task, write_synthetic
+from cxrgen.synthetic.paper_sites import plan_chexpert, plan_mimic, plan_nih, render_task, write_synthetic
 
 
 def main() -> None:

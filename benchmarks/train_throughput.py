@@ -1,8 +1,8 @@
 """Training-step throughput of the study's architectures against the cache loader's throughput.
 
-A training step here is what ``cxrgen.training`` runs per batch: uint8 images normalized on the device, forward
+A training step here is what ``cxrgen.learn.train`` runs per batch: uint8 images normalized on the device, forward
 under autocast, masked BCE, backward, Adam (fused on CUDA) and the Keras LR decay. The loader figure is either
-given (``--loader-ips``) or measured by reading a temporary uint8 memmap cache through ``cxrgen.data`` with the
+given (``--loader-ips``) or measured by reading a temporary uint8 memmap cache through ``cxrgen.data.loaders`` with the
 same DataLoader settings as training. The ratio loader / train says whether the accelerator (ratio > 1) or the
 input pipeline (ratio < 1) bounds training.
 
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cxrgen.data import CacheDataset, EpochSampler, normalize_on_device
-from cxrgen.models import create_model, get_arch
-from cxrgen.training import keras_time_decay, masked_bce
+from cxrgen.data.loaders import CacheDataset, EpochSampler, normalize_on_device
+from cxrgen.learn.train import keras_time_decay, masked_bce
+from cxrgen.models.registry import create_model, get_arch
 
 NUM_LABELS = 5
 

@@ -162,7 +162,7 @@ def _check_file(path: Path) -> None:
         with Image.open(path) as image:
             image.load()
     elif suffix == ".ckpt":
-        from cxrgen.checkpoints import load_checkpoint
+        from cxrgen.learn.checkpoints import load_checkpoint
 
         load_checkpoint(path)
     elif suffix in (".md", ".tex", ".txt"):
@@ -194,7 +194,7 @@ def check_complete(root: Path) -> int:
 
 def leftovers(root: Path) -> list[str]:
     """Temporary files a SIGKILL left behind (they never carry a final name)."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if p.name != ".cxrgen.lock")
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if p.name != ".cxrgen.utils.lock")
 
 
 # ---------------------------------------------------------------------------------------------- bad images

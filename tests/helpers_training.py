@@ -1,6 +1,6 @@
 """A tiny learnable chest-X-ray stand-in for training tests: uint8 noise with bright squares as findings.
 
-Batches have the ``cxrgen.data`` format: ``{"image": uint8 [B,1,H,W], "target": float32 [B,L] (NaN masked),
+Batches have the ``cxrgen.data.loaders`` format: ``{"image": uint8 [B,1,H,W], "target": float32 [B,L] (NaN masked),
 "index": int64 [B]}``. Label ``j`` present means a bright square in corner ``j``, so a small CNN learns it in a
 couple of epochs on the CPU.
 """
@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cxrgen.config import Configuration, DatasetConfig, StudyConfig, TrainConfig
+from cxrgen.study.config import Configuration, DatasetConfig, StudyConfig, TrainConfig
 
 LABELS = ["Left", "Right"]
 SIZE = 32
@@ -38,7 +38,7 @@ class SquaresDataset(Dataset[dict[str, torch.Tensor]]):
                 self.images[i, 0, -side:, -side:] = 230
         self.targets = present.float()
         self.targets[torch.rand((n, len(LABELS)), generator=g) < nan_fraction] = float("nan")
-        # What prediction files need per item, as cxrgen.data.CacheDataset has them; two images per patient.
+        # What prediction files need per item, as cxrgen.data.loaders.CacheDataset has them; two images per patient.
         self.image_ids = [f"img{i}" for i in range(n)]
         self.patient_ids = [f"a:{i // 2}" for i in range(n)]
 

@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from cxrgen.config import StudyConfig, dump_resolved
+from cxrgen.study.config import StudyConfig, dump_resolved
 
 LABELS = ["Cardiomegaly", "Edema"]
 DATASETS = ("alpha", "beta", "gamma")

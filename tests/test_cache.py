@@ -17,10 +17,11 @@ from PIL import Image
 from skimage.exposure import equalize_adapthist
 from skimage.transform import resize
 
-from cxrgen import cache, prepare
-from cxrgen.config import StudyConfig
-from cxrgen.images import Engine, preprocess
-from cxrgen.workspace import Study
+from cxrgen.data import cache
+from cxrgen.images.preprocess import Engine, preprocess
+from cxrgen.runner import prepare
+from cxrgen.study.config import StudyConfig
+from cxrgen.study.workspace import Study
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
@@ -124,7 +125,8 @@ def test_resume_after_sigkill_skips_finished_chunks(tmp_path: Path) -> None:
     rows.to_parquet(tmp_path / "rows.parquet")
     args = f"(pd.read_parquet({str(tmp_path / 'rows.parquet')!r}), Path({str(tmp_path / 'data')!r}), "
     args += f"Path({str(tmp_path / 'killed')!r}), 'ds', 32, 'skimage', True, 1, chunk_size=2)"
-    script = f"import pandas as pd\nfrom pathlib import Path\nfrom cxrgen.cache import build_cache\nbuild_cache{args}\n"
+    script = "import pandas as pd\nfrom pathlib import Path\nfrom cxrgen.data.cache import build_cache\n"
+    script += f"build_cache{args}\n"
     partial = tmp_path / "killed" / "cache" / "ds-32-skimage.partial"
     log = partial / "progress-1of1.jsonl"
     child = subprocess.Popen([sys.executable, "-c", script])

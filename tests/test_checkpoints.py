@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from cxrgen.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from cxrgen.learn.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from faults_helpers import WritesAFile
 
 

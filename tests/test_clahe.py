@@ -18,9 +18,10 @@ from PIL import Image
 from skimage.exposure import equalize_adapthist
 from skimage.exposure._adapthist import clip_histogram
 
-from cxrgen import cache, clahe
-from cxrgen.config import PreprocessConfig, load_study
-from cxrgen.images import decode, preprocess
+from cxrgen.data import cache
+from cxrgen.images import clahe
+from cxrgen.images.preprocess import decode, preprocess
+from cxrgen.study.config import PreprocessConfig, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +138,7 @@ def test_cache_workers_run_one_thread_each_and_load_the_kernels_compiled_ahead()
 
 def test_without_a_writable_numba_cache_the_kernels_still_import() -> None:
     # No cache locator applies (as a read-only install with a read-only home): numba refuses cache=True.
-    code = "import cxrgen.clahe as c; print(type(c._interpolate).__name__)"
+    code = "import cxrgen.images.clahe as c; print(type(c._interpolate).__name__)"
     env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "IPythonCacheLocator"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr

@@ -11,7 +11,7 @@ from scipy.stats import norm, rankdata
 from sklearn.metrics import roc_auc_score
 
 from cxrgen import metrics
-from cxrgen.clustered import _CHUNK, clustered_paired_bootstrap, seed_bootstrap_auc
+from cxrgen.metrics.clustered import _CHUNK, clustered_paired_bootstrap, seed_bootstrap_auc
 
 
 def _patients(n_patients: int, seed: int, shared: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

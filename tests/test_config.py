@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cxrgen.config import ConfigError, load_study
+from cxrgen.study.config import ConfigError, load_study
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -75,7 +75,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_resolved_config_round_trips(tmp_path: Path) -> None:
-    from cxrgen.config import StudyConfig, dump_resolved
+    from cxrgen.study.config import StudyConfig, dump_resolved
 
     config = load_study(write(tmp_path, MINIMAL))
     again = StudyConfig.model_validate(yaml.safe_load(dump_resolved(config)))

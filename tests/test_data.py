@@ -11,9 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cxrgen import cache, prepare
-from cxrgen.config import StudyConfig
-from cxrgen.data import (
+from cxrgen.data import cache
+from cxrgen.data.loaders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CacheDataset,
@@ -23,8 +22,10 @@ from cxrgen.data import (
     normalize_on_device,
 )
 from cxrgen.errors import CxrgenError
-from cxrgen.fileio import write_csv
-from cxrgen.workspace import Study
+from cxrgen.runner import prepare
+from cxrgen.study.config import StudyConfig
+from cxrgen.study.workspace import Study
+from cxrgen.utils.fileio import write_csv
 
 LABELS = ["Cardiomegaly", "Edema"]
 SIZE = 16

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrgen.images import ImageError, decode
+from cxrgen.images.preprocess import ImageError, decode
 
 pydicom = pytest.importorskip("pydicom")
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
@@ -129,7 +129,7 @@ def test_dicom_preamble_recognized_without_suffix(tmp_path: Path) -> None:
 def test_undecodable_dicoms_go_to_excluded_csv_with_the_reason(tmp_path: Path) -> None:
     import pandas as pd
 
-    from cxrgen.verify import verify_manifest
+    from cxrgen.data.verify import verify_manifest
 
     root = tmp_path / "site"
     root.mkdir()
@@ -153,7 +153,7 @@ def test_undecodable_dicoms_go_to_excluded_csv_with_the_reason(tmp_path: Path) -
 
 
 def test_dicom_declaring_too_many_pixels_is_refused_before_its_pixels_are_read(tmp_path: Path) -> None:
-    from cxrgen.verify import check_image
+    from cxrgen.data.verify import check_image
 
     path = _dicom(tmp_path / "bomb.dicom", _phantom(12))
     ds = pydicom.dcmread(path)

@@ -16,9 +16,9 @@ import timm
 import torch
 from PIL import Image
 
-from cxrgen.cache import build_cache
-from cxrgen.config import ConfigError, dump_resolved, load_study
-from cxrgen.embed import (
+from cxrgen.data.cache import build_cache
+from cxrgen.errors import CxrgenError
+from cxrgen.learn.embed import (
     FEATURES,
     Backbone,
     build_embeddings,
@@ -29,7 +29,7 @@ from cxrgen.embed import (
     open_embeddings,
     study_backbone,
 )
-from cxrgen.errors import CxrgenError
+from cxrgen.study.config import ConfigError, dump_resolved, load_study
 
 SIZE = 32
 RANDOM = Backbone("probe", "resnet18", pretrained=False)
@@ -64,7 +64,7 @@ import sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from cxrgen.embed import Backbone, build_embeddings
+from cxrgen.learn.embed import Backbone, build_embeddings
 build_embeddings(Path(sys.argv[1]), "ds", Backbone("probe", "resnet18", pretrained=False), 32, "opencv", False,
                  device="cpu", batch_size=2, chunk_size=2)
 """

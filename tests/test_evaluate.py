@@ -1,4 +1,4 @@
-"""Tests of cxrgen.evaluate: predictions schema, auc.csv / comparisons.csv, and published NIH predictions."""
+"""Tests of cxrgen.metrics.evaluate: predictions schema, auc.csv / comparisons.csv, and published NIH predictions."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cxrgen import metrics
-from cxrgen.clustered import clustered_paired_bootstrap, seed_bootstrap_auc
-from cxrgen.evaluate import (
+from cxrgen.metrics.clustered import clustered_paired_bootstrap, seed_bootstrap_auc
+from cxrgen.metrics.evaluate import (
     AUC_COLUMNS,
     COMPARISON_COLUMNS,
     UNFINISHED_KEY,
@@ -26,8 +26,8 @@ from cxrgen.evaluate import (
     evaluate_files,
     read_predictions,
 )
-from cxrgen.fileio import write_parquet
-from cxrgen.pairing import PairingError
+from cxrgen.metrics.pairing import PairingError
+from cxrgen.utils.fileio import write_parquet
 
 LABELS = ["Atelectasis", "Pleural Effusion"]
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"

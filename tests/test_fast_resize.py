@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.transform import resize as skimage_resize
 
-from cxrgen import fast_resize
+from cxrgen.images import fast_resize
 
 
 @pytest.mark.parametrize(

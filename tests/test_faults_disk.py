@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrgen.checkpoints import load_checkpoint
+from cxrgen.learn.checkpoints import load_checkpoint
 from cxrgen.synthetic import write_synthetic
 from faults_helpers import ARCH, check_complete, cxrgen, error_lines, study_yaml
 

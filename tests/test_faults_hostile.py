@@ -28,8 +28,8 @@ def flat(text: str) -> str:
 
 def train_images(data: Path, dataset: str, n: int) -> list[tuple[str, Path]]:
     """The first ``n`` training images of a dataset: (image_id, file)."""
-    from cxrgen.prepare import run_prepare
-    from cxrgen.workspace import Study
+    from cxrgen.runner.prepare import run_prepare
+    from cxrgen.study.workspace import Study
 
     study = Study.load(data / "study.yaml")
     splits = run_prepare(study, until="splits").splits

@@ -19,9 +19,9 @@ import pytest
 import torch
 import yaml
 
-from cxrgen.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from cxrgen.config import load_study
-from cxrgen.manifest import build_manifest
+from cxrgen.data.manifest import build_manifest
+from cxrgen.learn.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from cxrgen.study.config import load_study
 from faults_helpers import (
     ARCH,
     ENV,
@@ -43,9 +43,9 @@ MIMIC_SPLIT = Path("mimic/mimic-cxr-2.0.0-split.csv.gz")
 
 
 def test_broken_images_are_excluded_with_reasons_and_test_losses_reported(data: Path) -> None:
-    from cxrgen.data import CXRDataModule
-    from cxrgen.prepare import run_prepare
-    from cxrgen.workspace import Study
+    from cxrgen.data.loaders import CXRDataModule
+    from cxrgen.runner.prepare import run_prepare
+    from cxrgen.study.workspace import Study
 
     study = Study.load(data / "study.yaml")
     splits = run_prepare(study, until="splits").splits
@@ -341,7 +341,7 @@ def test_truncated_checkpoint_is_a_clear_error(data: Path) -> None:
 
 KEEP_SAVING = """
 import sys, torch
-from cxrgen.checkpoints import save_checkpoint
+from cxrgen.learn.checkpoints import save_checkpoint
 epoch = 0
 while True:
     epoch += 1

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrgen.lock import LOCK_NAME
 from cxrgen.synthetic import write_synthetic
+from cxrgen.utils.lock import LOCK_NAME
 from faults_helpers import (
     ARCH,
     ENV,
@@ -47,7 +47,7 @@ PREDICT = ("predict", "tiny.yaml", "--configuration", "c1", "--arch", ARCH)
 REPORT_TABLES = ("auc.csv", "calibration.csv", "comparisons.csv", "cohort.csv", "table1.csv", "review.csv")
 AFTER_ENTER = """
 import sys
-import cxrgen.cli, cxrgen.config, cxrgen.study, cxrgen.training, cxrgen.predict
+import cxrgen.cli, cxrgen.study.config, cxrgen.runner.study, cxrgen.learn.train, cxrgen.learn.predict
 print("imported", flush=True)
 sys.stdin.readline()
 sys.argv[0] = "cxrgen"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrgen.cache import read_meta
+from cxrgen.data.cache import read_meta
 from cxrgen.synthetic import write_synthetic
 from faults_helpers import ARCH, ENV, changed, check_complete, cxrgen, error_lines, start, study_yaml, wait_for
 
@@ -59,7 +59,7 @@ SHARD = """
 import sys, time
 from pathlib import Path
 import pandas as pd
-from cxrgen.cache import build_cache
+from cxrgen.data.cache import build_cache
 out, root, k, go = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 rows = pd.read_parquet(out / "manifest.parquet")
 rows = rows[rows["dataset"] == "chexpert"]

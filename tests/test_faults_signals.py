@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrgen.checkpoints import load_checkpoint
+from cxrgen.learn.checkpoints import load_checkpoint
 from cxrgen.synthetic import write_synthetic
 from faults_helpers import ARCH, changed, cxrgen, error_lines, start, study_yaml, wait_for
 from process_helpers import children, descendants, kill_all, wait_gone

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrgen.evaluate import UNFINISHED_KEY
-from cxrgen.fileio import parquet_metadata
+from cxrgen.metrics.evaluate import UNFINISHED_KEY
 from cxrgen.synthetic import write_synthetic
+from cxrgen.utils.fileio import parquet_metadata
 from faults_helpers import ARCH, changed, cxrgen, error_lines, start, study_yaml, wait_for
 
 LONG_TRAIN = {"pretrained": False, "max_epochs": 200, "patience": 1000, "batch_size": 16, "num_workers": 0,

@@ -14,12 +14,16 @@ from PIL import Image
 from pydantic import ValidationError
 from skimage.exposure._adapthist import clip_histogram
 
-from cxrgen import cache, clahe, gpu_preprocess, images, prepare
-from cxrgen.config import PreprocessConfig, dump_resolved, load_study
-from cxrgen.images import ImageError
-from cxrgen.manifest import build_manifest
+from cxrgen.data import cache
+from cxrgen.data.manifest import build_manifest
+from cxrgen.images import clahe
+from cxrgen.images import gpu as gpu_preprocess
+from cxrgen.images import preprocess as images
+from cxrgen.images.preprocess import ImageError
+from cxrgen.runner import prepare
+from cxrgen.study.config import PreprocessConfig, dump_resolved, load_study
+from cxrgen.study.workspace import Study
 from cxrgen.synthetic import write_synthetic
-from cxrgen.workspace import Study
 
 
 def _phantom(height: int, width: int, seed: int = 0) -> np.ndarray:

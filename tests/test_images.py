@@ -11,8 +11,8 @@ from PIL import Image
 from skimage.exposure import equalize_adapthist
 from skimage.transform import resize
 
-from cxrgen import images
-from cxrgen.images import ImageError, decode, preprocess
+from cxrgen.images import preprocess as images
+from cxrgen.images.preprocess import ImageError, decode, preprocess
 
 
 def _gray(height: int = 48, width: int = 40, seed: int = 0) -> np.ndarray:

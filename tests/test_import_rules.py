@@ -13,21 +13,61 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "cxrgen"
 
-#: (modules the rule covers, forbidden imports, why): prefixes of dotted names.
+#: The wings of DESIGN.md section 4, in the order of the flow.
+WINGS = ("utils", "sources", "images", "models", "study", "data", "learn", "metrics", "shift", "report", "runner",
+         "synthetic")  # fmt: skip
+#: One rule per wing: the other wings it may import (``cxrgen.errors`` is open to all; the CLI to none).
+MAY_IMPORT: dict[str, tuple[str, ...]] = {
+    "utils": (),
+    "sources": ("utils",),
+    "images": ("utils",),
+    "models": ("utils", "sources", "data"),  # saliency reads the normalization in data.loaders until it moves
+    "study": ("utils", "sources", "models"),
+    "data": ("utils", "sources", "images", "models", "study"),
+    "learn": ("utils", "sources", "images", "models", "study", "data", "metrics"),
+    "metrics": ("utils",),
+    "shift": ("utils", "sources", "study", "data", "metrics"),
+    "report": ("utils", "sources", "images", "models", "study", "data", "learn", "metrics", "shift", "synthetic"),
+    "runner": ("utils", "sources", "images", "models", "study", "data", "learn", "metrics", "shift", "report",
+               "synthetic"),
+    "synthetic": (),
+}
+WHY = {
+    "utils": "plumbing imports nothing above it",
+    "sources": "sources know nothing of images or models",
+    "images": "image operations know no dataset, study or model",
+    "models": "the model registry knows no study file or data",
+    "study": "the study file is read before any data or model code",
+    "data": "data code knows no model or training",
+    "learn": "learning knows no report and no runner",
+    "metrics": "statistics are pure functions on arrays",
+    "shift": "shift analyses know no model, learning or report",
+    "report": "the report knows no runner",
+    "runner": "the conductors are imported only by the CLI",
+    "synthetic": "the synthetic hospitals import nothing else of cxrgen",
+}
+
+
+def wing_rule(wing: str) -> tuple[str, tuple[str, ...], str]:
+    """(the wing, every cxrgen wing and top-level module it may not import, why)."""
+    allowed = {wing, *MAY_IMPORT[wing]}
+    forbidden = tuple(f"cxrgen.{other}" for other in (*WINGS, "cli") if other not in allowed)
+    return f"cxrgen.{wing}", forbidden, WHY[wing]
+
+
+#: Third-party and module-level rules: (modules the rule covers, forbidden imports, why): prefixes of dotted names.
 RULES: list[tuple[str, tuple[str, ...], str]] = [
-    ("cxrgen.sources", ("cxrgen.images", "cxrgen.cache", "cxrgen.models", "cxrgen.data", "cxrgen.training", "torch",
-                        "timm", "lightning", "PIL", "cv2", "skimage"), "sources know nothing of images or models"),
-    ("cxrgen.data", ("cxrgen.models", "cxrgen.training", "timm"), "data code knows no model"),
+    *(wing_rule(wing) for wing in WINGS),
+    ("cxrgen.sources", ("torch", "timm", "lightning", "PIL", "cv2", "skimage"), "sources read tables, not images"),
+    ("cxrgen.data", ("timm",), "data code knows no model"),
     ("cxrgen.metrics", ("torch", "lightning", "timm"), "metrics know no torch"),
-    ("cxrgen.training", ("cxrgen.report",), "training knows no report"),
-    ("cxrgen.predict", ("cxrgen.training", "cxrgen.report"), "prediction needs no training code"),
-    ("cxrgen.labels", ("torch", "cxrgen.sources", "cxrgen.models"), "the label vocabulary is a leaf"),
-    ("cxrgen.saliency", ("cxrgen.report", "cxrgen.training"), "Grad-CAM is a model question, not report code"),
-    ("cxrgen.cache", ("cxrgen.config", "cxrgen.prepare"), "a cache is built from rows and a root, not a study file"),
-    ("cxrgen.models", ("cxrgen.config",), "the model registry knows no study file"),
-    ("cxrgen.layout", ("torch", "lightning", "timm", "pandas", "cxrgen.config"),
-     "the layout is read before torch is imported"),
-    ("cxrgen.workspace", ("torch", "lightning", "timm", "pandas"), "a study opens before torch is imported"),
+    ("cxrgen.shift", ("torch", "lightning", "timm"), "shift analyses know no torch"),
+    ("cxrgen.study", ("torch", "lightning", "timm"), "a study opens before torch is imported"),
+    ("cxrgen.learn.predict", ("cxrgen.learn.train",), "prediction needs no training code"),
+    ("cxrgen.sources.labels", ("torch", "cxrgen.sources.registry"), "the label vocabulary is a leaf"),
+    ("cxrgen.data.cache", ("cxrgen.study.config",), "a cache is built from rows and a root, not a study file"),
+    ("cxrgen.study.layout", ("pandas", "cxrgen.study.config"), "the layout is read before pandas is imported"),
+    ("cxrgen.study.workspace", ("pandas",), "a study opens before pandas is imported"),
 ]
 CLI_RULE = "the CLI is imported by nothing"
 
@@ -90,9 +130,17 @@ def test_the_checker_finds_nested_relative_imports_and_flags_them() -> None:
     source = "import numpy\n\ndef f():\n    from ..images import decode\n    import torch.nn\n"
     found = imports_in(source, "cxrgen.sources.fake")
     assert {"cxrgen.images", "cxrgen.images.decode", "torch.nn", "numpy"} <= found
-    rule = next(rule for rule in RULES if rule[0] == "cxrgen.sources")
-    assert violations({"cxrgen.sources.fake": found}, rule[0], rule[1]) == [
+    broken = [line for rule in RULES if rule[0] == "cxrgen.sources"
+              for line in violations({"cxrgen.sources.fake": found}, rule[0], rule[1])]  # fmt: skip
+    assert broken == [
         "cxrgen.sources.fake imports cxrgen.images",
         "cxrgen.sources.fake imports cxrgen.images.decode",
         "cxrgen.sources.fake imports torch.nn",
     ]
+
+
+def test_every_folder_of_the_package_is_a_wing_with_a_rule() -> None:
+    folders = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert folders == set(WINGS) == set(MAY_IMPORT), "a new folder needs a place in the flow and a rule here"
+    top = {path.stem for path in PACKAGE.glob("*.py")}
+    assert top == {"__init__", "__main__", "cli", "errors"}, "modules belong in the wing of their stage"

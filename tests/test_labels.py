@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrgen.labels import PAPER_UNCERTAINTY, apply_policies, apply_policy
+from cxrgen.sources.labels import PAPER_UNCERTAINTY, apply_policies, apply_policy
 
 RAW = np.array([1.0, 0.0, -1.0, np.nan])
 

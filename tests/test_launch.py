@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrgen.config import load_study
-from cxrgen.launch import pending_runs, sbatch_script
-from cxrgen.layout import StudyDir
+from cxrgen.runner.launch import pending_runs, sbatch_script
+from cxrgen.study.config import load_study
+from cxrgen.study.layout import StudyDir
+from cxrgen.study.workspace import Study
 from cxrgen.synthetic import write_synthetic
-from cxrgen.workspace import Study
 from faults_helpers import ARCH, ENV, cxrgen, start, study_yaml, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ CONFIGURATIONS = [
 ]
 AFTER_IMPORTS = """
 import sys
-import cxrgen.cli, cxrgen.config, cxrgen.launch, lightning.pytorch
+import cxrgen.cli, cxrgen.study.config, cxrgen.runner.launch, lightning.pytorch
 print("imported", flush=True)
 sys.stdin.readline()
 sys.argv[0] = "cxrgen"
@@ -141,7 +141,7 @@ def test_sbatch_script_equals_the_one_submitit_submits_on_a_cluster(tmp_path: Pa
     """Rendering needs no cluster; where ``srun`` exists, the text is the AutoExecutor's own, to the character."""
     from typing import Any
 
-    from cxrgen.launch import make_executor
+    from cxrgen.runner.launch import make_executor
 
     (tmp_path / "paper.yaml").write_text((ROOT / "configs" / "paper.yaml").read_text())
     study = Study.load(tmp_path / "paper.yaml")
@@ -152,7 +152,7 @@ def test_sbatch_script_equals_the_one_submitit_submits_on_a_cluster(tmp_path: Pa
 
 
 def test_launcher_keys_are_validated(tmp_path: Path) -> None:
-    from cxrgen.config import ConfigError
+    from cxrgen.study.config import ConfigError
 
     text = study_yaml("runs/x", launcher={"partitions": "gpu"})
     (tmp_path / "x.yaml").write_text(text)

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from components import SKIP_PREFIX, absent_because
-from cxrgen.layout import StudyDir
+from cxrgen.study.layout import StudyDir
 from cxrgen.synthetic import write_synthetic
 from faults_helpers import ARCH, ENV, study_yaml
 

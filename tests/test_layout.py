@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cxrgen.errors import CxrgenError
-from cxrgen.layout import RunDir, StudyDir
+from cxrgen.study.layout import RunDir, StudyDir
 
 
 def test_study_and_run_paths_are_the_documented_ones(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrgen.config import load_study
-from cxrgen.evaluate import read_predictions
-from cxrgen.fileio import parquet_metadata
+from cxrgen.metrics.evaluate import read_predictions
+from cxrgen.study.config import load_study
 from cxrgen.synthetic import write_synthetic
+from cxrgen.utils.fileio import parquet_metadata
 
 PROBE_LABEL = "rand_probe (linear probe on resnet18, random weights)"
 STUDY = """\

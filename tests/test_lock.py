@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrgen.lock import LOCK_NAME, LockedError, study_lock
+from cxrgen.utils.lock import LOCK_NAME, LockedError, study_lock
 
 
 def test_second_holder_is_refused_and_lock_released(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_second_holder_is_refused_and_lock_released(tmp_path: Path) -> None:
 
 def test_lock_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
     code = (
-        "import sys, time; from pathlib import Path; from cxrgen.lock import study_lock\n"
+        "import sys, time; from pathlib import Path; from cxrgen.utils.lock import study_lock\n"
         "with study_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
@@ -44,7 +44,7 @@ def test_lock_held_on_another_host_is_refused(tmp_path: Path) -> None:
 
 
 def test_sweep_removes_only_leftover_temporaries(tmp_path: Path) -> None:
-    from cxrgen.fileio import atomic_path, sweep_temporaries
+    from cxrgen.utils.fileio import atomic_path, sweep_temporaries
 
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / ".auc.csv.abc123.tmp").write_text("half")

@@ -11,7 +11,7 @@ from scipy.special import expit, logit
 from scipy.stats import t as student_t
 from statsmodels.stats.meta_analysis import combine_effects
 
-from cxrgen.meta_analysis import (
+from cxrgen.metrics.meta_analysis import (
     NOT_ESTIMABLE,
     coverage_table,
     leave_one_out_coverage,

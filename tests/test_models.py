@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from cxrgen.errors import CxrgenError
-from cxrgen.models import (
+from cxrgen.models.registry import (
     ARCHITECTURES,
     create_model,
     get_arch,
@@ -18,7 +18,7 @@ from cxrgen.models import (
     sha256_of,
     trainable_parameters,
 )
-from cxrgen.saliency import cam_layer_name
+from cxrgen.models.saliency import cam_layer_name
 
 TINY = "test_byobnet"
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from cxrgen import metrics
-from cxrgen.clustered import clustered_paired_bootstrap
-from cxrgen.pairing import PairingError, pair_on_images, paired_clustered, unpaired_clustered
+from cxrgen.metrics.clustered import clustered_paired_bootstrap
+from cxrgen.metrics.pairing import PairingError, pair_on_images, paired_clustered, unpaired_clustered
 
 
 def _frame(n: int, seed: int, shift: float) -> pd.DataFrame:
@@ -28,7 +28,7 @@ def test_one_dropped_image_keeps_the_test_paired_and_is_counted(caplog: pytest.L
     a = _frame(2000, seed=0, shift=1.2)
     b = a.assign(p_Edema=_frame(2000, seed=1, shift=1.0)["p_Edema"])
     b_short = b.drop(index=17)
-    with caplog.at_level(logging.WARNING, logger="cxrgen.pairing"):
+    with caplog.at_level(logging.WARNING, logger="cxrgen.metrics.pairing"):
         paired = pair_on_images(a, b_short, "a.parquet", "b.parquet")
     assert (paired.n_dropped_a, paired.n_dropped_b, len(paired.merged)) == (1, 0, 1999)
     assert "dropped 1 of a.parquet" in caplog.text

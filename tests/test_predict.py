@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrgen.checkpoints import save_checkpoint
 from cxrgen.errors import CxrgenError
-from cxrgen.evaluate import read_predictions
-from cxrgen.fileio import parquet_metadata
-from cxrgen.layout import StudyDir
-from cxrgen.models import create_model
-from cxrgen.predict import predict_dataset, predict_run
-from cxrgen.training import CXRClassifier
-from cxrgen.workspace import Study
+from cxrgen.learn.checkpoints import save_checkpoint
+from cxrgen.learn.predict import predict_dataset, predict_run
+from cxrgen.learn.train import CXRClassifier
+from cxrgen.metrics.evaluate import read_predictions
+from cxrgen.models.registry import create_model
+from cxrgen.study.layout import StudyDir
+from cxrgen.study.workspace import Study
+from cxrgen.utils.fileio import parquet_metadata
 from helpers_training import ARCH, LABELS, SquaresDataModule, SquaresDataset, tiny_study
 
 

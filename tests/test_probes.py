@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from cxrgen.probes import fit_label_probe, fit_probes, predict_probes
+from cxrgen.learn.probes import fit_label_probe, fit_probes, predict_probes
 
 CS = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from cxrgen.config import ConfigError, DatasetConfig, load_study
 from cxrgen.sources import READERS, ReaderOptions, register
 from cxrgen.sources.common import SourceError
+from cxrgen.study.config import ConfigError, DatasetConfig, load_study
 from faults_helpers import study_yaml
 
 

@@ -211,8 +211,8 @@ def _write_checkpoint(study: Path, configuration: str, arch: str, size: int) -> 
     """A run checkpoint as training writes it: Lightning ``state_dict`` (``model.`` prefix) and ``cxrgen`` meta."""
     import torch
 
-    from cxrgen.checkpoints import save_checkpoint
-    from cxrgen.models import create_model
+    from cxrgen.learn.checkpoints import save_checkpoint
+    from cxrgen.models.registry import create_model
 
     torch.manual_seed(0)
     model = create_model(arch, len(LABELS), pretrained=False)
@@ -259,8 +259,8 @@ def test_review_with_tiny_models_draws_grad_cam(tmp_path: Path) -> None:
 def test_grad_cam_releases_hooks() -> None:
     import torch
 
-    from cxrgen.models import create_model, get_arch
-    from cxrgen.saliency import cam_layer_name, grad_cam
+    from cxrgen.models.registry import create_model, get_arch
+    from cxrgen.models.saliency import cam_layer_name, grad_cam
 
     model = create_model("test_resnet", 2, pretrained=False)
     layer = model.get_submodule(cam_layer_name(model, get_arch("test_resnet")))

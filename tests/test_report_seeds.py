@@ -113,8 +113,8 @@ def test_roc_and_review_say_which_seed_they_draw(results: Path) -> None:
 
 
 def test_an_unfinished_seed_and_a_missing_seed_file_are_named(tmp_path: Path) -> None:
-    from cxrgen.evaluate import UNFINISHED_KEY
-    from cxrgen.fileio import write_parquet
+    from cxrgen.metrics.evaluate import UNFINISHED_KEY
+    from cxrgen.utils.fileio import write_parquet
 
     study = make_study(tmp_path, patients=30, seeds=[3, 7], archs=("densenet121",))
     seed3 = study / "runs" / "alpha" / "densenet121" / "seed-3" / "predictions" / "internal.parquet"

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from components import executable
-from cxrgen.evaluate import UNFINISHED_KEY
-from cxrgen.fileio import write_parquet
+from cxrgen.metrics.evaluate import UNFINISHED_KEY
 from cxrgen.report.build import build_report
+from cxrgen.utils.fileio import write_parquet
 from report_fixtures import make_study
 
 WIDTH = 1280

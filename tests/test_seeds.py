@@ -9,11 +9,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from cxrgen.config import ConfigError
 from cxrgen.errors import CxrgenError
-from cxrgen.study import planned_runs, planned_seed_runs
-from cxrgen.training import run_fingerprint, train_run
-from cxrgen.workspace import Study
+from cxrgen.learn.train import run_fingerprint, train_run
+from cxrgen.runner.study import planned_runs, planned_seed_runs
+from cxrgen.study.config import ConfigError
+from cxrgen.study.workspace import Study
 from helpers_training import ARCH, SquaresDataModule, tiny_study
 
 
@@ -73,7 +73,7 @@ def test_train_and_predict_refuse_a_seed_the_study_does_not_name(tmp_path: Path)
     from typer.testing import CliRunner
 
     from cxrgen.cli import app
-    from cxrgen.config import dump_resolved
+    from cxrgen.study.config import dump_resolved
 
     study_file = tmp_path / "study.yaml"
     study_file.write_text(dump_resolved(tiny_study(tmp_path / "out", seeds=[0, 1])))

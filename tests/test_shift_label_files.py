@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cxrgen.config import StudyConfig
-from cxrgen.prepare import run_prepare
 from cxrgen.report.inputs import find_predictions, load_inputs
-from cxrgen.report.shift import shift_html, shift_tables, write_shift_results
+from cxrgen.report.shift_tables import shift_html, shift_tables, write_shift_results
+from cxrgen.runner.prepare import run_prepare
 from cxrgen.shift.protocols import get_protocol, protocol_targets
+from cxrgen.study.config import StudyConfig
+from cxrgen.study.workspace import Study
 from cxrgen.synthetic import write_synthetic
-from cxrgen.workspace import Study
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Edema", "Pleural Effusion"]
 UNCERTAINTY = {"Atelectasis": "ones", "Cardiomegaly": "zeros", "Edema": "ones", "Pleural Effusion": "ones"}

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrgen.cohort import describe
-from cxrgen.config import StudyConfig
-from cxrgen.manifest import build_manifest
+from cxrgen.data.cohort import describe
+from cxrgen.data.manifest import build_manifest
+from cxrgen.data.splits import make_splits
 from cxrgen.sources import SourceError
-from cxrgen.splits import make_splits
+from cxrgen.study.config import StudyConfig
 from native import LABELS, MIMIC_LABEL_COLUMNS, mimic_root
 
 UNLABELLED_STUDY = (10000032, 53189527)  # one test image: bbbb2222-...-00000003

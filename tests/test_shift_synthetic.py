@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from cxrgen.synthetic import HOSPITALS, write_synthetic
+from cxrgen.synthetic.paper_sites import plan_chexpert, plan_nih
 from cxrgen.synthetic.phantom import detector_shape, render_frontal
 from cxrgen.synthetic.truth import TRUTH_FILE, true_ctr, truth_files
-from cxrgen.synthetic.writers import plan_chexpert, plan_nih
 
 
 def _device_rates(tasks: list) -> tuple[float, float]:

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxrgen.config import ConfigError, load_study
-from cxrgen.plan import plan_table
 from cxrgen.report.inputs import load_inputs
+from cxrgen.runner.plan import plan_table
+from cxrgen.study.config import ConfigError, load_study
 
 SIX = ("chexpert", "nih", "mimic", "padchest", "vindr", "brax")
 PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
@@ -126,7 +126,7 @@ def test_design_expands_beside_hand_written_configurations(six: Path, tmp_path: 
     only = config.configuration("only-brax")
     assert only.train == ["brax"] and only.external == ["chexpert", "nih", "mimic", "padchest", "vindr"]
     # The resolved file, read back, holds the configurations once.
-    from cxrgen.config import StudyConfig, dump_resolved, read_yaml
+    from cxrgen.study.config import StudyConfig, dump_resolved, read_yaml
 
     (tmp_path / "resolved.yaml").write_text(dump_resolved(config))
     again = StudyConfig.model_validate(read_yaml(tmp_path / "resolved.yaml"))

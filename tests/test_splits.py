@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrgen.config import SplitConfig, StudyConfig
-from cxrgen.splits import LeakageError, check_leakage, make_splits, official_split, patient_buckets, random_split
+from cxrgen.data.splits import LeakageError, check_leakage, make_splits, official_split, patient_buckets, random_split
+from cxrgen.study.config import SplitConfig, StudyConfig
 
 
 def frame_of(patients: list[str], images_per_patient: int = 2) -> pd.DataFrame:

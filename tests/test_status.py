@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrgen.config import Configuration, StudyConfig, dump_resolved
-from cxrgen.launch import Submission, write_run_job, write_submission
-from cxrgen.layout import StudyDir
-from cxrgen.status import counts, study_status
-from cxrgen.training import append_epoch_row
+from cxrgen.learn.train import append_epoch_row
+from cxrgen.runner.launch import Submission, write_run_job, write_submission
+from cxrgen.runner.status import counts, study_status
+from cxrgen.study.config import Configuration, StudyConfig, dump_resolved
+from cxrgen.study.layout import StudyDir
 from faults_helpers import cxrgen
 from helpers_training import tiny_study
 

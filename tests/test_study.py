@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxrgen.config import load_study
-from cxrgen.evaluate import read_predictions
-from cxrgen.study import planned_runs
+from cxrgen.metrics.evaluate import read_predictions
+from cxrgen.runner.study import planned_runs
+from cxrgen.study.config import load_study
 from cxrgen.synthetic import write_synthetic
 
 pytestmark = pytest.mark.slow  # real processes and whole studies: minutes; `make test-fast` leaves them out

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrgen.config import load_study
+from cxrgen.study.config import load_study
 from cxrgen.synthetic import HOSPITALS, cardiothoracic_ratio, frontal_geometry, frontal_masks, write_synthetic
 from cxrgen.synthetic.hospitals import CHEXPERT_OBSERVATIONS, sample_patients
 from cxrgen.synthetic.phantom import DRAWN_FINDINGS

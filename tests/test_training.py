@@ -17,10 +17,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from cxrgen.errors import CxrgenError
+from cxrgen.learn.predict import load_run_model, predict_arrays
+from cxrgen.learn.train import evaluate_logits, keras_time_decay, masked_bce, train_run
 from cxrgen.metrics import OneClassWarning, auc_per_label
-from cxrgen.predict import load_run_model, predict_arrays
-from cxrgen.training import evaluate_logits, keras_time_decay, masked_bce, train_run
-from cxrgen.workspace import Study
+from cxrgen.study.workspace import Study
 from helpers_training import ARCH, LABELS, SquaresDataModule, tiny_study
 
 TESTS = Path(__file__).resolve().parent
@@ -120,8 +120,8 @@ def test_killed_run_resumes_to_the_same_weights(straight: Path, tmp_path: Path) 
         tmp_path,
         f"""
         from helpers_training import ARCH, SquaresDataModule, tiny_study
-        from cxrgen.training import train_run
-        from cxrgen.workspace import Study
+        from cxrgen.learn.train import train_run
+        from cxrgen.study.workspace import Study
         out = Path({str(out)!r})
         train_run(Study.of(tiny_study(out)), "c", ARCH, datamodule=SquaresDataModule(kill_after={EPOCH_ITEMS + 20}))
         """,
@@ -173,8 +173,8 @@ def test_ddp_validation_auc_equals_single_process_evaluation(tmp_path: Path) -> 
         tmp_path,
         f"""
         from helpers_training import ARCH, SquaresDataModule, tiny_study
-        from cxrgen.training import train_run
-        from cxrgen.workspace import Study
+        from cxrgen.learn.train import train_run
+        from cxrgen.study.workspace import Study
         out = Path({str(out)!r})
         config = tiny_study(out, max_epochs=1, devices=2, strategy="ddp")
         train_run(Study.of(config), "c", ARCH, datamodule=SquaresDataModule())

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxrgen import verify
+from cxrgen.data import verify
 from cxrgen.errors import CxrgenError
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrgen.config import ConfigError, dump_resolved
+from cxrgen.learn.train import train_run
 from cxrgen.report import build_report
-from cxrgen.status import study_status
-from cxrgen.training import train_run
-from cxrgen.workspace import Study
+from cxrgen.runner.status import study_status
+from cxrgen.study.config import ConfigError, dump_resolved
+from cxrgen.study.workspace import Study
 from helpers_training import ARCH, SquaresDataModule, tiny_study
 from report_fixtures import LABELS, make_study
 

@@ -20,9 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from cxrgen.errors import CxrgenError
-from cxrgen.interrupts import Interrupted, as_interrupted, raise_on_signals
-from cxrgen.prepare import Stage
-from cxrgen.workspace import Study
+from cxrgen.runner.prepare import Stage
+from cxrgen.study.workspace import Study
+from cxrgen.utils.interrupts import Interrupted, as_interrupted, raise_on_signals
 
 #: ``cxrgen --help`` lists the commands in the order a user meets them; commands not named here come last.
 STAGE_ORDER = ("synthesize", "prepare", "plan", "study", "train", "predict", "evaluate", "report", "status", "models")
@@ -53,7 +53,7 @@ def command(name: str | None = None) -> Callable[[F], F]:
     """Register a sub-command whose expected failures end as one line on stderr and exit code 1.
 
     SIGTERM and Ctrl-C end it with one ``error: stopped by ...`` line and 128 + the signal number (143, 130); see
-    :mod:`cxrgen.interrupts`. Set ``CXRGEN_DEBUG=1`` to see the traceback instead.
+    :mod:`cxrgen.utils.interrupts`. Set ``CXRGEN_DEBUG=1`` to see the traceback instead.
     """
 
     def wrap(func: F) -> F:
@@ -158,9 +158,9 @@ def prepare(
     shard: Annotated[str | None, typer.Option(help="Do only part k of n of the cache work, e.g. 2/4.")] = None,
 ) -> None:
     """Metadata -> manifest, splits, image check and the preprocessed cache."""
-    from cxrgen.config import check_dataset_roots
-    from cxrgen.lock import study_lock
-    from cxrgen.prepare import run_prepare
+    from cxrgen.runner.prepare import run_prepare
+    from cxrgen.study.config import check_dataset_roots
+    from cxrgen.utils.lock import study_lock
 
     opened = Study.load(study)
     config = opened.config
@@ -187,7 +187,7 @@ def evaluate(
     ci: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
 ) -> None:
     """Per-label AUC with bootstrap and DeLong intervals; DeLong tests between files."""
-    from cxrgen.evaluate import evaluate_files
+    from cxrgen.metrics.evaluate import evaluate_files
 
     auc, comparisons = evaluate_files(predictions, out, n_boot=n_boot, seed=seed, ci=ci)
     print_frame(auc[["source", "label", "auc", "ci_low", "ci_high", "n_pos", "n_neg"]].round(4), "AUC")
@@ -240,14 +240,14 @@ def models(
     labels: Annotated[int, typer.Option(help="Outputs of the classifier (the paper: 5).")] = 5,
 ) -> None:
     """Registered architectures: input size and trainable parameters (Keras-faithful) beside the paper's."""
-    from cxrgen.models import models_table
+    from cxrgen.models.registry import models_table
 
     print_frame(pd.DataFrame(models_table(num_labels=labels)), "architectures")
 
 
 def check_seed(study: Study, seed: int | None) -> None:
     """``--seed`` must be one of the study's ``train.seeds``: a usage error (exit status 2), before any work."""
-    from cxrgen.config import ConfigError
+    from cxrgen.study.config import ConfigError
 
     try:
         study.seed(seed)
@@ -263,7 +263,7 @@ def train(
     seed: Annotated[int | None, typer.Option(help="One of train.seeds (default: the first).")] = None,
 ) -> None:
     """Train one run; a rerun resumes from last.ckpt, a finished run returns at once."""
-    from cxrgen.training import train_run
+    from cxrgen.learn.train import train_run
 
     quiet_lightning()
     opened = Study.load(study)
@@ -289,7 +289,7 @@ def predict(
     run = opened.run(configuration, arch, seed)
     if run.best_checkpoint.is_file() and not allow_unfinished:
         run.require_finished(f"{configuration}/{arch}")  # before the seconds of importing torch and Lightning
-    from cxrgen.predict import predict_run
+    from cxrgen.learn.predict import predict_run
     for name in [test_set] if test_set else [t.name for t in conf.test_sets()]:
         written = predict_run(opened, configuration, arch, name, allow_unfinished=allow_unfinished, seed=seed)
         console.print(f"wrote {written}")
@@ -307,8 +307,8 @@ def study(
     ] = "local",
 ) -> None:
     """Prepare, then train, predict and evaluate every configuration x architecture; resumable."""
-    from cxrgen.config import check_dataset_roots
-    from cxrgen.study import run_study, summary
+    from cxrgen.runner.study import run_study, summary
+    from cxrgen.study.config import check_dataset_roots
 
     quiet_lightning()
     opened = Study.load(study)
@@ -327,9 +327,9 @@ def plan(
     study: Annotated[Path, typer.Argument(help="The study YAML file.")],
 ) -> None:
     """Every run with its training and test sets and image / patient counts, before any training."""
-    from cxrgen.config import check_dataset_roots
-    from cxrgen.plan import plan_table
-    from cxrgen.prepare import run_prepare
+    from cxrgen.runner.plan import plan_table
+    from cxrgen.runner.prepare import run_prepare
+    from cxrgen.study.config import check_dataset_roots
 
     opened = Study.load(study)
     config = opened.config
@@ -340,8 +340,8 @@ def plan(
     table = plan_table(config, prepared.manifest, prepared.splits)
     print_frame(table, f"{config.name}: {len(table)} run(s); external sets are each dataset's test split")
 def submit_study(study: Study, launcher: str, only: str | None) -> None:
-    """``cxrgen study --launcher submitit-local|slurm``: every run a job; see ``cxrgen.launch``."""
-    from cxrgen.launch import LAUNCHERS, launch_study
+    """``cxrgen study --launcher submitit-local|slurm``: every run a job; see ``cxrgen.runner.launch``."""
+    from cxrgen.runner.launch import LAUNCHERS, launch_study
 
     if launcher not in LAUNCHERS:
         raise typer.BadParameter(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
@@ -354,7 +354,7 @@ def submit_study(study: Study, launcher: str, only: str | None) -> None:
 
 
 def status_table(study_dir: Path) -> Table:
-    from cxrgen.status import counts, study_status
+    from cxrgen.runner.status import counts, study_status
 
     frame = study_status(study_dir)
     summary = ", ".join(f"{n} {state}" for state, n in counts(frame).items() if n)
@@ -397,7 +397,7 @@ def embed(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: the GPU if any).")] = None,
 ) -> None:
     """Embed every image once per frozen backbone (linear-probe architectures); resumable and shardable."""
-    from cxrgen.embed import embed_study
+    from cxrgen.learn.embed import embed_study
 
     with progress_bars() as progress:
         folders = embed_study(Study.load(study), arch=arch, device=device, shard=parse_shard(shard), progress=progress)

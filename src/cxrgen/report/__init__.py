@@ -2,7 +2,7 @@
 
 ``build_report(study_dir)`` reads a study directory (config, manifest, splits, every predictions file under
 ``runs/``) and writes ``study_dir/results/``. Statistics come from :mod:`cxrgen.metrics` and
-:mod:`cxrgen.evaluate`; this package arranges, tests and draws them.
+:mod:`cxrgen.metrics.evaluate`; this package arranges, tests and draws them.
 """
 
 from cxrgen.report.build import build_report

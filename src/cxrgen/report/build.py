@@ -13,10 +13,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cxrgen.cohort import describe
-from cxrgen.config import dump_resolved
-from cxrgen.fileio import write_csv, write_text
-from cxrgen.meta_analysis import coverage_table, next_hospital_table
+from cxrgen.data.cohort import describe
+from cxrgen.metrics.meta_analysis import coverage_table, next_hospital_table
 from cxrgen.report import figures as figs
 from cxrgen.report import sections
 from cxrgen.report.comparisons import comparisons as run_comparisons
@@ -25,7 +23,7 @@ from cxrgen.report.html import FigureFile, render_page
 from cxrgen.report.inputs import find_predictions, load_inputs, missing_predictions, unfinished_runs
 from cxrgen.report.naming import model_label
 from cxrgen.report.seeds import combine_seeds, drawn_seed, seed_auc_table, seed_gaps
-from cxrgen.report.shift import shift_html, write_shift_results
+from cxrgen.report.shift_tables import shift_html, write_shift_results
 from cxrgen.report.tables import (
     auc_results,
     calibration_results,
@@ -35,6 +33,8 @@ from cxrgen.report.tables import (
     table1,
     table1_display,
 )
+from cxrgen.study.config import dump_resolved
+from cxrgen.utils.fileio import write_csv, write_text
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ asked for many labels, configurations and architectures:
   different patients, so the test is the unpaired z test on the two patient-clustered bootstrap SEs.
 * ``multi_vs_single``: does training on two datasets beat training on one, on the same external test set?
   Both models scored the same images: the patient-clustered paired bootstrap on the images both files hold
-  (:mod:`cxrgen.pairing`; refused below 95 % overlap, dropped images counted).
+  (:mod:`cxrgen.metrics.pairing`; refused below 95 % overlap, dropped images counted).
 * ``architectures``: do the architectures differ within one configuration and test set? Paired bootstrap.
 
 ``difference`` is always ``auc_a - auc_b`` and ``se`` its patient-clustered standard error, so
@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from cxrgen import metrics
-from cxrgen.config import StudyConfig
-from cxrgen.pairing import CLUSTERED_COLUMNS, PairingError, pair_on_images, paired_clustered, unpaired_clustered
+from cxrgen.metrics.pairing import CLUSTERED_COLUMNS, PairingError, pair_on_images, paired_clustered, unpaired_clustered
 from cxrgen.report.inputs import Predictions
+from cxrgen.study.config import StudyConfig
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from matplotlib.text import Text
 from scipy.stats import norm
 
 from cxrgen import metrics
-from cxrgen.fileio import atomic_path
 from cxrgen.report.inputs import Predictions
 from cxrgen.report.tables import CALIBRATION_BINS
+from cxrgen.utils.fileio import atomic_path
 
 DPI = 110
 PANEL = 3.6  # inches per panel side

@@ -12,7 +12,7 @@ its family (:mod:`cxrgen.report.comparisons`) and a verdict at ``alpha``:
    equivalence statement needs a margin; 0.02 AUC is the smallest difference the paper discusses); otherwise
    inconclusive.
 4. ``next_hospital``: with three or more external hospitals, the pooled external AUC and the 95 % prediction
-   interval per label (:mod:`cxrgen.meta_analysis`); an estimate, so no verdict.
+   interval per label (:mod:`cxrgen.metrics.meta_analysis`); an estimate, so no verdict.
 
 The paper's own difference sits beside ours (``paper``) where ``reference`` holds both of its AUCs. A statement
 resting on a run without ``done.json`` says so: ``unfinished`` is True and its comparison ends in "(unfinished)".
@@ -25,8 +25,8 @@ from collections.abc import Collection
 
 import pandas as pd
 
-from cxrgen.config import StudyConfig
 from cxrgen.report.tables import UNFINISHED, reference_auc
+from cxrgen.study.config import StudyConfig
 
 EQUIVALENCE_MARGIN = 0.02
 

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from cxrgen.config import StudyConfig
 from cxrgen.report.naming import model_label
 from cxrgen.report.tables import UNFINISHED, format_auc, has_reference
+from cxrgen.study.config import StudyConfig
 
 if TYPE_CHECKING:  # the review pulls in torch; the page needs only its type
     from cxrgen.report.review import ReviewResult

@@ -16,13 +16,13 @@ from typing import Literal
 
 import pandas as pd
 
-from cxrgen.config import StudyConfig
+from cxrgen.data.verify import excluded_test_counts, read_excluded
 from cxrgen.errors import CxrgenError
-from cxrgen.evaluate import UNFINISHED_KEY, read_predictions
-from cxrgen.fileio import parquet_metadata
-from cxrgen.layout import SEED_PREFIX, RunDir
-from cxrgen.verify import excluded_test_counts, read_excluded
-from cxrgen.workspace import Study
+from cxrgen.metrics.evaluate import UNFINISHED_KEY, read_predictions
+from cxrgen.study.config import StudyConfig
+from cxrgen.study.layout import SEED_PREFIX, RunDir
+from cxrgen.study.workspace import Study
+from cxrgen.utils.fileio import parquet_metadata
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Predictions:
         kind: ``internal`` or ``external``.
         datasets: Datasets whose test split makes up the test set (empty when the config does not say).
         path: The parquet file.
-        frame: ``image_id, patient_id, y_<label>, p_<label>`` (see :func:`cxrgen.evaluate.read_predictions`).
+        frame: ``image_id, patient_id, y_<label>, p_<label>`` (see :func:`cxrgen.metrics.evaluate.read_predictions`).
         labels: Labels in the file, in the study's label order where the study knows them.
     """
 

@@ -7,7 +7,7 @@ it that way so it is never mistaken for the foundation model's result.
 
 from __future__ import annotations
 
-from cxrgen.config import StudyConfig
+from cxrgen.study.config import StudyConfig
 
 RANDOM_WEIGHTS = "random weights"
 

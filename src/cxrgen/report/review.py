@@ -167,11 +167,11 @@ def _input_size(inputs: StudyInputs, arch: str, meta_size: object) -> int:
 def load_images(inputs: StudyInputs, cases: pd.DataFrame, size: int, result: ReviewResult) -> list[np.ndarray | None]:
     """Preprocessed uint8 [size, size] images of the cases, from the study's cache or else decoded afresh.
 
-    The cache holds exactly what the model saw; decoding (``cxrgen.images.preprocess`` with the study's
+    The cache holds exactly what the model saw; decoding (``cxrgen.images.preprocess.preprocess`` with the study's
     preprocessing) is the fallback when the cache was deleted. Unreadable images are None, with a note.
     """
-    from cxrgen.cache import CacheError, open_cache
-    from cxrgen.images import ImageError, preprocess
+    from cxrgen.data.cache import CacheError, open_cache
+    from cxrgen.images.preprocess import ImageError, preprocess
 
     preprocess_cfg = inputs.config.preprocess
     out: list[np.ndarray | None] = []
@@ -225,9 +225,9 @@ def _add_cams(inputs: StudyInputs, result: ReviewResult, cases: pd.DataFrame, se
     usable = {arch: path for arch, path in checkpoints.items() if path.is_file()}
     if usable:
         # Imported only when needed: prediction code pulls in Lightning, seconds to import.
-        from cxrgen.models import get_arch
-        from cxrgen.predict import default_device, load_run_model
-        from cxrgen.saliency import cam_layer_name, grad_cam, overlay
+        from cxrgen.learn.predict import default_device, load_run_model
+        from cxrgen.models.registry import get_arch
+        from cxrgen.models.saliency import cam_layer_name, grad_cam, overlay
 
         device = default_device()
     for arch, checkpoint in usable.items():

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 import cxrgen
-from cxrgen.config import StudyConfig
 from cxrgen.report.findings import claim_summary
 from cxrgen.report.html import (
     FigureFile,
@@ -32,6 +31,7 @@ from cxrgen.report.html import (
     table1_html,
 )
 from cxrgen.report.naming import random_weights_note
+from cxrgen.study.config import StudyConfig
 
 if TYPE_CHECKING:  # the review pulls in torch; the page needs only its type
     from cxrgen.report.review import ReviewResult
@@ -124,5 +124,5 @@ def review(result: ReviewResult | None, figure: FigureFile | None) -> Section:
 
 
 def shift(body: str) -> Section:
-    """The shift-aware sections (issue 11; :func:`cxrgen.report.shift.shift_html`), each with its own heading."""
+    """The shift-aware sections (issue 11; :func:`cxrgen.report.shift_tables.shift_html`), each with its own heading."""
     return Section(None, body)

@@ -4,7 +4,7 @@ With ``train.seeds`` a run (configuration, arch, test set) has one predictions f
 the seed-aware intervals need them aligned image by image, so :func:`combine_seeds` joins them on ``image_id``
 into one frame: ``p_<label>`` holds the first seed's scores and ``p_<label>#<seed>`` the others'
 (:func:`seed_score_columns` lists them). :func:`seed_auc_table` gives per label the mean AUC over seeds, the seed
-SD and the two-stage (seeds, then patients) bootstrap interval (:func:`cxrgen.clustered.seed_bootstrap_auc`).
+SD and the two-stage (seeds, then patients) bootstrap interval (:func:`cxrgen.metrics.clustered.seed_bootstrap_auc`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from cxrgen import metrics
-from cxrgen.clustered import seed_bootstrap_auc
-from cxrgen.config import StudyConfig
+from cxrgen.metrics.clustered import seed_bootstrap_auc
 from cxrgen.report.inputs import Predictions
+from cxrgen.study.config import StudyConfig
 
 log = logging.getLogger(__name__)
 

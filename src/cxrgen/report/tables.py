@@ -1,6 +1,6 @@
 """The report's tables: tidy AUCs with intervals, calibration, and the paper's Table 1 with its numbers beside ours.
 
-All statistics come from :mod:`cxrgen.evaluate` and :mod:`cxrgen.metrics`; this module only arranges them.
+All statistics come from :mod:`cxrgen.metrics.evaluate` and :mod:`cxrgen.metrics`; this module only arranges them.
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ import numpy as np
 import pandas as pd
 
 from cxrgen import metrics
-from cxrgen.config import StudyConfig
-from cxrgen.evaluate import AUC_COLUMNS, auc_table
+from cxrgen.metrics.evaluate import AUC_COLUMNS, auc_table
 from cxrgen.report.inputs import Predictions, StudyInputs, count_excluded
 from cxrgen.report.naming import model_label
+from cxrgen.study.config import StudyConfig
 
 #: Columns identifying a predictions file, first in ``auc.csv`` and ``calibration.csv``.
 KEY_COLUMNS: tuple[str, ...] = ("configuration", "arch", "test_set", "kind")
-#: Columns of ``auc.csv``: the run keys, :data:`cxrgen.evaluate.AUC_COLUMNS`, ``n_excluded``, then ``unfinished``
-#: (True for predictions of a run without ``done.json``, made with ``cxrgen predict --allow-unfinished``).
+#: Columns of ``auc.csv``: the run keys, :data:`cxrgen.metrics.evaluate.AUC_COLUMNS`, ``n_excluded``, then
+#: ``unfinished`` (True for predictions of a run without ``done.json``, made with
+#: ``cxrgen predict --allow-unfinished``).
 AUC_CSV_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *AUC_COLUMNS, "n_excluded", "unfinished")
 #: Columns of ``calibration.csv``.
 CALIBRATION_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, "label", "brier", "ece", "n", "unfinished")

@@ -2,7 +2,7 @@
 
 MIMIC-CXR-JPG ships two labelers' files (CheXpert, NegBio) and, in 2.1.0, radiologists' labels of the test
 split keyed by study; which one a study trains and tests on is a setting, so a finding's external AUC can move
-with it alone. The other file is read by the MIMIC reader itself (:func:`cxrgen.manifest.read_dataset` with the
+with it alone. The other file is read by the MIMIC reader itself (:func:`cxrgen.data.manifest.read_dataset` with the
 dataset's ``labels`` swapped), so its joins, checks, the study's uncertainty and blank policies, unlabelled
 studies (NaN) and the views filter are exactly those the manifest was built with. The one module of
 :mod:`cxrgen.shift` that reads files.
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrgen.config import StudyConfig
-from cxrgen.manifest import read_dataset
+from cxrgen.data.manifest import read_dataset
 from cxrgen.shift.protocols import LabelFile
 from cxrgen.sources.mimic import PREFIX, RADIOLOGIST_FILE
+from cxrgen.study.config import StudyConfig
 
 
 def label_file_path(root: Path, label_file: LabelFile) -> Path:

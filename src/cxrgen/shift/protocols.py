@@ -19,9 +19,9 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from cxrgen.labels import BlankPolicy, Policy, apply_policy
 from cxrgen.metrics import patient_bootstrap_weights, roc_auc, weighted_auc
 from cxrgen.shift.ratios import percentile_interval
+from cxrgen.sources.labels import BlankPolicy, Policy, apply_policy
 
 #: MIMIC-CXR-JPG label files (the ``labels`` option of the MIMIC reader).
 LabelFile = Literal["chexpert", "negbio", "radiologist"]

@@ -1,7 +1,7 @@
 """Dataset readers: one module per dataset, each registering its reader in :mod:`cxrgen.sources.registry`.
 
 A reader returns the manifest rows of DESIGN.md section 4 with raw labels (``raw_<label>`` in {1, 0, -1, NaN});
-label policies and view filters are applied by :mod:`cxrgen.manifest`. Adding a dataset is one module that
+label policies and view filters are applied by :mod:`cxrgen.data.manifest`. Adding a dataset is one module that
 calls :func:`register` with its options model, plus its name in the import line below.
 """
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cxrgen.errors import CxrgenError
-from cxrgen.labels import RAW_VALUES, raw_column
+from cxrgen.sources.labels import RAW_VALUES, raw_column
 
 #: Columns every reader returns, before label policies are applied (``raw_<label>`` follow).
 BASE_COLUMNS: tuple[str, ...] = (

@@ -7,7 +7,7 @@ The layout is detected from the files present:
   ``Consolidation``, ``Edema``, ``Pleural effusion``, as listed in the dataset's PhysioNet description and
   Table 2 of the paper), ``annotations/image_labels_test.csv`` (the five-reader consensus, a row per image,
   no ``rad_id`` needed), images ``train/<image_id>.dicom`` and ``test/<image_id>.dicom``. The official split is
-  train/test; validation is carved from train by image (see :mod:`cxrgen.splits`).
+  train/test; validation is carved from train by image (see :mod:`cxrgen.data.splits`).
 * Kaggle VinBigData: ``train.csv`` with ``image_id, class_name, class_id, rad_id, x_min, y_min, x_max, y_max``
   (a row per box, or per "No finding" reading), images ``train/<image_id>.dicom``. Its 14 classes have no Edema:
   that label is NaN, and a warning says so.

@@ -7,6 +7,7 @@ follow the shipped formats byte for byte (:mod:`.writers`). DESIGN.md sections 3
 """
 
 from cxrgen.synthetic.hospitals import HOSPITALS, Hospital
+from cxrgen.synthetic.paper_sites import write_synthetic
 from cxrgen.synthetic.phantom import (
     DRAWN_FINDINGS,
     Acquisition,
@@ -15,7 +16,6 @@ from cxrgen.synthetic.phantom import (
     frontal_geometry,
     frontal_masks,
 )
-from cxrgen.synthetic.writers import write_synthetic
 
 __all__ = [
     "DRAWN_FINDINGS",

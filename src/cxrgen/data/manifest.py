@@ -1,0 +1,80 @@
+"""The study manifest: every dataset of the study read by its reader, label policies and view filter applied."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from cxrgen.sources import get_reader
+from cxrgen.sources.common import BASE_COLUMNS, EXTRA_COLUMNS, READING_NOTES, VIEWS, ReadingNote, SourceError
+from cxrgen.sources.labels import apply_policies, raw_column
+from cxrgen.study.config import StudyConfig
+
+log = logging.getLogger(__name__)
+
+
+def read_dataset(config: StudyConfig, name: str) -> tuple[pd.DataFrame, list[ReadingNote]]:
+    """One dataset's manifest rows, with targets after the study's policies and its views filter, and the
+    reader's notes for the cohort table."""
+    spec = config.datasets[name]
+    reader = get_reader(spec.reader)
+    if not spec.root.is_dir():
+        raise SourceError(f"datasets.{name}.root: folder {spec.root} does not exist")
+    frame = reader(spec.root, name=name, labels=list(config.labels), options=spec.options())
+    notes: list[ReadingNote] = list(frame.attrs.pop(READING_NOTES, []))
+    frame = apply_policies(frame, list(config.labels), config.uncertainty, config.blank)
+    frame = mask_unlabelled(frame, list(config.labels), name)
+    if config.views != "all":
+        unknown = sorted(set(config.views) - set(VIEWS))
+        if unknown:
+            raise SourceError(f"views: {unknown} are not view names; use {', '.join(VIEWS)}")
+        keep = frame["view"].isin(list(config.views))
+        log.info("dataset %s: views filter %s keeps %d of %d images", name, config.views, keep.sum(), len(frame))
+        frame = frame.loc[keep].reset_index(drop=True)
+    if frame.empty:
+        raise SourceError(f"dataset {name!r}: no images left after the views filter {config.views}")
+    return frame, notes
+
+
+def mask_unlabelled(frame: pd.DataFrame, labels: list[str], name: str) -> pd.DataFrame:
+    """Targets of images without a label row become NaN: unknown, never negative under ``blank: zeros``."""
+    if "labelled" not in frame:
+        return frame
+    unlabelled = ~frame["labelled"].to_numpy(dtype=bool)
+    if unlabelled.any():
+        log.info("dataset %s: %d image(s) have no label row; their targets are NaN", name, int(unlabelled.sum()))
+        frame = frame.copy()
+        frame.loc[unlabelled, labels] = float("nan")
+    return frame
+
+
+def build_manifest(config: StudyConfig) -> pd.DataFrame:
+    """The union of all datasets; checks one label schema and unique, namespaced ids."""
+    return build_manifest_with_notes(config)[0]
+
+
+def build_manifest_with_notes(config: StudyConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`build_manifest` and the readers' notes as a :func:`reading_notes` table (rows left out while
+    reading, properties such as "no patient ids"), which the cohort table shows."""
+    read = {name: read_dataset(config, name) for name in config.datasets}
+    frames = [frame for frame, _ in read.values()]
+    columns = [*BASE_COLUMNS, *(raw_column(label) for label in config.labels), *EXTRA_COLUMNS, *config.labels]
+    for name, frame in zip(config.datasets, frames, strict=True):
+        if list(frame.columns) != columns:
+            raise SourceError(f"dataset {name!r}: reader returned columns {list(frame.columns)}, expected {columns}")
+    manifest = pd.concat(frames, ignore_index=True)
+    duplicated = manifest["image_id"].duplicated()
+    if duplicated.any():
+        raise SourceError(f"duplicate image ids across datasets, e.g. {manifest.loc[duplicated, 'image_id'].iloc[0]}")
+    return manifest, reading_notes([(name, note) for name, (_, notes) in read.items() for note in notes])
+
+
+NOTE_COLUMNS = ("dataset", "kind", "rows", "note")
+
+
+def reading_notes(notes: list[tuple[str, ReadingNote]]) -> pd.DataFrame:
+    """``dataset, kind, rows, note``: one row per reader note (``prepare`` writes it as ``reading_notes.csv``
+    beside the manifest; the report's cohort table reads it back)."""
+    rows = [(name, note.kind, note.rows, note.text) for name, note in notes]
+    return pd.DataFrame(rows, columns=list(NOTE_COLUMNS)).astype({"rows": int})

@@ -1,0 +1,334 @@
+"""Evaluate predictions files: per-label AUC with clustered-bootstrap and DeLong intervals, model comparisons.
+
+A predictions file (DESIGN.md section 8) is a parquet table with one row per image::
+
+    image_id, patient_id, y_<label>, p_<label>   (one y_/p_ pair per label)
+
+``y`` in {0, 1} or NaN (NaN = not labelled, excluded from that label), ``p`` a probability in [0, 1].
+Any model, trained here or elsewhere, can be evaluated once its outputs are written in this schema.
+
+Outputs of :func:`evaluate_files`:
+
+* ``auc.csv``: one row per (file, label): AUC, percentile CI of the patient-clustered bootstrap
+  (``ci_low``/``ci_high``), DeLong logit CI (``delong_low``/``delong_high``), counts.
+* ``comparisons.csv`` (2+ files): one row per (pair of files, shared label), the same patient-clustered tests as
+  the report (:mod:`cxrgen.metrics.pairing`): files sharing images are paired on the intersection (drops counted in
+  ``n_dropped_a``/``n_dropped_b``, refused below 95 % overlap); files sharing no image are independent test sets
+  (clustered unpaired z test). Image-level DeLong stays beside it as ``delong_se``/``delong_p``. ``p_holm`` is
+  Holm-adjusted over the labels of each pair.
+
+Both tables carry ``unfinished``: True for a file made by ``cxrgen predict --allow-unfinished`` (a run without
+``done.json``), in ``comparisons.csv`` when either file is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrgen import metrics
+from cxrgen.errors import CxrgenError
+from cxrgen.metrics.pairing import CLUSTERED_COLUMNS, pair_on_images, paired_clustered, unpaired_clustered
+from cxrgen.utils.fileio import parquet_metadata, write_csv
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AUC_COLUMNS",
+    "COMPARISON_COLUMNS",
+    "PredictionsError",
+    "auc_table",
+    "compare_predictions",
+    "evaluate_files",
+    "read_predictions",
+]
+
+#: Columns of the tidy AUC table, after any caller-supplied columns (``test_set``, ``configuration``...).
+AUC_COLUMNS: tuple[str, ...] = (
+    "label",
+    "auc",
+    "ci_low",
+    "ci_high",
+    "n_pos",
+    "n_neg",
+    "n_patients",
+    "boot_se",
+    "n_boot",
+    "n_boot_degenerate",
+    "delong_se",
+    "delong_low",
+    "delong_high",
+    "ci",
+)
+
+#: Columns of ``comparisons.csv``: the two files (their source names), the label, then the clustered test's
+#: columns (:data:`cxrgen.metrics.pairing.CLUSTERED_COLUMNS`) with ``p_holm`` after ``p``.
+COMPARISON_COLUMNS: tuple[str, ...] = (
+    "a",
+    "b",
+    "label",
+    *CLUSTERED_COLUMNS[: CLUSTERED_COLUMNS.index("p") + 1],
+    "p_holm",
+    *CLUSTERED_COLUMNS[CLUSTERED_COLUMNS.index("p") + 1 :],
+)
+
+
+class PredictionsError(CxrgenError, ValueError):
+    """A predictions file breaks the schema; the message names the file and the column."""
+
+
+def _label_columns(columns: Sequence[str], path: Path) -> list[str]:
+    ys = [c[2:] for c in columns if c.startswith("y_")]
+    ps = [c[2:] for c in columns if c.startswith("p_")]
+    for lab in ys:
+        if lab not in ps:
+            raise PredictionsError(f"{path}: column 'y_{lab}' has no matching 'p_{lab}'")
+    for lab in ps:
+        if lab not in ys:
+            raise PredictionsError(f"{path}: column 'p_{lab}' has no matching 'y_{lab}'")
+    if not ys:
+        raise PredictionsError(f"{path}: no label columns (expected pairs 'y_<label>', 'p_<label>')")
+    return ys
+
+
+def _numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
+    try:
+        values = pd.to_numeric(df[col], errors="raise")
+    except (ValueError, TypeError) as exc:
+        raise PredictionsError(f"{path}: column {col!r} is not numeric ({exc})") from exc
+    return np.asarray(pd.Series(values).to_numpy(dtype=np.float64, na_value=np.nan))
+
+
+#: Predictions-file metadata key: ``"true"`` when the run had no ``done.json`` (``cxrgen predict
+#: --allow-unfinished``); the report marks such files.
+UNFINISHED_KEY = "unfinished"
+
+
+def read_predictions(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Read and validate one predictions parquet file.
+
+    Args:
+        path: The ``.parquet`` file.
+
+    Returns:
+        ``(frame, labels)``: the frame has ``image_id`` and ``patient_id`` as strings and every
+        ``y_<label>`` / ``p_<label>`` as float64 (NaN = unlabelled); ``labels`` in file order.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        PredictionsError: Unreadable file, missing column, ``y`` outside {0, 1, NaN}, ``p`` outside [0, 1]
+            or NaN, missing ids, or a duplicate ``image_id``. The message names the file and the column.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: predictions file not found")
+    try:
+        raw = pd.read_parquet(p)
+    except (OSError, ValueError) as exc:
+        raise PredictionsError(f"{p}: cannot read as parquet ({exc})") from exc
+    for col in ("image_id", "patient_id"):
+        if col not in raw.columns:
+            raise PredictionsError(f"{p}: missing column {col!r}")
+        if raw[col].isna().any():
+            raise PredictionsError(f"{p}: column {col!r} has {int(raw[col].isna().sum())} missing values")
+    labels = _label_columns([str(c) for c in raw.columns], p)
+    out = pd.DataFrame({"image_id": raw["image_id"].astype(str), "patient_id": raw["patient_id"].astype(str)})
+    dup = out["image_id"].duplicated(keep=False)
+    if dup.any():
+        examples = out.loc[dup, "image_id"].unique()[:3].tolist()
+        raise PredictionsError(f"{p}: column 'image_id' has {int(dup.sum())} duplicated rows, e.g. {examples}")
+    for lab in labels:
+        y = _numeric(raw, f"y_{lab}", p)
+        bad = ~(np.isnan(y) | (y == 0) | (y == 1))
+        if bad.any():
+            raise PredictionsError(
+                f"{p}: column 'y_{lab}' must hold 0, 1 or NaN; found {np.unique(y[bad])[:5].tolist()} "
+                f"in {int(bad.sum())} rows"
+            )
+        prob = _numeric(raw, f"p_{lab}", p)
+        bad = ~((prob >= 0) & (prob <= 1))  # also catches NaN
+        if bad.any():
+            raise PredictionsError(
+                f"{p}: column 'p_{lab}' must hold probabilities in [0, 1]; {int(bad.sum())} rows are outside "
+                f"or NaN, e.g. {prob[bad][:3].tolist()}"
+            )
+        out[f"y_{lab}"] = y
+        out[f"p_{lab}"] = prob
+    return out, labels
+
+
+def auc_table(
+    df: pd.DataFrame,
+    labels: Sequence[str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    extra: Mapping[str, object] | None = None,
+) -> pd.DataFrame:
+    """Tidy per-label AUC rows for one predictions frame (as returned by :func:`read_predictions`).
+
+    Args:
+        df: Frame with ``patient_id``, ``y_<label>``, ``p_<label>``.
+        labels: Labels to evaluate.
+        n_boot: Patient-clustered bootstrap resamples (shared by all labels).
+        seed: Bootstrap seed.
+        ci: Confidence level of both intervals.
+        extra: Constant columns put first on every row, e.g. ``{"configuration": "nih", "arch": ...,
+            "test_set": "mimic", "kind": "external"}`` (the study runner's keys).
+
+    Returns:
+        One row per label with ``extra`` keys then :data:`AUC_COLUMNS`. ``auc`` is NaN (with a warning)
+        for a label with one class. ``ci_low``/``ci_high``: bootstrap percentile interval;
+        ``delong_low``/``delong_high``: DeLong interval on the logit scale (images assumed independent).
+    """
+    y = np.column_stack([df[f"y_{lab}"].to_numpy(dtype=np.float64) for lab in labels])
+    p = np.column_stack([df[f"p_{lab}"].to_numpy(dtype=np.float64) for lab in labels])
+    boot = metrics.clustered_bootstrap_auc(
+        y, p, df["patient_id"].to_numpy(), n_boot=n_boot, seed=seed, ci=ci, labels=list(labels)
+    )
+    rows: list[dict[str, object]] = []
+    for j, lab in enumerate(labels):
+        with warnings.catch_warnings():
+            # The bootstrap already warned about a one-class label; do not repeat it.
+            warnings.simplefilter("ignore", metrics.OneClassWarning)
+            dl = metrics.delong(y[:, j], p[:, j], ci=ci, ci_method="logit", name=lab)
+        labelled = ~np.isnan(y[:, j])
+        rows.append(
+            {
+                **(dict(extra) if extra else {}),
+                "label": lab,
+                "auc": boot.auc[j],
+                "ci_low": boot.ci_low[j],
+                "ci_high": boot.ci_high[j],
+                "n_pos": int((y[:, j] == 1).sum()),
+                "n_neg": int((y[:, j] == 0).sum()),
+                "n_patients": int(df.loc[labelled, "patient_id"].nunique()),
+                "boot_se": boot.se[j],
+                "n_boot": n_boot,
+                "n_boot_degenerate": int(boot.n_degenerate[j]),
+                "delong_se": dl.se,
+                "delong_low": dl.ci_low,
+                "delong_high": dl.ci_high,
+                "ci": ci,
+            }
+        )
+    columns = [*(extra or {}), *AUC_COLUMNS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def compare_predictions(
+    df_a: pd.DataFrame,
+    df_b: pd.DataFrame,
+    labels: Sequence[str],
+    *,
+    name_a: str = "a",
+    name_b: str = "b",
+    files: tuple[str, str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> pd.DataFrame:
+    """Compare two models label by label with the report's patient-clustered tests; Holm over ``labels``.
+
+    Frames that share images are paired on the intersection (``test == "clustered_paired_bootstrap"``; one
+    patient resample shared by both models; dropped images counted and logged). Frames sharing no image are
+    independent test sets (``test == "clustered_unpaired"``). Partly overlapping frames are neither: refused.
+    ``files`` (the two paths) name the frames in messages; ``name_a``/``name_b`` fill the ``a``/``b`` columns.
+
+    Raises:
+        PairingError: the frames share images but under 95 % of the larger one's, or disagree on the ground
+            truth of a shared image; the message names both.
+    """
+    n_boot = max(n_boot, 2)  # a standard error needs two resamples
+    what_a, what_b = files or (name_a, name_b)
+    if df_a["image_id"].isin(df_b["image_id"]).any():
+        paired = pair_on_images(df_a, df_b, what_a, what_b)
+        what = f"{what_a} vs {what_b}"
+        results = [paired_clustered(paired, lab, what, n_boot=n_boot, seed=seed, ci=ci) for lab in labels]
+    else:
+        log.info("%s and %s share no image: compared as independent test sets (clustered unpaired test)",
+                 what_a, what_b)  # fmt: skip
+        results = [unpaired_clustered(df_a, df_b, lab, n_boot=n_boot, seed=seed, ci=ci) for lab in labels]
+    rows = [{"a": name_a, "b": name_b, "label": lab, **res} for lab, res in zip(labels, results, strict=True)]
+    out = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c != "p_holm"])
+    out.insert(out.columns.get_loc("p") + 1, "p_holm", metrics.holm(out["p"].to_numpy(dtype=np.float64)))
+    return out
+
+
+def _source_names(paths: Sequence[Path]) -> list[str]:
+    """Shortest trailing path (without suffix) that tells the files apart: ``mimic`` or ``nih/x/mimic``."""
+    parts = [list(p.with_suffix("").parts) for p in paths]
+    longest = max(len(x) for x in parts)
+    for k in range(1, longest + 1):
+        names = ["/".join(x[-k:]) for x in parts]
+        if len(set(names)) == len(names):
+            return names
+    raise ValueError(f"the same predictions file is given twice: {[str(p) for p in paths]}")
+
+
+def evaluate_files(
+    paths: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Evaluate predictions files and write ``out_dir/auc.csv`` (and ``comparisons.csv`` for 2+ files).
+
+    Every comparison is computed before anything is written, so a refused pairing leaves no partial output.
+
+    Args:
+        paths: Predictions parquet files; each is a test set named by its file stem (``test_set``).
+        out_dir: Output folder, created if needed; CSVs are written atomically.
+        n_boot: Patient-clustered bootstrap resamples per file.
+        seed: Bootstrap seed (the same for every file, so a file's intervals do not depend on the others).
+        ci: Confidence level of all intervals.
+
+    Returns:
+        ``(auc, comparisons)``; ``comparisons`` is None for a single file. ``auc`` has ``test_set`` (file
+        stem), ``source`` (the shortest trailing path telling the files apart, used as ``a``/``b`` in
+        comparisons), ``file``, ``unfinished``, then :data:`AUC_COLUMNS`. Comparisons cover every pair of
+        files in the given order and the labels they share.
+    """
+    files = [Path(p) for p in paths]
+    if not files:
+        raise ValueError("evaluate_files: no predictions files given")
+    names = _source_names(files)
+    frames: list[tuple[pd.DataFrame, list[str]]] = [read_predictions(f) for f in files]
+    unfinished = [parquet_metadata(f).get(UNFINISHED_KEY) == "true" for f in files]
+    tables = [
+        auc_table(
+            df, labels, n_boot=n_boot, seed=seed, ci=ci,
+            extra={"test_set": f.stem, "source": name, "file": str(f), "unfinished": flag},
+        )
+        for f, name, flag, (df, labels) in zip(files, names, unfinished, frames, strict=True)
+    ]
+    auc = pd.concat(tables, ignore_index=True)
+    comparisons = None
+    if len(files) >= 2:
+        comps = []
+        for i, j in itertools.combinations(range(len(files)), 2):
+            (df_a, lab_a), (df_b, lab_b) = frames[i], frames[j]
+            shared = [lab for lab in lab_a if lab in lab_b]
+            if shared:
+                comps.append(compare_predictions(
+                    df_a, df_b, shared, name_a=names[i], name_b=names[j], files=(str(files[i]), str(files[j])),
+                    n_boot=n_boot, seed=seed, ci=ci).assign(unfinished=unfinished[i] or unfinished[j]))
+        comparisons = (
+            pd.concat(comps, ignore_index=True)
+            if comps
+            else pd.DataFrame(columns=[*COMPARISON_COLUMNS, "unfinished"])
+        )
+    out = Path(out_dir)
+    write_csv(auc, out / "auc.csv")  # atomic: temporary file + os.replace
+    if comparisons is not None:
+        write_csv(comparisons, out / "comparisons.csv")
+    return auc, comparisons

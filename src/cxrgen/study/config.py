@@ -1,0 +1,662 @@
+"""The study YAML as typed models.
+
+YAML only fills the models: unknown keys, duplicate keys and wrong types are errors that name the key and the
+file. Relative paths resolve against the folder of the YAML file, so a study folder can be moved whole.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from cxrgen.errors import CxrgenError
+from cxrgen.sources.labels import PAPER_LABELS, BlankPolicy, Policy
+from cxrgen.study.layout import RESOLVED_CONFIG
+
+if TYPE_CHECKING:  # models pull in timm and torch; the study file needs neither
+    from cxrgen.models.registry import ArchSpec
+
+#: The resolved study file every ``prepare`` writes into ``out``.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(CxrgenError, ValueError):
+    """A study file that cannot be used; the message names the file and the key."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _safe_name(value: str) -> str:
+    # Names end up in output paths (runs/<configuration>/<arch>/), so they may not carry separators or "..".
+    if not SAFE_NAME.match(value) or ".." in value:
+        raise ValueError(f"{value!r} is not a safe name (letters, digits, '_', '-', '.'; at most 64 characters)")
+    return value
+
+
+class DatasetConfig(BaseModel):
+    """One dataset copy on disk and the reader that understands it.
+
+    Every key beside ``reader`` and ``root`` belongs to the reader: it is checked against the options model the
+    reader registered (:mod:`cxrgen.sources.registry`), so a new reader brings its own keys and the study file
+    stays flat (``{reader: mimic, root: ..., labels: negbio}``).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    reader: str
+    root: Path
+
+    @model_validator(mode="after")
+    def _reader_options(self) -> DatasetConfig:
+        from cxrgen.sources import get_reader
+
+        get_reader(self.reader).parse_options(self.options())
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The reader's keys as the study file gave them."""
+        return dict(self.model_extra or {})
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The dataset's part of a run fingerprint: every key but ``root``, in the shape runs have recorded it
+        since before readers owned their options (each known option key present, None when unset), so a
+        study's existing runs keep resuming."""
+        options = self.options()
+        return {"reader": self.reader, **{key: options.pop(key, None) for key in FINGERPRINT_OPTION_KEYS}, **options}
+
+
+#: Option keys of every dataset entry in run fingerprints written before readers owned their options.
+FINGERPRINT_OPTION_KEYS = ("csv", "labels", "metadata", "unmatched", "labelled_by", "readers", "images")
+
+
+def _check_reader_options(data: dict[str, Any], path: Path) -> None:
+    """Each dataset entry's reader keys against its reader's options model, named as ``datasets.<name>.<key>``
+    (validation inside the model could only name the entry)."""
+    from cxrgen.sources import SourceError, get_reader
+    from cxrgen.sources.registry import option_errors
+
+    datasets = data.get("datasets")
+    if not isinstance(datasets, dict):
+        return
+    for name, entry in datasets.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("reader"), str):
+            continue  # the model reports a malformed entry
+        try:
+            spec = get_reader(entry["reader"])
+        except SourceError as exc:
+            raise ConfigError(f"{path}: datasets.{name}.reader: {exc}") from None
+        options = {k: v for k, v in entry.items() if k not in ("reader", "root")}
+        try:
+            spec.options.model_validate(options)
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {option_errors(exc, prefix=f'datasets.{name}.')}") from None
+
+
+class SplitConfig(StrictModel):
+    """How one dataset is divided into train / val / test.
+
+    ``random``: patient-level buckets from a hash of the namespaced patient id and the seed.
+    ``official``: the dataset's own split (NIH lists, MIMIC split file); for NIH the validation patients are
+    carved from train_val with ``val_fraction`` of its patients.
+    """
+
+    method: Literal["random", "official"] = "random"
+    fractions: dict[str, float] = Field(default_factory=lambda: {"train": 0.72, "val": 0.08, "test": 0.20})
+    seed: int = 0
+    val_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+
+    @field_validator("fractions")
+    @classmethod
+    def _sum_to_one(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - {"train", "val", "test"}
+        if unknown:
+            raise ValueError(f"fractions keys must be train, val, test; got {sorted(unknown)}")
+        if any(v < 0 for v in value.values()) or abs(sum(value.values()) - 1.0) > 1e-6:
+            raise ValueError(f"fractions must be non-negative and sum to 1, got {value}")
+        return value
+
+
+class PreprocessConfig(StrictModel):
+    """How the cache is made (engines in :mod:`cxrgen.images.preprocess`).
+
+    ``engine: torch`` is the ``exact`` arithmetic in torch, batched (:mod:`cxrgen.images.gpu`), for JPEG
+    datasets; ``device`` says where it runs. An engine, not a device switch on ``exact``: its pixels agree with
+    ``exact`` within 1/255, not bit for bit, so it needs a cache of its own (``<dataset>-<size>-torch``), and
+    every stage that opens the cache finds it by the engine name alone. The device enters that cache's
+    fingerprint and ``meta.json`` (switching it rebuilds the cache); whether CUDA is present is checked when
+    ``prepare`` builds the cache, not here, so a study made for a GPU node still loads on a CPU login node.
+    """
+
+    clahe: bool = True
+    engine: Literal["skimage", "opencv", "exact", "torch"] = "exact"
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="where engine torch runs")
+    size: int | None = Field(default=None, gt=7, description="override every architecture's input size")
+
+    @model_validator(mode="after")
+    def _device_is_for_torch(self) -> PreprocessConfig:
+        if self.device != "cpu" and self.engine != "torch":
+            raise ValueError(f"preprocess.device: {self.device} needs engine: torch (engine is {self.engine})")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_device_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Run fingerprints hash this dump: studies from before ``device`` existed keep theirs.
+        data = dict(handler(self))
+        if self.device == "cpu":
+            data.pop("device", None)
+        return data
+
+
+class TrainConfig(StrictModel):
+    batch_size: int = Field(default=32, gt=0)
+    lr: float = Field(default=1.0e-3, gt=0)
+    lr_decay: float = Field(default=1.0e-5, ge=0)
+    epsilon: float = Field(default=1.0e-7, gt=0)
+    max_epochs: int = Field(default=10, gt=0)
+    patience: int = Field(default=3, gt=0)
+    accumulate: int = Field(default=1, gt=0)
+    flip: float = Field(default=0.5, ge=0, le=1)
+    seed: int = 0
+    seeds: list[int] | None = Field(default=None, min_length=1, description="training seeds; default [seed]")
+    pretrained: bool = True
+    weights: dict[str, Path] = Field(default_factory=dict, description="arch -> local pretrained weights file")
+    weights_sha256: dict[str, str] = Field(default_factory=dict)
+    keras_faithful: bool = True
+    num_workers: int = Field(default=2, ge=0)
+    precision: str | None = Field(default=None, description="Lightning precision; None: bf16-mixed on GPU")
+    channels_last: bool = True
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError(f"train.seeds repeats a seed: {seeds}")
+        return seeds
+
+    def seed_list(self) -> list[int]:
+        """The training seeds: ``seeds``, or ``[seed]`` when it is not given. Every seed is a run of its own."""
+        return list(self.seeds) if self.seeds is not None else [self.seed]
+    deterministic: bool = False
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    limit_train_batches: int | float | None = None
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """A test set of a configuration: ``internal`` is the union of its internal datasets' test splits."""
+
+    __test__ = False  # not a pytest class, despite its name
+
+    name: str
+    kind: Literal["internal", "external"]
+    datasets: tuple[str, ...]
+
+
+class Configuration(StrictModel):
+    """One training configuration: which datasets train it and which test sets judge it."""
+
+    name: str
+    train: list[str]
+    internal: list[str]
+    external: list[str] = Field(default_factory=list)
+
+    def test_sets(self) -> list[TestSet]:
+        """``internal`` first, then one test set per external dataset, named after it."""
+        internal = TestSet("internal", "internal", tuple(self.internal))
+        return [internal, *(TestSet(d, "external", (d,)) for d in self.external)]
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _safe_name(value)
+
+
+class ReferenceCell(StrictModel):
+    arch: str
+    configuration: str
+    kind: Literal["internal", "external"]
+    auc: dict[str, float]
+
+
+class Reference(StrictModel):
+    """Published numbers printed beside ours (the paper's Table 1 and dataset counts)."""
+
+    source: str = ""
+    table1: list[ReferenceCell] = Field(default_factory=list)
+    counts: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class ReviewConfig(StrictModel):
+    """The error review of the paper's Table 2."""
+
+    label: str = "Cardiomegaly"
+    configuration: str | None = None
+    test_set: str | None = None
+    per_kind: int = Field(default=4, ge=1)
+
+
+class VerifyConfig(StrictModel):
+    """What the verify stage accepts as an image (see :func:`cxrgen.data.verify.verify_manifest`)."""
+
+    max_pixels: int = Field(
+        default=40_000_000, gt=0, le=100_000_000,
+        description="images declaring more pixels are excluded before decoding (default about 6,300 x 6,300)",
+    )  # fmt: skip
+
+
+class EvalConfig(StrictModel):
+    bootstrap: int = Field(default=1000, ge=0)
+    ci: float = Field(default=0.95, gt=0, lt=1)
+    seed: int = 0
+    protocols: list[str] = Field(
+        default_factory=lambda: ["blank_ignore", "uncertain_ones", "uncertain_zeros", "uncertain_ignore"],
+        description="label protocols the same predictions are re-scored under (cxrgen.shift.protocols.PROTOCOLS)",
+    )
+
+
+class DesignConfig(StrictModel):
+    """Configurations written in one line: each hospital held out in turn, and optionally each hospital alone.
+
+    ``leave_one_out: [a, b, c]`` gives ``loo-a`` (train b and c, internal = their test splits, external = a) and
+    so on; ``single_sources: true`` adds ``only-a`` (train a, internal a, external = every other listed one).
+    """
+
+    leave_one_out: list[str] = Field(min_length=2)
+    single_sources: bool = False
+
+    def configurations(self) -> list[Configuration]:
+        out = []
+        for held_out in self.leave_one_out:
+            others = [d for d in self.leave_one_out if d != held_out]
+            out.append(Configuration(name=f"loo-{held_out}", train=others, internal=others, external=[held_out]))
+        if self.single_sources:
+            for alone in self.leave_one_out:
+                others = [d for d in self.leave_one_out if d != alone]
+                out.append(Configuration(name=f"only-{alone}", train=[alone], internal=[alone], external=others))
+        return out
+
+    @field_validator("leave_one_out")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"leave_one_out names a dataset twice: {value}")
+        return value
+
+
+class LauncherConfig(StrictModel):
+    """Where ``cxrgen study --launcher submitit-local|slurm`` sends its jobs (submitit's SLURM parameters).
+
+    ``extra`` passes further sbatch options verbatim (``{"constraint": "a100"}`` -> ``#SBATCH --constraint=a100``).
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gpus_per_node: int = Field(default=1, ge=0)
+    cpus_per_task: int = Field(default=8, gt=0)
+    mem_gb: float = Field(default=64, gt=0)
+    timeout_min: int = Field(default=24 * 60, gt=0)
+    array_parallelism: int = Field(default=64, gt=0)
+    cache_shards: int = Field(default=4, gt=0, description="tasks of the cache job array (prepare --shard k/n)")
+    max_requeues: int = Field(default=10, ge=0, description="preemptions or timeouts a run survives")
+    review: bool = Field(default=True, description="the final job's report includes the Grad-CAM error review")
+    folder: Path | None = Field(default=None, description="job logs and scripts; default <out>/jobs")
+    extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class ArchitectureSpec(StrictModel):
+    """An ``architectures:`` entry written as a mapping: a timm backbone under a study name, and how it is used.
+
+    ``mode: linear_probe`` freezes the backbone, embeds every image once (:mod:`cxrgen.learn.embed`) and fits one
+    logistic regression per label on the embeddings (:mod:`cxrgen.learn.probes`). (A fine-tuned timm model is named
+    by its plain string, as before.)
+    Input size and normalization come from the backbone's own pretrained config (``preprocess.size`` still
+    overrides the size). ``pretrained`` None follows ``train.pretrained``; without weights the features are those
+    of a randomly initialized backbone and every table says "random weights".
+    """
+
+    name: str
+    timm: str
+    mode: Literal["linear_probe"] = "linear_probe"
+    weights: Path | None = Field(default=None, description="local .safetensors or state_dict of the backbone")
+    weights_sha256: str | None = None
+    pretrained: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _safe_name(value)
+
+
+class ProbeConfig(StrictModel):
+    """Linear probes: per label a logistic regression whose inverse regularization C is chosen on validation AUC."""
+
+    Cs: list[float] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0], min_length=1)
+    class_weight: Literal["balanced"] | None = None
+    max_iter: int = Field(default=1000, gt=0)
+    embed_batch_size: int = Field(default=64, gt=0)
+
+    @field_validator("Cs")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(c <= 0 for c in value):
+            raise ValueError(f"every C must be > 0, got {value}")
+        return value
+
+
+class StudyConfig(StrictModel):
+    name: str
+    out: Path
+    datasets: dict[str, DatasetConfig]
+    labels: list[str] = Field(default_factory=lambda: list(PAPER_LABELS))
+    uncertainty: dict[str, Policy] = Field(default_factory=dict)
+    blank: BlankPolicy = "zeros"
+    views: Literal["all"] | list[str] = "all"
+    splits: dict[str, SplitConfig] = Field(default_factory=dict)
+    preprocess: PreprocessConfig = PreprocessConfig()
+    architectures: list[str] = Field(default_factory=lambda: ["densenet121", "inception_resnet_v2"])
+    train: TrainConfig = TrainConfig()
+    evaluation: EvalConfig = EvalConfig()
+    review: ReviewConfig = ReviewConfig()
+    configurations: list[Configuration] = Field(default_factory=list)
+    design: DesignConfig | None = None
+    reference: Reference | None = None
+    verify: VerifyConfig = VerifyConfig()
+    launcher: LauncherConfig = LauncherConfig()
+    architecture_specs: dict[str, ArchitectureSpec] = Field(default_factory=dict)
+    probe: ProbeConfig = ProbeConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_architecture_entries(cls, data: Any) -> Any:
+        """Mapping entries of ``architectures`` go to ``architecture_specs``; ``architectures`` keeps plain names.
+
+        So every caller that iterates ``config.architectures`` keeps seeing names (``runs/<c>/<name>/``).
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("architectures"), list):
+            return data
+        names: list[Any] = []
+        specs = dict(data.get("architecture_specs") or {})
+        for entry in data["architectures"]:
+            if isinstance(entry, dict):
+                name = entry.get("name")
+                if not isinstance(name, str):
+                    raise ValueError(f"architectures: a mapping entry needs a 'name', got {entry}")
+                if name in specs and specs[name] != entry:
+                    raise ValueError(f"architectures: {name!r} is given twice with different settings")
+                specs[name] = entry
+                names.append(name)
+            else:
+                names.append(entry)
+        return {**data, "architectures": names, "architecture_specs": specs}
+
+    @model_validator(mode="after")
+    def _expand_design(self) -> StudyConfig:
+        """Append the design's configurations after the hand-written ones; a resolved file, reread, already holds
+        them, so an identical configuration of the same name is kept once and a different one is an error."""
+        if self.design is not None:
+            have = {c.name: c for c in self.configurations}
+            added = list(self.configurations)
+            for conf in self.design.configurations():
+                if conf.name in have and have[conf.name] != conf:
+                    raise ValueError(f"configuration {conf.name!r} is written by hand and by design, differently")
+                if conf.name not in have:
+                    added.append(conf)
+            object.__setattr__(self, "configurations", added)  # frozen model: set once, during validation
+        if not self.configurations:
+            raise ValueError("configurations: none given (write configurations, a design, or both)")
+        return self
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _safe_name(value)
+
+    @field_validator("datasets")
+    @classmethod
+    def _dataset_names(cls, value: dict[str, DatasetConfig]) -> dict[str, DatasetConfig]:
+        for name in value:
+            _safe_name(name)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyConfig:
+        known = set(self.datasets)
+        for conf in self.configurations:
+            for role in ("train", "internal", "external"):
+                for ds in getattr(conf, role):
+                    if ds not in known:
+                        raise ValueError(f"configuration {conf.name!r} {role} names unknown dataset {ds!r}")
+        for key in self.splits:
+            if key not in known:
+                raise ValueError(f"splits names unknown dataset {key!r}")
+        for key in self.uncertainty:
+            if key not in self.labels:
+                raise ValueError(f"uncertainty names {key!r}, which is not in labels")
+        names = [c.name for c in self.configurations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"configuration names repeat: {names}")
+        for arch in self.architectures:
+            _safe_name(arch)
+        if len(set(self.architectures)) != len(self.architectures):
+            raise ValueError(f"architecture names repeat: {self.architectures}")
+        stray = set(self.architecture_specs) - set(self.architectures)
+        if stray:
+            raise ValueError(f"architecture_specs names {sorted(stray)}, which architectures does not list")
+        return self
+
+    @model_validator(mode="after")
+    def _no_contradictions(self) -> StudyConfig:
+        """Refuse studies whose numbers would come out wrong without an error (issue 14), naming the keys."""
+        if not self.labels:
+            raise ValueError("labels: empty list; name at least one label")
+        for index, conf in enumerate(self.configurations):
+            key = f"configurations[{index}] ({conf.name!r})"
+            if not conf.train:
+                raise ValueError(f"{key}.train: empty list; name the datasets it trains on")
+            leaked = [ds for ds in conf.external if ds in conf.train]
+            if leaked:
+                raise ValueError(
+                    f"{key}.external names {leaked}, which it also trains on; an external test set must be a "
+                    "dataset the configuration never sees"
+                )
+            untrained = [ds for ds in conf.internal if ds not in conf.train]
+            if untrained:
+                raise ValueError(
+                    f"{key}.internal names {untrained}, which it does not train on ({conf.train}); "
+                    "a dataset it never sees belongs in external"
+                )
+        roots = [(name, ds.root.resolve()) for name, ds in self.datasets.items()]
+        for position, (name, root) in enumerate(roots):
+            for other, other_root in roots[position + 1 :]:
+                if root == other_root or root.is_relative_to(other_root) or other_root.is_relative_to(root):
+                    raise ValueError(
+                        f"datasets.{name}.root and datasets.{other}.root overlap ({root}, {other_root}): the same "
+                        "images and patients under two names would put training images in a test set"
+                    )
+        out = self.out.resolve()
+        for name, root in roots:
+            if out == root or out.is_relative_to(root):
+                raise ValueError(f"out: {out} is inside datasets.{name}.root ({root}); keep outputs apart from data")
+        return self
+
+    def configuration(self, name: str) -> Configuration:
+        """The configuration called ``name``; an unknown name fails with the closest known one."""
+        names = [conf.name for conf in self.configurations]
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(names)}"
+            raise ConfigError(f"unknown configuration {name!r}{hint}")
+        return self.configurations[names.index(name)]
+
+    def split_for(self, dataset: str) -> SplitConfig:
+        return self.splits.get(dataset, SplitConfig())
+
+    def uncertainty_for(self, label: str) -> Policy:
+        return self.uncertainty.get(label, "zeros")
+
+    def used_datasets(self) -> list[str]:
+        """Datasets used by any configuration, in first-use order."""
+        names: dict[str, None] = {}
+        for conf in self.configurations:
+            for name in (*conf.train, *conf.internal, *conf.external):
+                names[name] = None
+        return list(names)
+
+    def arch_spec(self, arch: str) -> ArchSpec:
+        """The registry spec of one of the study's architectures: a mapping entry of ``architectures``
+        (``architecture_specs``) names its timm backbone, whose pretrained config gives the input size."""
+        from cxrgen.models.registry import ArchSpec, get_arch  # timm, imported only when a model is needed
+
+        entry = self.architecture_specs.get(arch)
+        if entry is None:
+            return get_arch(arch)
+        backbone = get_arch(entry.timm)
+        return ArchSpec(name=entry.name, timm_name=backbone.timm_name, input_size=backbone.input_size)
+
+    def input_size(self, arch: str) -> int:
+        """The side the study feeds ``arch``: ``preprocess.size`` when set, else the architecture's own."""
+        return self.preprocess.size or self.arch_spec(arch).input_size
+
+
+#: Deeper nesting than any study file needs; PyYAML's composer recurses and would end in a RecursionError.
+MAX_YAML_DEPTH = 64
+
+
+def _check_duplicate_keys(root: yaml.Node, path: Path) -> None:
+    """Raise on a mapping that repeats a key anywhere in the document (PyYAML keeps the last silently).
+
+    The walk is iterative and visits each node once: an alias is the same node object as its anchor, so a
+    "billion laughs" document (9 levels of 9 aliases, 9**9 leaves as a tree) costs about 90 visits, not a day.
+    Nesting beyond :data:`MAX_YAML_DEPTH` is refused here, with its line.
+    """
+    visited: set[int] = set()
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(
+                f"{path}: nested more than {MAX_YAML_DEPTH} levels deep at line {node.start_mark.line + 1}"
+            )
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, _ in node.value:
+                key = str(key_node.value)
+                if key in seen:
+                    raise ConfigError(
+                        f"{path}: duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                        f"(first at line {seen[key]})"
+                    )
+                seen[key] = key_node.start_mark.line + 1
+            # Reversed, so the first duplicate in document order is the one reported.
+            stack.extend((value, depth + 1) for _, value in reversed(node.value))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, depth + 1) for item in reversed(node.value))
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping safely, refusing duplicate keys."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read study file ({exc.strerror})") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _check_duplicate_keys(node, path)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except RecursionError:
+        # PyYAML's composer recurses once per nesting level, before the depth check can see the document.
+        raise ConfigError(f"{path}: nested too deeply to parse (more than {MAX_YAML_DEPTH} levels)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    def resolve(value: Any) -> Any:
+        return str((base / Path(value).expanduser()).resolve()) if isinstance(value, str) else value
+
+    data = dict(data)
+    if "out" in data:
+        data["out"] = resolve(data["out"])
+    if isinstance(data.get("datasets"), dict):
+        data["datasets"] = {
+            name: {**ds, "root": resolve(ds["root"])} if isinstance(ds, dict) and "root" in ds else ds
+            for name, ds in data["datasets"].items()
+        }
+    if isinstance(data.get("architectures"), list):
+        data["architectures"] = [
+            {**entry, "weights": resolve(entry["weights"])}
+            if isinstance(entry, dict) and entry.get("weights")
+            else entry
+            for entry in data["architectures"]
+        ]
+    train = data.get("train")
+    if isinstance(train, dict) and isinstance(train.get("weights"), dict):
+        data["train"] = {**train, "weights": {k: resolve(v) for k, v in train["weights"].items()}}
+    launcher = data.get("launcher")
+    if isinstance(launcher, dict) and "folder" in launcher:
+        data["launcher"] = {**launcher, "folder": resolve(launcher["folder"])}
+    return data
+
+
+def format_validation_error(exc: ValidationError, path: Path) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{loc}: {message}")
+    return f"{path}: " + "; ".join(parts)
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and validate a study file; relative paths become absolute against its folder."""
+    path = Path(path)
+    data = _resolve_paths(read_yaml(path), path.resolve().parent)
+    _check_reader_options(data, path)
+    try:
+        config = StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, path)) from exc
+    if (config.out / RESOLVED_CONFIG).resolve() == path.resolve():
+        raise ConfigError(
+            f"{path}: out: {config.out} would overwrite this study file with the resolved {RESOLVED_CONFIG}; "
+            "choose another out folder or rename the study file"
+        )
+    return config
+
+
+def check_dataset_roots(config: StudyConfig, path: Path | str = "study file") -> None:
+    """Fail with the key and file when a dataset root does not exist."""
+    for name, ds in config.datasets.items():
+        if not ds.root.is_dir():
+            raise ConfigError(f"{path}: datasets.{name}.root: folder {ds.root} does not exist")
+
+
+def dump_resolved(config: StudyConfig) -> str:
+    """The resolved config as YAML (absolute paths, every default filled in)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
