@@ -28,8 +28,8 @@ def realdata() -> Path:
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three synthetic hospitals with ``study.yaml`` (chexpert + nih trained, mimic external), written once."""
-    import faults_helpers
     from cxrgen.synthetic import write_synthetic
+    from helpers import faults as faults_helpers
 
     root = tmp_path_factory.mktemp("pristine")
     write_synthetic(root, seed=0, scale=0.05, image_size=64)
