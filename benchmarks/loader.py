@@ -25,8 +25,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from cxrgen.data.loaders import CacheDataset, EpochSampler, normalize_on_device
+from cxrgen.data.loaders import CacheDataset, EpochSampler
 from cxrgen.images.preprocess import preprocess
+from cxrgen.models.normalize import normalize_on_device
 
 SIZE = 224
 BATCH = 32

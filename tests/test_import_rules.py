@@ -21,7 +21,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "utils": (),
     "sources": ("utils",),
     "images": ("utils",),
-    "models": ("utils", "sources", "data"),  # saliency reads the normalization in data.loaders until it moves
+    "models": ("utils", "sources"),
     "study": ("utils", "sources", "models"),
     "data": ("utils", "sources", "images", "models", "study"),
     "learn": ("utils", "sources", "images", "models", "study", "data", "metrics"),

@@ -12,16 +12,9 @@ import torch
 from PIL import Image
 
 from cxrgen.data import cache
-from cxrgen.data.loaders import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CacheDataset,
-    CXRDataModule,
-    EpochSampler,
-    UnionDataset,
-    normalize_on_device,
-)
+from cxrgen.data.loaders import CacheDataset, CXRDataModule, EpochSampler, UnionDataset
 from cxrgen.errors import CxrgenError
+from cxrgen.models.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize_on_device
 from cxrgen.runner import prepare
 from cxrgen.study.config import StudyConfig
 from cxrgen.study.workspace import Study

@@ -20,10 +20,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cxrgen.data.loaders import CXRDataModule, UnionDataset, normalize_on_device
+from cxrgen.data.loaders import CXRDataModule, UnionDataset
 from cxrgen.errors import CxrgenError
 from cxrgen.learn.checkpoints import load_checkpoint
 from cxrgen.metrics.evaluate import UNFINISHED_KEY
+from cxrgen.models.normalize import normalize_on_device
 from cxrgen.models.registry import create_model, sha256_of
 from cxrgen.study.layout import RunDir
 from cxrgen.study.workspace import Study

@@ -35,10 +35,11 @@ from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
-from cxrgen.data.loaders import CXRDataModule, normalize_on_device
+from cxrgen.data.loaders import CXRDataModule
 from cxrgen.errors import CxrgenError
 from cxrgen.learn.checkpoints import AtomicCheckpointIO, load_checkpoint
 from cxrgen.metrics import auc_per_label
+from cxrgen.models.normalize import normalize_on_device
 from cxrgen.models.registry import create_model
 from cxrgen.study.config import StudyConfig, dump_resolved
 from cxrgen.study.layout import RunDir

@@ -38,7 +38,7 @@ def grad_cam(model: nn.Module, layer_name: str, images: np.ndarray, label_index:
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from cxrgen.data.loaders import normalize_on_device
+    from cxrgen.models.normalize import normalize_on_device
 
     device = next(model.parameters()).device
     model.eval()
