@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cxrgen.data.loaders import CacheDataset, EpochSampler
-from cxrgen.learn.train import keras_time_decay, masked_bce
+from cxrgen.learn.module import keras_time_decay, masked_bce
 from cxrgen.models.normalize import normalize_on_device
 from cxrgen.models.registry import create_model, get_arch
 

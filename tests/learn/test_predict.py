@@ -11,8 +11,8 @@ import torch
 
 from cxrgen.errors import CxrgenError
 from cxrgen.learn.checkpoints import save_checkpoint
+from cxrgen.learn.module import CXRClassifier
 from cxrgen.learn.predict import predict_dataset, predict_run
-from cxrgen.learn.train import CXRClassifier
 from cxrgen.metrics.evaluate import read_predictions
 from cxrgen.models.registry import create_model
 from cxrgen.study.layout import StudyDir

@@ -17,8 +17,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from cxrgen.errors import CxrgenError
+from cxrgen.learn.module import evaluate_logits, keras_time_decay, masked_bce
 from cxrgen.learn.predict import load_run_model, predict_arrays
-from cxrgen.learn.train import evaluate_logits, keras_time_decay, masked_bce, train_run
+from cxrgen.learn.train import train_run
 from cxrgen.metrics import OneClassWarning, auc_per_label
 from cxrgen.study.workspace import Study
 from helpers.training import ARCH, LABELS, SquaresDataModule, tiny_study

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrgen.learn.train import append_epoch_row
+from cxrgen.learn.module import append_epoch_row
 from cxrgen.runner.launch import Submission, write_run_job, write_submission
 from cxrgen.runner.status import counts, study_status
 from cxrgen.study.config import Configuration, StudyConfig, dump_resolved

@@ -1,4 +1,4 @@
-"""Uint8 batches to the model's normalized float input, on the device."""
+"""The model's input: uint8 batches to ImageNet-normalized float, computed on the device."""
 
 from __future__ import annotations
 
