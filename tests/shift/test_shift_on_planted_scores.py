@@ -8,12 +8,7 @@ import pytest
 from scipy.special import expit
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
-from cxrgen.metrics import (
-    clustered_bootstrap_auc,
-    expected_calibration_error,
-    patient_bootstrap_weights,
-    weighted_auc,
-)
+from cxrgen.metrics import clustered_bootstrap_auc, expected_calibration_error, patient_bootstrap_weights, weighted_auc
 from cxrgen.shift.calibration_shift import apply_temperature, em_prior_shift, fit_temperature
 from cxrgen.shift.operating_points import choose_threshold, operating_point
 from cxrgen.shift.shortcut import MIN_NEGATIVES, device_shortcut

@@ -26,7 +26,8 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import roc_auc_score
 
-from cxrgen.metrics import _auc_from_group_weights, _group_matrices, _masked, _one_class, _two_sided_p
+from cxrgen.metrics._arrays import _masked, _one_class, _two_sided_p
+from cxrgen.metrics.auc import _auc_from_group_weights, _group_matrices
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
