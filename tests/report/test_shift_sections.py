@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from cxrgen.report.inputs import find_predictions, load_inputs
-from cxrgen.report.shift_tables import FILES, shift_html, shift_tables, write_shift_results
+from cxrgen.report.shift_html import shift_html
+from cxrgen.report.shift_tables import FILES, shift_tables, write_shift_results
 from cxrgen.study.workspace import Study
 from helpers.report_study import LABELS, make_study, predictions, read_config
 

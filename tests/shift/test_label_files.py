@@ -15,7 +15,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cxrgen.report.inputs import find_predictions, load_inputs
-from cxrgen.report.shift_tables import shift_html, shift_tables, write_shift_results
+from cxrgen.report.shift_html import shift_html
+from cxrgen.report.shift_tables import shift_tables, write_shift_results
 from cxrgen.runner.prepare import run_prepare
 from cxrgen.shift.protocols import get_protocol, protocol_targets
 from cxrgen.study.config import StudyConfig

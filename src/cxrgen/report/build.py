@@ -23,7 +23,8 @@ from cxrgen.report.html import FigureFile, render_page
 from cxrgen.report.inputs import find_predictions, load_inputs, missing_predictions, unfinished_runs
 from cxrgen.report.naming import model_label
 from cxrgen.report.seeds import combine_seeds, drawn_seed, seed_auc_table, seed_gaps
-from cxrgen.report.shift_tables import shift_html, write_shift_results
+from cxrgen.report.shift_html import shift_html
+from cxrgen.report.shift_tables import write_shift_results
 from cxrgen.report.tables import (
     auc_results,
     calibration_results,

@@ -1,4 +1,4 @@
-"""The report's shift-aware part (issue 11): six tidy CSVs in ``results/`` and their HTML sections.
+"""The report's shift-aware tables (issue 11): six tidy CSVs in ``results/`` (their HTML: ``shift_html.py``).
 
 Per run (configuration, architecture), thresholds and temperatures are fitted on the run's validation
 predictions (``runs/<c>/<a>/validation.parquet``) and applied unchanged to every test set. Files:
@@ -9,7 +9,6 @@ record, no synthetic truth) the analysis is skipped and the section says why.
 
 from __future__ import annotations
 
-import html
 import logging
 import math
 from dataclasses import dataclass, field
@@ -20,14 +19,13 @@ import pandas as pd
 
 from cxrgen.metrics import brier_score, expected_calibration_error, roc_auc
 from cxrgen.metrics.evaluate import read_predictions
-from cxrgen.report.html import frame_html
 from cxrgen.report.inputs import Predictions, StudyInputs
 from cxrgen.shift.borderline import borderline_trend
 from cxrgen.shift.calibration_shift import apply_temperature, em_prior_shift, fit_temperature
 from cxrgen.shift.label_files import LabelFiles
 from cxrgen.shift.operating_points import METRICS, RULES, choose_threshold, operating_point
 from cxrgen.shift.protocols import get_protocol, paired_protocol_difference, protocol_targets
-from cxrgen.shift.shortcut import MIN_NEGATIVES, device_shortcut
+from cxrgen.shift.shortcut import device_shortcut
 from cxrgen.shift.subgroups import subgroup_gaps, subgroup_table
 from cxrgen.study.config import StudyConfig
 from cxrgen.study.layout import RunDir
@@ -303,7 +301,7 @@ def _with_gaps(frames: list[pd.DataFrame]) -> pd.DataFrame:
         return pd.DataFrame()
     table = pd.concat(frames, ignore_index=True)
     parts = []
-    for _, run in table.groupby(_with_seed(table, "configuration", "arch"), sort=False):
+    for _, run in table.groupby(with_seed(table, "configuration", "arch"), sort=False):
         internal = run.loc[run["kind"] == "internal"]
         for _, part in run.groupby("test_set", sort=False):
             if (part["kind"] == "external").all() and not internal.empty:
@@ -311,11 +309,11 @@ def _with_gaps(frames: list[pd.DataFrame]) -> pd.DataFrame:
                 part = part.merge(gaps, on=["label", "family", "subgroup"], how="left")
             parts.append(part)
     ordered = pd.concat(parts, ignore_index=True)
-    first = [*_with_seed(ordered, *RUN_KEYS), "label", "family", "subgroup"]
+    first = [*with_seed(ordered, *RUN_KEYS), "label", "family", "subgroup"]
     return ordered[first + [c for c in ordered.columns if c not in first]]
 
 
-def _with_seed(frame: pd.DataFrame, *columns: str) -> list[str]:
+def with_seed(frame: pd.DataFrame, *columns: str) -> list[str]:
     """``columns`` with ``seed`` after ``arch`` when the rows carry one (a study with several seeds)."""
     out = list(columns)
     if "seed" in frame.columns and "arch" in out:
@@ -350,159 +348,3 @@ def write_shift_results(inputs: StudyInputs, predictions: list[Predictions], res
             table = pd.DataFrame(columns=[*RUN_KEYS, "label"])
         write_csv(table, results / f"{name}.csv")
     return shift
-
-
-# --------------------------------------------------------------------------------------------- HTML
-
-
-def _interval(frame: pd.DataFrame, value: str, low: str, high: str) -> pd.Series:
-    return frame.apply(
-        lambda r: f"{r[value]:.3f} [{r[low]:.3f}, {r[high]:.3f}]" if r[value] == r[value] else "", axis=1
-    )
-
-
-def shift_html(shift: ShiftTables, ci: float) -> str:
-    """The shift sections: one ``<h2>`` per analysis, compact tables; full rows are in the CSVs."""
-    t = shift.tables
-    level = f"{ci * 100:g} %"
-    parts = [
-        '<h2 id="shift">Shift-aware evaluation</h2>',
-        f"<p>Thresholds and temperatures are fitted on each run's validation set and applied unchanged to "
-        f"every test set. Intervals: {level} patient-clustered bootstrap. Full tables: protocols.csv, "
-        "operating_points.csv, calibration_shift.csv, subgroups.csv, shortcut.csv, borderline.csv.</p>",
-    ]
-    parts += [f'<p class="note">{html.escape(note)}</p>' for note in shift.notes]
-    sc = t["shortcut"]
-    parts.append("<h3>Device shortcut (false-positive rate among negatives, device vs none)</h3>")
-    if sc.empty:
-        parts.append("<p>(no test set records devices, or no validation predictions)</p>")
-    else:
-        shown = sc.loc[sc["label"] == SHORTCUT_LABEL].copy()
-        sources = ", ".join(sorted(set(shown["device_source"].astype(str))))
-        shown["verdict"] = ["detected" if d else ("too few" if st != "ok" else "not detected")
-                            for d, st in zip(shown["detected"], shown["status"], strict=True)]
-        shown["FPR device"] = _interval(shown, "fpr_device", "fpr_device_low", "fpr_device_high")
-        shown["FPR none"] = _interval(shown, "fpr_no_device", "fpr_no_device_low", "fpr_no_device_high")
-        shown["difference"] = _interval(shown, "difference", "ci_low", "ci_high")
-        parts.append(
-            f"<p>{SHORTCUT_LABEL}, Youden threshold from validation; devices from {html.escape(sources)}; "
-            f"highlighted: interval above 0 (shortcut detected); fewer than {MIN_NEGATIVES} negatives with or "
-            "without a device: too few to say.</p>"
-        )
-        parts.append(
-            frame_html(
-                shown[
-                    [
-                        *_with_seed(shown, "configuration", "arch", "test_set"),
-                        "n_neg_device",
-                        "FPR device",
-                        "FPR none",
-                        "difference",
-                        "verdict",
-                    ]
-                ],
-                shown["detected"].astype(bool).tolist(),
-            )
-        )
-    op = t["operating_points"]
-    parts.append("<h3>Operating points chosen at home</h3>")
-    if op.empty:
-        parts.append("<p>(no validation predictions)</p>")
-    else:
-        sens = op.loc[(op["rule"] == "sensitivity90") & (op["metric"] == "sensitivity")].copy()
-        sens["sensitivity"] = _interval(sens, "value", "ci_low", "ci_high")
-        wide = sens.pivot_table(
-            index=_with_seed(sens, "configuration", "arch", "label"), columns="test_set", values="sensitivity",
-            aggfunc="first",
-        ).reset_index()
-        parts.append("<p>Sensitivity at the threshold that gave 90 % sensitivity on validation, per test set.</p>")
-        parts.append(frame_html(wide))
-    cal = t["calibration_shift"]
-    parts.append("<h3>Calibration and prevalence shift</h3>")
-    if cal.empty:
-        parts.append("<p>(no validation predictions)</p>")
-    else:
-        keys = _with_seed(cal, "configuration", "arch", "test_set", "label")
-        wide = cal.pivot_table(index=keys, columns="method", values="ece").reset_index()
-        prev = cal.loc[
-            cal["method"] == "prior_shift",
-            [
-                *keys,
-                "train_prevalence",
-                "estimated_prevalence",
-                "true_prevalence",
-            ],
-        ]
-        merged = wide.merge(prev, on=keys, how="left")
-        merged = merged.rename(columns={"none": "ECE", "temperature": "ECE temp.", "prior_shift": "ECE EM"})
-        parts.append(
-            "<p>ECE before and after temperature scaling and EM prior-shift correction (Saerens et al. "
-            "2002); EM's prevalence is estimated from the predictions alone. AUC is unchanged by both "
-            "(calibration_shift.csv).</p>"
-        )
-        parts.append(frame_html(merged))
-    sub = t["subgroups"]
-    parts.append("<h3>Subgroups</h3>")
-    if sub.empty:
-        parts.append("<p>(none)</p>")
-    else:
-        shown = sub.loc[
-            sub["label"] == (SHORTCUT_LABEL if SHORTCUT_LABEL in set(sub["label"]) else sub["label"].iloc[0])
-        ].copy()
-        shown["AUC"] = [
-            f"{a:.3f} [{lo:.3f}, {hi:.3f}]" if s == "ok" else "too few"
-            for a, lo, hi, s in zip(shown["auc"], shown["ci_low"], shown["ci_high"], shown["status"], strict=True)
-        ]
-        wide = shown.pivot_table(
-            index=_with_seed(shown, "configuration", "arch", "family", "subgroup"), columns="test_set", values="AUC",
-            aggfunc="first",
-        ).reset_index()
-        parts.append(
-            f"<p>{html.escape(str(shown['label'].iloc[0]))} AUC per subgroup (fewer than 20 positives or "
-            "negatives: too few). Internal-external gaps with Holm's adjustment per family are in "
-            "subgroups.csv. NIH ChestX-ray14 records no devices, so it has no device subgroup.</p>"
-        )
-        parts.append(frame_html(wide))
-    pr = t["protocols"]
-    parts.append("<h3>Label protocols (same predictions, re-scored)</h3>")
-    if pr.empty:
-        parts.append("<p>(no protocols configured)</p>")
-    else:
-        shown = pr.copy()
-        shown["protocol - study"] = _interval(shown, "difference", "ci_low", "ci_high")
-        wide = shown.pivot_table(
-            index=_with_seed(shown, "configuration", "arch", "test_set", "label"),
-            columns="protocol",
-            values="protocol - study",
-            aggfunc="first",
-        ).reset_index()
-        parts.append(
-            "<p>AUC under each protocol minus AUC under the study's own, paired patient bootstrap. The mimic_* "
-            "protocols re-read MIMIC's other label files and score MIMIC test sets only (blank elsewhere).</p>"
-        )
-        parts.append(frame_html(wide.head(40)))
-    bl = t["borderline"]
-    parts.append("<h3>Borderline errors against the true cardiothoracic ratio</h3>")
-    if bl.empty:
-        parts.append("<p>No true cardiothoracic ratio is known for these datasets (real data): not tested.</p>")
-    else:
-        shown = bl.copy()
-        shown["error rate"] = _interval(shown, "error_rate", "ci_low", "ci_high")
-        wide = shown.pivot_table(
-            index=_with_seed(shown, "configuration", "arch", "test_set"), columns="band", values="error rate",
-            aggfunc="first",
-        ).reset_index()
-        run_keys = _with_seed(bl, *RUN_KEYS[:3])
-        slopes = bl.drop_duplicates(run_keys)[[*run_keys, "slope", "slope_low", "slope_high", "p"]]
-        parts.append(
-            "<p>Cardiomegaly error rate by |CTR - 0.5| band; a negative slope means errors concentrate "
-            "near the borderline.</p>"
-        )
-        parts.append(frame_html(wide.merge(slopes, on=run_keys)))
-        if shift.review is not None:
-            parts.append(
-                "<p>Misclassified external images closest to the borderline: true CTR beside both "
-                "models' probabilities.</p>"
-            )
-            parts.append(frame_html(shift.review))
-    return "\n".join(parts)
