@@ -14,7 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cxrgen.synthetic.paper_sites import plan_chexpert, plan_mimic, plan_nih, render_task, write_synthetic
+from cxrgen.synthetic.paper_sites import plan_chexpert, plan_mimic, plan_nih
+from cxrgen.synthetic.render import render_task
+from cxrgen.synthetic.write import write_synthetic
 
 
 def main() -> None:

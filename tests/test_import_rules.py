@@ -144,3 +144,74 @@ def test_every_folder_of_the_package_is_a_wing_with_a_rule() -> None:
     assert folders == set(WINGS) == set(MAY_IMPORT), "a new folder needs a place in the flow and a rule here"
     top = {path.stem for path in PACKAGE.glob("*.py")}
     assert top == {"__init__", "__main__", "cli", "errors"}, "modules belong in the wing of their stage"
+
+
+def module_edges(modules: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Module -> the cxrgen modules it imports (anywhere in it, ``TYPE_CHECKING`` blocks included).
+
+    ``from pkg import sub`` is an arrow to ``pkg.sub`` alone where ``sub`` is a module (the package's
+    ``__init__`` runs first, but it is no step of the circle); ``from pkg import name`` is an arrow to ``pkg``.
+    """
+    edges: dict[str, set[str]] = {}
+    for name, targets in modules.items():
+        submodules = {t for t in targets if t in modules and t.rpartition(".")[0] in targets}
+        bases = {t.rpartition(".")[0] for t in submodules}
+        named = {t for t in targets if t.rpartition(".")[0] in targets and t not in modules}
+        through_base = {t.rpartition(".")[0] for t in named}
+        edges[name] = {t for t in targets if t in modules and (t not in bases or t in through_base)} - {name}
+    return edges
+
+
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected parts of more than one node (Tarjan), each sorted: every import circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(edges.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            part = []
+            while True:
+                member = stack.pop()
+                part.append(member)
+                if member == node:
+                    break
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+@pytest.mark.parametrize("wing", WINGS)
+def test_no_import_circle_inside_a_wing(wing: str) -> None:
+    inside = {name: targets for name, targets in MODULES.items() if covered(name, f"cxrgen.{wing}")}
+    found = circles(module_edges(inside))
+    assert not found, f"modules of {wing}/ import each other in a circle: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_the_wing_rules_form_no_circle() -> None:
+    """With one-way wing rules and no circle inside a wing, the package as a whole has no import circle."""
+    edges = {wing: set(allowed) for wing, allowed in MAY_IMPORT.items()}
+    assert not circles(edges), f"MAY_IMPORT lets wings import each other in a circle: {circles(edges)}"
+
+
+def test_the_circle_check_finds_a_function_level_import_circle() -> None:
+    modules = {
+        "cxrgen.synthetic.a": imports_in("from cxrgen.synthetic.b import f\n", "cxrgen.synthetic.a"),
+        "cxrgen.synthetic.b": imports_in("def g():\n    from cxrgen.synthetic import a\n", "cxrgen.synthetic.b"),
+        "cxrgen.synthetic": imports_in("from cxrgen.synthetic.c import f\n", "cxrgen.synthetic", is_package=True),
+        "cxrgen.synthetic.c": imports_in("from cxrgen.synthetic.a import f\n", "cxrgen.synthetic.c"),
+    }
+    assert circles(module_edges(modules)) == [["cxrgen.synthetic.a", "cxrgen.synthetic.b"]]

@@ -3,11 +3,12 @@
 Nobody can download the real datasets in a test or a demo, so :func:`write_synthetic` writes look-alikes whose
 images carry label-dependent radiographic signs on a procedural phantom (:mod:`.phantom`), whose sites differ in
 population, reporting and equipment, with a device shortcut at one site (:mod:`.hospitals`), and whose files
-follow the shipped formats byte for byte (:mod:`.writers`). DESIGN.md sections 3 and 6 describe the contract.
+follow the shipped formats byte for byte (:mod:`.paper_sites`, :mod:`.more_sites`; both render through
+:mod:`.render`, and :mod:`.write` puts any set of the six together). DESIGN.md sections 3 and 6 describe the
+contract.
 """
 
 from cxrgen.synthetic.hospitals import HOSPITALS, Hospital
-from cxrgen.synthetic.paper_sites import write_synthetic
 from cxrgen.synthetic.phantom import (
     DRAWN_FINDINGS,
     Acquisition,
@@ -16,6 +17,7 @@ from cxrgen.synthetic.phantom import (
     frontal_geometry,
     frontal_masks,
 )
+from cxrgen.synthetic.write import write_synthetic
 
 __all__ = [
     "DRAWN_FINDINGS",

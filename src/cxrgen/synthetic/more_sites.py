@@ -29,6 +29,7 @@ from cxrgen.synthetic.phantom import (
     render_frontal,
     render_lateral,
 )
+from cxrgen.synthetic.render import csv_text, render_missing
 
 
 def _per_label(*values: float) -> dict[str, float]:
@@ -120,16 +121,6 @@ def _rng(seed: int, hospital: str, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, SITES[hospital].code, stream]))
 
 
-def _csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> bytes:
-    import csv
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8")
-
-
 def _image(path: str, hospital: str, index: int, view: str, patient: PatientSpec, study: int,
            shape: tuple[int, int], kind: str, **dicom: object) -> SiteImage:
     spec = patient.studies[study]
@@ -171,7 +162,7 @@ def plan_padchest(seed: int, scale: float, size: int) -> tuple[dict[str, bytes],
                 tasks.append(_image(f"padchest/{folder}/{name}", "padchest", image.index, image.view, patient, k,
                                     (size, size), "png16"))
                 row_index += 1
-    return {f"padchest/{PADCHEST_CSV}": _csv(PADCHEST_HEADER, rows)}, tasks
+    return {f"padchest/{PADCHEST_CSV}": csv_text(PADCHEST_HEADER, rows)}, tasks
 
 
 def plan_vindr(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], list[SiteImage]]:
@@ -198,8 +189,8 @@ def plan_vindr(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], li
         tasks.append(_image(f"vindr/{part}/{image_id}.dicom", "vindr", image.index, "PA", patient, 0,
                             (size, size), "dicom", **dicom))
     files = {
-        "vindr/annotations/image_labels_train.csv": _csv(["image_id", "rad_id", *VINDR_FINDINGS], train_rows),
-        "vindr/annotations/image_labels_test.csv": _csv(["image_id", *VINDR_FINDINGS], test_rows),
+        "vindr/annotations/image_labels_train.csv": csv_text(["image_id", "rad_id", *VINDR_FINDINGS], train_rows),
+        "vindr/annotations/image_labels_test.csv": csv_text(["image_id", *VINDR_FINDINGS], test_rows),
     }
     return files, tasks
 
@@ -231,7 +222,7 @@ def plan_brax(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], lis
                 for kind, suffix in (("png8", "png"), ("dicom", "dcm")):
                     tasks.append(_image(f"brax/{stem}.{suffix}", "brax", image.index, image.view, patient, k,
                                         (size, size), kind))
-    return {f"brax/{BRAX_CSV}": _csv(BRAX_HEADER, rows)}, tasks
+    return {f"brax/{BRAX_CSV}": csv_text(BRAX_HEADER, rows)}, tasks
 
 
 PLANS = {"padchest": plan_padchest, "vindr": plan_vindr, "brax": plan_brax}
@@ -292,6 +283,4 @@ def render_site_image(task: SiteImage, seed: int) -> bytes:
 
 def render_sites_into(out_dir: Path, seed: int, tasks: Sequence[SiteImage]) -> int:
     """Render and write the tasks whose files are missing (atomically); returns how many were written."""
-    from cxrgen.synthetic.paper_sites import render_missing
-
     return render_missing(out_dir, tasks, functools.partial(render_site_image, seed=seed))

@@ -1,29 +1,17 @@
-"""Write the three synthetic hospitals in the native layouts of CheXpert, NIH ChestX-ray14 and MIMIC-CXR-JPG.
+"""The three paper sites in the native layouts of CheXpert, NIH ChestX-ray14 and MIMIC-CXR-JPG: their files and
+image tasks.
 
 The layouts are written by hand here, never by the project's readers, so reading them back tests the readers.
-Every file lands under its final name only when complete (temporary name + ``os.replace``), images already
-present are skipped, and each image's pixels come from its own ``SeedSequence((seed, hospital, index))``: a
-killed run, rerun, finishes with the same bytes, and so does a run with any number of workers.
+Each ``plan_*`` returns the site's metadata files (relative path -> bytes) and its :class:`~.render.RenderTask`
+list; :func:`cxrgen.synthetic.write.write_synthetic` renders and writes them.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import functools
-import gzip
-import io
-import json
 import math
-import os
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
-from pathlib import Path
-from typing import NamedTuple, Protocol, TypeVar
 
 import numpy as np
-from PIL import Image
 
 from cxrgen.synthetic.hospitals import (
     CHEXPERT_OBSERVATIONS,
@@ -33,8 +21,8 @@ from cxrgen.synthetic.hospitals import (
     StudySpec,
     sample_patients,
 )
-from cxrgen.synthetic.phantom import DRAWN_FINDINGS, acquire, detector_shape, render_frontal, render_lateral
-from cxrgen.synthetic.truth import truth_files
+from cxrgen.synthetic.phantom import DRAWN_FINDINGS
+from cxrgen.synthetic.render import RenderTask, csv_text, gzip_bytes
 
 CHEXPERT_FOLDER = "CheXpert-v1.0-small"
 CHEXPERT_HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_OBSERVATIONS]
@@ -53,8 +41,6 @@ MIMIC_SPLIT_HEADER = ["dicom_id", "study_id", "subject_id", "split"]
 #: MIMIC-CXR-JPG 2.1.0's radiologist labels of the test-split studies: keyed by study only.
 MIMIC_RADIOLOGIST_FILE = "mimic-cxr-2.1.0-test-set-labeled.csv"
 MIMIC_RADIOLOGIST_HEADER = ["study_id", *sorted(CHEXPERT_OBSERVATIONS)]
-MARKER = ".cxrgen-synthetic.json"
-FORMAT_VERSION = 1
 
 # NIH spellings of the CheXpert observations it also labels; the rest have no NIH token.
 _NIH_TOKENS = {
@@ -81,46 +67,9 @@ _NIH_PER_FOLDER = 500
 _VIEW_MEANING = {"PA": "postero-anterior", "AP": "antero-posterior", "LATERAL": "lateral", "LL": "left lateral"}
 
 
-class RenderTask(NamedTuple):
-    """One image file: where it goes and what it shows (picklable, for worker processes)."""
-
-    path: str
-    hospital: str
-    serial: int
-    view: str
-    signs: tuple[tuple[str, float], ...]
-    device: bool
-    shape: tuple[int, int]
-    png: bool
-
-
 def _fmt(value: float) -> str:
     """CheXpert/MIMIC label spelling: ``1.0``, ``0.0``, ``-1.0`` or blank for NaN."""
     return "" if math.isnan(value) else f"{value:.1f}"
-
-
-def _csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8")
-
-
-def _gzip(data: bytes) -> bytes:
-    """Deterministic gzip: no file name, mtime 0."""
-    buffer = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=9) as stream:
-        stream.write(data)
-    return buffer.getvalue()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling so a reader never sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def _metadata_rng(seed: int, hospital: str) -> np.random.Generator:
@@ -164,7 +113,7 @@ def plan_chexpert(seed: int, scale: float, size: int) -> tuple[dict[str, bytes],
                         *(_fmt(study.raw[name]) for name in CHEXPERT_OBSERVATIONS),
                     ])
                     tasks.append(_task(f"chexpert/{path}", "chexpert", image.index, image.view, patient, k, shape))
-        files[f"chexpert/{CHEXPERT_FOLDER}/{part}.csv"] = _csv_text(CHEXPERT_HEADER, rows)
+        files[f"chexpert/{CHEXPERT_FOLDER}/{part}.csv"] = csv_text(CHEXPERT_HEADER, rows)
     return files, tasks
 
 
@@ -289,221 +238,6 @@ def plan_mimic(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], li
         "metadata": (MIMIC_METADATA_HEADER, sorted(metadata, key=lambda r: (r[1], r[2], r[0]))),
         "split": (MIMIC_SPLIT_HEADER, sorted(splits, key=lambda r: r[0])),
     }
-    files = {f"mimic/{MIMIC_PREFIX}-{k}.csv.gz": _gzip(_csv_text(h, rows)) for k, (h, rows) in tables.items()}
-    files[f"mimic/{MIMIC_RADIOLOGIST_FILE}"] = _csv_text(MIMIC_RADIOLOGIST_HEADER, sorted(radiologist))
+    files = {f"mimic/{MIMIC_PREFIX}-{k}.csv.gz": gzip_bytes(csv_text(h, rows)) for k, (h, rows) in tables.items()}
+    files[f"mimic/{MIMIC_RADIOLOGIST_FILE}"] = csv_text(MIMIC_RADIOLOGIST_HEADER, sorted(radiologist))
     return files, tasks
-
-
-def study_yaml(seed: int, scale: float, image_size: int) -> bytes:
-    """The study file of section 8 of DESIGN.md over the three hospitals, paths relative to itself."""
-    split = f"{{method: random, fractions: {{train: 0.72, val: 0.08, test: 0.2}}, seed: {seed}}}"
-    return f"""\
-# Three synthetic hospitals written by `cxrgen synthesize` (seed {seed}, scale {scale}, image size {image_size}).
-# The paper's recipe on a quick CPU budget: small inputs, few epochs, no pretrained weights.
-name: synthetic
-out: runs/study
-datasets:
-  chexpert: {{reader: chexpert, root: chexpert, csv: train.csv}}
-  nih: {{reader: nih, root: nih}}
-  mimic: {{reader: mimic, root: mimic, labels: chexpert}}
-labels: [Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion]
-uncertainty: {{Atelectasis: ones, Cardiomegaly: zeros, Consolidation: zeros, Edema: ones, Pleural Effusion: ones}}
-blank: zeros
-views: all
-splits:
-  chexpert: {split}
-  nih: {split}
-  mimic: {{method: official}}
-preprocess: {{clahe: true, engine: opencv, size: 64}}
-architectures: [densenet121, inception_resnet_v2]
-train: {{batch_size: 32, lr: 1.0e-3, max_epochs: 3, patience: 2, pretrained: false, seed: {seed}}}
-configurations:
-  - {{name: chexpert, train: [chexpert], internal: [chexpert], external: [mimic]}}
-  - {{name: nih, train: [nih], internal: [nih], external: [mimic]}}
-  - {{name: both, train: [chexpert, nih], internal: [chexpert, nih], external: [mimic]}}
-""".encode()
-
-
-def render_task(task: RenderTask, seed: int) -> bytes:
-    """The encoded image of one task: PNG (8-bit gray, about 1 % RGBA like NIH) or baseline JPEG."""
-    hospital = HOSPITALS[task.hospital]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, hospital.code, task.serial + 1]))
-    signs = dict(task.signs)
-    frontal = task.view in ("PA", "AP")
-    detector = detector_shape(hospital.acquisition, task.shape)
-    if frontal:
-        attenuation, _ = render_frontal(rng, signs, detector, device=task.device, meniscus=hospital.meniscus)
-    else:
-        attenuation = render_lateral(rng, signs, detector, device=task.device)
-    pixels = acquire(attenuation, hospital.acquisition, rng, frontal=frontal, shape=task.shape)
-    picture = Image.fromarray(pixels)
-    buffer = io.BytesIO()
-    if task.png:
-        if rng.random() < 0.01:
-            picture = picture.convert("RGBA")
-        picture.save(buffer, format="PNG", compress_level=1)
-    else:
-        picture.save(buffer, format="JPEG", quality=92)
-    return buffer.getvalue()
-
-
-Task = TypeVar("Task", bound="_HasPath")
-
-
-class _HasPath(Protocol):
-    @property
-    def path(self) -> str: ...
-
-
-def render_missing(out_dir: Path, tasks: Sequence[Task], render: Callable[[Task], bytes]) -> int:
-    """Render and write (atomically) the tasks whose files are missing, so a killed run redoes only those;
-    returns how many were written."""
-    written = 0
-    for task in tasks:
-        target = out_dir / task.path
-        if not target.exists():
-            write_atomic(target, render(task))
-            written += 1
-    return written
-
-
-def _render_into(out_dir: Path, seed: int, tasks: Sequence[RenderTask]) -> int:
-    return render_missing(out_dir, tasks, functools.partial(render_task, seed=seed))
-
-
-def _claim(out_dir: Path, params: dict[str, float | int | str]) -> None:
-    """Refuse to mix two datasets in one folder: resuming is only safe with the same parameters."""
-    marker = out_dir / MARKER
-    text = json.dumps(params, sort_keys=True) + "\n"
-    if marker.exists() and marker.read_text(encoding="utf-8") != text:
-        raise ValueError(
-            f"{out_dir}: holds a synthetic dataset made with {marker.read_text(encoding='utf-8').strip()}, "
-            f"not {text.strip()}; choose an empty folder"
-        )
-    write_atomic(marker, text.encode("utf-8"))
-
-
-#: The hospitals ``cxrgen synthesize`` writes by default (``make demo``), and every one it can write.
-DEFAULT_HOSPITALS: tuple[str, ...] = ("chexpert", "nih", "mimic")
-ALL_HOSPITALS: tuple[str, ...] = (*DEFAULT_HOSPITALS, "padchest", "vindr", "brax")
-
-
-def write_synthetic(
-    out_dir: Path, *, seed: int = 0, scale: float = 1.0, image_size: int = 256, workers: int = 1,
-    hospitals: Sequence[str] = DEFAULT_HOSPITALS,
-    shortcut: bool = True,
-) -> Path:
-    """Write three synthetic hospitals (CheXpert-, NIH- and MIMIC-like) and a study file over them.
-
-    Layout under ``out_dir``: ``chexpert/CheXpert-v1.0-small/{train,valid}.csv`` and images;
-    ``nih/Data_Entry_2017_v2020.csv``, ``nih/images_00N/images/*.png``, ``nih/{train_val,test}_list.txt``;
-    ``mimic/mimic-cxr-2.0.0-{chexpert,negbio,metadata,split}.csv.gz``, ``mimic/mimic-cxr-2.1.0-test-set-labeled.csv``
-    and ``mimic/files/pXX/...jpg``; ``study.yaml`` (relative paths), written last.
-
-    Args:
-        out_dir: target folder; created if needed. Rerunning with the same parameters resumes and
-            reproduces the same bytes; other parameters in a used folder are refused.
-        seed: non-negative; same seed, same bytes, whatever ``workers``.
-        scale: multiplies patient counts (1.0: about 1,500 CheXpert, 1,200 NIH and 700 MIMIC images).
-        image_size: image height in pixels for NIH and CheXpert (MIMIC is 1.2x taller, CheXpert 1.2x wider).
-        workers: processes rendering images.
-        hospitals: which of :data:`ALL_HOSPITALS` to write (PadChest, VinDr-CXR and BRAX come from
-            :mod:`cxrgen.synthetic.more_sites`); ``study.yaml`` then covers them with a leave-one-out design.
-        shortcut: False writes the control world without the NIH-like site's pacemaker-Cardiomegaly pairing.
-
-    Each hospital also gets ``truth.parquet`` (true cardiothoracic ratio and device per image), which no
-    reader reads (:mod:`cxrgen.synthetic.truth`).
-
-    Returns:
-        ``out_dir``.
-    """
-    if seed < 0 or scale <= 0 or image_size < 32 or workers < 1:
-        raise ValueError(
-            f"write_synthetic: need seed >= 0, scale > 0, image_size >= 32, workers >= 1; got seed={seed}, "
-            f"scale={scale}, image_size={image_size}, workers={workers}"
-        )
-    from cxrgen.synthetic.more_sites import PLANS, SiteImage, render_sites_into
-
-    unknown = [h for h in hospitals if h not in ALL_HOSPITALS]
-    if unknown or not hospitals or len(set(hospitals)) != len(hospitals):
-        raise ValueError(f"write_synthetic: hospitals must be distinct names among {', '.join(ALL_HOSPITALS)}; "
-                         f"got {list(hospitals)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    params: dict[str, float | int | str | bool] = {"seed": seed, "scale": scale, "image_size": image_size,
-                                                   "version": FORMAT_VERSION}
-    if tuple(hospitals) != DEFAULT_HOSPITALS:
-        params["hospitals"] = ",".join(hospitals)
-    if not shortcut:
-        params["shortcut"] = False
-    _claim(out_dir, params)
-    files: dict[str, bytes] = {}
-    tasks: list[RenderTask] = []
-    site_tasks: list[SiteImage] = []
-    plans: dict[str, Callable[[int, float, int], tuple[dict[str, bytes], list[RenderTask]]]] = {
-        "chexpert": plan_chexpert, "nih": functools.partial(plan_nih, shortcut=shortcut), "mimic": plan_mimic,
-    }  # fmt: skip
-    for name in hospitals:
-        if name in plans:
-            plan_files, plan_tasks = plans[name](seed, scale, image_size)
-            tasks += plan_tasks
-        else:
-            plan_files, more = PLANS[name](seed, scale, image_size)
-            site_tasks += more
-        files.update(plan_files)
-    if workers == 1:
-        _render_into(out_dir, seed, tasks)
-        render_sites_into(out_dir, seed, site_tasks)
-    else:
-        chunks = [tasks[i : i + 32] for i in range(0, len(tasks), 32)]
-        site_chunks = [site_tasks[i : i + 32] for i in range(0, len(site_tasks), 32)]
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            list(pool.map(_render_into, [out_dir] * len(chunks), [seed] * len(chunks), chunks))
-            list(pool.map(render_sites_into, [out_dir] * len(site_chunks), [seed] * len(site_chunks), site_chunks))
-    files.update(truth_files(tasks, seed))
-    for relative, data in files.items():
-        write_atomic(out_dir / relative, data)
-    if tuple(hospitals) == DEFAULT_HOSPITALS:
-        study = study_yaml(seed, scale, image_size)
-    else:
-        study = sites_study_yaml(seed, scale, image_size, hospitals)
-    write_atomic(out_dir / "study.yaml", study)
-    return out_dir
-
-
-_SITE_DATASETS = {
-    "chexpert": "{reader: chexpert, root: chexpert, csv: train.csv}",
-    "nih": "{reader: nih, root: nih}",
-    "mimic": "{reader: mimic, root: mimic, labels: chexpert}",
-    "padchest": "{reader: padchest, root: padchest}",
-    "vindr": "{reader: vindr, root: vindr, readers: majority}",
-    "brax": "{reader: brax, root: brax}",
-}
-_OFFICIAL_SPLITS = ("mimic", "vindr")
-
-
-def sites_study_yaml(seed: int, scale: float, image_size: int, hospitals: Sequence[str]) -> bytes:
-    """A study over any set of synthetic hospitals: each held out in turn (leave-one-out), tiny CPU models."""
-    split = f"{{method: random, fractions: {{train: 0.72, val: 0.08, test: 0.2}}, seed: {seed}}}"
-    datasets = "\n".join(f"  {name}: {_SITE_DATASETS[name]}" for name in hospitals)
-    splits = "\n".join(
-        f"  {name}: {{method: official}}" if name in _OFFICIAL_SPLITS else f"  {name}: {split}" for name in hospitals
-    )
-    return f"""\
-# Synthetic hospitals written by `cxrgen synthesize --hospitals {",".join(hospitals)}` (seed {seed}, scale {scale},
-# image size {image_size}): each hospital held out in turn. Small inputs, few epochs, no pretrained weights.
-name: synthetic-sites
-out: runs/sites
-datasets:
-{datasets}
-labels: [Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion]
-uncertainty: {{Atelectasis: ones, Cardiomegaly: zeros, Consolidation: zeros, Edema: ones, Pleural Effusion: ones}}
-blank: zeros
-views: all
-splits:
-{splits}
-preprocess: {{clahe: true, engine: opencv, size: 64}}
-architectures: [densenet121]
-train: {{batch_size: 32, lr: 1.0e-3, max_epochs: 3, patience: 2, pretrained: false, seed: {seed}}}
-design: {{leave_one_out: [{", ".join(hospitals)}], single_sources: false}}
-""".encode()

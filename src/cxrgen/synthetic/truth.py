@@ -6,7 +6,7 @@ the hospital's root, as the manifest's ``path``), ``view``, ``ctr`` (heart width
 rendered frontal image, NaN for laterals), ``device`` (a pacemaker is drawn).
 
 The ratio is recovered by replaying the first draws of the image's own generator (the side of atelectasis,
-then :func:`cxrgen.synthetic.phantom.frontal_geometry`), exactly as :func:`cxrgen.synthetic.paper_sites.render_task`
+then :func:`cxrgen.synthetic.phantom.frontal_geometry`), exactly as :func:`cxrgen.synthetic.render.render_task`
 makes them, so it costs no rendering and resumed runs write the same file.
 """
 
@@ -15,16 +15,13 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from cxrgen.synthetic.hospitals import HOSPITALS
 from cxrgen.synthetic.phantom import frontal_geometry
-
-if TYPE_CHECKING:
-    from cxrgen.synthetic.paper_sites import RenderTask
+from cxrgen.synthetic.render import RenderTask
 
 TRUTH_FILE = "truth.parquet"
 

@@ -1,0 +1,194 @@
+"""write_synthetic: any set of the six hospitals and a study file over them.
+
+The three paper sites (:mod:`.paper_sites`) and the three more (:mod:`.more_sites`) plan their files and image
+tasks; this module claims the output folder, renders the missing images (in worker processes if asked), writes
+each hospital's ``truth.parquet`` (:mod:`.truth`) and the metadata files, and ``study.yaml`` last.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from cxrgen.synthetic.more_sites import PLANS, SiteImage, render_sites_into
+from cxrgen.synthetic.paper_sites import plan_chexpert, plan_mimic, plan_nih
+from cxrgen.synthetic.render import RenderTask, render_into, write_atomic
+from cxrgen.synthetic.truth import truth_files
+
+MARKER = ".cxrgen-synthetic.json"
+
+FORMAT_VERSION = 1
+
+
+def _claim(out_dir: Path, params: dict[str, float | int | str]) -> None:
+    """Refuse to mix two datasets in one folder: resuming is only safe with the same parameters."""
+    marker = out_dir / MARKER
+    text = json.dumps(params, sort_keys=True) + "\n"
+    if marker.exists() and marker.read_text(encoding="utf-8") != text:
+        raise ValueError(
+            f"{out_dir}: holds a synthetic dataset made with {marker.read_text(encoding='utf-8').strip()}, "
+            f"not {text.strip()}; choose an empty folder"
+        )
+    write_atomic(marker, text.encode("utf-8"))
+
+
+#: The hospitals ``cxrgen synthesize`` writes by default (``make demo``), and every one it can write.
+DEFAULT_HOSPITALS: tuple[str, ...] = ("chexpert", "nih", "mimic")
+
+
+ALL_HOSPITALS: tuple[str, ...] = (*DEFAULT_HOSPITALS, "padchest", "vindr", "brax")
+
+
+def write_synthetic(
+    out_dir: Path, *, seed: int = 0, scale: float = 1.0, image_size: int = 256, workers: int = 1,
+    hospitals: Sequence[str] = DEFAULT_HOSPITALS,
+    shortcut: bool = True,
+) -> Path:
+    """Write three synthetic hospitals (CheXpert-, NIH- and MIMIC-like) and a study file over them.
+
+    Layout under ``out_dir``: ``chexpert/CheXpert-v1.0-small/{train,valid}.csv`` and images;
+    ``nih/Data_Entry_2017_v2020.csv``, ``nih/images_00N/images/*.png``, ``nih/{train_val,test}_list.txt``;
+    ``mimic/mimic-cxr-2.0.0-{chexpert,negbio,metadata,split}.csv.gz``, ``mimic/mimic-cxr-2.1.0-test-set-labeled.csv``
+    and ``mimic/files/pXX/...jpg``; ``study.yaml`` (relative paths), written last.
+
+    Args:
+        out_dir: target folder; created if needed. Rerunning with the same parameters resumes and
+            reproduces the same bytes; other parameters in a used folder are refused.
+        seed: non-negative; same seed, same bytes, whatever ``workers``.
+        scale: multiplies patient counts (1.0: about 1,500 CheXpert, 1,200 NIH and 700 MIMIC images).
+        image_size: image height in pixels for NIH and CheXpert (MIMIC is 1.2x taller, CheXpert 1.2x wider).
+        workers: processes rendering images.
+        hospitals: which of :data:`ALL_HOSPITALS` to write (PadChest, VinDr-CXR and BRAX come from
+            :mod:`cxrgen.synthetic.more_sites`); ``study.yaml`` then covers them with a leave-one-out design.
+        shortcut: False writes the control world without the NIH-like site's pacemaker-Cardiomegaly pairing.
+
+    Each hospital also gets ``truth.parquet`` (true cardiothoracic ratio and device per image), which no
+    reader reads (:mod:`cxrgen.synthetic.truth`).
+
+    Returns:
+        ``out_dir``.
+    """
+    if seed < 0 or scale <= 0 or image_size < 32 or workers < 1:
+        raise ValueError(
+            f"write_synthetic: need seed >= 0, scale > 0, image_size >= 32, workers >= 1; got seed={seed}, "
+            f"scale={scale}, image_size={image_size}, workers={workers}"
+        )
+    unknown = [h for h in hospitals if h not in ALL_HOSPITALS]
+    if unknown or not hospitals or len(set(hospitals)) != len(hospitals):
+        raise ValueError(f"write_synthetic: hospitals must be distinct names among {', '.join(ALL_HOSPITALS)}; "
+                         f"got {list(hospitals)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params: dict[str, float | int | str | bool] = {"seed": seed, "scale": scale, "image_size": image_size,
+                                                   "version": FORMAT_VERSION}
+    if tuple(hospitals) != DEFAULT_HOSPITALS:
+        params["hospitals"] = ",".join(hospitals)
+    if not shortcut:
+        params["shortcut"] = False
+    _claim(out_dir, params)
+    files: dict[str, bytes] = {}
+    tasks: list[RenderTask] = []
+    site_tasks: list[SiteImage] = []
+    plans: dict[str, Callable[[int, float, int], tuple[dict[str, bytes], list[RenderTask]]]] = {
+        "chexpert": plan_chexpert, "nih": functools.partial(plan_nih, shortcut=shortcut), "mimic": plan_mimic,
+    }  # fmt: skip
+    for name in hospitals:
+        if name in plans:
+            plan_files, plan_tasks = plans[name](seed, scale, image_size)
+            tasks += plan_tasks
+        else:
+            plan_files, more = PLANS[name](seed, scale, image_size)
+            site_tasks += more
+        files.update(plan_files)
+    if workers == 1:
+        render_into(out_dir, seed, tasks)
+        render_sites_into(out_dir, seed, site_tasks)
+    else:
+        chunks = [tasks[i : i + 32] for i in range(0, len(tasks), 32)]
+        site_chunks = [site_tasks[i : i + 32] for i in range(0, len(site_tasks), 32)]
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            list(pool.map(render_into, [out_dir] * len(chunks), [seed] * len(chunks), chunks))
+            list(pool.map(render_sites_into, [out_dir] * len(site_chunks), [seed] * len(site_chunks), site_chunks))
+    files.update(truth_files(tasks, seed))
+    for relative, data in files.items():
+        write_atomic(out_dir / relative, data)
+    if tuple(hospitals) == DEFAULT_HOSPITALS:
+        study = study_yaml(seed, scale, image_size)
+    else:
+        study = sites_study_yaml(seed, scale, image_size, hospitals)
+    write_atomic(out_dir / "study.yaml", study)
+    return out_dir
+
+
+def study_yaml(seed: int, scale: float, image_size: int) -> bytes:
+    """The study file of section 8 of DESIGN.md over the three hospitals, paths relative to itself."""
+    split = f"{{method: random, fractions: {{train: 0.72, val: 0.08, test: 0.2}}, seed: {seed}}}"
+    return f"""\
+# Three synthetic hospitals written by `cxrgen synthesize` (seed {seed}, scale {scale}, image size {image_size}).
+# The paper's recipe on a quick CPU budget: small inputs, few epochs, no pretrained weights.
+name: synthetic
+out: runs/study
+datasets:
+  chexpert: {{reader: chexpert, root: chexpert, csv: train.csv}}
+  nih: {{reader: nih, root: nih}}
+  mimic: {{reader: mimic, root: mimic, labels: chexpert}}
+labels: [Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion]
+uncertainty: {{Atelectasis: ones, Cardiomegaly: zeros, Consolidation: zeros, Edema: ones, Pleural Effusion: ones}}
+blank: zeros
+views: all
+splits:
+  chexpert: {split}
+  nih: {split}
+  mimic: {{method: official}}
+preprocess: {{clahe: true, engine: opencv, size: 64}}
+architectures: [densenet121, inception_resnet_v2]
+train: {{batch_size: 32, lr: 1.0e-3, max_epochs: 3, patience: 2, pretrained: false, seed: {seed}}}
+configurations:
+  - {{name: chexpert, train: [chexpert], internal: [chexpert], external: [mimic]}}
+  - {{name: nih, train: [nih], internal: [nih], external: [mimic]}}
+  - {{name: both, train: [chexpert, nih], internal: [chexpert, nih], external: [mimic]}}
+""".encode()
+
+
+_SITE_DATASETS = {
+    "chexpert": "{reader: chexpert, root: chexpert, csv: train.csv}",
+    "nih": "{reader: nih, root: nih}",
+    "mimic": "{reader: mimic, root: mimic, labels: chexpert}",
+    "padchest": "{reader: padchest, root: padchest}",
+    "vindr": "{reader: vindr, root: vindr, readers: majority}",
+    "brax": "{reader: brax, root: brax}",
+}
+
+
+_OFFICIAL_SPLITS = ("mimic", "vindr")
+
+
+def sites_study_yaml(seed: int, scale: float, image_size: int, hospitals: Sequence[str]) -> bytes:
+    """A study over any set of synthetic hospitals: each held out in turn (leave-one-out), tiny CPU models."""
+    split = f"{{method: random, fractions: {{train: 0.72, val: 0.08, test: 0.2}}, seed: {seed}}}"
+    datasets = "\n".join(f"  {name}: {_SITE_DATASETS[name]}" for name in hospitals)
+    splits = "\n".join(
+        f"  {name}: {{method: official}}" if name in _OFFICIAL_SPLITS else f"  {name}: {split}" for name in hospitals
+    )
+    return f"""\
+# Synthetic hospitals written by `cxrgen synthesize --hospitals {",".join(hospitals)}` (seed {seed}, scale {scale},
+# image size {image_size}): each hospital held out in turn. Small inputs, few epochs, no pretrained weights.
+name: synthetic-sites
+out: runs/sites
+datasets:
+{datasets}
+labels: [Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion]
+uncertainty: {{Atelectasis: ones, Cardiomegaly: zeros, Consolidation: zeros, Edema: ones, Pleural Effusion: ones}}
+blank: zeros
+views: all
+splits:
+{splits}
+preprocess: {{clahe: true, engine: opencv, size: 64}}
+architectures: [densenet121]
+train: {{batch_size: 32, lr: 1.0e-3, max_epochs: 3, patience: 2, pretrained: false, seed: {seed}}}
+design: {{leave_one_out: [{", ".join(hospitals)}], single_sources: false}}
+""".encode()
