@@ -24,7 +24,6 @@ from cxrgen.learn.embed import (
     build_embeddings,
     embed_array,
     embedding_dir,
-    is_linear_probe,
     load_frozen,
     open_embeddings,
     study_backbone,
@@ -165,7 +164,7 @@ def test_architecture_entries_keep_plain_names(tmp_path: Path) -> None:
     assert config.architectures == ["densenet121", "dino_probe", "cnn_probe"]
     assert set(config.architecture_specs) == {"dino_probe", "cnn_probe"}
     assert config.architecture_specs["dino_probe"].weights == (tmp_path / "w" / "model.safetensors").resolve()
-    assert [is_linear_probe(config, a) for a in config.architectures] == [False, True, True]
+    assert [config.is_linear_probe(a) for a in config.architectures] == [False, True, True]
     # input size and normalization come from the backbone's own pretrained config
     assert config.arch_spec("dino_probe").input_size == 518 and config.input_size("cnn_probe") == 224
     assert study_backbone(config, "cnn_probe").random_weights

@@ -99,12 +99,6 @@ class Backbone:
         return f"hub:{self.timm_name}"
 
 
-def is_linear_probe(config: StudyConfig, arch: str) -> bool:
-    """Whether ``arch`` is a mapping entry of ``architectures`` with ``mode: linear_probe``."""
-    entry = config.architecture_specs.get(arch)
-    return entry is not None and entry.mode == "linear_probe"
-
-
 def study_backbone(config: StudyConfig, arch: str) -> Backbone:
     """The frozen backbone of a linear-probe architecture; ``pretrained`` unset follows ``train.pretrained``."""
     entry = config.architecture_specs.get(arch)
@@ -355,7 +349,7 @@ def embed_study(
         EmbedError: the study has no linear-probe architecture, or ``arch`` names none of them.
     """
     config = study.config
-    probes = [name for name in config.architectures if is_linear_probe(config, name)]
+    probes = [name for name in config.architectures if config.is_linear_probe(name)]
     if arch is not None and arch not in probes:
         raise EmbedError(f"--arch {arch!r} is no linear-probe architecture of this study (they are: {probes})")
     if not probes:

@@ -112,7 +112,6 @@ def complete_run(
     ``seed`` is one of ``train.seeds`` (None: the first).
     """
     from cxrgen.data.loaders import CXRDataModule
-    from cxrgen.learn.embed import is_linear_probe
     from cxrgen.learn.predict import predict_run, predict_validation
     from cxrgen.learn.probe_run import probe_run
     from cxrgen.learn.train import train_run
@@ -123,7 +122,7 @@ def complete_run(
     # One data module per run, shared by training and every test set's predictions.
     size = study.config.input_size(arch)
     datamodule = CXRDataModule.from_study(study, configuration.name, size)
-    if is_linear_probe(study.config, arch):
+    if study.config.is_linear_probe(arch):
         say(f"embed and fit linear probes {name}")
         probe_run(study, configuration.name, arch, datamodule=datamodule, seed=run_seed)
         return evaluate_run(study, configuration, arch, run_seed).assign(seed=run_seed)

@@ -523,6 +523,12 @@ class StudyConfig(StrictModel):
                 names[name] = None
         return list(names)
 
+    def is_linear_probe(self, arch: str) -> bool:
+        """Whether ``arch`` is a mapping entry of ``architectures`` with ``mode: linear_probe`` (embed and fit
+        probes on a frozen backbone instead of training)."""
+        entry = self.architecture_specs.get(arch)
+        return entry is not None and entry.mode == "linear_probe"
+
     def arch_spec(self, arch: str) -> ArchSpec:
         """The registry spec of one of the study's architectures: a mapping entry of ``architectures``
         (``architecture_specs``) names its timm backbone, whose pretrained config gives the input size."""
