@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cxrgen.errors import validation_errors
 from cxrgen.sources.common import SourceError
 
 ReadFunction = Callable[..., pd.DataFrame]
@@ -47,23 +48,13 @@ class ReaderSpec:
         try:
             return self.options.model_validate(dict(options))
         except ValidationError as exc:
-            raise SourceError(f"{self.name} reader: {option_errors(exc)}") from None
+            raise SourceError(f"{self.name} reader: {validation_errors(exc)}") from None
 
     def __call__(
         self, root: Path, *, name: str, labels: list[str], options: Mapping[str, Any] | None = None
     ) -> pd.DataFrame:
         """Read dataset ``name`` under ``root``; ``options`` are the study file's keys beside reader and root."""
         return self.read(root, name=name, labels=labels, options=self.parse_options(options or {}))
-
-
-def option_errors(exc: ValidationError, prefix: str = "") -> str:
-    """``key: unknown key`` / ``key: <pydantic's message>`` for each error, joined by ``; ``."""
-    parts = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{prefix}{key}: {message}")
-    return "; ".join(parts)
 
 
 READERS: dict[str, ReaderSpec] = {}

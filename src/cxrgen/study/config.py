@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from cxrgen.errors import CxrgenError
+from cxrgen.errors import CxrgenError, validation_errors
 from cxrgen.sources.labels import PAPER_LABELS, BlankPolicy, Policy
 from cxrgen.study.layout import RESOLVED_CONFIG
 
@@ -90,7 +90,6 @@ def _check_reader_options(data: dict[str, Any], path: Path) -> None:
     """Each dataset entry's reader keys against its reader's options model, named as ``datasets.<name>.<key>``
     (validation inside the model could only name the entry)."""
     from cxrgen.sources import SourceError, get_reader
-    from cxrgen.sources.registry import option_errors
 
     datasets = data.get("datasets")
     if not isinstance(datasets, dict):
@@ -106,7 +105,7 @@ def _check_reader_options(data: dict[str, Any], path: Path) -> None:
         try:
             spec.options.model_validate(options)
         except ValidationError as exc:
-            raise ConfigError(f"{path}: {option_errors(exc, prefix=f'datasets.{name}.')}") from None
+            raise ConfigError(f"{path}: {validation_errors(exc, prefix=f'datasets.{name}.')}") from None
 
 
 class SplitConfig(StrictModel):
@@ -630,15 +629,6 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(exc: ValidationError, path: Path) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{loc}: {message}")
-    return f"{path}: " + "; ".join(parts)
-
-
 def load_study(path: str | Path) -> StudyConfig:
     """Read and validate a study file; relative paths become absolute against its folder."""
     path = Path(path)
@@ -647,7 +637,7 @@ def load_study(path: str | Path) -> StudyConfig:
     try:
         config = StudyConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, path)) from exc
+        raise ConfigError(f"{path}: {validation_errors(exc)}") from exc
     if (config.out / RESOLVED_CONFIG).resolve() == path.resolve():
         raise ConfigError(
             f"{path}: out: {config.out} would overwrite this study file with the resolved {RESOLVED_CONFIG}; "

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from cxrgen.study.config import ConfigError, StudyConfig, format_validation_error, load_study, read_yaml
+from cxrgen.errors import validation_errors
+from cxrgen.study.config import ConfigError, StudyConfig, load_study, read_yaml
 from cxrgen.study.layout import RunDir, StudyDir
 
 
@@ -56,7 +57,7 @@ class Study:
         try:
             config = StudyConfig.model_validate(read_yaml(layout.config))
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, layout.config)) from exc
+            raise ConfigError(f"{layout.config}: {validation_errors(exc)}") from exc
         return cls(config, layout)
 
     @property
