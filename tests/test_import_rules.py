@@ -27,9 +27,8 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "learn": ("utils", "sources", "images", "models", "study", "data", "metrics"),
     "metrics": ("utils",),
     "shift": ("utils", "sources", "study", "data", "metrics"),
-    "report": ("utils", "sources", "images", "models", "study", "data", "learn", "metrics", "shift", "synthetic"),
-    "runner": ("utils", "sources", "images", "models", "study", "data", "learn", "metrics", "shift", "report",
-               "synthetic"),
+    "report": ("utils", "sources", "images", "models", "study", "data", "learn", "metrics", "shift"),
+    "runner": ("utils", "sources", "images", "models", "study", "data", "learn", "metrics", "shift", "report"),
     "synthetic": (),
 }
 WHY = {

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrgen.cli import app
-from cxrgen.synthetic.truth import TRUTH_FILE
+from cxrgen.study.layout import DatasetDir
 
 runner = CliRunner()
 
@@ -57,7 +57,7 @@ def _trained_world(root: Path, world: str) -> pd.Series:
     manifest = pd.read_parquet(root / "study" / "manifest.parquet", columns=columns)
     test = manifest.merge(pd.read_parquet(root / "study" / "splits.parquet"), on=["image_id", "dataset"])
     test = test.loc[(test["split"] == "test") & (test["Cardiomegaly"] == 0)]
-    device = test.merge(pd.read_parquet(root / "data" / "nih" / TRUTH_FILE), on="path")["device"].astype(bool)
+    device = test.merge(pd.read_parquet(DatasetDir(root / "data" / "nih").truth), on="path")["device"].astype(bool)
     assert (row["n_neg_device"], row["n_neg_no_device"]) == (device.sum(), (~device).sum())
     assert row["device_source"].startswith("truth.parquet")
     return row

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxrgen.study.layout import DatasetDir
 from cxrgen.synthetic import HOSPITALS, write_synthetic
 from cxrgen.synthetic.paper_sites import plan_chexpert, plan_nih
 from cxrgen.synthetic.phantom import detector_shape, render_frontal
-from cxrgen.synthetic.truth import TRUTH_FILE, true_ctr, truth_files
+from cxrgen.synthetic.truth import true_ctr, truth_files
 
 
 def _device_rates(tasks: list) -> tuple[float, float]:
@@ -53,9 +54,10 @@ def test_no_shortcut_world_lacks_only_the_pacemaker_pairing() -> None:
 
 
 def test_written_world_has_truth_beside_each_hospital(tmp_path: Path) -> None:
+    """Where the study layout looks for it (the writer spells the name itself: synthetic imports no study code)."""
     out = write_synthetic(tmp_path / "w", seed=0, scale=0.03, image_size=48, shortcut=False)
     for hospital in ("chexpert", "nih", "mimic"):
-        truth = pd.read_parquet(out / hospital / TRUTH_FILE)
+        truth = pd.read_parquet(DatasetDir(out / hospital).truth)
         assert all((out / hospital / p).is_file() for p in truth["path"])
         frontal = truth["view"].isin(["PA", "AP"])
         assert truth.loc[frontal, "ctr"].between(0.3, 0.7).all() and truth.loc[~frontal, "ctr"].isna().all()

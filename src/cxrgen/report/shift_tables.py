@@ -28,8 +28,7 @@ from cxrgen.shift.protocols import get_protocol, paired_protocol_difference, pro
 from cxrgen.shift.shortcut import device_shortcut
 from cxrgen.shift.subgroups import subgroup_gaps, subgroup_table
 from cxrgen.study.config import StudyConfig
-from cxrgen.study.layout import RunDir
-from cxrgen.synthetic.truth import TRUTH_FILE
+from cxrgen.study.layout import DatasetDir, RunDir
 from cxrgen.utils.fileio import write_csv
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,7 @@ def _truth(config: StudyConfig) -> pd.DataFrame | None:
     """``truth.parquet`` of every dataset that has one (synthetic), as ``dataset, path, ctr, true_device``."""
     frames = []
     for name, spec in config.datasets.items():
-        path = Path(spec.root) / TRUTH_FILE
+        path = DatasetDir(Path(spec.root)).truth
         if path.is_file():
             truth = pd.read_parquet(path, columns=["path", "ctr", "device"])
             frames.append(truth.rename(columns={"device": "true_device"}).assign(dataset=name))

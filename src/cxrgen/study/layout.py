@@ -19,6 +19,7 @@ RESOLVED_CONFIG = "config.yaml"
 EXCLUDED_FILE = "excluded.csv"
 READING_NOTES_FILE = "reading_notes.csv"
 SEED_PREFIX = "seed-"
+TRUTH_FILE = "truth.parquet"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,19 @@ class RunDir:
                 "run; finish it with `cxrgen train`, or pass --allow-unfinished to predict anyway (the "
                 "predictions are then marked unfinished)"
             )
+
+
+@dataclass(frozen=True)
+class DatasetDir:
+    """A dataset's ``root`` as the study file names it: its native files, and what only a synthetic one holds."""
+
+    path: Path
+
+    @property
+    def truth(self) -> Path:
+        """``truth.parquet`` of a synthetic hospital (true cardiothoracic ratio and device per image, written by
+        :mod:`cxrgen.synthetic.truth`); no reader reads it, only the report's borderline and shortcut checks."""
+        return self.path / TRUTH_FILE
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from cxrgen.synthetic.hospitals import HOSPITALS
 from cxrgen.synthetic.phantom import frontal_geometry
 from cxrgen.synthetic.render import RenderTask
 
+#: The name :class:`cxrgen.study.layout.DatasetDir` reads (synthetic imports no study code; a test ties the two).
 TRUTH_FILE = "truth.parquet"
 
 
