@@ -72,7 +72,7 @@ def test_rerun_after_a_kill_finishes_with_the_same_bytes(data: Path, tmp_path: P
         victim.unlink()
     (target / "nih/Data_Entry_2017_v2020.csv").unlink()
     (target / "study.yaml").unlink()
-    (images[0].parent / f".{images[0].name}.partial").write_bytes(b"half an image")  # a write cut short
+    (images[0].parent / f".{images[0].name}.k3j9x2.tmp").write_bytes(b"half an image")  # a write cut short
     make(target)
     assert digests(target) == digests(data)
 

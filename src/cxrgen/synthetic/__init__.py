@@ -6,6 +6,10 @@ population, reporting and equipment, with a device shortcut at one site (:mod:`.
 follow the shipped formats byte for byte (:mod:`.paper_sites`, :mod:`.more_sites`; both render through
 :mod:`.render`, and :mod:`.write` puts any set of the six together). DESIGN.md sections 3 and 6 describe the
 contract.
+
+Imports nothing else of cxrgen but :mod:`cxrgen.utils` (its files are written by the one atomic writer,
+:func:`cxrgen.utils.fileio.write_bytes`): the synthetic world stays independent of the code it tests, and
+imports no reader, no study code and no model.
 """
 
 from cxrgen.synthetic.hospitals import HOSPITALS, Hospital

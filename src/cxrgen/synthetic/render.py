@@ -2,7 +2,7 @@
 
 A task names one image file (its path under the output folder) and what it shows; its pixels come from its own
 ``SeedSequence((seed, hospital, index))``, so a killed run, rerun, finishes with the same bytes whatever the
-number of workers. Every file lands under its final name only when complete (temporary name + ``os.replace``),
+number of workers. Every file lands under its final name only when complete (:func:`cxrgen.utils.fileio.write_bytes`),
 and :func:`render_missing` skips the files already there. The two site families (:mod:`.paper_sites`,
 :mod:`.more_sites`) plan tasks and import this module; nothing here imports them.
 """
@@ -13,7 +13,6 @@ import csv
 import functools
 import gzip
 import io
-import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol, TypeVar
@@ -23,6 +22,7 @@ from PIL import Image
 
 from cxrgen.synthetic.hospitals import HOSPITALS
 from cxrgen.synthetic.phantom import acquire, detector_shape, render_frontal, render_lateral
+from cxrgen.utils.fileio import write_bytes
 
 
 class RenderTask(NamedTuple):
@@ -53,14 +53,6 @@ def gzip_bytes(data: bytes) -> bytes:
     with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=9) as stream:
         stream.write(data)
     return buffer.getvalue()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling so a reader never sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def render_task(task: RenderTask, seed: int) -> bytes:
@@ -101,7 +93,7 @@ def render_missing(out_dir: Path, tasks: Sequence[Task], render: Callable[[Task]
     for task in tasks:
         target = out_dir / task.path
         if not target.exists():
-            write_atomic(target, render(task))
+            write_bytes(target, render(task))
             written += 1
     return written
 

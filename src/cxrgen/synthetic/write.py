@@ -16,8 +16,9 @@ from pathlib import Path
 
 from cxrgen.synthetic.more_sites import PLANS, SiteImage, render_sites_into
 from cxrgen.synthetic.paper_sites import plan_chexpert, plan_mimic, plan_nih
-from cxrgen.synthetic.render import RenderTask, render_into, write_atomic
+from cxrgen.synthetic.render import RenderTask, render_into
 from cxrgen.synthetic.truth import truth_files
+from cxrgen.utils.fileio import sweep_temporaries, write_bytes
 
 MARKER = ".cxrgen-synthetic.json"
 
@@ -33,7 +34,7 @@ def _claim(out_dir: Path, params: dict[str, float | int | str]) -> None:
             f"{out_dir}: holds a synthetic dataset made with {marker.read_text(encoding='utf-8').strip()}, "
             f"not {text.strip()}; choose an empty folder"
         )
-    write_atomic(marker, text.encode("utf-8"))
+    write_bytes(marker, text.encode("utf-8"))
 
 
 #: The hospitals ``cxrgen synthesize`` writes by default (``make demo``), and every one it can write.
@@ -90,6 +91,9 @@ def write_synthetic(
     if not shortcut:
         params["shortcut"] = False
     _claim(out_dir, params)
+    for name in hospitals:  # what a killed run was writing; only the hospitals' folders (a study may run beside)
+        if (out_dir / name).is_dir():
+            sweep_temporaries(out_dir / name)
     files: dict[str, bytes] = {}
     tasks: list[RenderTask] = []
     site_tasks: list[SiteImage] = []
@@ -115,12 +119,12 @@ def write_synthetic(
             list(pool.map(render_sites_into, [out_dir] * len(site_chunks), [seed] * len(site_chunks), site_chunks))
     files.update(truth_files(tasks, seed))
     for relative, data in files.items():
-        write_atomic(out_dir / relative, data)
+        write_bytes(out_dir / relative, data)
     if tuple(hospitals) == DEFAULT_HOSPITALS:
         study = study_yaml(seed, scale, image_size)
     else:
         study = sites_study_yaml(seed, scale, image_size, hospitals)
-    write_atomic(out_dir / "study.yaml", study)
+    write_bytes(out_dir / "study.yaml", study)
     return out_dir
 
 

@@ -72,6 +72,11 @@ def write_text(path: Path | str, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_bytes(path: Path | str, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_csv(frame: pd.DataFrame, path: Path | str) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
