@@ -318,7 +318,7 @@ def study(
         submit_study(opened, launcher, only)
         return
     table = run_study(opened, only=only, workers=workers, progress=lambda step: console.rule(step, style="dim"))
-    print_frame(summary(table), f"{config.name}: mean AUC over {len(config.labels)} labels")
+    print_frame(summary(table), f"{config.name}: mean AUC over the labels with both classes in the test set")
     console.print(f"wrote {out}; next: cxrgen report {out}")
 
 

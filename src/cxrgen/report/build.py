@@ -22,6 +22,7 @@ from cxrgen.report.findings import findings as claim_findings
 from cxrgen.report.html import FigureFile, render_page
 from cxrgen.report.inputs import find_predictions, load_inputs, missing_predictions, unfinished_runs
 from cxrgen.report.naming import model_label
+from cxrgen.report.overview import overview_table, paper_shape
 from cxrgen.report.seeds import combine_seeds, drawn_seed, seed_auc_table, seed_gaps
 from cxrgen.report.shift_tables import shift_html, write_shift_results
 from cxrgen.report.tables import (
@@ -45,7 +46,8 @@ FIGURES = "figures"
 def build_report(study_dir: Path, *, review: bool = True, progress: Progress | None = None) -> Path:
     """Evaluate every predictions file of a study and write the report into ``study_dir/results/``.
 
-    Files written: ``findings.csv`` (the claims as tested statements), ``auc.csv`` (one row per predictions file
+    Files written: ``overview.csv`` (the first table: per model and test set the mean AUC over labels, the
+    internal-external gap, prevalence), ``findings.csv`` (the claims as tested statements), ``auc.csv`` (one row per predictions file
     and label, with ``seed`` when the study has several), ``missing.csv`` (configured test sets without a
     predictions file), ``auc_seeds.csv`` (mean over seeds, seed SD, two-stage
     interval), ``next_hospital.csv`` and ``next_hospital_coverage.csv`` (meta-analysis of external AUCs),
@@ -118,6 +120,10 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     claims = claim_findings(config, comparisons, next_hospital, unfinished_runs=unfinished_pairs)
     write_csv(claims, results / "findings.csv")
 
+    overview = overview_table(config, predictions)
+    write_csv(overview, results / "overview.csv")
+    shape_note = paper_shape(config, predictions)
+
     study_labels_present = [lab for lab in config.labels if lab in inputs.manifest]
     cohort = describe(inputs.manifest, inputs.splits, study_labels_present, inputs.reading_notes)
     write_csv(cohort, results / "cohort.csv")
@@ -186,7 +192,9 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     page = [
         sections.header(config),
         sections.notices(unfinished, missing),
-        sections.findings(claims),
+        sections.overview(config, overview),
+        sections.findings(config, overview, shape_note),
+        sections.paper_claims(claims, shape_note),
         sections.seeds(seeds),
         sections.next_hospital(next_hospital, coverage, unfinished_pairs),
         sections.cohort(cohort if not cohort.empty else None, written),
