@@ -36,6 +36,7 @@ from cxrgen.report.tables import (
 )
 from cxrgen.study.config import dump_resolved
 from cxrgen.utils.fileio import write_csv, write_text
+from cxrgen.utils.notes import Tally, collect_warnings
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +48,15 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     """Evaluate every predictions file of a study and write the report into ``study_dir/results/``.
 
     Files written: ``overview.csv`` (the first table: per model and test set the mean AUC over labels, the
-    internal-external gap, prevalence), ``findings.csv`` (the claims as tested statements), ``auc.csv`` (one row per predictions file
-    and label, with ``seed`` when the study has several), ``missing.csv`` (configured test sets without a
-    predictions file), ``auc_seeds.csv`` (mean over seeds, seed SD, two-stage
+    internal-external gap, prevalence), ``findings.csv`` (the claims as tested statements), ``auc.csv`` (one
+    row per predictions file and label, with ``seed`` when the study has several), ``missing.csv``
+    (configured test sets without a predictions file), ``auc_seeds.csv`` (mean over seeds, seed SD, two-stage
     interval), ``next_hospital.csv`` and ``next_hospital_coverage.csv`` (meta-analysis of external AUCs),
     ``calibration.csv``, ``comparisons.csv``, ``cohort.csv``,
     ``table1.{md,csv,tex}``, ``figures/*.png`` (``roc_<arch>``, ``calibration_<arch>``,
     ``generalization_gap``, ``cohort_flow``, ``demographics``, ``review``), ``review.csv`` (with the review),
-    ``config.yaml`` (the resolved config the report used) and ``report.html``.
+    ``config.yaml`` (the resolved config the report used), ``notes.csv`` (the warnings the report raised, one row
+    per kind with its count) and ``report.html``.
 
     Args:
         study_dir: A study directory holding ``config.yaml``, ``manifest.parquet`` and ``runs/``.
@@ -68,7 +70,11 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
         CxrgenError: the directory lacks the config, the manifest or any predictions file.
         PredictionsError: a predictions file breaks the schema.
     """
-    say = progress or (lambda message: log.info("%s", message))
+    with collect_warnings() as tally:
+        return _build(study_dir, review, progress or (lambda message: log.info("%s", message)), tally)
+
+
+def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
     say("read the study directory")
     inputs = load_inputs(study_dir)
     config = inputs.config
@@ -206,5 +212,7 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
         sections.review(review_result, review_file),
         sections.shift(shift_html(shift_tables, config.evaluation.ci)),
     ]
+    write_csv(tally.frame(), results / "notes.csv")
+    page.append(sections.notes(tally))  # last: it lists the warnings every step above raised
     write_text(results / "report.html", render_page(config.name, [section.html() for section in page]))
     return results

@@ -31,7 +31,7 @@ padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right}
-th{background:#f3f3f3}td.key{text-align:left}
+th{background:#f3f3f3}td.key{text-align:left}table.left td,table.left th{text-align:left}
 td.paper{color:#666;font-style:italic}span.ci{color:#666;font-size:.9em}
 tr.sig td{background:#fff6d6}figure{margin:1em 0}img{max-width:100%}
 .note{color:#8a4b00}p.meta{color:#555;font-size:.9em}

@@ -34,6 +34,7 @@ from cxrgen.report.naming import model_label, random_weights_note
 from cxrgen.report.overview import describe_labels, overview_display
 from cxrgen.report.tables import format_interval
 from cxrgen.study.config import StudyConfig
+from cxrgen.utils.notes import Tally
 
 if TYPE_CHECKING:  # the review pulls in torch; the page needs only its type
     from cxrgen.report.review import ReviewResult
@@ -72,7 +73,8 @@ def overview(config: StudyConfig, table: pd.DataFrame) -> Section:
         "this set's over the labels estimable on both (above 0 = worse on this set; unpaired interval). "
         "Prevalence: mean predicted probability / observed positive rate, averaged over labels. Per label: Table 1."
     )
-    return Section("Results", frame_html(display) + f'<p class="meta">{esc(note)}</p>', ("overview.csv",))
+    table_html = frame_html(display).replace("<table>", '<table class="left">', 1)
+    return Section("Results", table_html + f'<p class="meta">{esc(note)}</p>', ("overview.csv",))
 
 
 def findings(config: StudyConfig, table: pd.DataFrame, shape_note: str) -> Section:
@@ -180,3 +182,13 @@ def review(result: ReviewResult | None, figure: FigureFile | None) -> Section:
 def shift(body: str) -> Section:
     """The shift-aware sections (issue 11; :func:`cxrgen.report.shift_tables.shift_html`), each with its own heading."""
     return Section(None, body)
+
+
+def notes(tally: Tally) -> Section:
+    """The warnings the report raised, one line per kind with its count (no source file or line)."""
+    if not tally.kinds:
+        return Section("Notes", "")
+    items = "".join(f"<li>{esc(line)}</li>" for line in tally.lines())
+    body = (f"<p>{tally.total} warning(s) of {len(tally.kinds)} kind(s) while building this report; each line "
+            f"gives the first message of its kind and how many alike followed.</p><ul>{items}</ul>")
+    return Section("Notes", body, ("notes.csv",))
