@@ -146,3 +146,22 @@ def test_notes_section_counts_warnings_by_kind_without_source_lines(unlabelled: 
     section = page.split('<h2 id="notes">Notes</h2>')[1]
     assert f"{one_class['count'].iloc[0]} x OneClassWarning: AUC undefined for" in section
     assert ".py:" not in section and ".py:" not in " ".join(notes["message"])
+
+
+def test_calibration_csv_has_slope_intercept_and_o_e(unlabelled: Path) -> None:
+    from cxrgen.metrics import calibration_fit
+    from cxrgen.metrics.evaluate import read_predictions
+
+    table = pd.read_csv(unlabelled / "calibration.csv", keep_default_na=False, na_values=[""])
+    gamma = table[table["test_set"] == "gamma"]
+    assert (gamma["n"] == 0).all() and (gamma["note"] == "no labelled image").all() and gamma["slope"].isna().all()
+    internal = table[table["test_set"] == "internal"]
+    separated = internal[internal["slope"].isna()]  # small sets with strong signal: perfect separation
+    assert (separated["note"] == "slope not estimable (constant scores or separation)").all()
+    row = internal[internal["slope"].notna()].iloc[0]
+    frame, _ = read_predictions(unlabelled.parent / "runs" / row["configuration"] / row["arch"] / "predictions"
+                                / "internal.parquet")
+    label = row["label"]
+    fit = calibration_fit(frame[f"y_{label}"], frame[f"p_{label}"])
+    assert (row["slope"], row["slope_low"], row["slope_high"]) == pytest.approx(fit.slope, rel=1e-12)
+    assert (row["o_e"], row["intercept"]) == pytest.approx((fit.o_e[0], fit.intercept[0]), rel=1e-12)

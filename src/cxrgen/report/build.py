@@ -101,10 +101,11 @@ def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
     per_run = seeds.rename(columns={"se": "boot_se"}) if several_seeds else auc
     if several_seeds:
         calibration = pd.concat(
-            [calibration_results([p]).assign(seed=p.seed) for p in predictions], ignore_index=True
+            [calibration_results([p], config.evaluation.ci).assign(seed=p.seed) for p in predictions],
+            ignore_index=True,
         )
     else:
-        calibration = calibration_results(predictions)
+        calibration = calibration_results(predictions, config.evaluation.ci)
     write_csv(calibration, results / "calibration.csv")
 
     say("Table 1")

@@ -167,11 +167,35 @@ def figures(title: str, files: Sequence[FigureFile], shown: Callable[[str], bool
 
 
 def calibration(files: Sequence[FigureFile], table: pd.DataFrame) -> Section:
-    body = "".join(figure_html(f) for f in files if f.path.stem.startswith("calibration_")) + (
-        "<details><summary>Brier score and expected calibration error (calibration.csv)</summary>"
-        + frame_html(table, digits=4)
-        + "</details>"
-    )
+    """Reliability figures, then per run, test set and label O/E, slope, intercept (intervals), Brier and ECE."""
+    def triple(r: pd.Series, stat: str) -> str:
+        value, low, high = r[stat], r[f"{stat}_low"], r[f"{stat}_high"]
+        if pd.isna(value):
+            return "not estimable"
+        return f"{value:.2f}" if pd.isna(low) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+    labelled = table[table["n"] > 0]
+    shown = pd.DataFrame({
+        "run": labelled["configuration"] + "/" + labelled["arch"] + ("" if "seed" not in labelled else
+                                                                     " seed " + labelled["seed"].astype(str)),
+        "test set": labelled["test_set"], "label": labelled["label"],
+        "O/E": [triple(r, "o_e") for _, r in labelled.iterrows()],
+        "slope": [triple(r, "slope") for _, r in labelled.iterrows()],
+        "intercept": [triple(r, "intercept") for _, r in labelled.iterrows()],
+        "Brier": labelled["brier"], "ECE": labelled["ece"], "n (pos)": [
+            f"{n} ({k})" for n, k in zip(labelled["n"], labelled["n_pos"], strict=True)],
+    })  # fmt: skip
+    unlabelled = sorted(set(table.loc[table["n"] == 0, "test_set"]))
+    body = "".join(figure_html(f) for f in files if f.path.stem.startswith("calibration_"))
+    if not shown.empty:
+        body += (
+            "<p>Observed/expected events (1 = calibrated in the large), calibration slope (1 = ideal; below 1: "
+            "predictions too extreme) and calibration intercept (0 = ideal) from logistic regressions of the outcome "
+            "on logit(p), with Wald intervals at the report's level; Brier score and ECE (10 bins) beside them.</p>"
+            "<details><summary>Per run, test set and label</summary>" + frame_html(shown, digits=3) + "</details>"
+        )
+    if unlabelled:
+        body += f"<p>Not estimable on {esc(', '.join(unlabelled))}: no labels.</p>"
     return Section("Calibration", body, ("calibration.csv",))
 
 
