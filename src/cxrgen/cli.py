@@ -23,6 +23,7 @@ from cxrgen.errors import CxrgenError
 from cxrgen.runner.prepare import Stage
 from cxrgen.study.workspace import Study
 from cxrgen.utils.interrupts import Interrupted, as_interrupted, raise_on_signals
+from cxrgen.utils.notes import ConsoleFilter, Tally
 
 #: ``cxrgen --help`` lists the commands in the order a user meets them; commands not named here come last.
 STAGE_ORDER = ("synthesize", "prepare", "plan", "study", "train", "predict", "evaluate", "report", "status", "models")
@@ -46,6 +47,8 @@ app = typer.Typer(
 )
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
+#: Every warning a command raises, by kind, for the summary after it.
+TALLY = Tally()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -61,7 +64,9 @@ def command(name: str | None = None) -> Callable[[F], F]:
         def run(*args: Any, **kwargs: Any) -> Any:
             raise_on_signals()
             try:
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
+                print_warning_summary()
+                return result
             except (Interrupted, KeyboardInterrupt) as exc:
                 stopped = as_interrupted(exc)
                 assert stopped is not None
@@ -92,8 +97,21 @@ def setup_logging(verbose: Annotated[bool, typer.Option("--verbose", "-v", help=
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    if not verbose:  # one line per kind of warning, without source file and line (issue 26)
+        handler.addFilter(ConsoleFilter())
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    logging.getLogger().addHandler(TALLY)
     logging.captureWarnings(True)
+
+
+def print_warning_summary() -> None:
+    """After a command: every kind of warning it raised, one line each with its count (stderr)."""
+    if not TALLY.kinds:
+        return
+    err_console.print(f"{TALLY.total} warning(s) of {len(TALLY.kinds)} kind(s); --verbose shows each with its source:",
+                      markup=False, highlight=False)
+    for line in TALLY.lines():
+        err_console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def quiet_lightning() -> None:
@@ -318,7 +336,7 @@ def study(
         submit_study(opened, launcher, only)
         return
     table = run_study(opened, only=only, workers=workers, progress=lambda step: console.rule(step, style="dim"))
-    print_frame(summary(table), f"{config.name}: mean AUC over {len(config.labels)} labels")
+    print_frame(summary(table), f"{config.name}: mean AUC over the labels with both classes in the test set")
     console.print(f"wrote {out}; next: cxrgen report {out}")
 
 

@@ -80,6 +80,7 @@ def make_study(
     images: bool = False,
     image_size: int | None = None,
     seeds: Sequence[int] | None = None,
+    unlabelled_external: bool = False,
 ) -> Path:
     """Write a study directory under ``root / "study"`` and return it.
 
@@ -92,6 +93,8 @@ def make_study(
         images: Also write a small PNG per image under each dataset root (for the error review).
         image_size: ``preprocess.size`` of the config (model input side when ``images``).
         seeds: ``train.seeds``; with several, one predictions folder per seed (``<arch>/seed-<N>/``).
+        unlabelled_external: ``gamma`` has no labels (an unlabelled external hospital): NaN in the manifest's label
+            columns and in every ``y_`` column of its predictions.
     """
     rng = np.random.default_rng(seed)
     study = root / "study"
@@ -117,6 +120,9 @@ def make_study(
                 {"arch": archs[0], "configuration": "alpha", "kind": "external", "auc": {"Cardiomegaly": 0.7}},
             ],
         }
+    if unlabelled_external:
+        gamma = manifest["dataset"] == "gamma"
+        manifest.loc[gamma, [*LABELS, *(f"raw_{label}" for label in LABELS)]] = np.nan
     config = StudyConfig.model_validate(data)
     study.mkdir(parents=True)
     (study / "config.yaml").write_text(dump_resolved(config), encoding="utf-8")

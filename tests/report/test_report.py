@@ -169,8 +169,9 @@ def test_html_is_self_contained(results: Path) -> None:
     assert page.count("data:image/png;base64,") == len(FIGURES)
     # The only links allowed lead to the CSVs the report wrote beside the page (the full tables).
     links = re.findall(r'(?:src|href)="(?!data:)([^"]*)"', page)
-    assert links and all(re.fullmatch(r"[a-z_0-9]+\.csv", link) for link in links), links
-    assert all((results / link).is_file() for link in links)
+    assert links and all(re.fullmatch(r"[a-z_0-9]+\.csv|#[a-z0-9-]+", link) for link in links), links
+    assert all((results / link).is_file() for link in links if not link.startswith("#"))
+    assert all(f'id="{link[1:]}"' in page for link in links if link.startswith("#"))
     assert "<script" not in page
 
 

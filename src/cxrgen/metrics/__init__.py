@@ -30,7 +30,14 @@ Why hand-written code instead of a library:
 from cxrgen.metrics._arrays import OneClassWarning
 from cxrgen.metrics.auc import RocCurve, auc_per_label, roc_auc, roc_curve_points, weighted_auc
 from cxrgen.metrics.bootstrap import BootstrapResult, clustered_bootstrap_auc, patient_bootstrap_weights
-from cxrgen.metrics.calibration import ReliabilityCurve, brier_score, expected_calibration_error, reliability_curve
+from cxrgen.metrics.calibration import (
+    CalibrationFit,
+    ReliabilityCurve,
+    brier_score,
+    calibration_fit,
+    expected_calibration_error,
+    reliability_curve,
+)
 from cxrgen.metrics.delong import (
     DelongResult,
     PairedTestResult,
@@ -45,6 +52,7 @@ from cxrgen.metrics.delong import (
 
 __all__ = [
     "BootstrapResult",
+    "CalibrationFit",
     "DelongResult",
     "OneClassWarning",
     "PairedTestResult",
@@ -54,6 +62,7 @@ __all__ = [
     "UnpairedTestResult",
     "auc_per_label",
     "brier_score",
+    "calibration_fit",
     "clustered_bootstrap_auc",
     "delong",
     "delong_paired_test",

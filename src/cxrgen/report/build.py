@@ -22,6 +22,7 @@ from cxrgen.report.findings import findings as claim_findings
 from cxrgen.report.html import FigureFile, render_page
 from cxrgen.report.inputs import find_predictions, load_inputs, missing_predictions, unfinished_runs
 from cxrgen.report.naming import model_label
+from cxrgen.report.overview import overview_table, paper_shape
 from cxrgen.report.seeds import combine_seeds, drawn_seed, seed_auc_table, seed_gaps
 from cxrgen.report.shift_html import shift_html
 from cxrgen.report.shift_tables import write_shift_results
@@ -36,6 +37,7 @@ from cxrgen.report.tables import (
 )
 from cxrgen.study.config import dump_resolved
 from cxrgen.utils.fileio import write_csv, write_text
+from cxrgen.utils.notes import Tally, collect_warnings
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +48,16 @@ FIGURES = "figures"
 def build_report(study_dir: Path, *, review: bool = True, progress: Progress | None = None) -> Path:
     """Evaluate every predictions file of a study and write the report into ``study_dir/results/``.
 
-    Files written: ``findings.csv`` (the claims as tested statements), ``auc.csv`` (one row per predictions file
-    and label, with ``seed`` when the study has several), ``missing.csv`` (configured test sets without a
-    predictions file), ``auc_seeds.csv`` (mean over seeds, seed SD, two-stage
+    Files written: ``overview.csv`` (the first table: per model and test set the mean AUC over labels, the
+    internal-external gap, prevalence), ``findings.csv`` (the claims as tested statements), ``auc.csv`` (one
+    row per predictions file and label, with ``seed`` when the study has several), ``missing.csv``
+    (configured test sets without a predictions file), ``auc_seeds.csv`` (mean over seeds, seed SD, two-stage
     interval), ``next_hospital.csv`` and ``next_hospital_coverage.csv`` (meta-analysis of external AUCs),
     ``calibration.csv``, ``comparisons.csv``, ``cohort.csv``,
     ``table1.{md,csv,tex}``, ``figures/*.png`` (``roc_<arch>``, ``calibration_<arch>``,
     ``generalization_gap``, ``cohort_flow``, ``demographics``, ``review``), ``review.csv`` (with the review),
-    ``config.yaml`` (the resolved config the report used) and ``report.html``.
+    ``config.yaml`` (the resolved config the report used), ``notes.csv`` (the warnings the report raised, one row
+    per kind with its count) and ``report.html``.
 
     Args:
         study_dir: A study directory holding ``config.yaml``, ``manifest.parquet`` and ``runs/``.
@@ -67,7 +71,11 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
         CxrgenError: the directory lacks the config, the manifest or any predictions file.
         PredictionsError: a predictions file breaks the schema.
     """
-    say = progress or (lambda message: log.info("%s", message))
+    with collect_warnings() as tally:
+        return _build(study_dir, review, progress or (lambda message: log.info("%s", message)), tally)
+
+
+def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
     say("read the study directory")
     inputs = load_inputs(study_dir)
     config = inputs.config
@@ -94,10 +102,11 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     per_run = seeds.rename(columns={"se": "boot_se"}) if several_seeds else auc
     if several_seeds:
         calibration = pd.concat(
-            [calibration_results([p]).assign(seed=p.seed) for p in predictions], ignore_index=True
+            [calibration_results([p], config.evaluation.ci).assign(seed=p.seed) for p in predictions],
+            ignore_index=True,
         )
     else:
-        calibration = calibration_results(predictions)
+        calibration = calibration_results(predictions, config.evaluation.ci)
     write_csv(calibration, results / "calibration.csv")
 
     say("Table 1")
@@ -118,6 +127,10 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     write_csv(coverage, results / "next_hospital_coverage.csv")
     claims = claim_findings(config, comparisons, next_hospital, unfinished_runs=unfinished_pairs)
     write_csv(claims, results / "findings.csv")
+
+    overview = overview_table(config, predictions)
+    write_csv(overview, results / "overview.csv")
+    shape_note = paper_shape(config, predictions)
 
     study_labels_present = [lab for lab in config.labels if lab in inputs.manifest]
     cohort = describe(inputs.manifest, inputs.splits, study_labels_present, inputs.reading_notes)
@@ -187,7 +200,9 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     page = [
         sections.header(config),
         sections.notices(unfinished, missing),
-        sections.findings(claims),
+        sections.overview(config, overview),
+        sections.findings(config, overview, shape_note),
+        sections.paper_claims(claims, shape_note),
         sections.seeds(seeds),
         sections.next_hospital(next_hospital, coverage, unfinished_pairs),
         sections.cohort(cohort if not cohort.empty else None, written),
@@ -199,5 +214,7 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
         sections.review(review_result, review_file),
         sections.shift(shift_html(shift_tables, config.evaluation.ci)),
     ]
+    write_csv(tally.frame(), results / "notes.csv")
+    page.append(sections.notes(tally))  # last: it lists the warnings every step above raised
     write_text(results / "report.html", render_page(config.name, [section.html() for section in page]))
     return results

@@ -29,6 +29,8 @@ from cxrgen.report.tables import UNFINISHED, reference_auc
 from cxrgen.study.config import StudyConfig
 
 EQUIVALENCE_MARGIN = 0.02
+#: The verdict of a statement without an AUC on one side (an unlabelled test set, a label with one class).
+NOT_ESTIMABLE = "not estimable (no AUC on one side)"
 
 FINDINGS_COLUMNS: tuple[str, ...] = (
     "claim", "comparison", "label", "effect", "ci_low", "ci_high", "p_holm", "verdict", "paper", "unfinished",
@@ -98,6 +100,8 @@ def findings(
                 what = f"{r['arch_a']} vs {r['arch_b']} ({r['configuration_a']}, {r['test_set_a']})"
             verdict = _alike(low, high, p_holm, alpha) if claim == "architectures_alike" else _directional(
                 diff, p_holm, alpha)
+            if math.isnan(diff):  # an unlabelled set or a one-class label: no AUC to compare, not "inconclusive"
+                verdict = NOT_ESTIMABLE
             unfinished = bool(r.get("unfinished", False))
             rows.append({"claim": claim, "comparison": _marked(what, unfinished), "label": r["label"],
                          "effect": diff, "ci_low": low, "ci_high": high, "p_holm": p_holm, "verdict": verdict,

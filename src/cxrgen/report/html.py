@@ -31,7 +31,7 @@ padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right}
-th{background:#f3f3f3}td.key{text-align:left}
+th{background:#f3f3f3}td.key{text-align:left}table.left td,table.left th{text-align:left}
 td.paper{color:#666;font-style:italic}span.ci{color:#666;font-size:.9em}
 tr.sig td{background:#fff6d6}figure{margin:1em 0}img{max-width:100%}
 .note{color:#8a4b00}p.meta{color:#555;font-size:.9em}
@@ -177,13 +177,15 @@ def comparisons_html(
         "architectures": "Architectures within a configuration and test set (paired patient bootstrap)",
     }
     sides = ["configuration_a", "arch_a", "test_set_a", "configuration_b", "arch_b", "test_set_b"]
+    if comparisons.empty:
+        return ""
     parts = ['<p class="meta">Every statistic, with the image-level DeLong SE and p beside the clustered ones: '
              '<a href="comparisons.csv">comparisons.csv</a>.</p>']
     for family, title in titles.items():
         part = comparisons.loc[comparisons["family"] == family]
         parts.append(f"<h3>{esc(title)}</h3>")
-        if part.empty:
-            parts.append("<p>(no such comparison in this study)</p>")
+        if part.empty:  # no heading for a family the study does not have
+            parts.pop()
             continue
         for key, rows in part.groupby(sides, sort=False):
             conf_a, arch_a, test_a, conf_b, arch_b, test_b = (str(k) for k in key)
@@ -245,8 +247,8 @@ def next_hospital_html(
     table: pd.DataFrame, coverage: pd.DataFrame, unfinished_runs: Collection[tuple[str, str]] = ()
 ) -> str:
     """Pooled external AUC, tau², I² and the prediction interval per run and label; leave-one-out coverage."""
-    if table.empty:
-        return "<p>No configuration was tested on an external hospital.</p>"
+    if table.empty:  # no external hospital: the section is left out
+        return ""
     estimable = table[table["note"] == ""]
     if estimable.empty:
         ks = sorted({int(k) for k in table["k"]})
@@ -333,7 +335,7 @@ def review_html(review: ReviewResult | None, figure: FigureFile | None) -> str:
 
 def render_page(title: str, sections: Sequence[str]) -> str:
     """The complete self-contained page: the style sheet, then each section's HTML in order."""
-    body = "\n".join(sections)
+    body = "\n".join(section for section in sections if section)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>cxrgen report: {esc(title)}</title><style>{STYLE}</style></head>\n"

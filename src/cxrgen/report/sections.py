@@ -30,8 +30,11 @@ from cxrgen.report.html import (
     seeds_html,
     table1_html,
 )
-from cxrgen.report.naming import random_weights_note
+from cxrgen.report.naming import model_label, random_weights_note
+from cxrgen.report.overview import describe_labels, overview_display
+from cxrgen.report.tables import format_interval
 from cxrgen.study.config import StudyConfig
+from cxrgen.utils.notes import Tally
 
 if TYPE_CHECKING:  # the review pulls in torch; the page needs only its type
     from cxrgen.report.review import ReviewResult
@@ -46,10 +49,60 @@ class Section:
     files: tuple[str, ...] = ()
 
     def html(self) -> str:
-        head = f"<h2>{esc(self.title)}</h2>" if self.title else ""
+        """The heading, body and file links; "" for a section with nothing to show (no empty heading)."""
+        if not self.body.strip():
+            return ""
+        head = f'<h2 id="{esc(anchor(self.title))}">{esc(self.title)}</h2>' if self.title else ""
         unlinked = [name for name in self.files if f'href="{esc(name)}"' not in self.body]  # each file linked once
         links = ", ".join(f'<a href="{esc(name)}">{esc(name)}</a>' for name in unlinked)
         return head + self.body + (f'<p class="meta">Behind this section: {links}.</p>' if links else "")
+
+
+def anchor(title: str) -> str:
+    """The ``id`` of a section heading, for links from the TRIPOD+AI checklist: ``Table 1: AUC`` -> ``table-1-auc``."""
+    return "-".join("".join(ch if ch.isalnum() else " " for ch in title.lower()).split())
+
+
+def overview(config: StudyConfig, table: pd.DataFrame) -> Section:
+    """The first table: per model and test set the mean AUC over labels, the gap, prevalence (issue 26)."""
+    display = overview_display(config, table, list(config.labels))
+    level = f"{config.evaluation.ci * 100:g} %"
+    note = (
+        f"Mean AUC over the labels with both classes on each test set (the column after it names them), "
+        f"{level} patient-clustered bootstrap interval of that mean. Gap: the same model's internal mean minus "
+        "this set's over the labels estimable on both (above 0 = worse on this set; unpaired interval). "
+        "Prevalence: mean predicted probability / observed positive rate, averaged over labels. Per label: Table 1."
+    )
+    table_html = frame_html(display).replace("<table>", '<table class="left">', 1)
+    return Section("Results", table_html + f'<p class="meta">{esc(note)}</p>', ("overview.csv",))
+
+
+def findings(config: StudyConfig, table: pd.DataFrame, shape_note: str) -> Section:
+    """What the first table says, in sentences; then whether the paper's claims are tested below, and why not."""
+    items = []
+    for r in table.itertuples(index=False):
+        run = f"{model_label(config, str(r.arch))} trained on {r.configuration}"
+        where = "its internal test set" if r.kind == "internal" else f"external {r.test_set}"
+        if not r.labelled:
+            items.append(f"{run} on {where}: AUC and gap not estimable (the set has no labels); mean predicted "
+                         f"prevalence {float(r.predicted_prevalence):.3f}.")
+            continue
+        labels = [lab for lab in str(r.labels).split("; ") if lab]
+        if not labels:
+            items.append(f"{run} on {where}: not estimable (no label has both classes).")
+            continue
+        sentence = (f"{run} on {where}: mean AUC {format_interval(r.mean_auc, r.ci_low, r.ci_high)} over "
+                    f"{describe_labels(labels, list(config.labels))} labels")
+        if not pd.isna(r.gap):
+            side = ("worse than internal" if r.gap_low > 0 else "better than internal" if r.gap_high < 0
+                    else "not distinguishable from internal")
+            sentence += f"; gap {r.gap:+.3f} [{r.gap_low:+.3f}, {r.gap_high:+.3f}], {side}"
+        items.append(sentence + ".")
+    body = "<ul>" + "".join(f"<li>{esc(item)}</li>" for item in items) + "</ul>"
+    body += f"<p>{esc(shape_note)}</p>" if shape_note else (
+        '<p>The study has the paper\'s shape: its claims are tested in <a href="#the-paper-s-claims">'
+        "The paper's claims</a>.</p>")
+    return Section("Findings", body, ("overview.csv",))
 
 
 def header(config: StudyConfig) -> Section:
@@ -69,8 +122,11 @@ def notices(unfinished: Sequence[str], missing: pd.DataFrame | None) -> Section:
     return Section(None, notices_html(unfinished, missing))
 
 
-def findings(claims: pd.DataFrame) -> Section:
-    return Section("Findings", findings_html(claims, claim_summary(claims)), ("findings.csv",))
+def paper_claims(claims: pd.DataFrame, shape_note: str) -> Section:
+    """The paper's claims as tested statements; omitted (empty) when the study lacks the paper's shape."""
+    if shape_note:
+        return Section("The paper's claims", "")
+    return Section("The paper's claims", findings_html(claims, claim_summary(claims)), ("findings.csv",))
 
 
 def seeds(table: pd.DataFrame) -> Section:
@@ -111,11 +167,35 @@ def figures(title: str, files: Sequence[FigureFile], shown: Callable[[str], bool
 
 
 def calibration(files: Sequence[FigureFile], table: pd.DataFrame) -> Section:
-    body = "".join(figure_html(f) for f in files if f.path.stem.startswith("calibration_")) + (
-        "<details><summary>Brier score and expected calibration error (calibration.csv)</summary>"
-        + frame_html(table, digits=4)
-        + "</details>"
-    )
+    """Reliability figures, then per run, test set and label O/E, slope, intercept (intervals), Brier and ECE."""
+    def triple(r: pd.Series, stat: str) -> str:
+        value, low, high = r[stat], r[f"{stat}_low"], r[f"{stat}_high"]
+        if pd.isna(value):
+            return "not estimable"
+        return f"{value:.2f}" if pd.isna(low) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+    labelled = table[table["n"] > 0]
+    shown = pd.DataFrame({
+        "run": labelled["configuration"] + "/" + labelled["arch"] + ("" if "seed" not in labelled else
+                                                                     " seed " + labelled["seed"].astype(str)),
+        "test set": labelled["test_set"], "label": labelled["label"],
+        "O/E": [triple(r, "o_e") for _, r in labelled.iterrows()],
+        "slope": [triple(r, "slope") for _, r in labelled.iterrows()],
+        "intercept": [triple(r, "intercept") for _, r in labelled.iterrows()],
+        "Brier": labelled["brier"], "ECE": labelled["ece"], "n (pos)": [
+            f"{n} ({k})" for n, k in zip(labelled["n"], labelled["n_pos"], strict=True)],
+    })  # fmt: skip
+    unlabelled = sorted(set(table.loc[table["n"] == 0, "test_set"]))
+    body = "".join(figure_html(f) for f in files if f.path.stem.startswith("calibration_"))
+    if not shown.empty:
+        body += (
+            "<p>Observed/expected events (1 = calibrated in the large), calibration slope (1 = ideal; below 1: "
+            "predictions too extreme) and calibration intercept (0 = ideal) from logistic regressions of the outcome "
+            "on logit(p), with Wald intervals at the report's level; Brier score and ECE (10 bins) beside them.</p>"
+            "<details><summary>Per run, test set and label</summary>" + frame_html(shown, digits=3) + "</details>"
+        )
+    if unlabelled:
+        body += f"<p>Not estimable on {esc(', '.join(unlabelled))}: no labels.</p>"
     return Section("Calibration", body, ("calibration.csv",))
 
 
@@ -126,3 +206,13 @@ def review(result: ReviewResult | None, figure: FigureFile | None) -> Section:
 def shift(body: str) -> Section:
     """The shift-aware sections (issue 11; :func:`cxrgen.report.shift_tables.shift_html`), each with its own heading."""
     return Section(None, body)
+
+
+def notes(tally: Tally) -> Section:
+    """The warnings the report raised, one line per kind with its count (no source file or line)."""
+    if not tally.kinds:
+        return Section("Notes", "")
+    items = "".join(f"<li>{esc(line)}</li>" for line in tally.lines())
+    body = (f"<p>{tally.total} warning(s) of {len(tally.kinds)} kind(s) while building this report; each line "
+            f"gives the first message of its kind and how many alike followed.</p><ul>{items}</ul>")
+    return Section("Notes", body, ("notes.csv",))

@@ -24,7 +24,10 @@ KEY_COLUMNS: tuple[str, ...] = ("configuration", "arch", "test_set", "kind")
 #: ``cxrgen predict --allow-unfinished``).
 AUC_CSV_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, *AUC_COLUMNS, "n_excluded", "unfinished")
 #: Columns of ``calibration.csv``.
-CALIBRATION_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, "label", "brier", "ece", "n", "unfinished")
+CALIBRATION_COLUMNS: tuple[str, ...] = (
+    *KEY_COLUMNS, "label", "brier", "ece", "o_e", "o_e_low", "o_e_high", "slope", "slope_low", "slope_high",
+    "intercept", "intercept_low", "intercept_high", "n", "n_pos", "note", "unfinished",
+)
 #: How the printed tables and figures mark a row of an unfinished run.
 UNFINISHED = "unfinished"
 #: Reliability bins of ``calibration.csv`` and the calibration figures.
@@ -62,8 +65,10 @@ def auc_results(inputs: StudyInputs, predictions: Sequence[Predictions]) -> pd.D
     return pd.concat(frames, ignore_index=True)[list(AUC_CSV_COLUMNS)]
 
 
-def calibration_results(predictions: Sequence[Predictions]) -> pd.DataFrame:
-    """Brier score and expected calibration error (10 equal-width bins) per (predictions file, label).
+def calibration_results(predictions: Sequence[Predictions], ci: float = 0.95) -> pd.DataFrame:
+    """Brier score, expected calibration error (10 equal-width bins), observed/expected, calibration slope and
+    intercept with ``ci`` Wald intervals (:func:`cxrgen.metrics.calibration_fit`) per (predictions file, label).
+    ``note`` says why a statistic is NaN (an unlabelled set: "no labelled image").
 
     AUC ignores calibration; a model moved to another hospital often keeps its ranking but not its
     probabilities, which matters as soon as a threshold is used (the error review uses one).
@@ -72,13 +77,19 @@ def calibration_results(predictions: Sequence[Predictions]) -> pd.DataFrame:
     for pred in predictions:
         for label in pred.labels:
             y, p = pred.frame[f"y_{label}"].to_numpy(), pred.frame[f"p_{label}"].to_numpy()
+            fit = metrics.calibration_fit(y, p, ci=ci, name=label)
             rows.append(
                 {
                     **_extra(pred),
                     "label": label,
                     "brier": metrics.brier_score(y, p, name=label),
                     "ece": metrics.expected_calibration_error(y, p, n_bins=CALIBRATION_BINS, name=label),
+                    **{f"{stat}{end}": value for stat, triple in
+                       (("o_e", fit.o_e), ("slope", fit.slope), ("intercept", fit.intercept))
+                       for end, value in zip(("", "_low", "_high"), triple, strict=True)},
                     "n": int((~np.isnan(y)).sum()),
+                    "n_pos": int((y == 1).sum()),
+                    "note": fit.note,
                     "unfinished": pred.unfinished,
                 }
             )

@@ -144,6 +144,13 @@ def run_finished(study: Study, configuration: Configuration, arch: str, seed: in
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean AUC over labels per run and test set, internal beside external: the study's headline."""
-    means = table.groupby(["configuration", "arch", "kind", "test_set"], sort=False)["auc"].mean().reset_index()
-    return means.rename(columns={"auc": "mean_auc"}).round({"mean_auc": 3})
+    """Mean AUC over labels per run and test set, internal beside external: the study's headline.
+
+    The mean is over the labels whose AUC is defined on that test set (both classes present); ``labels`` says
+    how many of the study's labels that is (``3 of 5``), and an unlabelled set has a NaN mean and ``0 of 5``.
+    """
+    keys = ["configuration", "arch", "kind", "test_set"]
+    grouped = table.groupby(keys, sort=False)["auc"]
+    means = grouped.mean().reset_index().rename(columns={"auc": "mean_auc"}).round({"mean_auc": 3})
+    counts = grouped.agg(lambda a: f"{int(a.notna().sum())} of {len(a)}").reset_index(drop=True)
+    return means.assign(labels=counts.to_numpy())
