@@ -379,7 +379,8 @@ def status_table(study_dir: Path) -> Table:
     table = Table(title=f"{study_dir}: {summary}")
     for column in frame.columns:
         table.add_column(column, justify="right" if pd.api.types.is_numeric_dtype(frame[column]) else "left")
-    styles = {"done": "green", "running": "cyan", "queued": "yellow", "failed": "bold red", "not started": "dim"}
+    styles = {"done": "green", "running": "cyan", "queued": "yellow", "failed": "bold red", "not started": "dim",
+              "unreadable": "bold magenta"}  # fmt: skip
     for row in frame.itertuples(index=False):
         cells = ["" if pd.isna(v) else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
         table.add_row(*cells, style=styles[row.state])

@@ -138,11 +138,11 @@ TABLE_FAULTS = {
     "missing column": (CHEX_CSV, lambda f: f.drop(columns=["Edema"]), [r"train\.csv", r"missing column.*'Edema'"]),
     "unknown label value": (
         CHEX_CSV, lambda f: f.assign(Cardiomegaly=f["Cardiomegaly"].where(f.index != 4, "2.0")),
-        [r"train\.csv", r"row 6, column 'Cardiomegaly'", "'2.0'"],
+        [r"train\.csv", r"line 6, column 'Cardiomegaly'", "'2.0'"],
     ),
     "unknown NIH finding": (
         NIH_CSV, lambda f: f.assign(**{"Finding Labels": f["Finding Labels"].where(f.index != 2, "Cardiomegally")}),
-        [r"Data_Entry_2017_v2020\.csv", r"row 4, column 'Finding Labels'", "Cardiomegally"],
+        [r"Data_Entry_2017_v2020\.csv", r"line 4, column 'Finding Labels'", "Cardiomegally"],
     ),
     "duplicate image id": (
         CHEX_CSV, lambda f: pd.concat([f, f.iloc[[3]]], ignore_index=True),
@@ -150,10 +150,10 @@ TABLE_FAULTS = {
     ),
     "duplicate MIMIC dicom_id": (
         MIMIC_SPLIT, lambda f: pd.concat([f, f.iloc[[0]]], ignore_index=True),
-        [r"split\.csv\.gz", r"row 2", "duplicate dicom_id"],
+        [r"split\.csv\.gz", r"line 2", "duplicate dicom_id"],
     ),
     "patient in two splits": (
-        MIMIC_SPLIT, _leak_one_subject, [r"split\.csv\.gz", r"row \d+", r"subject_id \d+", "train", "test"],
+        MIMIC_SPLIT, _leak_one_subject, [r"split\.csv\.gz", r"line \d+", r"subject_id \d+", "train", "test"],
     ),
 }  # fmt: skip
 
@@ -220,7 +220,7 @@ def test_absolute_or_climbing_paths_in_csv_rows_are_refused(
     _edit_csv(data / relative, lambda f: f.assign(**{column: f[column].where(f.index != 1, value)}))
     one_error(
         cxrgen("prepare", "study.yaml", "--until", "manifest", cwd=data),
-        re.escape(relative.name), "row 3", "absolute or leaves the dataset root",
+        re.escape(relative.name), "line 3", "absolute or leaves the dataset root",
     )  # fmt: skip
 
 

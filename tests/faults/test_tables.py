@@ -41,7 +41,7 @@ def test_nul_byte_in_a_csv_path_is_refused_at_the_manifest_with_file_and_row(dat
     lines = (data / CHEX_CSV).read_text().splitlines()
     lines[3] = lines[3].replace("view1", "view\x001", 1)
     (data / CHEX_CSV).write_text("\n".join(lines) + "\n")
-    one_error(prepare(data), re.escape(str(data / CHEX_CSV)), r"row 4: path .* contains a NUL byte")
+    one_error(prepare(data), re.escape(str(data / CHEX_CSV)), r"line 4: path .* contains a NUL byte")
     assert not (data / "runs/tiny/manifest.parquet").exists()
 
 

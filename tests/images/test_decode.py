@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from cxrgen.images.preprocess import ImageError, decode
 
@@ -110,15 +111,82 @@ def test_undecodable_transfer_syntax_is_named(tmp_path: Path) -> None:
         decode(path)
 
 
-def test_twelve_bit_png_not_darkened(tmp_path: Path) -> None:
+def _png16(path: Path, pixels: np.ndarray, sbit: int | None) -> Path:
+    """A 16-bit grayscale PNG, with an ``sBIT`` chunk stating ``sbit`` significant bits when given."""
+    info = PngInfo()
+    if sbit is not None:
+        info.add(b"sBIT", bytes([sbit]))
+    Image.fromarray(pixels.astype(np.uint16)).save(path, pnginfo=info)
+    return path
+
+
+def test_twelve_bit_png_scaled_by_its_sbit_not_darkened(tmp_path: Path) -> None:
     phantom12 = _phantom(12)
-    Image.fromarray(phantom12).save(tmp_path / "p16.png")
+    out16 = decode(_png16(tmp_path / "p16.png", phantom12, sbit=12))
     eight = np.round(phantom12 / 4095.0 * 255).astype(np.uint8)
     Image.fromarray(eight).save(tmp_path / "p8.png")
-    out16, out8 = decode(tmp_path / "p16.png"), decode(tmp_path / "p8.png")
+    out8 = decode(tmp_path / "p8.png")
     assert abs(out16.mean() - out8.mean()) / out8.mean() < 0.05
-    assert out16.max() == pytest.approx(1.0)
     np.testing.assert_allclose(out16, phantom12 / 4095.0, atol=1e-6)
+
+
+def test_twelve_bit_png_with_one_hot_pixel_keeps_its_mean(tmp_path: Path) -> None:
+    """One 65535 pixel in a 12-bit image must not divide the image by 65535 (it used to: the image's own maximum
+    set the scale); the stated depth does, and the hot pixel is clipped to 1."""
+    phantom12 = _phantom(12)
+    hot = phantom12.copy()
+    hot[0, 0] = 65535
+    out = decode(_png16(tmp_path / "hot.png", hot, sbit=12))
+    expected = phantom12 / 4095.0
+    expected[0, 0] = 1.0
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert out[1:, :].mean() == pytest.approx((phantom12[1:, :] / 4095.0).mean(), abs=1e-6)
+
+
+def test_sixteen_bit_png_without_sbit_scaled_by_the_container(tmp_path: Path) -> None:
+    """Without a stated depth, 16-bit is the depth: the image's own maximum never sets the scale."""
+    phantom12 = _phantom(12)
+    np.testing.assert_allclose(decode(_png16(tmp_path / "p.png", phantom12, sbit=None)), phantom12 / 65535.0,
+                               atol=1e-7)  # fmt: skip
+
+
+def test_dicom_bits_stored_sets_the_scale_not_a_hot_pixel(tmp_path: Path) -> None:
+    phantom12 = _phantom(12)
+    hot = phantom12.copy()
+    hot[0, 0] = 65535
+    out = decode(_dicom(tmp_path / "hot.dcm", hot, bits=12))
+    assert out[1:, :].mean() == pytest.approx((phantom12[1:, :] / 4095.0).mean(), abs=1e-6)
+
+
+def test_dicom_with_window_width_0_is_an_image_error_naming_why(tmp_path: Path) -> None:
+    path = _dicom(tmp_path / "w.dcm", _phantom(12), WindowCenter=2048, WindowWidth=0)
+    with pytest.raises(ImageError, match=r"w\.dcm: DICOM WindowWidth 0(\.0)? is not positive"):
+        decode(path)
+
+
+def test_dicom_with_a_text_window_center_is_an_image_error(tmp_path: Path) -> None:
+    path = _dicom(tmp_path / "t.dcm", _phantom(12), WindowCenter=2048, WindowWidth=4096)
+    raw = path.read_bytes()
+    # WindowCenter is DS (a decimal string): overwrite its value with text of the same length.
+    at = raw.index(b"2048")
+    path.write_bytes(raw[:at] + b"abcd" + raw[at + 4 :])
+    with pytest.raises(ImageError, match=r"t\.dcm: .*(cannot be decoded|not a readable DICOM)"):
+        decode(path)
+
+
+def test_corrupt_deflated_dicom_is_an_image_error(tmp_path: Path) -> None:
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    path = tmp_path / "d.dcm"
+    ds = pydicom.dcmread(_dicom(tmp_path / "plain.dcm", _phantom(12)))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"1.2.840.10008.1.2.1.99") + 40  # past the file meta, inside the deflated stream
+    raw[start : start + 64] = bytes(range(64))
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ImageError, match=r"d\.dcm: "):
+        decode(path)
 
 
 def test_dicom_preamble_recognized_without_suffix(tmp_path: Path) -> None:

@@ -130,7 +130,10 @@ def test_an_unfinished_seed_and_a_missing_seed_file_are_named(tmp_path: Path) ->
     auc = pd.read_csv(results / "auc.csv")
     marked = auc.loc[auc["unfinished"], ["configuration", "test_set", "seed"]].drop_duplicates()
     assert marked.values.tolist() == [["alpha", "internal", 3]]  # that file only, not its other seed
-    seeds = pd.read_csv(results / "auc_seeds.csv")  # the run's seed mean rests on the unfinished seed
+    seeds = pd.read_csv(results / "auc_seeds.csv", dtype={"seeds": str})  # the seed mean rests on the unfinished one
+    by_run = seeds.set_index(["configuration", "test_set"])["seeds"]
+    assert set(by_run.loc[("both", "gamma")]) == {"3"}  # seed 7's file is missing: the seed used, not "first"
+    assert set(by_run.loc[("alpha", "internal")]) == {"3 7"}
     assert set(seeds.loc[seeds["unfinished"], "configuration"] + "/" + seeds.loc[seeds["unfinished"], "test_set"]) \
         == {"alpha/internal"}
     comp = pd.read_csv(results / "comparisons.csv")

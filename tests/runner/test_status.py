@@ -76,7 +76,8 @@ def test_status_tells_every_state(study: tuple[StudyConfig, Path]) -> None:
     states = status["state"].to_dict()
     assert states == {f"done/{arch}": "done", f"failed/{arch}": "failed", f"running/{arch}": "running",
                       f"queued/{arch}": "queued", f"idle/{arch}": "not started"}  # fmt: skip
-    assert counts(status.reset_index()) == {"done": 1, "running": 1, "queued": 1, "failed": 1, "not started": 1}
+    assert counts(status.reset_index()) == {"done": 1, "running": 1, "queued": 1, "failed": 1, "not started": 1,
+                                            "unreadable": 0}  # fmt: skip
     done, failed, running = (status.loc[f"{n}/{arch}"] for n in ("done", "failed", "running"))
     assert (done["epoch"], done["best_val_auc"], done["sec_per_epoch"]) == (2, 0.72, 11.0)
     assert math.isnan(done["eta_s"])
@@ -101,3 +102,33 @@ def test_status_command_prints_the_table(study: tuple[StudyConfig, Path]) -> Non
 def test_status_of_a_folder_that_is_no_study(tmp_path: Path) -> None:
     result = cxrgen("status", tmp_path, cwd=tmp_path)
     assert result.returncode == 1 and "no config.yaml" in result.stderr
+
+
+DAMAGES = {
+    "job.json cut short": ("running", "job.json", '{"state": "running", "job_id": "1', "job.json, Unterminated"),
+    "job.json empty": ("running", "job.json", "", "job.json, empty file"),
+    "job.json a list": ("failed", "job.json", '["failed"]', "job.json, a JSON list, expected an object"),
+    "job.json without state": ("failed", "job.json", '{"job_id": "102"}', "job.json, no 'state' string (found None)"),
+    "done.json cut short": ("done", "done.json", '{"epo', "done.json, Unterminated string"),
+    "metrics.csv not numbers": ("running", "metrics.csv", "epoch,val_auc_mean,seconds\n1,0.5,x\n", "metrics.csv, "),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_run_file_is_shown_unreadable_beside_the_healthy_runs(
+    study: tuple[StudyConfig, Path], damage: str
+) -> None:
+    config, out = study
+    arch = config.architectures[0]
+    broken, file_name, text, reason = DAMAGES[damage]
+    (StudyDir(out).run(broken, arch).path / file_name).write_text(text)
+    status = study_status(out).set_index("run")
+    assert list(status.index) == [f"{name}/{arch}" for name in NAMES]  # every run still listed
+    expected = {"done": "done", "failed": "failed", "running": "running", "queued": "queued", "idle": "not started"}
+    expected[broken] = "unreadable"
+    assert status["state"].to_dict() == {f"{name}/{arch}": state for name, state in expected.items()}
+    assert status.loc[f"{broken}/{arch}", "error"].startswith(f"unreadable ({reason}")
+    result = cxrgen("status", out, cwd=out)
+    assert result.returncode == 0, result.stderr
+    assert "1 unreadable" in " ".join(result.stdout.split()) and "Traceback" not in result.stderr
+    assert f"unreadable ({file_name}," in " ".join(result.stdout.split())

@@ -94,7 +94,7 @@ def test_padchest_labelled_by_physician(tmp_path: Path) -> None:
 
 def test_padchest_unparseable_labels_named(tmp_path: Path) -> None:
     _padchest(tmp_path, [_padchest_row(0, "['normal']"), _padchest_row(1, "['cardiomegaly', oops]")])
-    with pytest.raises(SourceError, match=r"row 3, column 'Labels': .*oops"):
+    with pytest.raises(SourceError, match=r"line 3, column 'Labels': .*oops"):
         get_reader("padchest")(tmp_path, name="pc", labels=LABELS)
 
 
@@ -164,14 +164,14 @@ def test_vindr_kaggle_layout_edema_is_nan(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         frame = get_reader("vindr")(tmp_path, name="v", labels=LABELS)
     messages = [str(w.message) for w in caught]
-    assert any("no 'Edema' class" in m for m in messages)
+    assert any("does not record 'Edema'" in m for m in messages)
     assert any("note: 2 row(s)" in m and "own patient" in m for m in messages)
     assert list(frame["raw_Cardiomegaly"]) == [1, 0]
     assert list(frame["raw_Pleural Effusion"]) == [0, 0]  # two boxes of one radiologist
     assert frame["raw_Edema"].isna().all()
     rows.append(box("c", "Dragon", "R1"))
     _write_csv(tmp_path / "train.csv", header, rows)
-    with pytest.raises(SourceError, match="row 8, column 'class_name': unknown class 'Dragon'"):
+    with pytest.raises(SourceError, match="line 8, column 'class_name': unknown class 'Dragon'"):
         get_reader("vindr")(tmp_path, name="v", labels=LABELS)
 
 
@@ -209,5 +209,66 @@ def test_brax_bins_views_and_raw_labels(tmp_path: Path) -> None:
     assert dicom["path"].iloc[0] == "images/A/1/i0.dcm"
     rows[1]["PatientAge"] = "old"
     _write_csv(tmp_path / "master_spreadsheet_update.csv", BRAX_HEADER, rows)
-    with pytest.raises(SourceError, match="row 3, column 'PatientAge': 'old'"):
+    with pytest.raises(SourceError, match="line 3, column 'PatientAge': 'old'"):
         get_reader("brax")(tmp_path, name="brax", labels=LABELS)
+
+
+def test_padchest_nan_text_cells_are_missing_and_null_labels_left_out(tmp_path: Path) -> None:
+    """The released table writes missing cells as the text ``nan``: in ``Labels`` they are null rows, left out and
+    counted; elsewhere (sex, birth year, projection, ViewPosition_DICOM) they are missing values."""
+    rows = [
+        _padchest_row(0, "['cardiomegaly']", ViewPosition_DICOM="nan"),
+        _padchest_row(1, "nan"),
+        _padchest_row(2, "['normal']", "nan", PatientSex_DICOM="nan", PatientBirth="NaN"),
+        _padchest_row(3, "NAN "),
+        _padchest_row(4, "['pleural effusion']", PatientSex_DICOM="", ViewPosition_DICOM="NaN"),
+    ]
+    _padchest(tmp_path, rows, gz=True)
+    with pytest.warns(UserWarning, match="left out: 2 row"):
+        frame = get_reader("padchest")(tmp_path, name="pc", labels=LABELS)
+    assert [(n.kind, n.rows, n.text) for n in frame.attrs[READING_NOTES]] == [("left out", 2, "null Labels cell")]
+    assert list(frame["image_id"]) == ["pc:img0.png", "pc:img2.png", "pc:img4.png"]
+    assert list(frame["sex"]) == ["M", "U", "U"]
+    assert list(frame["view"]) == ["PA", "UNKNOWN", "PA"]
+    np.testing.assert_array_equal(frame["age"], [65.0, np.nan, 65.0])
+    assert list(frame["raw_Cardiomegaly"]) == [1, 0, 0] and list(frame["raw_Pleural Effusion"]) == [0, 0, 1]
+
+
+def test_padchest_error_names_the_file_line_not_the_position_after_left_out_rows(tmp_path: Path) -> None:
+    rows = [
+        _padchest_row(0, "['normal']", Report="first line\nsecond line of a quoted report"),  # lines 2-3
+        _padchest_row(1, "nan"),  # line 4, left out
+        _padchest_row(2, ""),  # line 5, left out
+        _padchest_row(3, "['normal']", ImageDir="/etc"),  # line 6
+    ]
+    _padchest(tmp_path, rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(SourceError, match=r"\.csv: line 6: path '/etc/img3\.png' is absolute"):
+            get_reader("padchest")(tmp_path, name="pc", labels=LABELS)
+
+
+def test_vindr_image_in_train_and_test_is_named_by_both_file_lines(tmp_path: Path) -> None:
+    header = ["image_id", "rad_id", *VINDR_FINDINGS]
+    train = [_vindr_marks("a", "R1"), _vindr_marks("a", "R2"), _vindr_marks("b", "R1"), _vindr_marks("b", "R2")]
+    _write_csv(tmp_path / "annotations/image_labels_train.csv", header, train)
+    test = [{k: v for k, v in _vindr_marks(image, "").items() if k != "rad_id"} for image in ("t1", "t2", "b")]
+    _write_csv(tmp_path / "annotations/image_labels_test.csv", ["image_id", *VINDR_FINDINGS], test)
+    with pytest.raises(
+        SourceError, match=r"image_labels_test\.csv: line 4: image b is also in .*image_labels_train\.csv \(line 4\)"
+    ):
+        get_reader("vindr")(tmp_path, name="v", labels=LABELS)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not gzip"])
+def test_damaged_csv_gz_is_one_error_naming_the_file(tmp_path: Path, damage: str) -> None:
+    path = _padchest(tmp_path, [_padchest_row(i, "['normal']", Report="x" * 200) for i in range(200)], gz=True)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        expected = "the gzip stream ends early, the file is cut short"
+    else:
+        path.write_bytes(gzip.decompress(path.read_bytes()))  # plain text under a .gz name
+        expected = "not gzip data although named .gz"
+    with pytest.raises(SourceError, match=rf"{path.name}: not a readable PadChest CSV: {expected}") as info:
+        get_reader("padchest")(tmp_path, name="pc", labels=LABELS)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -78,10 +78,10 @@ def test_chexpert_accepts_bom_and_windows_line_endings(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ({"path": "/abs/patient00001/study1/view1_frontal.jpg"}, "row 2: path .* leaves the dataset root"),
-        ({"path": "CheXpert-v1.0-small/../../etc/patient00001/study1/x.jpg"}, "row 2: path"),
-        ({"patient": "00001", "Edema": "2.0"}, "row 2, column 'Edema': label value '2.0'"),
-        ({"patient": "00001", "Edema": "yes"}, "row 2, column 'Edema'"),
+        ({"path": "/abs/patient00001/study1/view1_frontal.jpg"}, "line 2: path .* leaves the dataset root"),
+        ({"path": "CheXpert-v1.0-small/../../etc/patient00001/study1/x.jpg"}, "line 2: path"),
+        ({"patient": "00001", "Edema": "2.0"}, "line 2, column 'Edema': label value '2.0'"),
+        ({"patient": "00001", "Edema": "yes"}, "line 2, column 'Edema'"),
     ],
 )
 def test_chexpert_bad_rows_are_named(tmp_path: Path, row: dict[str, str], message: str) -> None:
@@ -148,7 +148,7 @@ def test_nih_bad_inputs(tmp_path: Path) -> None:
     path = nih_data_entry(tmp_path, "v2020")
     text = path.read_text()
     path.write_text(text.replace("Hernia", "Hernai"))
-    with pytest.raises(SourceError, match=r"row 6, column 'Finding Labels': unknown label 'Hernai'"):
+    with pytest.raises(SourceError, match=r"line 6, column 'Finding Labels': unknown label 'Hernai'"):
         read("nih", tmp_path)
     path.write_text(text.replace("Patient ID", "Patient"))
     with pytest.raises(SourceError, match="column 4 is 'Patient', expected 'Patient ID'"):
@@ -226,7 +226,7 @@ def test_mimic_bad_inputs(tmp_path: Path) -> None:
     broken = split.copy()
     broken.loc[0, "split"] = "holdout"
     gz_csv(root / "mimic-cxr-2.0.0-split.csv.gz", broken)
-    with pytest.raises(SourceError, match="row 2, column 'split': 'holdout'"):
+    with pytest.raises(SourceError, match="line 2, column 'split': 'holdout'"):
         read("mimic", root)
     gz_csv(root / "mimic-cxr-2.0.0-split.csv.gz", pd.concat([split, split.iloc[:1]]))
     with pytest.raises(SourceError, match="duplicate dicom_id"):

@@ -59,6 +59,8 @@ def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
         (MINIMAL.replace("internal: [nih]", "internal: [chexpert]"), "unknown dataset 'chexpert'"),
         (MINIMAL.replace("name: tiny", "name: ../escape"), "not a safe name"),
         (MINIMAL + "splits: {nih: {fractions: {train: 0.5, test: 0.2}}}\n", "sum to 1"),
+        (MINIMAL + "train: {seeds: [0, 4294967296]}\n", "train.seeds.1: .*less than or equal to 4294967295"),
+        (MINIMAL + "train: {seed: -1}\n", "train.seed: Input should be greater than or equal to 0"),
         ("- a list\n", "expected a mapping"),
         ("name: [unclosed\n", "not valid YAML"),
         (MINIMAL + "x: !!python/object/apply:os.system ['echo hacked']\n", "not valid YAML"),

@@ -7,7 +7,15 @@ import logging
 import pandas as pd
 
 from cxrgen.sources import get_reader
-from cxrgen.sources.common import BASE_COLUMNS, EXTRA_COLUMNS, READING_NOTES, VIEWS, ReadingNote, SourceError
+from cxrgen.sources.common import (
+    BASE_COLUMNS,
+    EXTRA_COLUMNS,
+    NOT_RECORDED,
+    READING_NOTES,
+    VIEWS,
+    ReadingNote,
+    SourceError,
+)
 from cxrgen.sources.labels import apply_policies, raw_column
 from cxrgen.study.config import StudyConfig
 
@@ -23,8 +31,13 @@ def read_dataset(config: StudyConfig, name: str) -> tuple[pd.DataFrame, list[Rea
         raise SourceError(f"datasets.{name}.root: folder {spec.root} does not exist")
     frame = reader(spec.root, name=name, labels=list(config.labels), options=spec.options())
     notes: list[ReadingNote] = list(frame.attrs.pop(READING_NOTES, []))
+    never = set(frame.attrs.pop(NOT_RECORDED, []))
+    not_recorded = [label for label in config.labels if label in never]
     frame = apply_policies(frame, list(config.labels), config.uncertainty, config.blank)
     frame = mask_unlabelled(frame, list(config.labels), name)
+    if not_recorded:
+        # Never recorded is unknown, not absent: NaN whatever ``blank`` says, so the loss and metrics mask it.
+        frame[not_recorded] = float("nan")
     if config.views != "all":
         unknown = sorted(set(config.views) - set(VIEWS))
         if unknown:
@@ -34,6 +47,8 @@ def read_dataset(config: StudyConfig, name: str) -> tuple[pd.DataFrame, list[Rea
         frame = frame.loc[keep].reset_index(drop=True)
     if frame.empty:
         raise SourceError(f"dataset {name!r}: no images left after the views filter {config.views}")
+    for label in not_recorded:
+        notes.append(ReadingNote("note", len(frame), f"{label}: not recorded (NaN, masked out of loss and metrics)"))
     return frame, notes
 
 

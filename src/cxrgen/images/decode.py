@@ -10,12 +10,22 @@ ours: by the window's output range when a window applied, else by the stored bit
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 #: File names that are read as DICOM; any other file is read as DICOM only when it carries the ``DICM`` preamble.
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+
+
+#: What reading or decoding one file may raise, from the file's content alone; each excludes that file.
+PER_FILE_FAILURES: tuple[type[BaseException], ...] = (
+    ArithmeticError, AttributeError, EOFError, IndexError, KeyError, NotImplementedError, OSError, RuntimeError,
+    TypeError, ValueError, struct.error, zlib.error,
+)  # fmt: skip
 
 
 class DecodeError(ValueError):
@@ -35,16 +45,38 @@ def is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def scale_high_bit_depth(values: np.ndarray, bits_stored: int | None = None) -> np.ndarray:
+def scale_high_bit_depth(values: np.ndarray, bits_stored: int | None = None, container_bits: int = 16) -> np.ndarray:
     """Unsigned integer pixels -> float32 [0, 1] divided by ``2**bits - 1``.
 
-    ``bits`` is the depth the metadata states, else the highest bit used (at least 8): a 12-bit radiograph in a
-    16-bit container is scaled by 4095, not 65535, so it is not darkened, and never clipped at 255.
+    ``bits`` is the depth the file or dataset states (a PNG's ``sBIT`` chunk, DICOM's BitsStored), else the
+    container's depth (16 for a 16-bit PNG): never the image's own maximum, so one hot pixel does not rescale the
+    whole image (a 12-bit radiograph with one 65535 pixel keeps its mean). A value beyond the stated depth is a
+    recording error and is clipped to 1.
     """
-    top = int(values.max()) if values.size else 0
-    bits = bits_stored if bits_stored else max(8, top.bit_length())
-    bits = max(bits, top.bit_length())  # a value beyond the stated depth widens it rather than being clipped
-    return (values.astype(np.float32) / np.float32(2**bits - 1)).astype(np.float32)
+    bits = bits_stored if bits_stored and 0 < bits_stored <= container_bits else container_bits
+    scaled = values.astype(np.float32) / np.float32(2**bits - 1)
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+
+
+def png_significant_bits(path: Path) -> int | None:
+    """The bit depth a PNG's ``sBIT`` chunk states for its gray (or first colour) channel, or None without one.
+
+    Pillow does not expose ``sBIT``; the chunk comes before ``IDAT``, so only the header chunks are read.
+    """
+    with path.open("rb") as handle:
+        if handle.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
+        while True:
+            head = handle.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind in (b"IDAT", b"IEND") or length > 1 << 20:
+                return None
+            data = handle.read(length)
+            handle.seek(4, 1)  # CRC
+            if kind == b"sBIT" and data:
+                return int(data[0]) or None
 
 
 def dicom_size(path: Path | str) -> tuple[int, int] | None:
@@ -55,9 +87,10 @@ def dicom_size(path: Path | str) -> tuple[int, int] | None:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    failures: tuple[type[BaseException], ...] = (InvalidDicomError, *PER_FILE_FAILURES)
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
-    except (InvalidDicomError, EOFError, OSError, ValueError):
+    except failures:
         return None  # decode_dicom gives the reason
     rows, columns = header.get("Rows"), header.get("Columns")
     return (int(columns), int(rows)) if rows and columns else None
@@ -71,12 +104,27 @@ def decode_dicom(path: Path) -> np.ndarray:
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_rescale, apply_voi_lut
 
+    failures: tuple[type[BaseException], ...] = (InvalidDicomError, *PER_FILE_FAILURES)
     try:
         dataset = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError) as exc:
+    except failures as exc:
         raise DecodeError(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+    try:
+        return _dicom_pixels(dataset)
+    except DecodeError:
+        raise
+    except PER_FILE_FAILURES as exc:
+        # pydicom's own message names neither the file nor the step: a window of width 0, a text WindowCenter, a
+        # corrupt deflated dataset. One such file is excluded with the reason, never the end of the study.
+        raise DecodeError(f"DICOM cannot be decoded ({type(exc).__name__}: {exc})") from exc
+
+
+def _dicom_pixels(dataset: Any) -> np.ndarray:
+    """The pixels of a read DICOM dataset as float32 [H, W] in [0, 1] (see :func:`decode_dicom`)."""
+    from pydicom.multival import MultiValue
+    from pydicom.pixels import apply_rescale, apply_voi_lut
+
     if "PixelData" not in dataset:
         raise DecodeError("DICOM file has no pixel data")
     syntax = dataset.file_meta.get("TransferSyntaxUID", "unknown")
@@ -91,6 +139,11 @@ def decode_dicom(path: Path) -> np.ndarray:
     if raw.ndim != 2 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DecodeError(f"DICOM is not a single grayscale frame (shape {raw.shape}, {photometric})")
     has_voi = "VOILUTSequence" in dataset or "WindowCenter" in dataset
+    if "WindowWidth" in dataset and "VOILUTSequence" not in dataset:
+        widths = dataset.WindowWidth
+        first = widths[0] if isinstance(widths, MultiValue) else widths
+        if float(first) <= 0:  # a text value raises ValueError here, caught by decode_dicom
+            raise DecodeError(f"DICOM WindowWidth {first} is not positive; the window cannot be applied")
     values = apply_rescale(raw, dataset)
     if has_voi:
         values = apply_voi_lut(values, dataset)
@@ -101,7 +154,8 @@ def decode_dicom(path: Path) -> np.ndarray:
         if signed or not np.issubdtype(np.asarray(values).dtype, np.integer) or "RescaleSlope" in dataset:
             low, high = float(np.min(values)), float(np.max(values))
         else:
-            scaled = scale_high_bit_depth(np.asarray(values), bits)
+            pixels = np.asarray(values)
+            scaled = scale_high_bit_depth(pixels, bits, container_bits=pixels.dtype.itemsize * 8)
             return (1.0 - scaled).astype(np.float32) if photometric == "MONOCHROME1" else scaled
     out = (np.asarray(values, dtype=np.float64) - low) / max(high - low, 1e-12)
     out = np.clip(out, 0.0, 1.0).astype(np.float32)

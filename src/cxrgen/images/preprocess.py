@@ -20,7 +20,6 @@ Every value between steps is float32 gray in [0, 1]; the last step rounds to uin
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -34,13 +33,21 @@ from skimage.transform import resize as skimage_resize
 from cxrgen.errors import CxrgenError
 from cxrgen.images import clahe as exact_clahe
 from cxrgen.images import fast_resize
-from cxrgen.images.decode import DecodeError, decode_dicom, dicom_size, is_dicom, scale_high_bit_depth
+from cxrgen.images.decode import (
+    PER_FILE_FAILURES,
+    DecodeError,
+    decode_dicom,
+    dicom_size,
+    is_dicom,
+    png_significant_bits,
+    scale_high_bit_depth,
+)
 
 Engine = Literal["skimage", "opencv", "exact", "torch"]
 ENGINES: tuple[Engine, ...] = ("skimage", "opencv", "exact", "torch")
 
 #: Bumped whenever any function here changes its output; part of every cache fingerprint.
-PREPROCESS_VERSION = "2"  # 2: 16-bit PNGs scaled by the highest bit used; DICOM
+PREPROCESS_VERSION = "3"  # 2: 16-bit PNGs scaled by the highest bit used; DICOM. 3: by sBIT, else the container
 
 #: The formats hospitals ship chest X-rays in (after DICOM export); anything else is refused by name.
 FORMATS = ("PNG", "JPEG")
@@ -67,13 +74,13 @@ def _to_gray(image: Image.Image, path: Path) -> np.ndarray:
     """Any Pillow mode -> float32 [H, W] in [0, 1], scaled by the container's range (16-bit: / 65535)."""
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        return scale_high_bit_depth(np.asarray(image, dtype=np.uint16))
+        return scale_high_bit_depth(np.asarray(image, dtype=np.uint16), png_significant_bits(path))
     if mode == "I":
         # Pillow opens some 16-bit grayscale files as 32-bit "I"; values beyond 16 bits have no known scale.
         values = np.asarray(image, dtype=np.int64)
         if values.size and (values.min() < 0 or values.max() > 65535):
             raise ImageError(path, f"32-bit integer pixels outside 0..65535 (mode {mode})")
-        return scale_high_bit_depth(values)
+        return scale_high_bit_depth(values, png_significant_bits(path))
     if mode in ("L", "1", "LA"):
         single = image.getchannel(0) if mode == "LA" else image.convert("L") if mode == "1" else image
         gray = np.asarray(single, dtype=np.uint8)
@@ -101,11 +108,16 @@ def check_pixel_count(size: tuple[int, int], path: Path | str, max_pixels: int) 
         )
 
 
+#: What Pillow may raise for one damaged file (it reports some as SyntaxError).
+_PNG_FAILURES: tuple[type[BaseException], ...] = (SyntaxError, *PER_FILE_FAILURES)
+
+
 def decode(path: Path | str) -> np.ndarray:
     """Read a PNG, JPEG or DICOM file as float32 gray [H, W] in [0, 1].
 
-    8-bit data are divided by 255; 16-bit data by ``2**bits - 1`` with ``bits`` the highest bit used (a 12-bit
-    radiograph in a 16-bit PNG is not darkened). DICOM files go to :func:`cxrgen.images.decode.decode_dicom`.
+    8-bit data are divided by 255; 16-bit data by ``2**bits - 1`` with ``bits`` the depth the PNG's ``sBIT``
+    chunk states, else 16 (never the image's own maximum: one hot pixel does not darken the rest). DICOM files go
+    to :func:`cxrgen.images.decode.decode_dicom`.
     RGB is reduced to gray (exactly one channel when all three agree), alpha is dropped, palettes are
     expanded. Pillow reads 16-bit RGB PNGs (rare for radiographs) at 8 bits. Pillow's decompression-bomb limit stays on.
 
@@ -139,7 +151,7 @@ def decode(path: Path | str) -> np.ndarray:
         raise ImageError(path, f"decompression bomb: {exc}") from exc
     except UnidentifiedImageError:
         raise ImageError(path, f"not a {' or '.join(FORMATS)} image") from None
-    except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
+    except _PNG_FAILURES as exc:
         if isinstance(exc, ImageError):
             raise
         raise ImageError(path, f"truncated or corrupt ({type(exc).__name__}: {exc})") from exc

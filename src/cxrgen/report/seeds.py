@@ -63,8 +63,20 @@ def combine_seeds(predictions: Sequence[Predictions]) -> list[Predictions]:
                 log.warning("%s and %s: seeds combined on %d shared images (%d and %d in the files)",
                             first.path, other.path, len(joined), len(frame), len(other.frame))
             frame = joined
+        frame.attrs[FIRST_SEED] = first.seed  # whose scores ``p_<label>`` hold, for the ``seeds`` column
         out.append(replace(first, frame=frame, seed=None, unfinished=any(m.unfinished for m in members)))
     return out
+
+
+#: ``DataFrame.attrs`` key of a combined frame: the seed whose scores its plain ``p_<label>`` columns hold.
+FIRST_SEED = "cxrgen_first_seed"
+
+
+def seeds_used(pred: Predictions, columns: Sequence[str]) -> list[str]:
+    """The seed of each score column: the plain ``p_<label>`` is the first seed's (its number, not "first"), the
+    others carry theirs; "first" only where no file recorded the seed."""
+    first = pred.seed if pred.seed is not None else pred.frame.attrs.get(FIRST_SEED)
+    return [c.partition(SEED_SEP)[2] or ("first" if first is None else str(first)) for c in columns]
 
 
 def n_seeds(pred: Predictions) -> int:
@@ -86,7 +98,7 @@ def seed_auc_table(config: StudyConfig, combined: Sequence[Predictions]) -> pd.D
                 warnings.simplefilter("ignore", metrics.OneClassWarning)  # auc.csv reports the undefined AUC
                 res = seed_bootstrap_auc(y, scores, groups, n_boot=max(evaluation.bootstrap, 2),
                                          seed=evaluation.seed, ci=evaluation.ci, name=label)
-            seeds = [c.partition(SEED_SEP)[2] or "first" for c in cols]
+            seeds = seeds_used(pred, cols)
             rows.append({
                 "configuration": pred.configuration, "arch": pred.arch, "test_set": pred.test_set,
                 "kind": pred.kind, "label": label, "auc": res.auc, "seed_sd": res.seed_sd, "ci_low": res.ci_low,

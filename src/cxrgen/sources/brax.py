@@ -27,12 +27,16 @@ from cxrgen.sources.common import (
     DEVICE_COLUMN,
     SourceError,
     assemble,
+    at_line,
     check_raw_labels,
     check_relative_paths,
     device_presence,
+    mark_not_recorded,
     normalize_sex,
+    read_csv_table,
     require_columns,
 )
+from cxrgen.sources.labels import CHEXPERT_OBSERVATIONS
 from cxrgen.sources.registry import ReaderOptions, register
 
 CSV_NAME = "master_spreadsheet_update.csv"
@@ -59,7 +63,8 @@ def brax_age_midpoints(values: pd.Series, source: Path) -> pd.Series:
                 out.append(float(text))
             except ValueError:
                 raise SourceError(
-                    f"{source}: row {position + 2}, column 'PatientAge': {text!r} is not an age bin such as "
+                    f"{source}: {at_line(source, values, position)}"
+                    f", column 'PatientAge': {text!r} is not an age bin such as "
                     "'45-49' or '85 or more'"
                 ) from None
     return pd.Series(out, index=values.index, dtype=float)
@@ -76,11 +81,8 @@ def read(root: Path, *, name: str, labels: list[str], options: BraxOptions) -> p
     source = root / CSV_NAME
     if not source.is_file():
         raise SourceError(f"{root}: missing {CSV_NAME}")
-    try:
-        frame = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{source}: not a readable BRAX spreadsheet ({exc})") from exc
-    label_columns = list(labels)  # CheXpert's names
+    frame = read_csv_table(source, "BRAX spreadsheet")
+    label_columns = [label for label in labels if label in CHEXPERT_OBSERVATIONS]  # CheXpert's names
     path_column = IMAGE_COLUMNS[images]
     require_columns(frame, [*META_COLUMNS, path_column, *label_columns], source)
     if frame.empty:
@@ -90,7 +92,7 @@ def read(root: Path, *, name: str, labels: list[str], options: BraxOptions) -> p
     check_raw_labels(frame, label_columns, source)
     view_text = frame["ViewPosition"].fillna("").str.strip().str.upper()
     views = view_text.map(lambda v: VIEWS.get(v, "OTHER") if v else "UNKNOWN")
-    return assemble(
+    result = assemble(
         dataset=name,
         native_ids=paths,
         paths=paths,
@@ -100,8 +102,11 @@ def read(root: Path, *, name: str, labels: list[str], options: BraxOptions) -> p
         sexes=normalize_sex(frame["PatientSex"]),
         ages=brax_age_midpoints(frame["PatientAge"], source),
         official_split=None,
-        raw={label: frame[col] for label, col in zip(labels, label_columns, strict=True)},
+        raw={
+            label: frame[label] if label in label_columns else pd.Series(np.nan, index=frame.index) for label in labels
+        },
         source=source,
         device=device_presence(frame[DEVICE_COLUMN]) if DEVICE_COLUMN in frame else None,
         age_bins=frame["PatientAge"],
     )
+    return mark_not_recorded(result, [label for label in labels if label not in label_columns], source, "BRAX")

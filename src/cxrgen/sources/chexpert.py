@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -22,15 +23,19 @@ from cxrgen.sources.common import (
     SourceError,
     ages_in_years,
     assemble,
+    at_line,
     check_raw_labels,
     check_relative_paths,
     check_unique_columns,
     csv_header,
     device_presence,
+    mark_not_recorded,
     normalize_sex,
     normalize_view,
+    read_csv_table,
     require_columns,
 )
+from cxrgen.sources.labels import CHEXPERT_OBSERVATIONS
 from cxrgen.sources.registry import ReaderOptions, register
 
 FOLDERS = ("CheXpert-v1.0-small", "CheXpert-v1.0")
@@ -55,11 +60,8 @@ def read(root: Path, *, name: str, labels: list[str], options: ChexpertOptions) 
     """Read one CheXpert CSV into manifest rows; paths become relative to ``root``."""
     source = find_csv(root, options.csv)
     check_unique_columns(csv_header(source), source)
-    try:
-        frame = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{source}: not a readable CheXpert CSV ({exc})") from exc
-    label_columns = list(labels)  # CheXpert's own spelling is the study's
+    frame = read_csv_table(source, "CheXpert CSV")
+    label_columns = [label for label in labels if label in CHEXPERT_OBSERVATIONS]  # CheXpert's spelling is the study's
     require_columns(frame, [*META_COLUMNS, *label_columns], source)
     if frame.empty:
         raise SourceError(f"{source}: no rows")
@@ -74,7 +76,10 @@ def read(root: Path, *, name: str, labels: list[str], options: ChexpertOptions) 
     missing = ids["patient"].isna()
     if missing.any():
         row = int(missing.to_numpy().nonzero()[0][0])
-        raise SourceError(f"{source}: row {row + 2}: path {frame['Path'].iloc[row]!r} has no patientNNNNN/studyN/")
+        raise SourceError(
+            f"{source}: {at_line(source, frame, row)}"
+            f": path {frame['Path'].iloc[row]!r} has no patientNNNNN/studyN/"
+        )
 
     lateral = frame["Frontal/Lateral"].str.strip().str.lower() == "lateral"
     views = normalize_view(frame["AP/PA"])
@@ -82,7 +87,7 @@ def read(root: Path, *, name: str, labels: list[str], options: ChexpertOptions) 
     views = views.where(~lateral, frame["AP/PA"].fillna("").str.strip().str.upper().map(
         lambda v: "LL" if v == "LL" else "LATERAL"))
     check_raw_labels(frame, label_columns, source)
-    return assemble(
+    result = assemble(
         dataset=name,
         native_ids=native,
         paths=paths,
@@ -93,7 +98,10 @@ def read(root: Path, *, name: str, labels: list[str], options: ChexpertOptions) 
         sexes=normalize_sex(frame["Sex"], source),
         ages=ages_in_years(frame["Age"], source),
         official_split=pd.Series(OFFICIAL_SPLIT.get(options.csv, ""), index=frame.index),
-        raw={label: frame[col] for label, col in zip(labels, label_columns, strict=True)},
+        raw={
+            label: frame[label] if label in label_columns else pd.Series(np.nan, index=frame.index) for label in labels
+        },
         source=source,
         device=device_presence(frame[DEVICE_COLUMN]) if DEVICE_COLUMN in frame else None,
     )
+    return mark_not_recorded(result, [label for label in labels if label not in label_columns], source, "CheXpert")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import gzip
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,9 @@ BASE_COLUMNS: tuple[str, ...] = (
 EXTRA_COLUMNS: tuple[str, ...] = ("device", "labelled", "age_bin")
 #: ``DataFrame.attrs`` key under which a reader leaves :class:`ReadingNote` s for the cohort table.
 READING_NOTES = "cxrgen_reading_notes"
+#: ``DataFrame.attrs`` key under which a reader lists the study labels its dataset does not record at all (VinBigData's
+#: Edema, any label outside the reader's vocabulary): their targets stay NaN whatever ``blank`` says.
+NOT_RECORDED = "cxrgen_not_recorded"
 VIEWS: tuple[str, ...] = ("PA", "AP", "LATERAL", "LL", "OTHER", "UNKNOWN")
 FRONTAL_VIEWS = frozenset({"PA", "AP"})
 MAX_AGE_YEARS = 120.0
@@ -68,6 +72,97 @@ def add_reading_note(frame: pd.DataFrame, note: ReadingNote) -> pd.DataFrame:
     return frame
 
 
+def mark_not_recorded(frame: pd.DataFrame, labels: Sequence[str], source: Path | str, dataset: str) -> pd.DataFrame:
+    """Record that ``dataset`` never records ``labels`` (their raw values must be NaN): the manifest keeps their
+    targets NaN under every policy, so they are masked out of the loss and the metrics, and the cohort table says
+    "not recorded". One warning names them."""
+    if labels:
+        warnings.warn(
+            f"{source}: {dataset} does not record {', '.join(map(repr, labels))}; NaN (not recorded), masked out of "
+            "the loss and the metrics",
+            stacklevel=3,
+        )
+        recorded = frame.attrs.setdefault(NOT_RECORDED, [])
+        recorded.extend(label for label in labels if label not in recorded)
+    return frame
+
+
+#: Cell texts that mean "missing" in every reader's text columns, compared stripped and lower-cased: the released
+#: PadChest table writes its missing cells as the literal text ``nan``.
+MISSING_TEXTS: tuple[str, ...] = ("", "nan")
+
+
+def blank_missing(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every text cell that is empty or ``nan`` (any case, spaces around) becomes NaN, in place; returns ``frame``."""
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+            text = values.astype("string").str.strip().str.lower()
+            missing = text.isin(list(MISSING_TEXTS)).fillna(False).to_numpy(dtype=bool)
+            if missing.any():
+                frame[column] = values.mask(missing)
+    return frame
+
+
+def read_csv_table(source: Path, what: str, **options: object) -> pd.DataFrame:
+    """A metadata CSV (``.gz`` read as gzip) as text, missing cells (:func:`blank_missing`) as NaN.
+
+    A file that is not UTF-8, not gzip though named ``.gz``, cut short, or not parseable is one
+    :class:`SourceError` naming the file and ``what`` it should be; never a bare zlib or EOF error.
+    """
+    kwargs: dict[str, object] = {"dtype": str, "keep_default_na": False, "na_values": [""], "encoding": "utf-8-sig"}
+    kwargs.update(options)
+    try:
+        frame = pd.read_csv(source, **kwargs)
+    except UnicodeDecodeError as exc:
+        raise not_utf8(source, exc) from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise SourceError(f"{source}: not a readable {what} ({exc})") from exc
+    except (EOFError, OSError, zlib.error) as exc:
+        raise SourceError(f"{source}: not a readable {what}: {unreadable_reason(source, exc)}") from exc
+    return blank_missing(frame)
+
+
+def unreadable_reason(source: Path, exc: BaseException) -> str:
+    """Why a table could not be read, in words: a ``.gz`` cut short or not gzip at all, else the error itself."""
+    if source.suffix == ".gz":
+        if isinstance(exc, EOFError):
+            return f"the gzip stream ends early, the file is cut short ({exc})"
+        if isinstance(exc, gzip.BadGzipFile):
+            return f"not gzip data although named .gz ({exc})"
+        if isinstance(exc, zlib.error):
+            return f"corrupt gzip data ({exc})"
+    return str(exc) or type(exc).__name__
+
+
+def file_line(source: Path, record: int) -> int:
+    """The line of ``source`` on which data record ``record`` (0-based, after the header) starts, counting quoted
+    fields that span lines and skipping blank lines as pandas does; ``record + 2`` when it cannot be counted."""
+    opener = gzip.open if source.suffix == ".gz" else open
+    try:
+        with opener(source, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
+            reader = csv.reader(handle)
+            seen, previous = -1, 0  # -1: the header
+            for row in reader:
+                if row:
+                    if seen == record:
+                        return previous + 1
+                    seen += 1
+                previous = reader.line_num
+    except (OSError, EOFError, zlib.error, csv.Error):
+        pass
+    return record + 2
+
+
+def at_line(source: Path | str, values: pd.Series | pd.DataFrame, position: int) -> str:
+    """``line N``: where the row at ``position`` of ``values`` starts in ``source``. Readers keep the index
+    ``read_csv`` gave (the record number) through their filters, so the line is the one the user finds in the file,
+    not a position after rows were dropped or tables merged."""
+    label = values.index[position]
+    record = int(label) if isinstance(label, int | np.integer) else position
+    return f"line {file_line(Path(source), record)}"
+
+
 def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise SourceError(f"{path}: missing {what}")
@@ -87,14 +182,17 @@ _CLIMBS = r"(?:^|/)\.\.(?:/|$)"
 def check_relative_paths(paths: pd.Series, source: Path) -> None:
     """Refuse absolute paths, paths that climb out of the dataset root, empty paths and NUL bytes.
 
-    Rows are numbered as file lines (header 1). Vectorized with pandas string operations (a ``Path`` per row
+    Rows are named by their file line (:func:`at_line`). Vectorized with pandas string operations (a ``Path`` per row
     cost about 1 s on NIH's 112,120 rows); the rules are those of :class:`~pathlib.PurePosixPath`.
     """
     text = paths.astype(str)
     nul = text.str.contains("\x00", regex=False).to_numpy()
     if nul.any():
         position = int(np.flatnonzero(nul)[0])
-        raise SourceError(f"{source}: row {position + 2}: path {text.iloc[position]!r} contains a NUL byte")
+        raise SourceError(
+            f"{source}: {at_line(source, text, position)}"
+            f": path {text.iloc[position]!r} contains a NUL byte"
+        )
     slashed = text.str.replace("\\", "/", regex=False)
     bad = (
         slashed.str.startswith("/") | (text.str[1:2] == ":") | slashed.str.contains(_CLIMBS, regex=True) | (text == "")
@@ -102,7 +200,8 @@ def check_relative_paths(paths: pd.Series, source: Path) -> None:
     if bad.any():
         position = int(np.flatnonzero(bad)[0])
         raise SourceError(
-            f"{source}: row {position + 2}: path {text.iloc[position]!r} is absolute or leaves the dataset root"
+            f"{source}: {at_line(source, text, position)}"
+            f": path {text.iloc[position]!r} is absolute or leaves the dataset root"
         )
 
 
@@ -154,7 +253,10 @@ def ages_in_years(values: pd.Series, source: Path) -> pd.Series:
     bad = text.notna() & (text != "") & number.isna()
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
-        raise SourceError(f"{source}: row {first + 2}: age {values.iloc[first]!r} is not a number of years")
+        raise SourceError(
+            f"{source}: {at_line(source, values, first)}"
+            f": age {values.iloc[first]!r} is not a number of years"
+        )
     divisor = unit.map({"": 1.0, "Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}).astype(float)
     years = number.astype(float) / divisor.to_numpy()
     negative, above = years < 0, years > MAX_AGE_YEARS
@@ -177,7 +279,8 @@ def check_raw_labels(frame: pd.DataFrame, columns: Sequence[str], source: Path) 
         if bad.any():
             first = int(np.flatnonzero(bad.to_numpy())[0])
             raise SourceError(
-                f"{source}: row {first + 2}, column {column!r}: label value {frame[column].iloc[first]!r} "
+                f"{source}: {at_line(source, frame, first)}"
+                f", column {column!r}: label value {frame[column].iloc[first]!r} "
                 "is not one of 1, 0, -1 or blank"
             )
 
@@ -267,9 +370,9 @@ def csv_header(path: Path) -> list[str]:
             first = handle.readline()
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc) from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         kind = "gzipped CSV" if path.suffix == ".gz" else "CSV"
-        raise SourceError(f"{path}: not a readable {kind} ({exc})") from exc
+        raise SourceError(f"{path}: not a readable {kind}: {unreadable_reason(path, exc)}") from exc
     return next(csv.reader([first]), [])
 
 

@@ -29,6 +29,14 @@ PAPER_UNCERTAINTY: dict[str, Policy] = {
 
 RAW_VALUES = frozenset({1.0, 0.0, -1.0})
 
+#: The 14 observations of the CheXpert labeler (Irvin et al. 2019), the label columns of CheXpert, MIMIC-CXR-JPG
+#: and BRAX. A study label outside them is not recorded by those datasets (NaN), never a missing column.
+CHEXPERT_OBSERVATIONS: frozenset[str] = frozenset({
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+    "Support Devices",
+})  # fmt: skip
+
 
 def raw_column(label: str) -> str:
     """Manifest column holding the raw {1, 0, -1, NaN} value of ``label``."""

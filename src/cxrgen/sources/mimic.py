@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import warnings
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -21,16 +22,22 @@ from cxrgen.sources.common import (
     DEVICE_COLUMN,
     SourceError,
     assemble,
+    at_line,
+    blank_missing,
     check_raw_labels,
     check_relative_paths,
     check_unique_columns,
     csv_header,
     device_presence,
+    mark_not_recorded,
     normalize_view,
     not_utf8,
+    read_csv_table,
     require_columns,
     require_file,
+    unreadable_reason,
 )
+from cxrgen.sources.labels import CHEXPERT_OBSERVATIONS
 from cxrgen.sources.registry import ReaderOptions, register
 
 PREFIX = "mimic-cxr-2.0.0"
@@ -54,24 +61,34 @@ def read_table(root: Path, suffix: str, columns: list[str]) -> pd.DataFrame:
         raise SourceError(f"{path}: {ragged_row(path, len(header)) or 'not a readable gzipped CSV'} ({exc})") from exc
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc) from None
-    except (pd.errors.EmptyDataError, OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SourceError(f"{path}: not a readable gzipped CSV: {unreadable_reason(path, exc)}") from exc
+    except (pd.errors.EmptyDataError, ValueError) as exc:
         raise SourceError(f"{path}: not a readable gzipped CSV ({exc})") from exc
+    blank_missing(frame)
     require_columns(frame, columns, path)
     for key in ("subject_id", "study_id"):
         if key in columns:
             bad = ~frame[key].fillna("").str.fullmatch(r"\d+")
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise SourceError(f"{path}: row {row + 2}, column {key!r}: {frame[key].iloc[row]!r} is not an id")
+                raise SourceError(
+                    f"{path}: {at_line(path, frame, row)}"
+                    f", column {key!r}: {frame[key].iloc[row]!r} is not an id"
+                )
     return frame
 
 
 def ragged_row(path: Path, fields: int) -> str | None:
     """The first line whose field count differs from the header's, described; read only once a parse failed."""
-    with gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
-        for line, row in enumerate(csv.reader(handle), start=1):
-            if len(row) != fields:
-                return f"line {line} has {len(row)} field(s), the header {fields} (a file cut short?)"
+    try:
+        with gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
+            reader = csv.reader(handle)
+            for row in reader:
+                if len(row) != fields:
+                    return f"line {reader.line_num} has {len(row)} field(s), the header {fields} (a file cut short?)"
+    except (OSError, EOFError, zlib.error) as exc:
+        return unreadable_reason(path, exc)
     return None
 
 
@@ -93,11 +110,14 @@ def check_matched(images: pd.DataFrame, split: pd.DataFrame, root: Path, unmatch
     warnings.warn(f"{message}; going on (unmatched: warn)", stacklevel=3)
 
 
-def unique_keys(frame: pd.DataFrame, keys: list[str], path: str) -> None:
+def unique_keys(frame: pd.DataFrame, keys: list[str], path: str | Path) -> None:
     duplicated = frame.duplicated(keys, keep=False)
     if duplicated.any():
         row = int(np.flatnonzero(duplicated.to_numpy())[0])
-        raise SourceError(f"{path}: row {row + 2}: duplicate {'+'.join(keys)} {frame.loc[row, keys].tolist()}")
+        raise SourceError(
+            f"{path}: {at_line(path, frame, row)}"
+            f": duplicate {'+'.join(keys)} {frame.loc[row, keys].tolist()}"
+        )
 
 
 class MimicOptions(ReaderOptions):
@@ -116,7 +136,7 @@ def read(root: Path, *, name: str, labels: list[str], options: MimicOptions) -> 
     ``unmatched``: ``error`` (default) or ``warn`` when the metadata and split tables do not hold the same images.
     """
     labeler, unmatched = options.labels, options.unmatched
-    label_columns = list(labels)  # the CheXpert spelling, in every MIMIC label file
+    label_columns = [label for label in labels if label in CHEXPERT_OBSERVATIONS]  # CheXpert spelling, every file
     if labeler == "radiologist":
         study_labels = read_radiologist_labels(root, label_columns)
         label_keys = ["study_id"]
@@ -129,12 +149,13 @@ def read(root: Path, *, name: str, labels: list[str], options: MimicOptions) -> 
     metadata = read_table(root, "metadata", ["dicom_id", "subject_id", "study_id", "ViewPosition"])
     unique_keys(metadata, ["dicom_id"], f"{root / PREFIX}-metadata.csv.gz")
     split = read_table(root, "split", ["dicom_id", "study_id", "subject_id", "split"])
+    split_file = root / f"{PREFIX}-split.csv.gz"
     unique_keys(split, ["dicom_id"], f"{root / PREFIX}-split.csv.gz")
     unknown_split = ~split["split"].isin(list(SPLITS))
     if unknown_split.any():
         row = int(np.flatnonzero(unknown_split.to_numpy())[0])
         raise SourceError(
-            f"{root / PREFIX}-split.csv.gz: row {row + 2}, column 'split': {split['split'].iloc[row]!r} "
+            f"{split_file}: {at_line(split_file, split, row)}, column 'split': {split['split'].iloc[row]!r} "
             f"is not one of {sorted(SPLITS)}"
         )
 
@@ -145,7 +166,7 @@ def read(root: Path, *, name: str, labels: list[str], options: MimicOptions) -> 
         subject = split["subject_id"].iloc[row]
         found = sorted(split.loc[split["subject_id"] == subject, "split"].unique())
         raise SourceError(
-            f"{root / PREFIX}-split.csv.gz: row {row + 2}: subject_id {subject} is in more than one split "
+            f"{split_file}: {at_line(split_file, split, row)}: subject_id {subject} is in more than one split "
             f"({', '.join(found)}); the official split keeps each patient in one"
         )
 
@@ -172,7 +193,7 @@ def read(root: Path, *, name: str, labels: list[str], options: MimicOptions) -> 
     subject = images["subject_id"]
     paths = "files/p" + subject.str[:2] + "/p" + subject + "/s" + images["study_id"] + "/" + images["dicom_id"] + ".jpg"
     check_relative_paths(paths, root / f"{PREFIX}-metadata.csv.gz")
-    return assemble(
+    result = assemble(
         dataset=name,
         native_ids=images["dicom_id"],
         paths=paths,
@@ -182,26 +203,29 @@ def read(root: Path, *, name: str, labels: list[str], options: MimicOptions) -> 
         sexes=pd.Series("U", index=images.index),
         ages=pd.Series(np.nan, index=images.index),
         official_split=images["split"].map(SPLITS).fillna(""),
-        raw={label: images[col] for label, col in zip(labels, label_columns, strict=True)},
+        raw={label: images[label] if label in label_columns else pd.Series(np.nan, index=images.index)
+             for label in labels},
         source=root,
         device=device_presence(images[DEVICE_COLUMN]) if DEVICE_COLUMN in images else None,
         labelled=images["_label_row"] == "both",
     )
+    not_recorded = [label for label in labels if label not in label_columns]
+    return mark_not_recorded(result, not_recorded, root, "MIMIC-CXR-JPG")
 
 
 def read_radiologist_labels(root: Path, label_columns: list[str]) -> pd.DataFrame:
     """``mimic-cxr-2.1.0-test-set-labeled.csv``: CheXpert-style labels by radiologists, keyed by study only."""
     path = require_file(root / RADIOLOGIST_FILE, f"MIMIC-CXR-JPG 2.1.0 radiologist label file {RADIOLOGIST_FILE}")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError) as exc:
-        raise SourceError(f"{path}: not a readable CSV ({exc})") from exc
+    frame = read_csv_table(path, "CSV")
     require_columns(frame, ["study_id", *label_columns], path)
     frame["study_id"] = frame["study_id"].str.strip().str.lstrip("s")
     bad = ~frame["study_id"].fillna("").str.fullmatch(r"\d+")
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise SourceError(f"{path}: row {row + 2}, column 'study_id': {frame['study_id'].iloc[row]!r} is not an id")
+        raise SourceError(
+            f"{path}: {at_line(path, frame, row)}"
+            f", column 'study_id': {frame['study_id'].iloc[row]!r} is not an id"
+        )
     unique_keys(frame, ["study_id"], str(path))
     check_raw_labels(frame, label_columns, path)
     keep = ["study_id", *label_columns, *([DEVICE_COLUMN] if DEVICE_COLUMN in frame else [])]

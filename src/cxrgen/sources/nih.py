@@ -20,12 +20,14 @@ from cxrgen.sources.common import (
     SourceError,
     ages_in_years,
     assemble,
+    at_line,
     check_relative_paths,
     check_unique_columns,
     csv_header,
+    mark_not_recorded,
     normalize_sex,
     normalize_view,
-    not_utf8,
+    read_csv_table,
     read_text,
 )
 from cxrgen.sources.registry import ReaderOptions, register
@@ -103,31 +105,33 @@ def read(root: Path, *, name: str, labels: list[str], options: NihOptions) -> pd
     header = read_header(source)
     check_header(header, source)
     try:
-        frame = pd.read_csv(
-            source, header=None, skiprows=1, usecols=range(7), dtype=str, keep_default_na=False,
-            encoding="utf-8-sig", names=["image", "findings", "followup", "patient", "age", "sex", "view"],
+        frame = read_csv_table(
+            source, "Data_Entry table", header=None, skiprows=1, usecols=range(7),
+            names=["image", "findings", "followup", "patient", "age", "sex", "view"],
         )  # fmt: skip
-    except UnicodeDecodeError as exc:
-        raise not_utf8(source, exc) from None
-    except (pd.errors.ParserError, ValueError) as exc:
+    except ValueError as exc:
+        if isinstance(exc, SourceError):
+            raise
         raise SourceError(f"{source}: not a readable Data_Entry table ({exc})") from exc
     if frame.empty:
         raise SourceError(f"{source}: no rows")
-    frame["image"] = frame["image"].str.strip()
+    frame["image"] = frame["image"].fillna("").str.strip()
     check_relative_paths(frame["image"], source)
 
-    tokens = frame["findings"].str.split("|")
+    tokens = frame["findings"].fillna("").str.split("|")
     unknown = tokens.map(lambda ts: next((t for t in ts if t not in TOKENS), None))
     if unknown.notna().any():
         row = int(np.flatnonzero(unknown.notna().to_numpy())[0])
         raise SourceError(
-            f"{source}: row {row + 2}, column 'Finding Labels': unknown label {unknown.iloc[row]!r}"
+            f"{source}: {at_line(source, frame, row)}, column 'Finding Labels': unknown label {unknown.iloc[row]!r}"
         )
-    raw = {}
+    raw, not_recorded = {}, []
     for label in labels:
         token = NIH_NAMES.get(label, label)
-        if token not in TOKENS:
-            raise SourceError(f"{source}: NIH ChestX-ray14 has no label {label!r} (NIH labels: {sorted(TOKENS)})")
+        if token not in TOKENS:  # NIH ChestX-ray14 has no such label: NaN, never "absent"
+            not_recorded.append(label)
+            raw[label] = pd.Series(np.nan, index=frame.index)
+            continue
         raw[label] = tokens.map(lambda ts, token=token: 1.0 if token in ts else 0.0)
 
     folders = image_folders(root)
@@ -137,8 +141,11 @@ def read(root: Path, *, name: str, labels: list[str], options: NihOptions) -> pd
     patients = pd.to_numeric(frame["patient"], errors="coerce")
     if patients.isna().any():
         row = int(np.flatnonzero(patients.isna().to_numpy())[0])
-        raise SourceError(f"{source}: row {row + 2}, column 'Patient ID': {frame['patient'].iloc[row]!r} is not an id")
-    return assemble(
+        raise SourceError(
+            f"{source}: {at_line(source, frame, row)}"
+            f", column 'Patient ID': {frame['patient'].iloc[row]!r} is not an id"
+        )
+    result = assemble(
         dataset=name,
         native_ids=frame["image"],
         paths=paths,
@@ -151,3 +158,4 @@ def read(root: Path, *, name: str, labels: list[str], options: NihOptions) -> pd
         raw=raw,
         source=source,
     )
+    return mark_not_recorded(result, not_recorded, source, "NIH ChestX-ray14")

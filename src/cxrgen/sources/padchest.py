@@ -26,8 +26,11 @@ from cxrgen.sources.common import (
     SourceError,
     add_reading_note,
     assemble,
+    at_line,
     check_relative_paths,
+    mark_not_recorded,
     normalize_sex,
+    read_csv_table,
     require_columns,
 )
 from cxrgen.sources.registry import ReaderOptions, register
@@ -85,7 +88,8 @@ def parse_padchest_labels(cells: pd.Series, source: Path) -> pd.Series:
             value = None
         if not isinstance(value, list | tuple) or not all(isinstance(term, str) for term in value):
             raise SourceError(
-                f"{source}: row {position + 2}, column 'Labels': {str(cell)[:80]!r} is not a list of terms"
+                f"{source}: {at_line(source, cells, position)}"
+                f", column 'Labels': {str(cell)[:80]!r} is not a list of terms"
             )
         parsed.append(frozenset(term.strip() for term in value))
     return pd.Series(parsed, index=cells.index, dtype=object)
@@ -98,7 +102,10 @@ def padchest_ages(study_dates: pd.Series, births: pd.Series, source: Path) -> pd
     bad = births.notna() & (births.astype("string").str.strip() != "") & birth.isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise SourceError(f"{source}: row {row + 2}, column 'PatientBirth': {births.iloc[row]!r} is not a year")
+        raise SourceError(
+            f"{source}: {at_line(source, births, row)}"
+            f", column 'PatientBirth': {births.iloc[row]!r} is not a year"
+        )
     age = (years - birth).astype(float)
     return age.where((age >= 0) & (age <= 120))
 
@@ -125,14 +132,9 @@ class PadchestOptions(ReaderOptions):
 def read(root: Path, *, name: str, labels: list[str], options: PadchestOptions) -> pd.DataFrame:
     """Read the PadChest CSV into manifest rows; raw labels in {1, 0}."""
     csv, labelled_by = options.csv, options.labelled_by
-    unknown = [label for label in labels if label not in TERMS]
-    if unknown:
-        raise SourceError(f"padchest reader: no term mapping for label(s) {unknown} (mapped: {sorted(TERMS)})")
+    not_recorded = [label for label in labels if label not in TERMS]  # no term of PadChest's maps to them
     source = find_csv(root, csv)
-    try:
-        frame = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{source}: not a readable PadChest CSV ({exc})") from exc
+    frame = read_csv_table(source, "PadChest CSV")
     require_columns(frame, COLUMNS, source)
     if frame.empty:
         raise SourceError(f"{source}: no rows")
@@ -148,9 +150,18 @@ def read(root: Path, *, name: str, labels: list[str], options: PadchestOptions) 
             dropped = int((keep & ~by).sum())
             notes.append(ReadingNote("left out", dropped, f"labelled_by={labelled_by}: MethodLabel is not {wanted}"))
         keep &= by
-    frame, terms = frame.loc[keep].reset_index(drop=True), terms.loc[keep].reset_index(drop=True)
+    # The index stays the record number read_csv gave, so an error below names the line the user finds.
+    frame, terms = frame.loc[keep], terms.loc[keep]
     if frame.empty:
         raise SourceError(f"{source}: no rows left with labels (labelled_by={labelled_by})")
+    for column in ("ImageID", "ImageDir", "PatientID", "StudyID"):
+        empty = frame[column].isna().to_numpy()
+        if empty.any():
+            position = int(np.flatnonzero(empty)[0])
+            raise SourceError(
+                f"{source}: {at_line(source, frame, position)}"
+                f", column {column!r}: empty, expected a value"
+            )
     folders = frame["ImageDir"].str.strip().str.replace(r"\.0$", "", regex=True)
     paths = folders + "/" + frame["ImageID"].str.strip()
     check_relative_paths(paths, source)
@@ -165,10 +176,10 @@ def read(root: Path, *, name: str, labels: list[str], options: PadchestOptions) 
         sexes=normalize_sex(frame["PatientSex_DICOM"]),
         ages=padchest_ages(frame["StudyDate_DICOM"], frame["PatientBirth"], source),
         official_split=None,
-        raw={label: present[label] for label in labels},
+        raw={label: present[label] if label in TERMS else pd.Series(np.nan, index=frame.index) for label in labels},
         source=source,
         device=present[DEVICE_LABEL],
     )
     for note in notes:
         add_reading_note(result, note)
-    return result
+    return mark_not_recorded(result, not_recorded, source, "PadChest")

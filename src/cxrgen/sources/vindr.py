@@ -10,7 +10,7 @@ The layout is detected from the files present:
   train/test; validation is carved from train by image (see :mod:`cxrgen.data.splits`).
 * Kaggle VinBigData: ``train.csv`` with ``image_id, class_name, class_id, rad_id, x_min, y_min, x_max, y_max``
   (a row per box, or per "No finding" reading), images ``train/<image_id>.dicom``. Its 14 classes have no Edema:
-  that label is NaN, and a warning says so.
+  that label is not recorded (NaN under every policy, masked out of loss and metrics), and a warning says so.
 
 Three radiologists read each training image: ``readers: majority`` (default) calls a finding positive when at
 least two distinct ``rad_id`` marked it, ``readers: any`` when one did. Neither layout has patient ids: every
@@ -19,7 +19,6 @@ image is its own patient, which the cohort table states (a reading note).
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +31,10 @@ from cxrgen.sources.common import (
     SourceError,
     add_reading_note,
     assemble,
+    at_line,
     check_relative_paths,
+    mark_not_recorded,
+    read_csv_table,
     require_columns,
 )
 from cxrgen.sources.registry import ReaderOptions, register
@@ -45,6 +47,14 @@ KAGGLE_CLASSES = frozenset({
     "Lung Opacity", "Nodule/Mass", "Other lesion", "Pleural effusion", "Pleural thickening", "Pneumothorax",
     "Pulmonary fibrosis", "No finding",
 })  # fmt: skip
+#: The 28 columns of findings and diagnoses of the PhysioNet tables (the dataset's description, Table 2 of the paper).
+PHYSIONET_COLUMNS = frozenset({
+    "Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Clavicle fracture", "Consolidation",
+    "Edema", "Emphysema", "Enlarged PA", "ILD", "Infiltration", "Lung Opacity", "Lung cavity", "Lung cyst",
+    "Mediastinal shift", "Nodule/Mass", "Pleural effusion", "Pleural thickening", "Pneumothorax",
+    "Pulmonary fibrosis", "Rib fracture", "Other lesion", "COPD", "Lung tumor", "Pneumonia", "Tuberculosis",
+    "Other diseases", "Other disease", "No finding",
+})  # fmt: skip
 PHYSIONET_TRAIN = Path("annotations/image_labels_train.csv")
 PHYSIONET_TEST = Path("annotations/image_labels_test.csv")
 KAGGLE_TRAIN = Path("train.csv")
@@ -54,10 +64,7 @@ VOTES_NEEDED = {"majority": 2, "any": 1}
 
 
 def _read(source: Path) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{source}: not a readable VinDr-CXR CSV ({exc})") from exc
+    frame = read_csv_table(source, "VinDr-CXR CSV")
     if frame.empty:
         raise SourceError(f"{source}: no rows")
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -70,20 +77,28 @@ def _votes(marks: pd.DataFrame, column: str, source: Path) -> pd.Series:
     bad = ~values.isin([0.0, 1.0])
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise SourceError(f"{source}: row {row + 2}, column {column!r}: {marks[column].iloc[row]!r} is not 0 or 1")
+        raise SourceError(
+            f"{source}: {at_line(source, marks, row)}"
+            f", column {column!r}: {marks[column].iloc[row]!r} is not 0 or 1"
+        )
     positive = marks.loc[values.to_numpy() == 1.0]
     return positive.groupby("image_id")["rad_id"].nunique()
 
 
-def _physionet(root: Path, labels: list[str], need: int) -> tuple[pd.DataFrame, dict[str, pd.Series], Path]:
+def _physionet(
+    root: Path, labels: list[str], need: int
+) -> tuple[pd.DataFrame, dict[str, pd.Series], Path, list[str]]:
     train_source, test_source = root / PHYSIONET_TRAIN, root / PHYSIONET_TEST
     train = _read(train_source)
-    columns = [VINDR_NAMES.get(label, label) for label in labels]
+    not_recorded = [label for label in labels if VINDR_NAMES.get(label, label) not in PHYSIONET_COLUMNS]
+    recorded = [label for label in labels if label not in not_recorded]
+    columns = [VINDR_NAMES.get(label, label) for label in recorded]
     require_columns(train, ["image_id", "rad_id", *columns], train_source)
     train["image_id"] = train["image_id"].str.strip()
-    ids = pd.Index(train["image_id"].drop_duplicates())
-    raw: dict[str, list[pd.Series]] = {label: [] for label in labels}
-    for label, column in zip(labels, columns, strict=True):
+    first_rows = train["image_id"].drop_duplicates()
+    ids = pd.Index(first_rows)
+    raw: dict[str, list[pd.Series]] = {label: [] for label in recorded}
+    for label, column in zip(recorded, columns, strict=True):
         votes = _votes(train, column, train_source).reindex(ids, fill_value=0)
         raw[label].append((votes >= need).astype(float))
     images = [pd.DataFrame({"image_id": ids, "split": "train"})]
@@ -94,20 +109,32 @@ def _physionet(root: Path, labels: list[str], need: int) -> tuple[pd.DataFrame, 
         dup = test["image_id"].duplicated()
         if dup.any():
             row = int(np.flatnonzero(dup.to_numpy())[0])
-            raise SourceError(f"{test_source}: row {row + 2}: image {test['image_id'].iloc[row]} repeats "
+            raise SourceError(
+                f"{test_source}: {at_line(test_source, test, row)}"
+                f": image {test['image_id'].iloc[row]} repeats "
                               "(the test table holds one consensus row per image)")
+        both = test["image_id"].isin(ids).to_numpy()
+        if both.any():
+            row = int(np.flatnonzero(both)[0])
+            image = test["image_id"].iloc[row]
+            train_row = int(np.flatnonzero((first_rows == image).to_numpy())[0])
+            raise SourceError(
+                f"{test_source}: {at_line(test_source, test, row)}: image {image} is also in {train_source} "
+                f"({at_line(train_source, first_rows, train_row)}); an image belongs to train or to test"
+            )
         test_ids = pd.Index(test["image_id"])
-        for label, column in zip(labels, columns, strict=True):
+        for label, column in zip(recorded, columns, strict=True):
             test["rad_id"] = "consensus"
             votes = _votes(test, column, test_source).reindex(test_ids, fill_value=0)
             raw[label].append((votes >= 1).astype(float))
         images.append(pd.DataFrame({"image_id": test_ids, "split": "test"}))
     frame = pd.concat(images, ignore_index=True)
-    values = {label: pd.concat(parts).reset_index(drop=True) for label, parts in raw.items()}
-    return frame, values, train_source
+    values = {label: pd.concat(raw[label]).reset_index(drop=True) if label in raw
+              else pd.Series(np.nan, index=frame.index) for label in labels}
+    return frame, values, train_source, not_recorded
 
 
-def _kaggle(root: Path, labels: list[str], need: int) -> tuple[pd.DataFrame, dict[str, pd.Series], Path]:
+def _kaggle(root: Path, labels: list[str], need: int) -> tuple[pd.DataFrame, dict[str, pd.Series], Path, list[str]]:
     source = root / KAGGLE_TRAIN
     boxes = _read(source)
     require_columns(boxes, KAGGLE_COLUMNS, source)
@@ -117,18 +144,19 @@ def _kaggle(root: Path, labels: list[str], need: int) -> tuple[pd.DataFrame, dic
     if unknown.any():
         row = int(np.flatnonzero(unknown.to_numpy())[0])
         found = boxes["class_name"].iloc[row]
-        raise SourceError(f"{source}: row {row + 2}, column 'class_name': unknown class {found!r}")
+        raise SourceError(f"{source}: {at_line(source, boxes, row)}, column 'class_name': unknown class {found!r}")
     ids = pd.Index(boxes["image_id"].drop_duplicates())
     raw: dict[str, pd.Series] = {}
+    not_recorded = []
     for label in labels:
         name = VINDR_NAMES.get(label, label)
-        if name not in KAGGLE_CLASSES:
-            warnings.warn(f"{source}: VinBigData has no {label!r} class; {label} is NaN (not labelled)", stacklevel=3)
+        if name not in KAGGLE_CLASSES:  # e.g. Edema: NaN under every policy, never 15,000 false negatives
+            not_recorded.append(label)
             raw[label] = pd.Series(np.nan, index=range(len(ids)))
             continue
         votes = boxes.loc[boxes["class_name"] == name].groupby("image_id")["rad_id"].nunique()
         raw[label] = (votes.reindex(ids, fill_value=0) >= need).astype(float).reset_index(drop=True)
-    return pd.DataFrame({"image_id": ids, "split": "train"}), raw, source
+    return pd.DataFrame({"image_id": ids, "split": "train"}), raw, source, not_recorded
 
 
 class VindrOptions(ReaderOptions):
@@ -142,9 +170,11 @@ def read(root: Path, *, name: str, labels: list[str], options: VindrOptions) -> 
     """Read either VinDr-CXR layout into manifest rows; raw labels in {1, 0} (NaN for a label it lacks)."""
     readers = options.readers
     if (root / PHYSIONET_TRAIN).is_file():
-        frame, raw, source = _physionet(root, labels, VOTES_NEEDED[readers])
+        frame, raw, source, not_recorded = _physionet(root, labels, VOTES_NEEDED[readers])
+        layout = "VinDr-CXR"
     elif (root / KAGGLE_TRAIN).is_file():
-        frame, raw, source = _kaggle(root, labels, VOTES_NEEDED[readers])
+        frame, raw, source, not_recorded = _kaggle(root, labels, VOTES_NEEDED[readers])
+        layout = "VinBigData (Kaggle)"
     else:
         raise SourceError(f"{root}: missing VinDr-CXR annotations (looked for {PHYSIONET_TRAIN} and {KAGGLE_TRAIN})")
     paths = frame["split"] + "/" + frame["image_id"] + ".dicom"
@@ -165,4 +195,4 @@ def read(root: Path, *, name: str, labels: list[str], options: VindrOptions) -> 
         source=source,
     )
     note = ReadingNote("note", n, "no patient ids; each image counts as its own patient")
-    return add_reading_note(result, note)
+    return mark_not_recorded(add_reading_note(result, note), not_recorded, source, layout)

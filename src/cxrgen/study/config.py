@@ -10,7 +10,7 @@ import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -33,6 +33,11 @@ if TYPE_CHECKING:  # models pull in timm and torch; the study file needs neither
 
 #: The resolved study file every ``prepare`` writes into ``out``.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+#: Seeds numpy, torch and Lightning all accept: a seed outside 0..2**32-1 is refused when the study file is read,
+#: not after another seed has trained.
+MAX_SEED = 2**32 - 1
 
 
 class ConfigError(CxrgenError, ValueError):
@@ -172,8 +177,10 @@ class TrainConfig(StrictModel):
     patience: int = Field(default=3, gt=0)
     accumulate: int = Field(default=1, gt=0)
     flip: float = Field(default=0.5, ge=0, le=1)
-    seed: int = 0
-    seeds: list[int] | None = Field(default=None, min_length=1, description="training seeds; default [seed]")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="training seed (numpy's range 0..2**32-1)")
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] | None = Field(
+        default=None, min_length=1, description="training seeds; default [seed]; each in 0..2**32-1"
+    )
     pretrained: bool = True
     weights: dict[str, Path] = Field(default_factory=dict, description="arch -> local pretrained weights file")
     weights_sha256: dict[str, str] = Field(default_factory=dict)
