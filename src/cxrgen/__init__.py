@@ -29,7 +29,22 @@ _PUBLIC = {
     "next_hospital_table": "cxrgen.metrics.meta_analysis",
     "load_results": "cxrgen.report.results",
 }
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "auc_table",
+    "choose_threshold",
+    "clustered_bootstrap_auc",
+    "compare_predictions",
+    "delong",
+    "holm",
+    "load_results",
+    "next_hospital_table",
+    "operating_point",
+    "pair_on_images",
+    "paired_clustered",
+    "random_effects",
+    "read_predictions",
+    "roc_auc",
+]
 
 if TYPE_CHECKING:
     from cxrgen.metrics.auc import roc_auc

@@ -110,3 +110,7 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     html = (tmp_path / "site" / "reference" / "study-file" / "index.html").read_text()
     assert "train.seeds" in html and "cxrgen:study-file" not in html
+
+
+def test_all_lists_exactly_the_lazily_loaded_names() -> None:
+    assert sorted(cxrgen.__all__) == sorted(cxrgen._PUBLIC)
