@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # OpenMP threads that outnumber the cores spin and slow every process down.
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
-.PHONY: setup demo demo-shortcut test test-fast test-parts lint clean screenshot
+.PHONY: setup demo demo-shortcut test test-fast test-parts docs lint clean screenshot
 
 setup: $(STAMP)
 
@@ -43,6 +43,10 @@ test-fast: setup
 	$(BIN)/mypy
 	$(TEST_ENV) $(BIN)/pytest -q -n 2 --dist loadfile -m "not slow" --durations=15
 
+# The documentation site (mkdocs-material): site/index.html; --strict fails on a broken link or reference.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # Only the tests that need parts outside Python (SLURM, munge, Chromium, CUDA, root's mount): CI runs them with the
 # parts installed, after the whole suite ran with them hidden (CXRGEN_TEST_HIDE=all), as on a fresh machine.
 test-parts: setup
@@ -56,4 +60,4 @@ screenshot:
 		--screenshot=$(abspath $(SHOT)) file://$(abspath runs/demo/results/report.html)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

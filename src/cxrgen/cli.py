@@ -257,10 +257,16 @@ def report(
 def models(
     labels: Annotated[int, typer.Option(help="Outputs of the classifier (the paper: 5).")] = 5,
 ) -> None:
-    """Registered architectures: input size and trainable parameters (Keras-faithful) beside the paper's."""
+    """The paper's architectures (input size, trainable parameters beside the paper's); any timm model works too."""
     from cxrgen.models.registry import models_table
 
     print_frame(pd.DataFrame(models_table(num_labels=labels)), "architectures")
+    typer.echo(
+        "Any timm model name can be used under `architectures:` in the study file too (e.g. resnet50, "
+        "convnext_tiny, vit_small_patch16_224); its input size comes from timm's pretrained config unless "
+        "preprocess.size is set. Models trained elsewhere enter as ONNX or TorchScript entries, or as predictions "
+        "files (`cxrgen evaluate`)."
+    )
 
 
 def check_seed(study: Study, seed: int | None) -> None:

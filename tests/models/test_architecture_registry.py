@@ -112,3 +112,4 @@ def test_cli_models_prints_the_paper_counts() -> None:
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output
     assert "6,958,981" in result.output and "54,283,877" in result.output
+    assert "Any timm model name can be used" in result.output  # the two rows are not the only choice

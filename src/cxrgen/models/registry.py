@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from cxrgen.errors import CxrgenError
+from cxrgen.models.hub import require_hub_weights
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +184,14 @@ def _freeze_bn_scale(model: nn.Module) -> None:
         log.warning("keras_faithful: %d BatchNorm layers had gammas != 1; they are now fixed at 1", moved)
 
 
-def _no_weights_message(spec: ArchSpec, exc: Exception) -> str:
+def _hub_repo(spec: ArchSpec) -> str | None:
+    """The hub repository timm downloads ``spec``'s weights from, or None (a URL, or no pretrained config)."""
     cfg = timm.get_pretrained_cfg(spec.timm_name)
-    hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+
+
+def _no_weights_message(spec: ArchSpec, exc: Exception) -> str:
+    hub = _hub_repo(spec)
     where = f"https://huggingface.co/{hub}/resolve/main/model.safetensors" if hub else "timm's weight files"
     return (
         f"pretrained weights for {spec.name!r} could not be downloaded ({type(exc).__name__}: {exc}). "
@@ -219,6 +225,8 @@ def create_model(
     """
     spec = get_arch(arch)
     hub = pretrained and weights_path is None
+    if hub:
+        require_hub_weights(spec.name, _hub_repo(spec))
     try:
         model = timm.create_model(spec.timm_name, pretrained=hub, num_classes=num_labels, global_pool="avg")
     except Exception as exc:  # hub failures surface as OSError, HTTP, hub-offline or RuntimeError types
@@ -248,6 +256,8 @@ def create_backbone(
     """
     spec = get_arch(timm_name)
     hub = pretrained and weights_path is None
+    if hub:
+        require_hub_weights(spec.name, _hub_repo(spec))
     options: dict[str, Any] = {"pretrained": hub, "num_classes": 0}
     if size != spec.input_size:
         options["img_size"] = size
