@@ -103,7 +103,8 @@ def test_leave_one_out_coverage_on_synthetic_hospitals() -> None:
     assert checks["k"].tolist() == [4] * 5
     assert bool(checks.set_index("hospital").loc["e", "inside"]) is False
     res = random_effects(logit(aucs[:4]), logit_variance(aucs[:4], ses[:4]))
-    assert checks.iloc[4]["pi_low"] == pytest.approx(expit(res.pi_low), abs=1e-12)
+    half = student_t.ppf(0.975, 2) * math.sqrt(res.tau2 + res.se**2 + float(logit_variance(0.55, 0.01)))
+    assert checks.iloc[4]["pi_low"] == pytest.approx(expit(res.pooled - half), abs=1e-12)
     table = coverage_table(_auc_rows(dict(zip(names, zip(aucs, ses, strict=True), strict=True))))
     assert len(table) == 5 and table["inside"].sum() == int(checks["inside"].sum())
     three = coverage_table(_auc_rows(dict(zip(names[:3], list(zip(aucs, ses, strict=True))[:3], strict=True))))
@@ -149,3 +150,23 @@ def test_i2_never_negative_over_simulated_homogeneous_meta_analyses() -> None:
         res, ref = random_effects(eff, var), _hand_written_dl(eff, var)
         assert res.tau2 == pytest.approx(ref["tau2"], abs=1e-12) and res.i2 == pytest.approx(ref["i2"], abs=1e-12)
         assert res.pi_low == pytest.approx(ref["pi_low"], abs=1e-10)
+
+
+def test_coverage_check_adds_the_held_out_hospitals_own_sampling_variance() -> None:
+    # Issue 27: the prediction interval is for the next hospital's true logit AUC; the held-out AUC is measured with
+    # its own error v_i, so it is compared with mu +- t_{k-2} sqrt(tau² + se² + v_i). Reference: statsmodels'
+    # DerSimonian-Laird fit of the four others (tau² > 0 here, so no truncation is involved) and that formula.
+    others, others_se = [0.80, 0.82, 0.78, 0.81], [0.01, 0.012, 0.011, 0.01]
+    held, held_se = 0.70, 0.04  # a noisy hospital: outside the interval for a true AUC, inside once v_i counts
+    eff, var = logit(others), logit_variance(others, others_se)
+    ref = combine_effects(eff, var, method_re="dl")
+    assert ref.tau2 > 0
+    t975 = student_t.ppf(0.975, 2)
+    narrow = expit(ref.mean_effect_re - t975 * math.sqrt(ref.tau2 + ref.sd_eff_w_re**2))
+    half = t975 * math.sqrt(ref.tau2 + ref.sd_eff_w_re**2 + float(logit_variance(held, held_se)))
+    assert held < narrow  # the old check said "outside"
+    checks = leave_one_out_coverage([*others, held], [*others_se, held_se], ["a", "b", "c", "d", "e"]).iloc[4]
+    assert (checks["pi_low"], checks["pi_high"]) == pytest.approx(
+        (expit(ref.mean_effect_re - half), expit(ref.mean_effect_re + half)), abs=1e-12
+    )
+    assert bool(checks["inside"]) is True

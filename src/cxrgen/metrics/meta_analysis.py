@@ -169,9 +169,13 @@ def leave_one_out_coverage(
 ) -> pd.DataFrame:
     """For each hospital: the prediction interval computed from the others, and whether its AUC fell inside.
 
-    This is the check of a leave-one-hospital-out design: one prediction per held-out hospital. Hospitals left
-    with fewer than three others get no interval (``inside`` is NA). Returns columns ``hospital, auc, pi_low,
-    pi_high, inside, k``.
+    This is the check of a leave-one-hospital-out design: one prediction per held-out hospital. The prediction
+    interval of :func:`random_effects` is for a new hospital's *true* logit AUC (variance tau² + se(mu)²); the
+    held-out AUC is an estimate with its own sampling variance v_i (its bootstrap SE, delta method), so the interval
+    it is compared with is ``mu +- t_{k-2} sqrt(tau² + se(mu)² + v_i)`` (issue 27); without v_i a small or noisy
+    hospital falls outside too often and the check under-covers. Hospitals left with fewer than three others get
+    no interval (``inside`` is NA). Returns columns ``hospital, auc, pi_low, pi_high, inside, k``, ``pi_low`` and
+    ``pi_high`` being that widened interval on the AUC scale.
     """
     a = np.asarray(aucs, dtype=np.float64)
     s = np.asarray(ses, dtype=np.float64)
@@ -183,7 +187,9 @@ def leave_one_out_coverage(
                          "inside": pd.NA, "k": int(others.sum())})
             continue
         res = random_effects(logit(a[others]), logit_variance(a[others], s[others]), ci=ci)
-        lo, hi = float(expit(res.pi_low)), float(expit(res.pi_high))
+        own = float(logit_variance(a[i], s[i]))
+        half = float(student_t.ppf(0.5 + ci / 2.0, res.k - 2)) * math.sqrt(res.tau2 + res.se**2 + own)
+        lo, hi = float(expit(res.pooled - half)), float(expit(res.pooled + half))
         rows.append({"hospital": name, "auc": a[i], "pi_low": lo, "pi_high": hi, "inside": bool(lo <= a[i] <= hi),
                      "k": res.k})
     out = pd.DataFrame(rows)
