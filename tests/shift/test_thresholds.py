@@ -1,4 +1,5 @@
-"""Thresholds chosen at home (issue 27): Youden's J in integer counts, and thresholds that cannot be chosen."""
+"""Thresholds chosen at home (issue 27): Youden's J in integer counts; a threshold that cannot be chosen is NaN with
+status "no threshold" in every analysis that needs one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from cxrgen.shift.operating_points import choose_threshold
+from cxrgen.shift.borderline import borderline_trend, threshold_errors
+from cxrgen.shift.operating_points import NO_THRESHOLD, choose_threshold, operating_point
+from cxrgen.shift.shortcut import device_shortcut
 
 
 def brute_force_youden(y: np.ndarray, p: np.ndarray) -> float:
@@ -51,3 +54,59 @@ def test_a_useless_score_gives_an_infinite_threshold_and_a_missing_class_nan() -
     assert math.isnan(choose_threshold([np.nan, np.nan, 0.0], [0.2, 0.3, 0.4], "sensitivity90"))
     with pytest.raises(ValueError, match="unknown threshold rule"):
         choose_threshold(y, p, "f1")  # type: ignore[arg-type]
+
+
+# A validation set without a positive: no threshold can be chosen, and every analysis built on it says so.
+VAL_Y, VAL_P = np.zeros(50), np.linspace(0.0, 1.0, 50)
+
+
+def _test_set(n: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(8)
+    y = (rng.random(n) < 0.3).astype(float)
+    device = (rng.random(n) < 0.3).astype(float)
+    p = np.clip(rng.normal(0.3 + 0.4 * y + 0.25 * device, 0.15), 0, 1)  # a planted shortcut
+    return y, p, device, np.arange(n) // 2
+
+
+def test_operating_point_without_a_threshold_is_nan_with_status() -> None:
+    threshold = choose_threshold(VAL_Y, VAL_P, "youden")
+    assert math.isnan(threshold)
+    y, p, _, patients = _test_set()
+    point = operating_point(y, p, patients, threshold, n_boot=50)
+    assert point.status == NO_THRESHOLD and (point.tp, point.fp, point.tn, point.fn) == (None, None, None, None)
+    assert all(math.isnan(v) for triple in point.values.values() for v in triple)
+    assert operating_point(y, p, patients, 0.5, n_boot=50).status == "ok"
+
+
+def test_shortcut_without_a_threshold_is_not_a_zero_rate_and_not_detected() -> None:
+    # Before issue 27: "p >= NaN" is False everywhere, so both false-positive rates were 0, the difference 0 with
+    # interval [0, 0], and the planted shortcut came out "ok, not detected".
+    y, p, device, patients = _test_set()
+    assert device_shortcut(y, p, device, patients, 0.5, n_boot=100).detected  # the shortcut is there
+    result = device_shortcut(y, p, device, patients, choose_threshold(VAL_Y, VAL_P, "youden"), n_boot=100)
+    assert result.status == NO_THRESHOLD and not result.detected
+    for triple in (result.fpr_device, result.fpr_no_device, result.difference):
+        assert all(math.isnan(v) for v in triple)
+    negatives = y == 0
+    assert (result.n_neg_device, result.n_neg_no_device) == (
+        int((negatives & (device == 1)).sum()), int((negatives & (device == 0)).sum()))
+
+
+def test_borderline_without_a_threshold_fits_no_error_rate() -> None:
+    # Before issue 27 the error indicator of "p >= NaN" was y itself: the positives were fitted as errors.
+    rng = np.random.default_rng(9)
+    n = 600
+    ctr = rng.uniform(0.35, 0.65, n)
+    y = (ctr > 0.5).astype(float)
+    p = np.clip(ctr + rng.normal(0, 0.05, n), 0, 1)
+    patients = np.arange(n)
+    expected = ((p >= 0.5) != (y == 1)).astype(float)  # the definition of an error at a chosen threshold
+    np.testing.assert_array_equal(threshold_errors(y, p, 0.5), expected)
+    threshold = choose_threshold(VAL_Y, VAL_P, "youden")
+    errors = threshold_errors(y, p, threshold)
+    assert np.isnan(errors).all()
+    trend = borderline_trend(errors, ctr, patients, n_boot=50, threshold=threshold)
+    assert trend.status == NO_THRESHOLD and (trend.bands["status"] == NO_THRESHOLD).all()
+    assert trend.bands["error_rate"].isna().all() and math.isnan(trend.slope[0]) and math.isnan(trend.p)
+    fitted = borderline_trend(threshold_errors(y, p, 0.5), ctr, patients, n_boot=50, threshold=0.5)
+    assert fitted.status == "ok" and int(fitted.bands["errors"].sum()) == int(expected.sum())

@@ -22,7 +22,7 @@ from cxrgen.metrics import brier_score, expected_calibration_error, roc_auc
 from cxrgen.metrics.evaluate import read_predictions
 from cxrgen.report.html import frame_html
 from cxrgen.report.inputs import Predictions, StudyInputs
-from cxrgen.shift.borderline import borderline_trend
+from cxrgen.shift.borderline import borderline_trend, threshold_errors
 from cxrgen.shift.calibration_shift import apply_temperature, em_prior_shift, fit_temperature
 from cxrgen.shift.label_files import LabelFiles
 from cxrgen.shift.operating_points import METRICS, RULES, choose_threshold, operating_point
@@ -110,6 +110,7 @@ def _operating_rows(pred: Predictions, val: pd.DataFrame, config: StudyConfig) -
                         "fp": point.fp,
                         "tn": point.tn,
                         "fn": point.fn,
+                        "status": point.status,
                     }
                 )
     return rows
@@ -267,9 +268,10 @@ def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTa
         if val is not None and "ctr" in frame and frame["ctr"].notna().any() and f"p_{label}" in frame:
             threshold = choose_threshold(val[f"y_{label}"], val[f"p_{label}"], "youden")
             y = frame[f"y_{label}"].to_numpy(float)
-            error = np.where(np.isnan(y), np.nan, (frame[f"p_{label}"].to_numpy(float) >= threshold) != (y == 1))
+            error = threshold_errors(y, frame[f"p_{label}"].to_numpy(float), threshold)
             trend = borderline_trend(
-                error, frame["ctr"], frame["patient_id"], n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci
+                error, frame["ctr"], frame["patient_id"], n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci,
+                threshold=threshold,
             )
             for band in trend.bands.to_dict("records"):
                 out["borderline"].append(
@@ -379,7 +381,7 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
     else:
         shown = sc.loc[sc["label"] == SHORTCUT_LABEL].copy()
         sources = ", ".join(sorted(set(shown["device_source"].astype(str))))
-        shown["verdict"] = ["detected" if d else ("too few" if st != "ok" else "not detected")
+        shown["verdict"] = ["detected" if d else (st if st != "ok" else "not detected")
                             for d, st in zip(shown["detected"], shown["status"], strict=True)]
         shown["FPR device"] = _interval(shown, "fpr_device", "fpr_device_low", "fpr_device_high")
         shown["FPR none"] = _interval(shown, "fpr_no_device", "fpr_no_device_low", "fpr_no_device_high")

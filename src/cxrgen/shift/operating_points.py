@@ -20,6 +20,8 @@ from cxrgen.shift.ratios import bootstrap_ratios
 Rule = Literal["youden", "sensitivity90"]
 RULES: tuple[Rule, ...] = ("youden", "sensitivity90")
 METRICS: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "npv")
+#: Status of an analysis whose threshold could not be chosen (a validation set without one class).
+NO_THRESHOLD = "no threshold"
 
 
 def _labelled(y: ArrayLike, p: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -67,15 +69,20 @@ class OperatingPoint:
         threshold: The threshold applied.
         values: ``sensitivity, specificity, ppv, npv`` -> (value, ci_low, ci_high); NaN where undefined
             (no positive, no negative, no predicted positive or negative).
-        tp, fp, tn, fn: Image counts of the confusion matrix.
+        tp, fp, tn, fn: Image counts of the confusion matrix; None without a threshold (no matrix exists).
     """
 
     threshold: float
     values: dict[str, tuple[float, float, float]]
-    tp: int
-    fp: int
-    tn: int
-    fn: int
+    tp: int | None
+    fp: int | None
+    tn: int | None
+    fn: int | None
+
+    @property
+    def status(self) -> str:
+        """``ok``, or :data:`NO_THRESHOLD` when the threshold could not be chosen (NaN): every value is NaN."""
+        return NO_THRESHOLD if math.isnan(self.threshold) else "ok"
 
 
 def operating_point(
@@ -107,10 +114,12 @@ def operating_point(
     pos, pred = ya == 1, pa >= threshold
     tp, fp = pos & pred, ~pos & pred
     tn, fn = ~pos & ~pred, pos & ~pred
-    counts = {name: int(mask.sum()) for name, mask in (("tp", tp), ("fp", fp), ("tn", tn), ("fn", fn))}
-    if math.isnan(threshold):
+    counts: dict[str, int | None] = {
+        name: int(mask.sum()) for name, mask in (("tp", tp), ("fp", fp), ("tn", tn), ("fn", fn))
+    }
+    if math.isnan(threshold):  # NaN, not the counts of "p >= NaN" (nothing positive)
         nan3 = (math.nan, math.nan, math.nan)
-        return OperatingPoint(threshold, dict.fromkeys(METRICS, nan3), **counts)
+        return OperatingPoint(threshold, dict.fromkeys(METRICS, nan3), **dict.fromkeys(counts))
     numerators = np.vstack([tp, tn, tp, tn])
     denominators = np.vstack([pos, ~pos, pred, ~pred])
     boot = bootstrap_ratios(numerators, denominators, ga, n_boot=n_boot, seed=seed)
