@@ -22,13 +22,14 @@ from cxrgen.metrics import brier_score, expected_calibration_error, roc_auc
 from cxrgen.metrics.evaluate import read_predictions
 from cxrgen.report.html import frame_html
 from cxrgen.report.inputs import Predictions, StudyInputs
+from cxrgen.report.pvalues import bootstrap_p_text
 from cxrgen.shift.borderline import borderline_trend, threshold_errors
 from cxrgen.shift.calibration_shift import apply_temperature, em_prior_shift, fit_temperature
 from cxrgen.shift.label_files import LabelFiles
 from cxrgen.shift.operating_points import METRICS, RULES, choose_threshold, operating_point
 from cxrgen.shift.protocols import get_protocol, paired_protocol_difference, protocol_targets
 from cxrgen.shift.shortcut import MIN_NEGATIVES, device_shortcut
-from cxrgen.shift.subgroups import subgroup_gaps, subgroup_table
+from cxrgen.shift.subgroups import subgroup_gaps, subgroup_table, view_note
 from cxrgen.study.config import StudyConfig
 from cxrgen.study.layout import RunDir
 from cxrgen.synthetic.truth import TRUTH_FILE
@@ -126,8 +127,10 @@ def _calibration_rows(pred: Predictions, val: pd.DataFrame) -> list[dict[str, ob
         true_prev = float(np.nanmean(y)) if (~np.isnan(y)).any() else math.nan
         scaled = apply_temperature(p, temperature) if temperature == temperature else p
         variants: list[tuple[str, np.ndarray, float]] = [("none", p, math.nan), ("temperature", scaled, math.nan)]
+        em: dict[str, object] = {"em_iterations": pd.NA, "em_converged": pd.NA}  # issue 27: EM's convergence
         if 0.0 < train_prev < 1.0:
             shifted = em_prior_shift(scaled, train_prev)
+            em = {"em_iterations": shifted.iterations, "em_converged": shifted.converged}
             variants.append(("prior_shift", shifted.adjusted, shifted.prevalence))
         for method, q, estimate in variants:
             rows.append(
@@ -141,6 +144,7 @@ def _calibration_rows(pred: Predictions, val: pd.DataFrame) -> list[dict[str, ob
                     "brier": brier_score(y, q, name=label),
                     "ece": expected_calibration_error(y, q, name=label),
                     "auc": roc_auc(y, q, name=label),
+                    **(em if method == "prior_shift" else {"em_iterations": pd.NA, "em_converged": pd.NA}),
                 }
             )
     return rows
@@ -217,6 +221,7 @@ def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTa
                 notes.append(f"{folder}: no validation.parquet; no thresholds or temperatures fitted")
         val = validations[run]
         frame = _joined(pred, inputs.manifest, truth)
+        notes += [n for n in [view_note(frame, pred.test_set)] if n is not None and n not in notes]
         out["protocols"] += [{**keys, **row} for row in _protocol_rows(pred, frame, config, label_files)]
         if val is not None:
             out["operating_points"] += [{**keys, **row} for row in _operating_rows(pred, val, config)]
@@ -495,7 +500,8 @@ def shift_html(shift: ShiftTables, ci: float) -> str:
             aggfunc="first",
         ).reset_index()
         run_keys = _with_seed(bl, *RUN_KEYS[:3])
-        slopes = bl.drop_duplicates(run_keys)[[*run_keys, "slope", "slope_low", "slope_high", "p"]]
+        slopes = bl.drop_duplicates(run_keys)[[*run_keys, "slope", "slope_low", "slope_high", "p", "n_boot"]]
+        slopes["p"] = [bootstrap_p_text(p, n) for p, n in zip(slopes["p"], slopes.pop("n_boot"), strict=True)]
         parts.append(
             "<p>Cardiomegaly error rate by |CTR - 0.5| band; a negative slope means errors concentrate "
             "near the borderline.</p>"

@@ -35,7 +35,9 @@ class BorderlineTrend:
         bands: ``band, n_images, errors, error_rate, ci_low, ci_high`` per band.
         slope: Change of the error rate per unit of |CTR - 0.5| (weighted least squares), with its interval.
         p: Two-sided bootstrap p-value of slope = 0 (twice the share of resamples on the other side of 0).
-        status: ``ok``, or ``no threshold`` (every number NaN); also a column of ``bands``.
+        status: ``ok``, or ``no threshold`` (every number NaN); also a column of ``bands``, as is ``n_boot``
+            (the resolution of ``p``: 0 means below 1 / n_boot, shown as such by
+            :func:`cxrgen.report.pvalues.bootstrap_p_text`).
     """
 
     bands: pd.DataFrame
@@ -86,7 +88,7 @@ def borderline_trend(
     if threshold is not None and math.isnan(threshold):
         nan_bands = pd.DataFrame({
             "band": names, "n_images": 0, "errors": math.nan, "error_rate": math.nan, "ci_low": math.nan,
-            "ci_high": math.nan, "status": NO_THRESHOLD,
+            "ci_high": math.nan, "status": NO_THRESHOLD, "n_boot": n_boot,
         })  # fmt: skip
         return BorderlineTrend(nan_bands, (math.nan, math.nan, math.nan), math.nan, NO_THRESHOLD)
     keep = ~np.isnan(ca) & ~np.isnan(ea)
@@ -96,7 +98,7 @@ def borderline_trend(
     lo, hi = boot.interval(ci) if n_boot else (np.full(len(BANDS), np.nan), np.full(len(BANDS), np.nan))
     bands = pd.DataFrame({
         "band": names, "n_images": members.sum(axis=1), "errors": (members * ea).sum(axis=1),
-        "error_rate": boot.point, "ci_low": lo, "ci_high": hi, "status": "ok",
+        "error_rate": boot.point, "ci_low": lo, "ci_high": hi, "status": "ok", "n_boot": n_boot,
     })  # fmt: skip
     point = float(_weighted_slopes(distance, ea, np.ones((1, distance.size)))[0]) if distance.size else math.nan
     if n_boot < 1 or distance.size == 0:
