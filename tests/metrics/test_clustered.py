@@ -142,3 +142,24 @@ def test_paired_seeds_share_their_draws() -> None:
     unpaired = clustered_paired_bootstrap(y, p_a + noise, p_b + noise[::-1][:1], groups, n_boot=300, seed=0)
     assert paired.seeds_paired and not unpaired.seeds_paired
     assert paired.se < unpaired.se
+
+
+def test_two_stage_bootstrap_keeps_the_seed_variance_with_three_seeds() -> None:
+    # Issue 27. The reference is the variance decomposition of the two-stage bootstrap: given a patient resample b
+    # with seed AUCs x_b1..x_bS, the seed stage should add the textbook variance of a mean, s_b² / S (s_b² the
+    # sample variance, ddof=1); plain resampling of S seeds adds (S - 1)/S of it, a third lost with S = 3.
+    from cxrgen.metrics.clustered import resampled_aucs
+
+    y, p_a, _, groups = _patients(200, seed=5, shared=0.3)
+    rng = np.random.default_rng(9)
+    seeds = np.vstack([p_a + rng.normal(size=p_a.size) * s for s in (0.2, 1.0, 2.0)])
+    n_boot = 6000
+    result = seed_bootstrap_auc(y, seeds, groups, n_boot=n_boot, seed=1)
+    _, samples, _ = resampled_aucs(y, seeds, groups, n_boot=n_boot, seed=1)  # the same patient resamples
+    patient_part = float(np.var(samples.mean(axis=1), ddof=1))
+    seed_part = float(np.mean(np.var(samples, axis=1, ddof=1))) / 3
+    assert seed_part > 2 * patient_part  # the seed component dominates, so a shrunk one would show
+    expected = math.sqrt(patient_part + seed_part)
+    assert result.se == pytest.approx(expected, rel=0.04)
+    shrunk = math.sqrt(patient_part + seed_part * 2 / 3)
+    assert abs(result.se - expected) < abs(result.se - shrunk) / 3

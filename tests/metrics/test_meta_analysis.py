@@ -103,8 +103,70 @@ def test_leave_one_out_coverage_on_synthetic_hospitals() -> None:
     assert checks["k"].tolist() == [4] * 5
     assert bool(checks.set_index("hospital").loc["e", "inside"]) is False
     res = random_effects(logit(aucs[:4]), logit_variance(aucs[:4], ses[:4]))
-    assert checks.iloc[4]["pi_low"] == pytest.approx(expit(res.pi_low), abs=1e-12)
+    half = student_t.ppf(0.975, 2) * math.sqrt(res.tau2 + res.se**2 + float(logit_variance(0.55, 0.01)))
+    assert checks.iloc[4]["pi_low"] == pytest.approx(expit(res.pooled - half), abs=1e-12)
     table = coverage_table(_auc_rows(dict(zip(names, zip(aucs, ses, strict=True), strict=True))))
     assert len(table) == 5 and table["inside"].sum() == int(checks["inside"].sum())
     three = coverage_table(_auc_rows(dict(zip(names[:3], list(zip(aucs, ses, strict=True))[:3], strict=True))))
     assert three.empty  # 3 hospitals leave 2 for the interval: no check
+
+
+def _hand_written_dl(y: np.ndarray, v: np.ndarray, ci: float = 0.95) -> dict[str, float]:
+    """DerSimonian & Laird (1986) as printed: Q, tau² = max(0, (Q - (k-1)) / c), I² = max(0, (Q - (k-1)) / Q)."""
+    k = y.size
+    w = 1.0 / v
+    mu_fe = float(np.sum(w * y) / np.sum(w))
+    q = float(np.sum(w * (y - mu_fe) ** 2))
+    c = float(np.sum(w) - np.sum(w**2) / np.sum(w))
+    tau2 = max(0.0, (q - (k - 1)) / c)
+    w_re = 1.0 / (v + tau2)
+    mu = float(np.sum(w_re * y) / np.sum(w_re))
+    se = math.sqrt(1.0 / float(np.sum(w_re)))
+    half = student_t.ppf(0.5 + ci / 2.0, k - 2) * math.sqrt(tau2 + se**2)
+    return {"q": q, "tau2": tau2, "i2": max(0.0, (q - (k - 1)) / q), "pooled": mu, "se": se,
+            "pi_low": mu - half, "pi_high": mu + half}
+
+
+def test_homogeneous_hospitals_truncate_tau2_and_i2_at_zero() -> None:
+    # Issue 27: three external AUCs 0.861, 0.862, 0.860 with realistic bootstrap SEs; Q << k - 1, so the untruncated
+    # DerSimonian-Laird tau² is negative and sqrt(tau² + se²) used to raise "math domain error".
+    aucs = np.array([0.861, 0.862, 0.860])
+    eff, var = logit(aucs), logit_variance(aucs, [0.025, 0.030, 0.028])
+    ref = _hand_written_dl(eff, var)
+    assert ref["q"] < 2 and ref["tau2"] == 0.0 and ref["i2"] == 0.0  # the homogeneous case, by construction
+    res = random_effects(eff, var)
+    assert res.tau2 == 0.0 and res.i2 == 0.0
+    assert res.pooled == pytest.approx(ref["pooled"], abs=1e-12)
+    assert res.se == pytest.approx(ref["se"], abs=1e-12)
+    assert (res.pi_low, res.pi_high) == pytest.approx((ref["pi_low"], ref["pi_high"]), abs=1e-12)
+    assert res.ci_low < res.pooled < res.ci_high
+
+
+def test_i2_never_negative_over_simulated_homogeneous_meta_analyses() -> None:
+    rng = np.random.default_rng(27)
+    for _ in range(200):
+        var = rng.uniform(0.02, 0.1, size=3)
+        eff = 1.8 + rng.normal(scale=np.sqrt(var))
+        res, ref = random_effects(eff, var), _hand_written_dl(eff, var)
+        assert res.tau2 == pytest.approx(ref["tau2"], abs=1e-12) and res.i2 == pytest.approx(ref["i2"], abs=1e-12)
+        assert res.pi_low == pytest.approx(ref["pi_low"], abs=1e-10)
+
+
+def test_coverage_check_adds_the_held_out_hospitals_own_sampling_variance() -> None:
+    # Issue 27: the prediction interval is for the next hospital's true logit AUC; the held-out AUC is measured with
+    # its own error v_i, so it is compared with mu +- t_{k-2} sqrt(tau² + se² + v_i). Reference: statsmodels'
+    # DerSimonian-Laird fit of the four others (tau² > 0 here, so no truncation is involved) and that formula.
+    others, others_se = [0.80, 0.82, 0.78, 0.81], [0.01, 0.012, 0.011, 0.01]
+    held, held_se = 0.70, 0.04  # a noisy hospital: outside the interval for a true AUC, inside once v_i counts
+    eff, var = logit(others), logit_variance(others, others_se)
+    ref = combine_effects(eff, var, method_re="dl")
+    assert ref.tau2 > 0
+    t975 = student_t.ppf(0.975, 2)
+    narrow = expit(ref.mean_effect_re - t975 * math.sqrt(ref.tau2 + ref.sd_eff_w_re**2))
+    half = t975 * math.sqrt(ref.tau2 + ref.sd_eff_w_re**2 + float(logit_variance(held, held_se)))
+    assert held < narrow  # the old check said "outside"
+    checks = leave_one_out_coverage([*others, held], [*others_se, held_se], ["a", "b", "c", "d", "e"]).iloc[4]
+    assert (checks["pi_low"], checks["pi_high"]) == pytest.approx(
+        (expit(ref.mean_effect_re - half), expit(ref.mean_effect_re + half)), abs=1e-12
+    )
+    assert bool(checks["inside"]) is True

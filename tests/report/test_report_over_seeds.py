@@ -45,7 +45,8 @@ def test_comparisons_pair_seeds_and_findings_open_the_page(results: Path) -> Non
     assert len(gaps) == len(comp[comp["family"] == "internal_vs_external"])
     page = (results / "report.html").read_text(encoding="utf-8")
     # The study's own results first (issue 26), then the findings, Table 1 and the comparisons.
-    order = [page.index(f'<h2 id="{anchor}"') for anchor in ("results", "findings", "table-1-auc-roc-per-label", "comparisons")]
+    anchors = ("results", "findings", "table-1-auc-roc-per-label", "comparisons")
+    order = [page.index(f'<h2 id="{anchor}"') for anchor in anchors]
     assert order == sorted(order)
     assert "Intervals combine training seeds and patients" in page
     assert "not estimable (needs at least 3 hospitals)" in page  # one external hospital only

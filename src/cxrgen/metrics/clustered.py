@@ -93,13 +93,31 @@ def resampled_aucs(
     return point, samples, rng
 
 
+def _drawn_means(samples: FloatArray, draws: IntArray) -> FloatArray:
+    """Mean over the drawn seeds of each replicate, the seed deviations rescaled by sqrt(S / (S - 1)).
+
+    Drawing S of S seeds with replacement gives a mean whose variance is (S - 1) / S times the usual s² / S (the
+    plug-in variance divides by S, not S - 1): a third of the seed variance lost with 3 seeds. As for residuals in
+    Davison & Hinkley (1997, Bootstrap Methods and their Application, section 3.3 and 3.8), each replicate's drawn
+    deviations from its own seed mean are inflated by sqrt(S / (S - 1)), so the seed component of the bootstrap
+    variance is s² / S. ``samples`` [B, S] AUC per replicate and seed, ``draws`` [B, S] seed indices.
+    """
+    n_seeds = samples.shape[1]
+    drawn = np.take_along_axis(samples, draws, axis=1).mean(axis=1)
+    if n_seeds == 1:
+        return np.asarray(drawn, dtype=np.float64)
+    centre = samples.mean(axis=1)
+    return np.asarray(centre + math.sqrt(n_seeds / (n_seeds - 1)) * (drawn - centre), dtype=np.float64)
+
+
 def _seed_means(samples: FloatArray, n_seeds: int, rng: np.random.Generator) -> tuple[IntArray, FloatArray]:
-    """Second stage: per replicate draw ``n_seeds`` seeds with replacement; returns (draws [B, S], mean AUC [B])."""
+    """Second stage: per replicate draw ``n_seeds`` seeds with replacement; returns (draws [B, S], mean AUC [B]),
+    the means from :func:`_drawn_means` (seed variance not shrunk)."""
     n_boot = samples.shape[0]
     if n_seeds == 1:
         return np.zeros((n_boot, 1), dtype=np.int64), samples[:, 0]
     draws = rng.integers(0, n_seeds, size=(n_boot, n_seeds), dtype=np.int64)
-    return draws, np.asarray(np.take_along_axis(samples, draws, axis=1).mean(axis=1), dtype=np.float64)
+    return draws, _drawn_means(samples, draws)
 
 
 @dataclass(frozen=True)
@@ -208,10 +226,8 @@ def clustered_paired_bootstrap(
     k_a, k_b = sa.shape[0], sb.shape[0]
     paired_seeds = k_a == k_b
     draws_a, mean_a = _seed_means(samples[:, :k_a], k_a, rng)
-    if paired_seeds:
-        mean_b = np.take_along_axis(samples[:, k_a:], draws_a, axis=1).mean(axis=1)
-    else:
-        mean_b = _seed_means(samples[:, k_a:], k_b, rng)[1]
+    other = samples[:, k_a:]
+    mean_b = _drawn_means(other, draws_a) if paired_seeds else _seed_means(other, k_b, rng)[1]
     auc_a, auc_b = float(np.mean(point[:k_a])), float(np.mean(point[k_a:]))
     diff = auc_a - auc_b
     d = (mean_a - mean_b)[~np.isnan(mean_a - mean_b)]

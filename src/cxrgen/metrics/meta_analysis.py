@@ -11,6 +11,12 @@ freedom because mu and tau² are both estimated). The pooling, tau² (DerSimonia
 come from ``statsmodels.stats.meta_analysis.combine_effects``; only the prediction interval, which statsmodels
 does not provide, is computed here on top of its tau² and standard error.
 
+statsmodels returns the DerSimonian-Laird moment estimate ``(Q - (k-1)) / c`` untruncated, negative whenever
+Q < k - 1 (homogeneous hospitals), and ``I² = 1 - (k-1)/Q`` likewise. DerSimonian & Laird (1986, Control Clin
+Trials 7:177-188) truncate at 0, as metafor and every meta-analysis package do: with tau² = 0 the random-effects
+weights are the fixed-effect ones, so the pooled mean and its standard error are statsmodels' fixed-effect
+values; I² is ``max(0, (Q - (k-1)) / Q)`` (Higgins & Thompson 2002, Stat Med 21:1539-1558), 0 when Q = 0.
+
 Metrics know no torch, and this module knows no files: frames in, frames out.
 """
 
@@ -24,6 +30,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.special import expit, logit
+from scipy.stats import norm
 from scipy.stats import t as student_t
 from statsmodels.stats.meta_analysis import combine_effects
 
@@ -53,8 +60,8 @@ class MetaResult:
         se: Its standard error.
         ci_low: Lower bound of the normal ``ci`` interval of mu.
         ci_high: Upper bound.
-        tau2: Between-hospital variance (DerSimonian-Laird).
-        i2: I², the share of the total variation due to heterogeneity, in [0, 1].
+        tau2: Between-hospital variance (DerSimonian-Laird), truncated at 0.
+        i2: I², the share of the total variation due to heterogeneity, in [0, 1] (truncated at 0).
         pi_low: Lower bound of the prediction interval for a new hospital (t, k-2 df); NaN when k < 3.
         pi_high: Upper bound.
     """
@@ -82,17 +89,23 @@ def random_effects(effects: ArrayLike, variances: ArrayLike, *, ci: float = 0.95
         raise ValueError(f"need at least 2 effects with one variance each, got {eff.shape} and {var.shape}")
     if not (np.isfinite(eff).all() and np.isfinite(var).all() and (var > 0).all()):
         raise ValueError(f"effects must be finite and variances finite and > 0, got {eff} and {var}")
-    res = combine_effects(eff, var, method_re="dl", alpha=1.0 - ci)
-    pooled = float(res.mean_effect_re)
-    se = float(res.sd_eff_w_re)
-    lo, hi = res.conf_int(alpha=1.0 - ci, use_t=False)[1]
-    tau2 = float(res.tau2)
+    with np.errstate(invalid="ignore", divide="ignore"):  # its untruncated RE side may take sqrt(< 0); unused then
+        res = combine_effects(eff, var, method_re="dl", alpha=1.0 - ci)
     k = int(eff.size)
+    tau2 = max(0.0, float(res.tau2))
+    if tau2 > 0.0:
+        pooled, se = float(res.mean_effect_re), float(res.sd_eff_w_re)
+    else:  # truncated: the random-effects weights 1 / (v + 0) are the fixed-effect ones
+        pooled, se = float(res.mean_effect_fe), float(res.sd_eff_w_fe)
+    half_ci = float(norm.ppf(0.5 + ci / 2.0)) * se
+    lo, hi = pooled - half_ci, pooled + half_ci
+    q = float(res.q)
+    i2 = max(0.0, (q - (k - 1)) / q) if q > 0.0 else 0.0
     pi_low = pi_high = math.nan
     if k >= MIN_HOSPITALS:
         half = float(student_t.ppf(0.5 + ci / 2.0, k - 2)) * math.sqrt(tau2 + se**2)
         pi_low, pi_high = pooled - half, pooled + half
-    return MetaResult(k, pooled, se, float(lo), float(hi), tau2, float(res.i2), pi_low, pi_high)
+    return MetaResult(k, pooled, se, lo, hi, tau2, i2, pi_low, pi_high)
 
 
 def logit_variance(auc: ArrayLike, se: ArrayLike) -> np.ndarray:
@@ -156,9 +169,13 @@ def leave_one_out_coverage(
 ) -> pd.DataFrame:
     """For each hospital: the prediction interval computed from the others, and whether its AUC fell inside.
 
-    This is the check of a leave-one-hospital-out design: one prediction per held-out hospital. Hospitals left
-    with fewer than three others get no interval (``inside`` is NA). Returns columns ``hospital, auc, pi_low,
-    pi_high, inside, k``.
+    This is the check of a leave-one-hospital-out design: one prediction per held-out hospital. The prediction
+    interval of :func:`random_effects` is for a new hospital's *true* logit AUC (variance tau² + se(mu)²); the
+    held-out AUC is an estimate with its own sampling variance v_i (its bootstrap SE, delta method), so the interval
+    it is compared with is ``mu +- t_{k-2} sqrt(tau² + se(mu)² + v_i)`` (issue 27); without v_i a small or noisy
+    hospital falls outside too often and the check under-covers. Hospitals left with fewer than three others get
+    no interval (``inside`` is NA). Returns columns ``hospital, auc, pi_low, pi_high, inside, k``, ``pi_low`` and
+    ``pi_high`` being that widened interval on the AUC scale.
     """
     a = np.asarray(aucs, dtype=np.float64)
     s = np.asarray(ses, dtype=np.float64)
@@ -170,7 +187,9 @@ def leave_one_out_coverage(
                          "inside": pd.NA, "k": int(others.sum())})
             continue
         res = random_effects(logit(a[others]), logit_variance(a[others], s[others]), ci=ci)
-        lo, hi = float(expit(res.pi_low)), float(expit(res.pi_high))
+        own = float(logit_variance(a[i], s[i]))
+        half = float(student_t.ppf(0.5 + ci / 2.0, res.k - 2)) * math.sqrt(res.tau2 + res.se**2 + own)
+        lo, hi = float(expit(res.pooled - half)), float(expit(res.pooled + half))
         rows.append({"hospital": name, "auc": a[i], "pi_low": lo, "pi_high": hi, "inside": bool(lo <= a[i] <= hi),
                      "k": res.k})
     out = pd.DataFrame(rows)

@@ -7,10 +7,14 @@ its family (:mod:`cxrgen.report.comparisons`) and a verdict at ``alpha``:
    counts the labels). Supported when the gap is positive and Holm p <= alpha, contradicted when negative and
    Holm p <= alpha, otherwise inconclusive.
 2. ``union_beats_single``: training on the union raises external AUC over each single source (same rule).
-3. ``architectures_alike``: the architectures perform alike. Contradicted when they differ (Holm p <= alpha);
-   supported only when the whole interval of the difference lies within +-``EQUIVALENCE_MARGIN`` (an
-   equivalence statement needs a margin; 0.02 AUC is the smallest difference the paper discusses); otherwise
-   inconclusive.
+3. ``architectures_alike``: the architectures perform alike. Equivalence is decided first (DESIGN.md section 9),
+   by two one-sided tests at ``alpha`` against +-``EQUIVALENCE_MARGIN`` (an equivalence statement needs a
+   margin; 0.02 AUC is the smallest difference the paper discusses): supported when the (1 - 2 alpha) interval
+   of the difference, i.e. the 90 % interval at alpha = 0.05, lies within the margin (Schuirmann 1987, J
+   Pharmacokinet Biopharm 15:657-680). The interval is the Wald interval ``difference +- z_{1-alpha} se`` on the
+   comparison's bootstrap standard error, the same normal approximation as its p-value. Only when equivalence
+   is not shown: contradicted when they differ (Holm p <= alpha), otherwise inconclusive. A difference of 0.008
+   that is significant but whose 90 % interval lies inside +-0.02 is equivalent, not contradicted.
 4. ``next_hospital``: with three or more external hospitals, the pooled external AUC and the 95 % prediction
    interval per label (:mod:`cxrgen.metrics.meta_analysis`); an estimate, so no verdict.
 
@@ -24,6 +28,7 @@ import math
 from collections.abc import Collection
 
 import pandas as pd
+from scipy.stats import norm
 
 from cxrgen.report.tables import UNFINISHED, reference_auc
 from cxrgen.study.config import StudyConfig
@@ -52,11 +57,18 @@ def _directional(diff: float, p_holm: float, alpha: float) -> str:
     return "inconclusive"
 
 
-def _alike(low: float, high: float, p_holm: float, alpha: float) -> str:
+def equivalence_interval(diff: float, se: float, alpha: float = 0.05) -> tuple[float, float]:
+    """The (1 - 2 alpha) Wald interval of a difference: inside +-margin iff both one-sided tests reject at alpha."""
+    half = float(norm.ppf(1.0 - alpha)) * se
+    return diff - half, diff + half
+
+
+def _alike(diff: float, se: float, p_holm: float, alpha: float) -> str:
+    low, high = equivalence_interval(diff, se, alpha)
+    if not (math.isnan(low) or math.isnan(high)) and low >= -EQUIVALENCE_MARGIN and high <= EQUIVALENCE_MARGIN:
+        return "supported"  # equivalence first (two one-sided tests), before any difference test
     if not math.isnan(p_holm) and p_holm <= alpha:
         return "contradicted"
-    if not (math.isnan(low) or math.isnan(high)) and low >= -EQUIVALENCE_MARGIN and high <= EQUIVALENCE_MARGIN:
-        return "supported"
     return "inconclusive"
 
 
@@ -98,7 +110,8 @@ def findings(
                 what = f"{r['configuration_a']} vs {r['configuration_b']} ({r['arch_a']}, {r['test_set_a']})"
             else:
                 what = f"{r['arch_a']} vs {r['arch_b']} ({r['configuration_a']}, {r['test_set_a']})"
-            verdict = _alike(low, high, p_holm, alpha) if claim == "architectures_alike" else _directional(
+            se = float(r["se"]) if "se" in r else math.nan
+            verdict = _alike(diff, se, p_holm, alpha) if claim == "architectures_alike" else _directional(
                 diff, p_holm, alpha)
             if math.isnan(diff):  # an unlabelled set or a one-class label: no AUC to compare, not "inconclusive"
                 verdict = NOT_ESTIMABLE

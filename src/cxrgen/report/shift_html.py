@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from cxrgen.report.html import frame_html
+from cxrgen.report.pvalues import bootstrap_p_text
 from cxrgen.report.shift_tables import RUN_KEYS, SHORTCUT_LABEL, ShiftTables, with_seed
 from cxrgen.shift.shortcut import MIN_NEGATIVES
 
@@ -41,7 +42,7 @@ def shortcut(table: pd.DataFrame) -> str:
     def body(sc: pd.DataFrame) -> list[str]:
         shown = sc.loc[sc["label"] == SHORTCUT_LABEL].copy()
         sources = ", ".join(sorted(set(shown["device_source"].astype(str))))
-        shown["verdict"] = ["detected" if d else ("too few" if st != "ok" else "not detected")
+        shown["verdict"] = ["detected" if d else (st if st != "ok" else "not detected")
                             for d, st in zip(shown["detected"], shown["status"], strict=True)]  # fmt: skip
         shown["FPR device"] = _interval(shown, "fpr_device", "fpr_device_low", "fpr_device_high")
         shown["FPR none"] = _interval(shown, "fpr_no_device", "fpr_no_device_low", "fpr_no_device_high")
@@ -141,7 +142,8 @@ def borderline(table: pd.DataFrame, review: pd.DataFrame | None) -> str:
         shown["error rate"] = _interval(shown, "error_rate", "ci_low", "ci_high")
         wide = _per_test_set(shown, ["configuration", "arch", "test_set"], "band", "error rate")
         run_keys = with_seed(bl, *RUN_KEYS[:3])
-        slopes = bl.drop_duplicates(run_keys)[[*run_keys, "slope", "slope_low", "slope_high", "p"]]
+        slopes = bl.drop_duplicates(run_keys)[[*run_keys, "slope", "slope_low", "slope_high", "p", "n_boot"]]
+        slopes["p"] = [bootstrap_p_text(p, n) for p, n in zip(slopes["p"], slopes.pop("n_boot"), strict=True)]
         parts = [
             "<p>Cardiomegaly error rate by |CTR - 0.5| band; a negative slope means errors concentrate "
             "near the borderline.</p>",

@@ -20,13 +20,13 @@ import pandas as pd
 from cxrgen.metrics import brier_score, expected_calibration_error, roc_auc
 from cxrgen.metrics.evaluate import read_predictions
 from cxrgen.report.inputs import Predictions, StudyInputs
-from cxrgen.shift.borderline import borderline_trend
+from cxrgen.shift.borderline import borderline_trend, threshold_errors
 from cxrgen.shift.calibration_shift import apply_temperature, em_prior_shift, fit_temperature
 from cxrgen.shift.label_files import LabelFiles
 from cxrgen.shift.operating_points import METRICS, RULES, choose_threshold, operating_point
 from cxrgen.shift.protocols import get_protocol, paired_protocol_difference, protocol_targets
 from cxrgen.shift.shortcut import device_shortcut
-from cxrgen.shift.subgroups import subgroup_gaps, subgroup_table
+from cxrgen.shift.subgroups import subgroup_gaps, subgroup_table, view_note
 from cxrgen.study.config import StudyConfig
 from cxrgen.study.layout import DatasetDir, RunDir
 from cxrgen.utils.fileio import write_csv
@@ -107,6 +107,7 @@ def _operating_rows(pred: Predictions, val: pd.DataFrame, config: StudyConfig) -
                         "fp": point.fp,
                         "tn": point.tn,
                         "fn": point.fn,
+                        "status": point.status,
                     }
                 )
     return rows
@@ -122,8 +123,10 @@ def _calibration_rows(pred: Predictions, val: pd.DataFrame) -> list[dict[str, ob
         true_prev = float(np.nanmean(y)) if (~np.isnan(y)).any() else math.nan
         scaled = apply_temperature(p, temperature) if temperature == temperature else p
         variants: list[tuple[str, np.ndarray, float]] = [("none", p, math.nan), ("temperature", scaled, math.nan)]
+        em: dict[str, object] = {"em_iterations": pd.NA, "em_converged": pd.NA}  # issue 27: EM's convergence
         if 0.0 < train_prev < 1.0:
             shifted = em_prior_shift(scaled, train_prev)
+            em = {"em_iterations": shifted.iterations, "em_converged": shifted.converged}
             variants.append(("prior_shift", shifted.adjusted, shifted.prevalence))
         for method, q, estimate in variants:
             rows.append(
@@ -137,6 +140,7 @@ def _calibration_rows(pred: Predictions, val: pd.DataFrame) -> list[dict[str, ob
                     "brier": brier_score(y, q, name=label),
                     "ece": expected_calibration_error(y, q, name=label),
                     "auc": roc_auc(y, q, name=label),
+                    **(em if method == "prior_shift" else {"em_iterations": pd.NA, "em_converged": pd.NA}),
                 }
             )
     return rows
@@ -213,6 +217,7 @@ def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTa
                 notes.append(f"{folder}: no validation.parquet; no thresholds or temperatures fitted")
         val = validations[run]
         frame = _joined(pred, inputs.manifest, truth)
+        notes += [n for n in [view_note(frame, pred.test_set)] if n is not None and n not in notes]
         out["protocols"] += [{**keys, **row} for row in _protocol_rows(pred, frame, config, label_files)]
         if val is not None:
             out["operating_points"] += [{**keys, **row} for row in _operating_rows(pred, val, config)]
@@ -264,9 +269,10 @@ def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTa
         if val is not None and "ctr" in frame and frame["ctr"].notna().any() and f"p_{label}" in frame:
             threshold = choose_threshold(val[f"y_{label}"], val[f"p_{label}"], "youden")
             y = frame[f"y_{label}"].to_numpy(float)
-            error = np.where(np.isnan(y), np.nan, (frame[f"p_{label}"].to_numpy(float) >= threshold) != (y == 1))
+            error = threshold_errors(y, frame[f"p_{label}"].to_numpy(float), threshold)
             trend = borderline_trend(
-                error, frame["ctr"], frame["patient_id"], n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci
+                error, frame["ctr"], frame["patient_id"], n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci,
+                threshold=threshold,
             )
             for band in trend.bands.to_dict("records"):
                 out["borderline"].append(

@@ -5,7 +5,8 @@ general), a model's false-positive rate among true negatives rises when a device
 from the same patient resamples, so their difference has a paired, patient-clustered interval; an interval
 above 0 is a detected shortcut. With fewer than :data:`MIN_NEGATIVES` negatives on either side the rates are
 still given but the verdict is "too few": a bootstrap of a handful of images gives
-intervals that look certain and are not.
+intervals that look certain and are not. Without a threshold (NaN: the validation set lacked a class) nothing
+is computed: the rates are NaN and the status "no threshold", never a rate of 0 and "not detected".
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from cxrgen.shift.operating_points import NO_THRESHOLD
 from cxrgen.shift.ratios import bootstrap_ratios, percentile_interval
 
 #: Negatives needed on each side (with a device, without) before a shortcut is called detected or not.
@@ -29,6 +31,7 @@ class ShortcutResult:
     Attributes:
         fpr_device, fpr_no_device, difference: ``(value, ci_low, ci_high)``; NaN when a group has no negative.
         n_neg_device, n_neg_no_device: Negative images in each group.
+        threshold: The threshold applied; NaN when none could be chosen.
     """
 
     fpr_device: tuple[float, float, float]
@@ -36,10 +39,14 @@ class ShortcutResult:
     difference: tuple[float, float, float]
     n_neg_device: int
     n_neg_no_device: int
+    threshold: float
 
     @property
     def status(self) -> str:
-        """``ok``, or ``too few`` when either group has fewer than :data:`MIN_NEGATIVES` negatives."""
+        """``ok``; ``no threshold`` when the threshold is NaN; ``too few`` when either group has fewer than
+        :data:`MIN_NEGATIVES` negatives."""
+        if math.isnan(self.threshold):
+            return NO_THRESHOLD
         return "ok" if min(self.n_neg_device, self.n_neg_no_device) >= MIN_NEGATIVES else "too few"
 
     @property
@@ -67,7 +74,7 @@ def device_shortcut(
         p: Probabilities [N].
         device: 1 device present, 0 absent, NaN unknown [N]; unknown images are left out.
         groups: Patient id per image [N].
-        threshold: The operating threshold (chosen at home).
+        threshold: The operating threshold (chosen at home); NaN gives NaN rates and status "no threshold".
         n_boot: Patient-bootstrap resamples (>= 1).
         seed: Bootstrap seed.
         ci: Confidence level.
@@ -77,6 +84,9 @@ def device_shortcut(
     keep = (ya == 0) & ~np.isnan(da)
     pred = (np.asarray(p, dtype=np.float64) >= threshold)[keep]
     with_device = da[keep] == 1
+    if math.isnan(threshold):  # "p >= NaN" is False everywhere: a false-positive rate of 0 that nobody measured
+        nan3 = (math.nan, math.nan, math.nan)
+        return ShortcutResult(nan3, nan3, nan3, int(with_device.sum()), int((~with_device).sum()), threshold)
     boot = bootstrap_ratios(
         np.vstack([pred & with_device, pred & ~with_device]), np.vstack([with_device, ~with_device]),
         np.asarray(groups)[keep], n_boot=n_boot, seed=seed,
@@ -92,4 +102,5 @@ def device_shortcut(
         difference,
         int(with_device.sum()),
         int((~with_device).sum()),
+        float(threshold),
     )

@@ -53,6 +53,22 @@ def subgroup_memberships(frame: pd.DataFrame) -> dict[str, pd.Series]:
     return out
 
 
+def view_note(frame: pd.DataFrame, test_set: str) -> str | None:
+    """The images of ``test_set`` the view family leaves out, counted by view, or None when there are none.
+
+    Views outside :data:`VIEWS` (e.g. PadChest's ``LL``, ``AP_horizontal``) and unrecorded views belong to no view
+    subgroup; they stay in every other analysis, and the note says how many there are instead of dropping them
+    without a word.
+    """
+    view = frame["view"].astype(object)
+    outside = view[~view.isin(list(VIEWS))].fillna("not recorded").astype(str)
+    if outside.empty:
+        return None
+    counts = ", ".join(f"{name}: {n}" for name, n in outside.value_counts().items())
+    return (f"{test_set}: {len(outside)} of {len(frame)} images have a view outside {'/'.join(VIEWS)} ({counts}); "
+            "they are in every analysis but in no view subgroup.")
+
+
 def subgroup_table(
     frame: pd.DataFrame,
     labels: Sequence[str],
