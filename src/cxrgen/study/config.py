@@ -62,6 +62,10 @@ class DatasetConfig(BaseModel):
 
     reader: str
     root: Path
+    missing_images: Literal["leave_out", "error"] = Field(
+        default="leave_out",
+        description="images the metadata lists but the disk lacks: left out (counted in the cohort table) or fatal",
+    )
 
     @model_validator(mode="after")
     def _reader_options(self) -> DatasetConfig:
@@ -74,6 +78,12 @@ class DatasetConfig(BaseModel):
         """The reader's keys as the study file gave them."""
         return dict(self.model_extra or {})
 
+    def labelled(self) -> bool:
+        """False for a dataset without labels (``reader: table`` with no ``labels`` key): an external test set only."""
+        from cxrgen.sources import get_reader
+
+        return get_reader(self.reader).parse_options(self.options()).labelled()
+
     def fingerprint(self) -> dict[str, Any]:
         """The dataset's part of a run fingerprint: every key but ``root``, in the shape runs have recorded it
         since before readers owned their options (each known option key present, None when unset), so a
@@ -82,6 +92,8 @@ class DatasetConfig(BaseModel):
         return {"reader": self.reader, **{key: options.pop(key, None) for key in FINGERPRINT_OPTION_KEYS}, **options}
 
 
+#: Keys of a dataset entry that belong to every reader, not to the reader's options model.
+DATASET_KEYS = ("reader", "root", "missing_images")
 #: Option keys of every dataset entry in run fingerprints written before readers owned their options.
 FINGERPRINT_OPTION_KEYS = ("csv", "labels", "metadata", "unmatched", "labelled_by", "readers", "images")
 
@@ -102,11 +114,15 @@ def _check_reader_options(data: dict[str, Any], path: Path) -> None:
             spec = get_reader(entry["reader"])
         except SourceError as exc:
             raise ConfigError(f"{path}: datasets.{name}.reader: {exc}") from None
-        options = {k: v for k, v in entry.items() if k not in ("reader", "root")}
+        options = {k: v for k, v in entry.items() if k not in DATASET_KEYS}
         try:
             spec.options.model_validate(options)
         except ValidationError as exc:
             raise ConfigError(f"{path}: {option_errors(exc, prefix=f'datasets.{name}.')}") from None
+
+
+#: The split of a dataset that no configuration trains on, unless the study file gives one: all of it is test.
+WHOLE_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
 
 
 class SplitConfig(StrictModel):
@@ -480,6 +496,13 @@ class StudyConfig(StrictModel):
                     f"{key}.external names {leaked}, which it also trains on; an external test set must be a "
                     "dataset the configuration never sees"
                 )
+            for role in ("train", "internal"):
+                unlabelled = [ds for ds in getattr(conf, role) if not self.datasets[ds].labelled()]
+                if unlabelled:
+                    raise ValueError(
+                        f"{key}.{role} names {unlabelled}, which has no labels (datasets.{unlabelled[0]}.labels is "
+                        "not given); an unlabelled dataset can only be an external test set"
+                    )
             untrained = [ds for ds in conf.internal if ds not in conf.train]
             if untrained:
                 raise ValueError(
@@ -510,7 +533,18 @@ class StudyConfig(StrictModel):
         return self.configurations[names.index(name)]
 
     def split_for(self, dataset: str) -> SplitConfig:
-        return self.splits.get(dataset, SplitConfig())
+        """The dataset's ``splits`` entry; without one, a dataset some configuration trains on is split 72/8/20
+        by patient, and one that no configuration trains on is an external test set used whole (every image in
+        ``test``)."""
+        if dataset in self.splits:
+            return self.splits[dataset]
+        if dataset not in self.trained_datasets():
+            return SplitConfig(fractions=dict(WHOLE_TEST))
+        return SplitConfig()
+
+    def trained_datasets(self) -> set[str]:
+        """Datasets at least one configuration trains on."""
+        return {name for conf in self.configurations for name in conf.train}
 
     def uncertainty_for(self, label: str) -> Policy:
         return self.uncertainty.get(label, "zeros")
