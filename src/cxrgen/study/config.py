@@ -364,6 +364,52 @@ class ArchitectureSpec(StrictModel):
         return _safe_name(value)
 
 
+class ExternalModelSpec(StrictModel):
+    """A model trained elsewhere, an ``architectures:`` entry with ``onnx:`` or ``torchscript:`` (issue 23).
+
+    It is never trained: ``cxrgen study`` predicts every test set of the configurations that list it
+    (:mod:`cxrgen.learn.external`). Its input is the study's preprocessing (CLAHE on or off) at ``input_size``,
+    normalized with ImageNet's mean and std (``imagenet``) or one ``[mean, std]`` pair for the gray value in [0, 1],
+    replicated to 3 channels [N, 3, S, S]. ``outputs`` gives the output column of each study label (default: the
+    study's labels in order); a study label it does not name is NaN in the predictions, with a warning. ``output``
+    says whether the model gives logits (cxrgen applies the sigmoid) or probabilities.
+    """
+
+    name: str
+    onnx: Path | None = None
+    torchscript: Path | None = None
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the model file")
+    input_size: int = Field(gt=7)
+    normalize: Literal["imagenet"] | tuple[float, float] = "imagenet"
+    outputs: dict[str, int] | None = None
+    output: Literal["logits", "probabilities"] = "logits"
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _safe_name(value)
+
+    @model_validator(mode="after")
+    def _one_file(self) -> ExternalModelSpec:
+        if (self.onnx is None) == (self.torchscript is None):
+            raise ValueError(f"architectures: {self.name!r} needs exactly one of onnx: or torchscript:")
+        if self.outputs is not None and any(index < 0 for index in self.outputs.values()):
+            raise ValueError(f"architectures: {self.name!r}: outputs indices must be >= 0, got {self.outputs}")
+        if isinstance(self.normalize, tuple) and self.normalize[1] <= 0:
+            raise ValueError(f"architectures: {self.name!r}: normalize std must be > 0, got {self.normalize}")
+        return self
+
+    @property
+    def file(self) -> Path:
+        path = self.onnx if self.onnx is not None else self.torchscript
+        assert path is not None  # _one_file
+        return path
+
+    @property
+    def kind(self) -> Literal["onnx", "torchscript"]:
+        return "onnx" if self.onnx is not None else "torchscript"
+
+
 class ProbeConfig(StrictModel):
     """Linear probes: per label a logistic regression whose inverse regularization C is chosen on validation AUC."""
 
@@ -399,7 +445,7 @@ class StudyConfig(StrictModel):
     reference: Reference | None = None
     verify: VerifyConfig = VerifyConfig()
     launcher: LauncherConfig = LauncherConfig()
-    architecture_specs: dict[str, ArchitectureSpec] = Field(default_factory=dict)
+    architecture_specs: dict[str, ArchitectureSpec | ExternalModelSpec] = Field(default_factory=dict)
     probe: ProbeConfig = ProbeConfig()
 
     @model_validator(mode="before")
@@ -565,12 +611,23 @@ class StudyConfig(StrictModel):
         entry = self.architecture_specs.get(arch)
         if entry is None:
             return get_arch(arch)
+        if isinstance(entry, ExternalModelSpec):
+            return ArchSpec(name=entry.name, timm_name="", input_size=entry.input_size)
         backbone = get_arch(entry.timm)
         return ArchSpec(name=entry.name, timm_name=backbone.timm_name, input_size=backbone.input_size)
 
     def input_size(self, arch: str) -> int:
-        """The side the study feeds ``arch``: ``preprocess.size`` when set, else the architecture's own."""
+        """The side the study feeds ``arch``: a model from elsewhere its own ``input_size``; else ``preprocess.size``
+        when set, else the architecture's own."""
+        external = self.external_model(arch)
+        if external is not None:
+            return external.input_size
         return self.preprocess.size or self.arch_spec(arch).input_size
+
+    def external_model(self, arch: str) -> ExternalModelSpec | None:
+        """The ``onnx:`` / ``torchscript:`` entry of ``arch``, or None for a model the study trains."""
+        entry = self.architecture_specs.get(arch)
+        return entry if isinstance(entry, ExternalModelSpec) else None
 
 
 #: Deeper nesting than any study file needs; PyYAML's composer recurses and would end in a RecursionError.
@@ -644,8 +701,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         }
     if isinstance(data.get("architectures"), list):
         data["architectures"] = [
-            {**entry, "weights": resolve(entry["weights"])}
-            if isinstance(entry, dict) and entry.get("weights")
+            {**entry, **{key: resolve(entry[key]) for key in ("weights", "onnx", "torchscript") if entry.get(key)}}
+            if isinstance(entry, dict)
             else entry
             for entry in data["architectures"]
         ]
