@@ -351,7 +351,7 @@ def plan(
     study: Annotated[Path, typer.Argument(help="The study YAML file.")],
 ) -> None:
     """Every run with its training and test sets and image / patient counts, before any training."""
-    from cxrgen.runner.plan import plan_table
+    from cxrgen.runner.plan import plan_table, split_notes
     from cxrgen.runner.prepare import run_prepare
     from cxrgen.study.config import check_dataset_roots
 
@@ -363,6 +363,8 @@ def plan(
         raise CxrgenError("plan: prepare made no splits")
     table = plan_table(config, prepared.manifest, prepared.splits)
     print_frame(table, f"{config.name}: {len(table)} run(s); external sets are each dataset's test split")
+    for line in split_notes(config):
+        console.print(line, markup=False, highlight=False)
 def submit_study(study: Study, launcher: str, only: str | None) -> None:
     """``cxrgen study --launcher submitit-local|slurm``: every run a job; see ``cxrgen.runner.launch``."""
     from cxrgen.runner.launch import LAUNCHERS, launch_study

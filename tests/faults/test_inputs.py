@@ -66,16 +66,15 @@ def test_broken_images_are_excluded_with_reasons_and_test_losses_reported(data: 
         "truncated JPEG": (truncated, "truncated or corrupt"),
         "text named .jpg": (text, "not a PNG or JPEG image"),
         "zero bytes": (empty, "empty file"),
-        "missing": (Path.unlink, "missing file"),
         "truncated PNG": (truncated, "truncated or corrupt"),
         "decompression bomb": (png_bomb, "decompression bomb"),
         "16-bit PNG": (png_16bit, None),
         "palette PNG": (png_palette, None),
-    }
+    }  # a file not on disk is no fault of the image: it is left out of the manifest (tests/sources/test_table_reader)
     plan = {  # (dataset, split) -> the faults applied to its first images
         ("chexpert", "train"): ["truncated JPEG", "text named .jpg", "zero bytes"],
-        ("chexpert", "test"): ["truncated JPEG", "missing"],
-        ("nih", "train"): ["truncated PNG", "decompression bomb", "16-bit PNG", "palette PNG", "missing"],
+        ("chexpert", "test"): ["truncated JPEG", "zero bytes"],
+        ("nih", "train"): ["truncated PNG", "decompression bomb", "16-bit PNG", "palette PNG", "zero bytes"],
         ("nih", "test"): ["decompression bomb", "16-bit PNG", "palette PNG"],
         ("mimic", "test"): ["text named .jpg", "truncated JPEG"],
     }
@@ -111,6 +110,28 @@ def test_broken_images_are_excluded_with_reasons_and_test_losses_reported(data: 
         images = int(((manifest["dataset"] == dataset) & (manifest["split"] == "test")).sum())
         assert len(module.test_dataset(dataset)) == images - n
     assert (module.train.targets == module.train.targets).any()  # a real, non-empty training set
+
+
+def test_a_partial_copy_of_a_public_dataset_is_left_out_not_failed(data: Path) -> None:
+    """Metadata rows whose image is not on disk (a partial NIH copy): a ``left out`` row of the cohort with the
+    first paths, not in the plan's counts, not in excluded.csv; ``missing_images: error`` makes them fatal."""
+    entry = pd.read_csv(data / NIH_CSV, dtype=str)
+    gone = sorted(entry["Image Index"])[:4]
+    for name in gone:
+        (data / "nih" / "images_001" / "images" / name).unlink()
+    result = cxrgen("prepare", "study.yaml", "--until", "verify", "--workers", "1", cwd=data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"nih\s*│\s*left out\s*│\s*4\s", result.stdout), result.stdout
+    shown = ", ".join(f"images/{name}" for name in gone[:3])  # NIH puts a file it cannot find in images/
+    assert f"{shown}, ..." in pd.read_csv(data / "runs/tiny/reading_notes.csv")["note"].iloc[0]
+    manifest = pd.read_parquet(data / "runs/tiny/manifest.parquet")
+    assert (manifest["dataset"] == "nih").sum() == len(entry) - 4
+    assert pd.read_csv(data / "runs/tiny/excluded.csv").empty and "failed to decode" not in result.stderr
+    study = yaml.safe_load((data / "study.yaml").read_text())
+    study["datasets"]["nih"]["missing_images"] = "error"
+    (data / "study.yaml").write_text(yaml.safe_dump(study))
+    one_error(cxrgen("plan", "study.yaml", cwd=data), rf"datasets\.nih: 4 of {len(entry)} image\(s\)",
+              r"not on disk", r"missing_images: error")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------- tables

@@ -26,6 +26,17 @@ MIMIC_METADATA_COLUMNS = [
 LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
 
 
+def touch_images(root: Path, paths: list[str]) -> None:
+    """Empty placeholder files where the metadata puts images: a reader's rows whose file is not on disk are left
+    out of the manifest (a partial copy, issue 23), and these writers test the metadata, not the pixels."""
+    for relative in paths:
+        if relative.startswith("/") or ".." in relative.split("/") or "\\" in relative or ":" in relative:
+            continue  # a hostile path a test feeds the reader on purpose
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+
+
 def chexpert_csv(path: Path, rows: list[dict[str, str]], prefix: str = "CheXpert-v1.0-small") -> Path:
     """Rows give ``patient, study, view (frontal|lateral), appa`` and any label values as strings."""
     lines = [",".join(CHEXPERT_COLUMNS)]
@@ -46,6 +57,7 @@ def chexpert_csv(path: Path, rows: list[dict[str, str]], prefix: str = "CheXpert
         lines.append(",".join(values[c] for c in CHEXPERT_COLUMNS))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+    touch_images(path.parent.parent, [line.split(",")[0] for line in lines[1:]])
     return path
 
 
@@ -94,6 +106,7 @@ def mimic_root(root: Path, labeler_values: dict[str, dict[tuple[int, int], dict[
         gz_csv(root / f"mimic-cxr-2.0.0-{name}.csv.gz", pd.DataFrame(rows)[MIMIC_LABEL_COLUMNS][::-1])
     gz_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", metadata)
     gz_csv(root / "mimic-cxr-2.0.0-split.csv.gz", split.iloc[[3, 0, 4, 2, 1]])
+    touch_images(root, [f"files/p{str(s)[:2]}/p{s}/s{st}/{d}.jpg" for d, s, st, _, _ in images])
     return root
 
 
@@ -110,8 +123,9 @@ NIH_ROWS = [
 ]
 
 
-def nih_data_entry(root: Path, variant: str) -> Path:
-    """Write one of the three Data_Entry variants: ``original2017``, ``v2020`` or ``reexport``."""
+def nih_data_entry(root: Path, variant: str, images: bool = True) -> Path:
+    """Write one of the three Data_Entry variants: ``original2017``, ``v2020`` or ``reexport``, and (``images``)
+    empty placeholder images in ``images/``."""
     root.mkdir(parents=True, exist_ok=True)
     if variant == "original2017":
         name, header, end = "Data_Entry_2017.csv", NIH_2017_HEADER, ""
@@ -128,6 +142,8 @@ def nih_data_entry(root: Path, variant: str) -> Path:
     path.write_text("\n".join(lines) + "\n")
     (root / "train_val_list.txt").write_text("00000001_000.png\n00000001_001.png\n00000002_000.png")
     (root / "test_list.txt").write_text("00000003_000.png\n00000004_000.png")
+    if images:
+        touch_images(root, [f"images/{row[0]}" for row in NIH_ROWS])
     return path
 
 CHEX_FIXTURE_ROWS = [

@@ -130,7 +130,7 @@ def test_nih_reads_all_three_data_entry_variants(tmp_path: Path, variant: str) -
 
 
 def test_nih_finds_images_flat_or_in_numbered_folders(tmp_path: Path) -> None:
-    nih_data_entry(tmp_path, "v2020")
+    nih_data_entry(tmp_path, "v2020", images=False)
     (tmp_path / "images_001" / "images").mkdir(parents=True)
     (tmp_path / "images_001" / "images" / "00000001_000.png").write_bytes(b"")
     (tmp_path / "images_002" / "images").mkdir(parents=True)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import warnings
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cxrgen.sources import get_reader
@@ -33,6 +37,9 @@ def read_dataset(config: StudyConfig, name: str) -> tuple[pd.DataFrame, list[Rea
     notes: list[ReadingNote] = list(frame.attrs.pop(READING_NOTES, []))
     never = set(frame.attrs.pop(NOT_RECORDED, []))
     not_recorded = [label for label in config.labels if label in never]
+    frame, missing = leave_out_missing(frame, spec.root, name, spec.missing_images)
+    if missing is not None:
+        notes.append(missing)
     frame = apply_policies(frame, list(config.labels), config.uncertainty, config.blank)
     frame = mask_unlabelled(frame, list(config.labels), name)
     if not_recorded:
@@ -50,6 +57,53 @@ def read_dataset(config: StudyConfig, name: str) -> tuple[pd.DataFrame, list[Rea
     for label in not_recorded:
         notes.append(ReadingNote("note", len(frame), f"{label}: not recorded (NaN, masked out of loss and metrics)"))
     return frame, notes
+
+
+#: How many missing paths a ``left out`` note names.
+SHOWN_MISSING = 3
+
+
+def on_disk(root: Path, paths: pd.Series) -> np.ndarray:
+    """Whether each relative path names an entry under ``root``: one directory listing per folder, not a stat per
+    image (NIH's 112,120 files are one folder)."""
+    listed: dict[str, set[str]] = {}
+    found = np.zeros(len(paths), dtype=bool)
+    for position, path in enumerate(paths.astype(str)):
+        folder, _, file = path.replace("\\", "/").rpartition("/")
+        names = listed.get(folder)
+        if names is None:
+            try:
+                with os.scandir(root / folder) as entries:
+                    names = {entry.name for entry in entries}
+            except OSError:
+                names = set()
+            listed[folder] = names
+        found[position] = file in names
+    return found
+
+
+def leave_out_missing(
+    frame: pd.DataFrame, root: Path, name: str, policy: str
+) -> tuple[pd.DataFrame, ReadingNote | None]:
+    """Drop the rows whose image file is not on disk (a partial copy) and say so in a ``left out`` note.
+
+    Such rows never reach the manifest, so no plan, split, verify or cache counts them, and verify never calls
+    them "failed to decode". ``policy`` ``error`` (``datasets.<name>.missing_images``) makes any of them fatal.
+    """
+    present = on_disk(root, frame["path"])
+    if present.all():
+        return frame, None
+    missing = frame.loc[~present, "path"].astype(str)
+    shown = ", ".join(missing.head(SHOWN_MISSING)) + (", ..." if len(missing) > SHOWN_MISSING else "")
+    if policy == "error" or not present.any():
+        why = "missing_images: error" if policy == "error" else "none of its images is there"
+        raise SourceError(
+            f"datasets.{name}: {len(missing)} of {len(frame)} image(s) its metadata lists are not on disk under "
+            f"{root} ({why}), e.g. {shown}"
+        )
+    note = ReadingNote("left out", len(missing), f"listed but not on disk under {root}: {shown}")
+    warnings.warn(f"dataset {name}: {note.kind}: {note.rows} image(s) {note.text}", stacklevel=3)
+    return frame.loc[present].reset_index(drop=True), note
 
 
 def mask_unlabelled(frame: pd.DataFrame, labels: list[str], name: str) -> pd.DataFrame:

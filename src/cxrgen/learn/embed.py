@@ -41,7 +41,7 @@ from torch import nn
 from cxrgen.data.cache import _progress_name, _ProgressLog, _read_progress, cache_dir, open_cache, read_meta
 from cxrgen.errors import CxrgenError
 from cxrgen.models.registry import create_backbone, sha256_of
-from cxrgen.study.config import StudyConfig
+from cxrgen.study.config import ArchitectureSpec, StudyConfig
 from cxrgen.study.layout import StudyDir
 from cxrgen.study.workspace import Study
 from cxrgen.utils.fileio import publish_dir, write_parquet, write_text
@@ -102,7 +102,7 @@ class Backbone:
 def study_backbone(config: StudyConfig, arch: str) -> Backbone:
     """The frozen backbone of a linear-probe architecture; ``pretrained`` unset follows ``train.pretrained``."""
     entry = config.architecture_specs.get(arch)
-    if entry is None or entry.mode != "linear_probe":
+    if not isinstance(entry, ArchitectureSpec) or entry.mode != "linear_probe":
         raise EmbedError(f"architecture {arch!r} is no linear probe (architectures: {{name, timm, mode}})")
     pretrained = config.train.pretrained if entry.pretrained is None else entry.pretrained
     return Backbone(arch, config.arch_spec(arch).timm_name, pretrained, entry.weights, entry.weights_sha256)

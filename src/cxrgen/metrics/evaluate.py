@@ -24,6 +24,7 @@ Both tables carry ``unfinished``: True for a file made by ``cxrgen predict --all
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import warnings
@@ -109,6 +110,9 @@ def _numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
 #: Predictions-file metadata key: ``"true"`` when the run had no ``done.json`` (``cxrgen predict
 #: --allow-unfinished``); the report marks such files.
 UNFINISHED_KEY = "unfinished"
+#: Predictions-file metadata key: a JSON list of labels the model does not predict (a model from elsewhere
+#: without that output, issue 23); their ``p`` column is NaN throughout, and their AUC is NaN.
+UNPREDICTED_KEY = "unpredicted_labels"
 
 
 def read_predictions(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -139,6 +143,7 @@ def read_predictions(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[s
         if raw[col].isna().any():
             raise PredictionsError(f"{p}: column {col!r} has {int(raw[col].isna().sum())} missing values")
     labels = _label_columns([str(c) for c in raw.columns], p)
+    unpredicted = set(json.loads(parquet_metadata(p).get(UNPREDICTED_KEY, "[]")))
     out = pd.DataFrame({"image_id": raw["image_id"].astype(str), "patient_id": raw["patient_id"].astype(str)})
     dup = out["image_id"].duplicated(keep=False)
     if dup.any():
@@ -153,7 +158,8 @@ def read_predictions(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[s
                 f"in {int(bad.sum())} rows"
             )
         prob = _numeric(raw, f"p_{lab}", p)
-        bad = ~((prob >= 0) & (prob <= 1))  # also catches NaN
+        # NaN is refused, except in the whole column of a label the file says its model does not predict.
+        bad = ~((prob >= 0) & (prob <= 1)) & ~(lab in unpredicted and np.isnan(prob).all())
         if bad.any():
             raise PredictionsError(
                 f"{p}: column 'p_{lab}' must hold probabilities in [0, 1]; {int(bad.sum())} rows are outside "
@@ -191,6 +197,12 @@ def auc_table(
     """
     y = np.column_stack([df[f"y_{lab}"].to_numpy(dtype=np.float64) for lab in labels])
     p = np.column_stack([df[f"p_{lab}"].to_numpy(dtype=np.float64) for lab in labels])
+    unpredicted = np.isnan(p).all(axis=0) if len(p) else np.zeros(len(labels), dtype=bool)
+    if unpredicted.any():  # a label the model lacks: undefined, never scored (its images count as unlabelled)
+        missing = [lab for lab, lacking in zip(labels, unpredicted, strict=True) if lacking]
+        warnings.warn(f"no predictions for {missing} (p is NaN throughout); their AUC is NaN", stacklevel=2)
+        y = np.where(unpredicted[None, :], np.nan, y)
+        p = np.where(unpredicted[None, :], 0.5, p)
     boot = metrics.clustered_bootstrap_auc(
         y, p, df["patient_id"].to_numpy(), n_boot=n_boot, seed=seed, ci=ci, labels=list(labels)
     )

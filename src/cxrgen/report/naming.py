@@ -7,7 +7,7 @@ it that way so it is never mistaken for the foundation model's result.
 
 from __future__ import annotations
 
-from cxrgen.study.config import StudyConfig
+from cxrgen.study.config import ArchitectureSpec, StudyConfig
 
 RANDOM_WEIGHTS = "random weights"
 
@@ -15,7 +15,7 @@ RANDOM_WEIGHTS = "random weights"
 def is_random_probe(config: StudyConfig, arch: str) -> bool:
     """Whether ``arch`` is a linear probe on a backbone without pretrained weights."""
     entry = config.architecture_specs.get(arch)
-    if entry is None or entry.mode != "linear_probe":
+    if not isinstance(entry, ArchitectureSpec) or entry.mode != "linear_probe":
         return False
     return not (config.train.pretrained if entry.pretrained is None else entry.pretrained)
 
@@ -23,7 +23,7 @@ def is_random_probe(config: StudyConfig, arch: str) -> bool:
 def model_label(config: StudyConfig, arch: str) -> str:
     """``arch`` as printed: ``name (linear probe on <timm>, random weights)`` for probes, the bare name otherwise."""
     entry = config.architecture_specs.get(arch)
-    if entry is None or entry.mode != "linear_probe":
+    if not isinstance(entry, ArchitectureSpec) or entry.mode != "linear_probe":
         return arch
     weights = f", {RANDOM_WEIGHTS}" if is_random_probe(config, arch) else ""
     return f"{arch} (linear probe on {entry.timm}{weights})"

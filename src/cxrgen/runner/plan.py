@@ -44,6 +44,22 @@ def check_disjoint_tests(conf: Configuration, rows: pd.DataFrame, config: StudyC
                 )
 
 
+def split_notes(config: StudyConfig) -> list[str]:
+    """One line per used dataset that no configuration trains on: how much of it its external test set uses."""
+    lines = []
+    trained = config.trained_datasets()
+    for name in config.used_datasets():
+        if name in trained:
+            continue
+        if name in config.splits:
+            lines.append(f"{name}: no configuration trains on it; its external test set is the test split of "
+                         f"splits.{name}")
+        else:
+            labelled = "" if config.datasets[name].labelled() else " (unlabelled: predictions only)"
+            lines.append(f"{name}: no configuration trains on it: an external test set used whole{labelled}")
+    return lines
+
+
 def _counts(rows: pd.DataFrame) -> tuple[int, int]:
     return len(rows), int(rows["patient_id"].nunique())
 

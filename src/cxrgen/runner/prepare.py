@@ -83,8 +83,9 @@ def cache_sizes(config: StudyConfig, arch_sizes: Mapping[str, int]) -> list[int]
     """The distinct input sizes the study needs: ``preprocess.size`` or those of its architectures."""
     from cxrgen.data.cache import CacheError
 
+    external = {spec.input_size for arch in config.architectures if (spec := config.external_model(arch))}
     if config.preprocess.size is not None:
-        return [config.preprocess.size]
+        return sorted({config.preprocess.size, *external})  # a model from elsewhere keeps its own input size
     unknown = [arch for arch in config.architectures if arch not in arch_sizes]
     if unknown:
         raise CacheError(f"no input size known for architecture(s) {', '.join(unknown)}")
@@ -144,7 +145,7 @@ def run_cache(
 ) -> list[Path]:
     """Build the preprocessed caches every architecture of the study needs (at its input size)."""
     config = study.config
-    sizes = {arch: config.arch_spec(arch).input_size for arch in config.architectures}
+    sizes = {arch: config.input_size(arch) for arch in config.architectures}
     report = (lambda key, done, total: progress(f"cache {key}", done, total)) if progress else None
     folders = ensure_caches(study, manifest, sizes, workers=workers, shard=shard, progress=report)
     return list(folders.values())

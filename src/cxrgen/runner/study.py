@@ -122,6 +122,12 @@ def complete_run(
     # One data module per run, shared by training and every test set's predictions.
     size = study.config.input_size(arch)
     datamodule = CXRDataModule.from_study(study, configuration.name, size)
+    if study.config.external_model(arch) is not None:
+        from cxrgen.learn.external import predict_external_run
+
+        say(f"predict {name} (a model from elsewhere, never trained) on every test set")
+        predict_external_run(study, configuration.name, arch, datamodule=datamodule, seed=run_seed)
+        return evaluate_run(study, configuration, arch, run_seed).assign(seed=run_seed)
     if study.config.is_linear_probe(arch):
         say(f"embed and fit linear probes {name}")
         probe_run(study, configuration.name, arch, datamodule=datamodule, seed=run_seed)

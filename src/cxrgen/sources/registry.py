@@ -29,6 +29,10 @@ class ReaderOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def labelled(self) -> bool:
+        """Whether the dataset read with these options has labels (an unlabelled one is an external test set only)."""
+        return True
+
 
 @dataclass(frozen=True)
 class ReaderSpec:

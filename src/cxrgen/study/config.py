@@ -67,6 +67,10 @@ class DatasetConfig(BaseModel):
 
     reader: str
     root: Path
+    missing_images: Literal["leave_out", "error"] = Field(
+        default="leave_out",
+        description="images the metadata lists but the disk lacks: left out (counted in the cohort table) or fatal",
+    )
 
     @model_validator(mode="after")
     def _reader_options(self) -> DatasetConfig:
@@ -79,6 +83,12 @@ class DatasetConfig(BaseModel):
         """The reader's keys as the study file gave them."""
         return dict(self.model_extra or {})
 
+    def labelled(self) -> bool:
+        """False for a dataset without labels (``reader: table`` with no ``labels`` key): an external test set only."""
+        from cxrgen.sources import get_reader
+
+        return get_reader(self.reader).parse_options(self.options()).labelled()
+
     def fingerprint(self) -> dict[str, Any]:
         """The dataset's part of a run fingerprint: every key but ``root``, in the shape runs have recorded it
         since before readers owned their options (each known option key present, None when unset), so a
@@ -87,6 +97,8 @@ class DatasetConfig(BaseModel):
         return {"reader": self.reader, **{key: options.pop(key, None) for key in FINGERPRINT_OPTION_KEYS}, **options}
 
 
+#: Keys of a dataset entry that belong to every reader, not to the reader's options model.
+DATASET_KEYS = ("reader", "root", "missing_images")
 #: Option keys of every dataset entry in run fingerprints written before readers owned their options.
 FINGERPRINT_OPTION_KEYS = ("csv", "labels", "metadata", "unmatched", "labelled_by", "readers", "images")
 
@@ -106,11 +118,15 @@ def _check_reader_options(data: dict[str, Any], path: Path) -> None:
             spec = get_reader(entry["reader"])
         except SourceError as exc:
             raise ConfigError(f"{path}: datasets.{name}.reader: {exc}") from None
-        options = {k: v for k, v in entry.items() if k not in ("reader", "root")}
+        options = {k: v for k, v in entry.items() if k not in DATASET_KEYS}
         try:
             spec.options.model_validate(options)
         except ValidationError as exc:
             raise ConfigError(f"{path}: {validation_errors(exc, prefix=f'datasets.{name}.')}") from None
+
+
+#: The split of a dataset that no configuration trains on, unless the study file gives one: all of it is test.
+WHOLE_TEST = {"train": 0.0, "val": 0.0, "test": 1.0}
 
 
 class SplitConfig(StrictModel):
@@ -354,6 +370,52 @@ class ArchitectureSpec(StrictModel):
         return _safe_name(value)
 
 
+class ExternalModelSpec(StrictModel):
+    """A model trained elsewhere, an ``architectures:`` entry with ``onnx:`` or ``torchscript:`` (issue 23).
+
+    It is never trained: ``cxrgen study`` predicts every test set of the configurations that list it
+    (:mod:`cxrgen.learn.external`). Its input is the study's preprocessing (CLAHE on or off) at ``input_size``,
+    normalized with ImageNet's mean and std (``imagenet``) or one ``[mean, std]`` pair for the gray value in [0, 1],
+    replicated to 3 channels [N, 3, S, S]. ``outputs`` gives the output column of each study label (default: the
+    study's labels in order); a study label it does not name is NaN in the predictions, with a warning. ``output``
+    says whether the model gives logits (cxrgen applies the sigmoid) or probabilities.
+    """
+
+    name: str
+    onnx: Path | None = None
+    torchscript: Path | None = None
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the model file")
+    input_size: int = Field(gt=7)
+    normalize: Literal["imagenet"] | tuple[float, float] = "imagenet"
+    outputs: dict[str, int] | None = None
+    output: Literal["logits", "probabilities"] = "logits"
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _safe_name(value)
+
+    @model_validator(mode="after")
+    def _one_file(self) -> ExternalModelSpec:
+        if (self.onnx is None) == (self.torchscript is None):
+            raise ValueError(f"architectures: {self.name!r} needs exactly one of onnx: or torchscript:")
+        if self.outputs is not None and any(index < 0 for index in self.outputs.values()):
+            raise ValueError(f"architectures: {self.name!r}: outputs indices must be >= 0, got {self.outputs}")
+        if isinstance(self.normalize, tuple) and self.normalize[1] <= 0:
+            raise ValueError(f"architectures: {self.name!r}: normalize std must be > 0, got {self.normalize}")
+        return self
+
+    @property
+    def file(self) -> Path:
+        path = self.onnx if self.onnx is not None else self.torchscript
+        assert path is not None  # _one_file
+        return path
+
+    @property
+    def kind(self) -> Literal["onnx", "torchscript"]:
+        return "onnx" if self.onnx is not None else "torchscript"
+
+
 class ProbeConfig(StrictModel):
     """Linear probes: per label a logistic regression whose inverse regularization C is chosen on validation AUC."""
 
@@ -389,7 +451,7 @@ class StudyConfig(StrictModel):
     reference: Reference | None = None
     verify: VerifyConfig = VerifyConfig()
     launcher: LauncherConfig = LauncherConfig()
-    architecture_specs: dict[str, ArchitectureSpec] = Field(default_factory=dict)
+    architecture_specs: dict[str, ArchitectureSpec | ExternalModelSpec] = Field(default_factory=dict)
     probe: ProbeConfig = ProbeConfig()
 
     @model_validator(mode="before")
@@ -486,6 +548,13 @@ class StudyConfig(StrictModel):
                     f"{key}.external names {leaked}, which it also trains on; an external test set must be a "
                     "dataset the configuration never sees"
                 )
+            for role in ("train", "internal"):
+                unlabelled = [ds for ds in getattr(conf, role) if not self.datasets[ds].labelled()]
+                if unlabelled:
+                    raise ValueError(
+                        f"{key}.{role} names {unlabelled}, which has no labels (datasets.{unlabelled[0]}.labels is "
+                        "not given); an unlabelled dataset can only be an external test set"
+                    )
             untrained = [ds for ds in conf.internal if ds not in conf.train]
             if untrained:
                 raise ValueError(
@@ -516,7 +585,18 @@ class StudyConfig(StrictModel):
         return self.configurations[names.index(name)]
 
     def split_for(self, dataset: str) -> SplitConfig:
-        return self.splits.get(dataset, SplitConfig())
+        """The dataset's ``splits`` entry; without one, a dataset some configuration trains on is split 72/8/20
+        by patient, and one that no configuration trains on is an external test set used whole (every image in
+        ``test``)."""
+        if dataset in self.splits:
+            return self.splits[dataset]
+        if dataset not in self.trained_datasets():
+            return SplitConfig(fractions=dict(WHOLE_TEST))
+        return SplitConfig()
+
+    def trained_datasets(self) -> set[str]:
+        """Datasets at least one configuration trains on."""
+        return {name for conf in self.configurations for name in conf.train}
 
     def uncertainty_for(self, label: str) -> Policy:
         return self.uncertainty.get(label, "zeros")
@@ -533,7 +613,7 @@ class StudyConfig(StrictModel):
         """Whether ``arch`` is a mapping entry of ``architectures`` with ``mode: linear_probe`` (embed and fit
         probes on a frozen backbone instead of training)."""
         entry = self.architecture_specs.get(arch)
-        return entry is not None and entry.mode == "linear_probe"
+        return isinstance(entry, ArchitectureSpec) and entry.mode == "linear_probe"
 
     def arch_spec(self, arch: str) -> ArchSpec:
         """The registry spec of one of the study's architectures: a mapping entry of ``architectures``
@@ -543,12 +623,23 @@ class StudyConfig(StrictModel):
         entry = self.architecture_specs.get(arch)
         if entry is None:
             return get_arch(arch)
+        if isinstance(entry, ExternalModelSpec):
+            return ArchSpec(name=entry.name, timm_name="", input_size=entry.input_size)
         backbone = get_arch(entry.timm)
         return ArchSpec(name=entry.name, timm_name=backbone.timm_name, input_size=backbone.input_size)
 
     def input_size(self, arch: str) -> int:
-        """The side the study feeds ``arch``: ``preprocess.size`` when set, else the architecture's own."""
+        """The side the study feeds ``arch``: a model from elsewhere its own ``input_size``; else ``preprocess.size``
+        when set, else the architecture's own."""
+        external = self.external_model(arch)
+        if external is not None:
+            return external.input_size
         return self.preprocess.size or self.arch_spec(arch).input_size
+
+    def external_model(self, arch: str) -> ExternalModelSpec | None:
+        """The ``onnx:`` / ``torchscript:`` entry of ``arch``, or None for a model the study trains."""
+        entry = self.architecture_specs.get(arch)
+        return entry if isinstance(entry, ExternalModelSpec) else None
 
 
 #: Deeper nesting than any study file needs; PyYAML's composer recurses and would end in a RecursionError.
@@ -622,8 +713,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         }
     if isinstance(data.get("architectures"), list):
         data["architectures"] = [
-            {**entry, "weights": resolve(entry["weights"])}
-            if isinstance(entry, dict) and entry.get("weights")
+            {**entry, **{key: resolve(entry[key]) for key in ("weights", "onnx", "torchscript") if entry.get(key)}}
+            if isinstance(entry, dict)
             else entry
             for entry in data["architectures"]
         ]
