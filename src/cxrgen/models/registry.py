@@ -17,13 +17,13 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import timm
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cxrgen.errors import CxrgenError
+
+if TYPE_CHECKING:  # torch and timm are imported only where a model is built or read (metadata commands skip them)
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,8 @@ def get_arch(name: str) -> ArchSpec:
     """
     if name in ARCHITECTURES:
         return ARCHITECTURES[name]
+    import timm  # only for a name outside the registry: its facts live in timm's pretrained config
+
     if timm.is_model(name):
         try:
             cfg = timm.get_pretrained_cfg(name)
@@ -130,6 +132,8 @@ def sha256_of(path: Path) -> str:
 
 def _read_weights(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file or of a torch state_dict file (loaded with ``weights_only=True``)."""
+    import torch
+
     if not path.is_file():
         raise CxrgenError(f"pretrained weights file {path} does not exist (train.weights in the study file)")
     if sha256 is not None:
@@ -171,6 +175,9 @@ def _load_backbone(model: nn.Module, state: dict[str, torch.Tensor], path: Path)
 
 def _freeze_bn_scale(model: nn.Module) -> None:
     """Fix every BatchNorm gamma at 1 and freeze it, as in a Keras ``BatchNormalization(scale=False)``."""
+    import torch
+    from torch import nn
+
     moved = 0
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None:
@@ -184,6 +191,8 @@ def _freeze_bn_scale(model: nn.Module) -> None:
 
 
 def _no_weights_message(spec: ArchSpec, exc: Exception) -> str:
+    import timm
+
     cfg = timm.get_pretrained_cfg(spec.timm_name)
     hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     where = f"https://huggingface.co/{hub}/resolve/main/model.safetensors" if hub else "timm's weight files"
@@ -217,6 +226,8 @@ def create_model(
     Raises:
         CxrgenError: unknown architecture, missing or mismatching weights file, or weights unobtainable.
     """
+    import timm
+
     spec = get_arch(arch)
     hub = pretrained and weights_path is None
     try:
@@ -246,6 +257,8 @@ def create_backbone(
     Weights come from ``weights_path`` (checked against ``weights_sha256``) or timm's hub, as in
     :func:`create_model`; with ``pretrained`` false the weights are timm's random initialization.
     """
+    import timm
+
     spec = get_arch(timm_name)
     hub = pretrained and weights_path is None
     options: dict[str, Any] = {"pretrained": hub, "num_classes": 0}
@@ -271,6 +284,8 @@ def models_table(names: list[str] | None = None, num_labels: int = PAPER_NUM_LAB
 
     Models are built on the meta device, so no memory is allocated and no weights are needed.
     """
+    import torch
+
     rows: list[dict[str, object]] = []
     for name in names or list(ARCHITECTURES):
         spec = get_arch(name)
