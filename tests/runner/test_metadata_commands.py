@@ -92,3 +92,24 @@ def test_report_reading_results_imports_no_torch(tmp_path: Path) -> None:
     folder = make_study(tmp_path, patients=30)
     assert run_cli("report", str(folder), cwd=tmp_path)["heavy"] == []
     assert (folder / "results" / "report.html").is_file()
+
+
+def test_report_runs_with_native_thread_pools_at_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BLAS and OpenMP pools keep to one thread inside the report (small products; a loaded node)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+    from typer.testing import CliRunner
+
+    import cxrgen.report
+    from cxrgen.cli import app
+
+    seen: list[int] = []
+
+    def fake_build_report(study_dir: Path, **_: object) -> Path:
+        seen.extend(pool["num_threads"] for pool in threadpool_info())
+        return tmp_path
+
+    monkeypatch.setattr(cxrgen.report, "build_report", fake_build_report)
+    with threadpool_limits(limits=2):  # as on a machine whose pools start with several threads
+        result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert seen and set(seen) == {1}
