@@ -246,9 +246,13 @@ def report(
     review: Annotated[bool, typer.Option(help="Error review with Grad-CAM (loads checkpoints and images).")] = True,
 ) -> None:
     """Table 1, comparisons, ROC and dataset figures, error review -> STUDY_DIR/results/report.html."""
+    from threadpoolctl import threadpool_limits
+
     from cxrgen.report import build_report
 
-    with console.status("report") as status:
+    # The report's products are small ([64, P] x [P, G]); BLAS and OpenMP pools on a loaded node make them many
+    # times slower than one thread (issue 30), so every native pool keeps to one thread while it runs.
+    with console.status("report") as status, threadpool_limits(limits=1):
         results = build_report(study_dir, review=review, progress=lambda step: status.update(f"report: {step}"))
     console.print(f"wrote {results / 'report.html'}")
 

@@ -29,7 +29,13 @@ Why hand-written code instead of a library:
 
 from cxrgen.metrics._arrays import OneClassWarning
 from cxrgen.metrics.auc import RocCurve, auc_per_label, roc_auc, roc_curve_points, weighted_auc
-from cxrgen.metrics.bootstrap import BootstrapResult, clustered_bootstrap_auc, patient_bootstrap_weights
+from cxrgen.metrics.bootstrap import (
+    BootstrapResult,
+    PatientResample,
+    clustered_bootstrap_auc,
+    patient_bootstrap_weights,
+    patient_resample,
+)
 from cxrgen.metrics.calibration import (
     CalibrationFit,
     ReliabilityCurve,
@@ -56,6 +62,7 @@ __all__ = [
     "DelongResult",
     "OneClassWarning",
     "PairedTestResult",
+    "PatientResample",
     "ReliabilityCurve",
     "RocCurve",
     "SingleImageClassWarning",
@@ -70,6 +77,7 @@ __all__ = [
     "holm",
     "midrank",
     "patient_bootstrap_weights",
+    "patient_resample",
     "reliability_curve",
     "roc_auc",
     "roc_curve_points",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import roc_auc_score
 
 from cxrgen.metrics._arrays import FloatArray, IntArray, _masked, _one_class
@@ -16,6 +17,97 @@ from cxrgen.metrics.auc import _auc_from_group_weights, _group_matrices
 #: Resamples processed together by :func:`clustered_bootstrap_auc`. Fixed (not a parameter) so that the
 #: random stream, hence the result for a given seed, never depends on a tuning knob.
 _BOOT_CHUNK = 64
+#: Patient counts kept for reuse (a test set's resample, its subgroups'); each is at most n_boot x P bytes.
+_RESAMPLES_KEPT = 32
+
+
+@functools.lru_cache(maxsize=_RESAMPLES_KEPT)
+def _drawn_counts(n_patients: int, n_boot: int, seed: int) -> NDArray[np.integer]:
+    """Multiplicity of every patient in every resample [n_boot, P], read-only; drawn once per (P, n_boot, seed).
+
+    The draws depend on nothing else: resample ``r`` draws ``P`` patient indices with replacement from the
+    generator of ``seed``, in chunks of :data:`_BOOT_CHUNK` resamples. Kept as the smallest unsigned integer type
+    that holds them (a patient drawn more than 255 times in one resample is vanishingly rare but handled).
+    """
+    counts: NDArray[np.integer] = np.empty((n_boot, n_patients), dtype=np.uint16 if n_patients > 255 else np.uint8)
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_boot, _BOOT_CHUNK):
+        b = min(_BOOT_CHUNK, n_boot - start)
+        draws = rng.integers(0, n_patients, size=(b, n_patients))  # [b, P] patient indices drawn
+        offsets = (np.arange(b, dtype=np.int64) * n_patients)[:, None]
+        block = np.bincount((draws + offsets).ravel(), minlength=b * n_patients).reshape(b, n_patients)
+        if block.max(initial=0) > np.iinfo(counts.dtype).max:
+            counts = counts.astype(np.int64)
+        counts[start : start + b] = block
+    counts.flags.writeable = False
+    return counts
+
+
+@dataclass(frozen=True)
+class PatientResample:
+    """One patient bootstrap of a test set, held per patient (never as dense per-image weights).
+
+    Every analysis of the same patients with the same ``n_boot`` and ``seed`` gets the same draws (the counts
+    are drawn once and shared): AUC intervals, paired comparisons, operating points, protocols, shortcut. A
+    statistic that is a sum over images becomes, in resample ``r``, ``counts[r] @ per_patient_sums``.
+
+    Attributes:
+        codes: Patient index of each image [N] (0..P-1, in the order of the sorted patient ids).
+        counts: Multiplicity of each patient in each resample [n_boot, P] (read-only, integer).
+        seed: Seed of the generator that drew them.
+    """
+
+    codes: IntArray
+    counts: NDArray[np.integer]
+    seed: int
+
+    @property
+    def n_boot(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def n_patients(self) -> int:
+        return int(self.counts.shape[1])
+
+    def chunks(self) -> Iterator[FloatArray]:
+        """The counts as float64 blocks [b, P] of at most :data:`_BOOT_CHUNK` resamples, in order."""
+        for start in range(0, self.n_boot, _BOOT_CHUNK):
+            yield self.counts[start : start + _BOOT_CHUNK].astype(np.float64)
+
+    def per_patient(self, values: ArrayLike) -> FloatArray:
+        """Sums of per-image ``values`` [K, N] (or [N]) over each patient's images: [K, P] (or [P])."""
+        v = np.asarray(values, dtype=np.float64)
+        rows = np.atleast_2d(v)
+        if rows.shape[1] != self.codes.size:
+            raise ValueError(f"values must have N = {self.codes.size} columns, got shape {v.shape}")
+        sums = [np.bincount(self.codes, weights=row, minlength=self.n_patients) for row in rows]
+        out: FloatArray = np.vstack(sums).astype(np.float64, copy=False)
+        return out if v.ndim == 2 else out[0]
+
+    def image_weights(self) -> Iterator[FloatArray]:
+        """The resamples as image weights [b, N] (weight = the image's patient's multiplicity), in chunks."""
+        for chunk in self.chunks():
+            yield chunk[:, self.codes]
+
+
+def patient_codes(groups: ArrayLike) -> tuple[IntArray, int]:
+    """Patient index of each image (sorted unique ids, as ``np.unique``) and the number of patients."""
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    codes = codes.astype(np.int64).ravel()
+    return codes, int(codes.max()) + 1 if codes.size else 0
+
+
+def patient_resample(groups: ArrayLike, *, n_boot: int = 1000, seed: int = 0) -> PatientResample:
+    """The patient bootstrap of the images of ``groups`` [N]: the draws of :func:`clustered_bootstrap_auc`.
+
+    Raises:
+        ValueError: ``n_boot < 1``.
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    codes, n_pat = patient_codes(groups)
+    counts = _drawn_counts(n_pat, n_boot, seed) if n_pat else np.zeros((n_boot, 0), dtype=np.uint8)
+    return PatientResample(codes=codes, counts=counts, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -96,9 +188,7 @@ def clustered_bootstrap_auc(
     if len(names) != n_labels:
         raise ValueError(f"{len(names)} label names for {n_labels} columns")
 
-    _, codes = np.unique(g, return_inverse=True)
-    codes = codes.astype(np.int64).ravel()
-    n_pat = int(codes.max()) + 1 if codes.size else 0
+    codes, n_pat = patient_codes(g)
 
     point = np.full(n_labels, np.nan)
     mats: list[tuple[sp.csr_matrix, sp.csr_matrix] | None] = []
@@ -112,19 +202,17 @@ def clustered_bootstrap_auc(
         mats.append(_group_matrices(ym, pm, codes[keep], n_pat))
 
     samples = np.full((n_boot, n_labels), np.nan)
-    rng = np.random.default_rng(seed)
-    for start in range(0, n_boot if any(m is not None for m in mats) else 0, _BOOT_CHUNK):
-        b = min(_BOOT_CHUNK, n_boot - start)
-        draws = rng.integers(0, n_pat, size=(b, n_pat))  # [b, P] patient indices drawn with replacement
-        offsets = (np.arange(b, dtype=np.int64) * n_pat)[:, None]
-        counts = np.bincount((draws + offsets).ravel(), minlength=b * n_pat).reshape(b, n_pat)
-        counts_f = counts.astype(np.float64)  # [b, P] multiplicity of each patient
-        for j, m in enumerate(mats):
-            if m is None:
-                continue
-            g_pos = np.asarray(counts_f @ m[0])  # [b, G] weighted positives per score
-            g_neg = np.asarray(counts_f @ m[1])
-            samples[start : start + b, j] = _auc_from_group_weights(g_pos, g_neg)
+    if any(m is not None for m in mats):
+        counts = _drawn_counts(n_pat, n_boot, seed)  # the test set's one resample, shared with its other analyses
+        for start in range(0, n_boot, _BOOT_CHUNK):
+            counts_f = counts[start : start + _BOOT_CHUNK].astype(np.float64)  # [b, P] multiplicity of each patient
+            b = counts_f.shape[0]
+            for j, m in enumerate(mats):
+                if m is None:
+                    continue
+                g_pos = np.asarray(counts_f @ m[0])  # [b, G] weighted positives per score
+                g_neg = np.asarray(counts_f @ m[1])
+                samples[start : start + b, j] = _auc_from_group_weights(g_pos, g_neg)
 
     valid = ~np.isnan(samples)
     n_valid = valid.sum(axis=0)
@@ -160,15 +248,4 @@ def patient_bootstrap_weights(groups: ArrayLike, *, n_boot: int = 1000, seed: in
     computed from these weights (sensitivity, a false-positive rate, a difference of two) shares its
     resamples with the AUC intervals: one patient bootstrap for the whole evaluation, not a second one.
     """
-    _, codes = np.unique(np.asarray(groups), return_inverse=True)
-    codes = codes.astype(np.int64).ravel()
-    n_pat = int(codes.max()) + 1 if codes.size else 0
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
-    for start in range(0, n_boot, _BOOT_CHUNK):
-        b = min(_BOOT_CHUNK, n_boot - start)
-        draws = rng.integers(0, n_pat, size=(b, n_pat))
-        offsets = (np.arange(b, dtype=np.int64) * n_pat)[:, None]
-        counts = np.bincount((draws + offsets).ravel(), minlength=b * n_pat).reshape(b, n_pat)
-        yield counts.astype(np.float64)[:, codes]
+    yield from patient_resample(groups, n_boot=n_boot, seed=seed).image_weights()

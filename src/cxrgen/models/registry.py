@@ -17,14 +17,14 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import timm
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cxrgen.errors import CxrgenError
 from cxrgen.models.hub import require_hub_weights
+
+if TYPE_CHECKING:  # torch and timm are imported only where a model is built or read (metadata commands skip them)
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,8 @@ def get_arch(name: str) -> ArchSpec:
     """
     if name in ARCHITECTURES:
         return ARCHITECTURES[name]
+    import timm  # only for a name outside the registry: its facts live in timm's pretrained config
+
     if timm.is_model(name):
         try:
             cfg = timm.get_pretrained_cfg(name)
@@ -131,6 +133,8 @@ def sha256_of(path: Path) -> str:
 
 def _read_weights(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file or of a torch state_dict file (loaded with ``weights_only=True``)."""
+    import torch
+
     if not path.is_file():
         raise CxrgenError(f"pretrained weights file {path} does not exist (train.weights in the study file)")
     if sha256 is not None:
@@ -172,6 +176,9 @@ def _load_backbone(model: nn.Module, state: dict[str, torch.Tensor], path: Path)
 
 def _freeze_bn_scale(model: nn.Module) -> None:
     """Fix every BatchNorm gamma at 1 and freeze it, as in a Keras ``BatchNormalization(scale=False)``."""
+    import torch
+    from torch import nn
+
     moved = 0
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None:
@@ -186,6 +193,8 @@ def _freeze_bn_scale(model: nn.Module) -> None:
 
 def _hub_repo(spec: ArchSpec) -> str | None:
     """The hub repository timm downloads ``spec``'s weights from, or None (a URL, or no pretrained config)."""
+    import timm
+
     cfg = timm.get_pretrained_cfg(spec.timm_name)
     return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
 
@@ -223,6 +232,8 @@ def create_model(
     Raises:
         CxrgenError: unknown architecture, missing or mismatching weights file, or weights unobtainable.
     """
+    import timm
+
     spec = get_arch(arch)
     hub = pretrained and weights_path is None
     if hub:
@@ -254,6 +265,8 @@ def create_backbone(
     Weights come from ``weights_path`` (checked against ``weights_sha256``) or timm's hub, as in
     :func:`create_model`; with ``pretrained`` false the weights are timm's random initialization.
     """
+    import timm
+
     spec = get_arch(timm_name)
     hub = pretrained and weights_path is None
     if hub:
@@ -281,6 +294,8 @@ def models_table(names: list[str] | None = None, num_labels: int = PAPER_NUM_LAB
 
     Models are built on the meta device, so no memory is allocated and no weights are needed.
     """
+    import torch
+
     rows: list[dict[str, object]] = []
     for name in names or list(ARCHITECTURES):
         spec = get_arch(name)

@@ -19,7 +19,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from cxrgen.metrics import patient_bootstrap_weights, roc_auc, weighted_auc
+from cxrgen.metrics import patient_resample, roc_auc
+from cxrgen.metrics.auc import _auc_from_group_weights, _group_matrices
 from cxrgen.shift.ratios import percentile_interval
 from cxrgen.sources.labels import BlankPolicy, Policy, apply_policy
 
@@ -93,8 +94,10 @@ def paired_protocol_difference(
 ) -> Mapping[str, float]:
     """AUC under the study's protocol and another, and the difference (protocol - study) with a paired interval.
 
-    Both AUCs are computed on every patient resample of :func:`cxrgen.metrics.patient_bootstrap_weights`
-    (the same predictions, the same patients), so the interval is paired and patient-clustered.
+    Both AUCs are computed on every patient resample of :func:`cxrgen.metrics.patient_resample` (the same
+    predictions, the same patients), so the interval is paired and patient-clustered. Each target's counts per
+    (patient, block of sorted scores) are built once; a resample's AUC is then its patient counts times them,
+    the same numbers as :func:`cxrgen.metrics.weighted_auc` with dense per-image weights.
     Returns ``auc_study, auc_protocol, difference, ci_low, ci_high, n_pos, n_neg`` (counts under the protocol).
     """
     ys, yp = np.asarray(y_study, dtype=np.float64), np.asarray(y_protocol, dtype=np.float64)
@@ -106,9 +109,15 @@ def paired_protocol_difference(
     }  # fmt: skip
     if n_boot < 1 or math.isnan(auc_s) or math.isnan(auc_p):
         return out
+    resample = patient_resample(groups, n_boot=n_boot, seed=seed)
+    mats = []
+    for y in (yp, ys):
+        keep = ~np.isnan(y)
+        mats.append(_group_matrices(y[keep], pa[keep], resample.codes[keep], resample.n_patients))
     chunks = [
-        weighted_auc(yp, pa, w) - weighted_auc(ys, pa, w)
-        for w in patient_bootstrap_weights(groups, n_boot=n_boot, seed=seed)
+        _auc_from_group_weights(np.asarray(c @ mats[0][0]), np.asarray(c @ mats[0][1]))
+        - _auc_from_group_weights(np.asarray(c @ mats[1][0]), np.asarray(c @ mats[1][1]))
+        for c in resample.chunks()
     ]
     lo, hi = percentile_interval(np.concatenate(chunks)[:, None], ci)
     out.update(ci_low=float(lo[0]), ci_high=float(hi[0]))

@@ -1,8 +1,10 @@
 """Patient-clustered intervals of ratios of counts (sensitivity, PPV, a false-positive rate...).
 
-A rate ``sum(num) / sum(den)`` over images becomes, in a bootstrap resample, ``w @ num / w @ den`` with ``w``
-the patient multiplicities of :func:`cxrgen.metrics.patient_bootstrap_weights`; all rates of a call share the
-same resamples, so differences of two rates (device vs none, internal vs external on one set) are paired.
+A rate ``sum(num) / sum(den)`` over images becomes, in a bootstrap resample, ``c @ num_p / c @ den_p`` with ``c``
+the patient multiplicities of :func:`cxrgen.metrics.patient_resample` and ``num_p``, ``den_p`` the per-patient
+sums (the same numbers as dense per-image weights ``w @ num``, exactly when the contributions are integers, at a
+fraction of the cost); all rates of a call share the same resamples, so differences of two rates (device vs
+none, internal vs external on one set) are paired.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from cxrgen.metrics import patient_bootstrap_weights
+from cxrgen.metrics import patient_resample
 
 FloatArray = NDArray[np.float64]
 
@@ -67,5 +69,11 @@ def bootstrap_ratios(
     point = _ratio(num.sum(axis=1), den.sum(axis=1))
     if n_boot == 0 or num.shape[1] == 0:
         return RatioBootstrap(point, np.empty((0, num.shape[0])))
-    chunks = [_ratio(w @ num.T, w @ den.T) for w in patient_bootstrap_weights(groups, n_boot=n_boot, seed=seed)]
+    resample = patient_resample(groups, n_boot=n_boot, seed=seed)
+    if np.array_equal(num, np.round(num)) and np.array_equal(den, np.round(den)):
+        # Integer contributions (counts of images): per-patient sums give the dense weights' sums exactly.
+        num_p, den_p = resample.per_patient(num).T, resample.per_patient(den).T  # [P, K]
+        chunks = [_ratio(c @ num_p, c @ den_p) for c in resample.chunks()]
+    else:  # fractional contributions: keep the image-weight products, whose rounding the tests pin
+        chunks = [_ratio(w @ num.T, w @ den.T) for w in resample.image_weights()]
     return RatioBootstrap(point, np.vstack(chunks))

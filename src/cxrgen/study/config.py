@@ -618,7 +618,7 @@ class StudyConfig(StrictModel):
     def arch_spec(self, arch: str) -> ArchSpec:
         """The registry spec of one of the study's architectures: a mapping entry of ``architectures``
         (``architecture_specs``) names its timm backbone, whose pretrained config gives the input size."""
-        from cxrgen.models.registry import ArchSpec, get_arch  # timm, imported only when a model is needed
+        from cxrgen.models.registry import ArchSpec, get_arch  # static facts; timm only for names outside it
 
         entry = self.architecture_specs.get(arch)
         if entry is None:
