@@ -34,7 +34,7 @@ from cxrgen.learn.checkpoints import AtomicCheckpointIO, load_checkpoint
 from cxrgen.learn.module import MONITOR, CXRClassifier
 from cxrgen.models.registry import create_model
 from cxrgen.study.config import StudyConfig, dump_resolved
-from cxrgen.study.layout import RunDir
+from cxrgen.study.layout import RunDir, require_study_folder
 from cxrgen.study.workspace import Study
 from cxrgen.utils.fileio import write_text
 from cxrgen.utils.interrupts import Interrupted, as_interrupted
@@ -64,6 +64,7 @@ class RunCheckpoints(Checkpoint):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        require_study_folder(self.run.last_checkpoint)  # a removed study is not recreated by the writes below
         score = float(trainer.callback_metrics[MONITOR])
         if score > self.best:
             self.best, self.best_epoch = score, trainer.current_epoch + 1

@@ -181,3 +181,35 @@ class StudyDir:
             *sorted(self.runs.glob("*/*/predictions/*.parquet")),
             *sorted(self.runs.glob(f"*/*/{SEED_PREFIX}*/predictions/*.parquet")),
         ]
+
+
+class StudyFolderGone(CxrgenError):
+    """The study folder was removed (or moved) while a command wrote into it."""
+
+
+def study_folder_of(path: Path) -> Path | None:
+    """The study folder holding ``path``, a file of a run (the parent of its ``runs`` folder); None outside runs."""
+    for folder in Path(path).parents:
+        if folder.name == "runs":
+            return folder.parent
+    return None
+
+
+def vanished_study(path: Path) -> Path | None:
+    """The study folder of run file ``path`` when that folder no longer exists; None while it does (or outside runs).
+
+    A run writes into its study folder for hours; a folder removed meanwhile must stop the run by name, not be
+    quietly recreated (holding one run and none of the study) or reported as a full disk.
+    """
+    study = study_folder_of(path)
+    return study if study is not None and not study.is_dir() else None
+
+
+def require_study_folder(path: Path) -> None:
+    """Raise :class:`StudyFolderGone` before writing run file ``path`` into a study folder that no longer exists."""
+    study = vanished_study(path)
+    if study is not None:
+        raise StudyFolderGone(
+            f"the study folder {study} no longer exists (removed or moved while the run was writing): could not "
+            f"write {path}"
+        )
