@@ -33,9 +33,10 @@ Methods (the registry :data:`METHODS`; what each estimates is in :data:`PROVIDES
   ``Phi(a probit(acc_home) + b)``. It estimates accuracy at the Youden threshold only (the paper's metric).
 
 The trust flag (:func:`trust_signals`) needs no labels either; it is raised for a model, target and label when
-any of: the methods' AUC estimates spread more than :data:`MAX_SPREAD` (0.05); the EM prevalence differs from the
-home prevalence by an odds ratio beyond :data:`MAX_PREVALENCE_ODDS` (2); or more than :data:`MAX_OUTSIDE` (10 %)
-of the target scores fall outside the home validation scores' 1st-99th percentile range.
+any of: the methods' AUC estimates spread more than :data:`MAX_SPREAD` (0.05); the EM prevalence on the target
+differs from EM's estimate on the home images by an odds ratio beyond :data:`MAX_PREVALENCE_ODDS` (2); or more
+than :data:`MAX_OUTSIDE` (10 %) of the target scores fall outside the home scores' 1st-99th percentile range.
+Every estimate of that model, target and label carries the flag.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class Home:
         q: Calibrated probabilities [M].
         calibrate: Maps raw scores to calibrated probabilities (non-decreasing).
         prevalence: Home prevalence, in (0, 1).
+        estimated_prevalence: EM's prevalence estimate on the home images themselves: the reference of the
+            flag's prevalence signal (a miscalibrated model's estimate is compared with its own estimate at home).
         auc: Home AUC.
         thresholds: Rule (``youden``, ``sensitivity90``) -> raw threshold (predict positive when ``p >= t``).
         score_range: 1st and 99th percentile of the raw home scores.
@@ -91,6 +94,7 @@ class Home:
     q: FloatArray
     calibrate: Callable[[FloatArray], FloatArray]
     prevalence: float
+    estimated_prevalence: float
     auc: float
     thresholds: dict[str, float]
     score_range: tuple[float, float]
@@ -125,7 +129,10 @@ def fit_home(y: ArrayLike, p: ArrayLike, calibrate: Calibration = "temperature")
         raise ValueError(f"unknown calibration {calibrate!r}; use 'temperature' or 'isotonic'")
     thresholds: dict[str, float] = {rule: choose_threshold(ya, pa, rule) for rule in RULES}
     low, high = np.quantile(pa, [0.01, 0.99])
-    return Home(ya, pa, fn(pa), fn, float(ya.mean()), float(roc_auc_score(ya, pa)), thresholds,
+    q = fn(pa)
+    prevalence = float(ya.mean())
+    at_home = em_prior_shift(q, prevalence).prevalence
+    return Home(ya, pa, q, fn, prevalence, at_home, float(roc_auc_score(ya, pa)), thresholds,
                 (float(low), float(high)))  # fmt: skip
 
 
@@ -472,7 +479,8 @@ class TrustSignals:
 
     Attributes:
         spread: Largest minus smallest AUC estimate over the methods (NaN with fewer than two).
-        prevalence_odds: Odds ratio of the EM (else CBPE) target prevalence to the home prevalence, >= 1 either way.
+        prevalence_odds: Odds ratio of the EM (else CBPE) prevalence estimate on the target to the same estimate on
+            the home images, >= 1 either way.
         outside: Share of target scores outside the home scores' 1st-99th percentile range.
         reasons: The signals beyond their limits, e.g. ``["spread", "outside"]``; empty: trusted.
     """
@@ -497,7 +505,9 @@ def trust_signals(home: Home, p: ArrayLike, estimates: Sequence[Estimate]) -> Tr
     odds = math.nan
     if target == target:
         clipped = float(np.clip(target, 1e-6, 1 - 1e-6))
-        odds = math.exp(abs(float(logit(clipped)) - float(logit(home.prevalence))))
+        # without EM: CBPE's mean q, compared with the mean q at home
+        reference = home.estimated_prevalence if "em_prevalence" in prevalence else float(np.mean(home.q))
+        odds = math.exp(abs(float(logit(clipped)) - float(logit(np.clip(reference, 1e-6, 1 - 1e-6)))))
     low, high = home.score_range
     outside = float(np.mean((pa < low) | (pa > high))) if pa.size else math.nan
     reasons = tuple(
