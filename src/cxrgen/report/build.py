@@ -18,6 +18,7 @@ from cxrgen.metrics.meta_analysis import coverage_table, next_hospital_table
 from cxrgen.report import figures as figs
 from cxrgen.report import sections
 from cxrgen.report.comparisons import comparisons as run_comparisons
+from cxrgen.report.estimates import estimates_html, write_estimates
 from cxrgen.report.findings import findings as claim_findings
 from cxrgen.report.html import FigureFile, render_page
 from cxrgen.report.inputs import find_predictions, load_inputs, missing_predictions, unfinished_runs
@@ -197,6 +198,8 @@ def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
 
     say("report.html")
     shift_tables = write_shift_results(inputs, predictions, results)  # issue 11: six CSVs, sections after the rest
+    say("label-free estimates (before the labels)")
+    estimates, estimates_png = write_estimates(inputs, predictions, results)  # issue 24
     page = [
         sections.header(config),
         sections.notices(unfinished, missing),
@@ -213,6 +216,7 @@ def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
         sections.calibration(written, calibration),
         sections.review(review_result, review_file),
         sections.shift(shift_html(shift_tables, config.evaluation.ci)),
+        sections.shift(estimates_html(estimates, estimates_png, results)),
     ]
     write_csv(tally.frame(), results / "notes.csv")
     page.append(sections.notes(tally))  # last: it lists the warnings every step above raised

@@ -215,6 +215,7 @@ class TrainConfig(StrictModel):
     def seed_list(self) -> list[int]:
         """The training seeds: ``seeds``, or ``[seed]`` when it is not given. Every seed is a run of its own."""
         return list(self.seeds) if self.seeds is not None else [self.seed]
+
     deterministic: bool = False
     accelerator: str = "auto"
     devices: int | str = "auto"
@@ -286,6 +287,23 @@ class VerifyConfig(StrictModel):
     )  # fmt: skip
 
 
+EstimateMethod = Literal["cbpe", "atc", "doc", "cm_atc", "cm_doc", "em_prevalence", "agreement"]
+ESTIMATE_METHODS: tuple[EstimateMethod, ...] = ("cbpe", "atc", "doc", "cm_atc", "cm_doc", "em_prevalence", "agreement")
+
+
+class EstimateConfig(StrictModel):
+    """``evaluation.estimate``: label-free performance estimates (issue 24, :mod:`cxrgen.shift.estimates`).
+
+    Run on every unlabelled external test set; on labelled ones too when ``labelled`` is true, where each
+    estimate is shown beside the truth (``results/estimates.csv``). ``enabled: false`` turns them off.
+    """
+
+    enabled: bool = True
+    methods: list[EstimateMethod] = Field(default_factory=lambda: list(ESTIMATE_METHODS))
+    calibrate: Literal["temperature", "isotonic"] = "temperature"
+    labelled: bool = Field(default=False, description="also estimate on labelled external sets, beside the truth")
+
+
 class EvalConfig(StrictModel):
     bootstrap: int = Field(default=1000, ge=0)
     ci: float = Field(default=0.95, gt=0, lt=1)
@@ -294,6 +312,7 @@ class EvalConfig(StrictModel):
         default_factory=lambda: ["blank_ignore", "uncertain_ones", "uncertain_zeros", "uncertain_ignore"],
         description="label protocols the same predictions are re-scored under (cxrgen.shift.protocols.PROTOCOLS)",
     )
+    estimate: EstimateConfig = EstimateConfig()
 
 
 class DesignConfig(StrictModel):
@@ -678,6 +697,8 @@ def _check_duplicate_keys(root: yaml.Node, path: Path) -> None:
             stack.extend((value, depth + 1) for _, value in reversed(node.value))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((item, depth + 1) for item in reversed(node.value))
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML mapping safely, refusing duplicate keys."""
     try:
