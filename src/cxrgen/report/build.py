@@ -35,6 +35,7 @@ from cxrgen.report.tables import (
     table1,
     table1_display,
 )
+from cxrgen.report.tripod import TripodInputs, development_table, link_shown, sample_size_table, tripod_checklist
 from cxrgen.study.config import dump_resolved
 from cxrgen.utils.fileio import write_csv, write_text
 from cxrgen.utils.notes import Tally, collect_warnings
@@ -56,7 +57,10 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     ``calibration.csv``, ``comparisons.csv``, ``cohort.csv``,
     ``table1.{md,csv,tex}``, ``figures/*.png`` (``roc_<arch>``, ``calibration_<arch>``,
     ``generalization_gap``, ``cohort_flow``, ``demographics``, ``review``), ``review.csv`` (with the review),
-    ``config.yaml`` (the resolved config the report used), ``notes.csv`` (the warnings the report raised, one row
+    ``config.yaml`` (the resolved config the report used), ``tripod_ai.csv`` (the TRIPOD+AI checklist: item,
+    sub_item, section, topic, status filled/to write, content, link), ``sample_size.csv`` (achieved interval
+    widths against targets), ``development_vs_evaluation.csv`` (per dataset: role, prevalence, age, sex, views),
+    ``notes.csv`` (the warnings the report raised, one row
     per kind with its count) and ``report.html``.
 
     Args:
@@ -197,6 +201,13 @@ def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
 
     say("report.html")
     shift_tables = write_shift_results(inputs, predictions, results)  # issue 11: six CSVs, sections after the rest
+    say("TRIPOD+AI checklist")
+    sample_size = sample_size_table(auc, calibration)
+    write_csv(sample_size, results / "sample_size.csv")
+    development = development_table(inputs)
+    write_csv(development, results / "development_vs_evaluation.csv")
+    checklist = tripod_checklist(TripodInputs(inputs, predictions, auc, calibration, next_hospital,
+                                              shift_tables.tables, sample_size, development))
     page = [
         sections.header(config),
         sections.notices(unfinished, missing),
@@ -213,8 +224,13 @@ def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
         sections.calibration(written, calibration),
         sections.review(review_result, review_file),
         sections.shift(shift_html(shift_tables, config.evaluation.ci)),
+        sections.development(development),
     ]
+    shown_html = [section.html() for section in page]
+    checklist = link_shown(checklist, shown_html)  # a link to an omitted section would lead nowhere
+    write_csv(checklist, results / "tripod_ai.csv")
+    shown_html.append(sections.tripod(checklist).html())
     write_csv(tally.frame(), results / "notes.csv")
-    page.append(sections.notes(tally))  # last: it lists the warnings every step above raised
-    write_text(results / "report.html", render_page(config.name, [section.html() for section in page]))
+    shown_html.append(sections.notes(tally).html())  # last: it lists the warnings every step above raised
+    write_text(results / "report.html", render_page(config.name, shown_html))
     return results

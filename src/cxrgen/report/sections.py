@@ -208,6 +208,39 @@ def shift(body: str) -> Section:
     return Section(None, body)
 
 
+def development(table: pd.DataFrame) -> Section:
+    """Development versus evaluation data per dataset (TRIPOD+AI 16 and 20c)."""
+    if table.empty:
+        return Section("Development versus evaluation data", "")
+    note = ("<p>Per dataset, its role in the study and what differs between development and evaluation data: "
+            "observed prevalence per label (NaN: not recorded), age, sex, views, devices (Support Devices label "
+            "where recorded).</p>")
+    return Section("Development versus evaluation data", note + frame_html(table, digits=3),
+                   ("development_vs_evaluation.csv",))
+
+
+def tripod(checklist: pd.DataFrame) -> Section:
+    """The TRIPOD+AI checklist: every sub-item, its status and the study's content or what the authors must add."""
+    if checklist.empty:
+        return Section("TRIPOD+AI checklist", "")
+    done = int((checklist["status"] == "filled").sum())
+    rows = []
+    for r in checklist.itertuples(index=False):
+        kind = "section" if r.link.startswith("#") else "file"
+        link = f' <a href="{esc(r.link)}">({kind})</a>' if r.link else ""
+        mark = "filled" if r.status == "filled" else "<b>to write</b>"
+        rows.append(f"<tr><td>{esc(r.sub_item)}</td><td>{esc(r.topic)}</td><td>{mark}</td>"
+                    f"<td>{esc(r.content)}{link}</td></tr>")
+    body = (
+        f"<p>TRIPOD+AI (Collins et al., BMJ 2024;385:e078378), wording after CLAIM 2024: {done} of "
+        f"{len(checklist)} sub-items filled from the study's files; {len(checklist) - done} to write by the "
+        "authors. Item texts are short forms of the published checklist.</p><details><summary>All "
+        f"{len(checklist)} sub-items</summary><table class=\"left\"><thead><tr><th>sub-item</th><th>topic</th>"
+        f"<th>status</th><th>content</th></tr></thead><tbody>{''.join(rows)}</tbody></table></details>"
+    )
+    return Section("TRIPOD+AI checklist", body, ("tripod_ai.csv", "sample_size.csv"))
+
+
 def notes(tally: Tally) -> Section:
     """The warnings the report raised, one line per kind with its count (no source file or line)."""
     if not tally.kinds:
