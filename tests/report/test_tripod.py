@@ -1,4 +1,5 @@
-"""The TRIPOD+AI checklist (issue 26): every sub-item listed; what the study computes is filled, with real content."""
+"""The TRIPOD+AI checklist (issue 26): every sub-item listed; what the study computes is filled, with real content.
+Also the training-curves figure, drawn from each run's metrics.csv."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     patient = pd.read_parquet(study / "manifest.parquet").set_index("image_id")["patient_id"]
     splits["split"] = splits.groupby(splits["image_id"].map(patient))["split"].transform("first")
     splits.to_parquet(study / "splits.parquet", index=False)
+    for run in sorted((study / "runs").glob("*/*")):  # each run's metrics.csv, as training writes it
+        pd.DataFrame({"epoch": [1, 2, 3], "step": [4, 8, 12], "train_loss": [0.7, 0.5, 0.4],
+                      "val_loss": [0.72, 0.6, 0.58], "val_auc_mean": [0.6, 0.7, 0.72]}).to_csv(
+            run / "metrics.csv", index=False)  # fmt: skip
     return build_report(study, review=False)
 
 
@@ -91,3 +96,19 @@ def test_the_page_has_the_checklist_with_links(results: Path) -> None:
     assert '<h2 id="development-versus-evaluation-data">' in page
     for target in set(re.findall(r'<a href="#([a-z0-9-]+)">\(section\)</a>', page)):
         assert f'id="{target}"' in page, target
+
+
+def test_training_curves_figure_for_every_run(results: Path) -> None:
+    page = (results / "report.html").read_text(encoding="utf-8")
+    assert (results / "figures" / "training_curves.png").is_file()
+    section = page.split('<h2 id="training-curves">Training curves</h2>')[1].split("<h2")[0]
+    assert "<img" in section and "one line per run" in section
+    assert '<a href="#training-curves">(section)</a>' in page  # TRIPOD+AI 12c links to it
+
+
+def test_no_training_curves_section_without_metrics(tmp_path: Path) -> None:
+    from cxrgen.report.build import training_curves
+    from cxrgen.report.inputs import find_predictions, load_inputs
+
+    study = make_study(tmp_path, patients=10, archs=("densenet121",))
+    assert training_curves(find_predictions(load_inputs(study))) == {}

@@ -7,7 +7,7 @@ leaves each file either complete and new or complete and old, and a reader never
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +20,7 @@ from cxrgen.report import sections
 from cxrgen.report.comparisons import comparisons as run_comparisons
 from cxrgen.report.findings import findings as claim_findings
 from cxrgen.report.html import FigureFile, render_page
-from cxrgen.report.inputs import find_predictions, load_inputs, missing_predictions, unfinished_runs
+from cxrgen.report.inputs import Predictions, find_predictions, load_inputs, missing_predictions, unfinished_runs
 from cxrgen.report.naming import model_label
 from cxrgen.report.overview import overview_table, paper_shape
 from cxrgen.report.seeds import combine_seeds, drawn_seed, seed_auc_table, seed_gaps
@@ -56,7 +56,8 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     interval), ``next_hospital.csv`` and ``next_hospital_coverage.csv`` (meta-analysis of external AUCs),
     ``calibration.csv``, ``comparisons.csv``, ``cohort.csv``,
     ``table1.{md,csv,tex}``, ``figures/*.png`` (``roc_<arch>``, ``calibration_<arch>``,
-    ``generalization_gap``, ``cohort_flow``, ``demographics``, ``review``), ``review.csv`` (with the review),
+    ``generalization_gap``, ``cohort_flow``, ``demographics``, ``training_curves``, ``review``), ``review.csv``
+    (with the review),
     ``config.yaml`` (the resolved config the report used), ``tripod_ai.csv`` (the TRIPOD+AI checklist: item,
     sub_item, section, topic, status filled/to write, content, link), ``sample_size.csv`` (achieved interval
     widths against targets), ``development_vs_evaluation.csv`` (per dataset: role, prevalence, age, sex, views),
@@ -77,6 +78,20 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     """
     with collect_warnings() as tally:
         return _build(study_dir, review, progress or (lambda message: log.info("%s", message)), tally)
+
+
+def training_curves(predictions: Sequence[Predictions]) -> dict[str, pd.DataFrame]:
+    """``metrics.csv`` of every run with predictions, by ``configuration/arch[ seed N]``; runs without one (models
+    trained elsewhere) are left out."""
+    curves: dict[str, pd.DataFrame] = {}
+    for pred in predictions:
+        name = f"{pred.configuration}/{pred.arch}" + (f" seed {pred.seed}" if pred.seed is not None else "")
+        path = pred.run.metrics
+        if name not in curves and path.is_file():
+            frame = pd.read_csv(path)
+            if {"epoch", "train_loss", "val_auc_mean"} <= set(frame.columns) and not frame.empty:
+                curves[name] = frame
+    return curves
 
 
 def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
@@ -181,6 +196,15 @@ def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
             + (" Points: mean over the seeds; pale bars: the range of the per-seed gaps." if several_seeds else ""),
         )
 
+    curves = training_curves(predictions)
+    if curves:
+        save(
+            figs.training_curves_figure(curves),
+            "training_curves",
+            "Training loss and validation mean AUC per epoch, one line per run (from each run's metrics.csv; the "
+            "same numbers are TensorBoard scalars in runs/<configuration>/<arch>/tensorboard/).",
+        )
+
     review_result = None
     review_file = None
     if review:
@@ -222,6 +246,7 @@ def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
         sections.figures("ROC curves", written, lambda stem: stem.startswith("roc_")),
         sections.figures("Generalization gap", written, lambda stem: stem == "generalization_gap"),
         sections.calibration(written, calibration),
+        sections.figures("Training curves", written, lambda stem: stem == "training_curves"),
         sections.review(review_result, review_file),
         sections.shift(shift_html(shift_tables, config.evaluation.ci)),
         sections.development(development),
