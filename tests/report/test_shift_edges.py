@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from cxrgen.report.inputs import find_predictions, load_inputs
-from cxrgen.report.shift_tables import shift_html, write_shift_results
+from cxrgen.report.shift_html import shift_html
+from cxrgen.report.shift_tables import write_shift_results
 from cxrgen.shift.calibration_shift import apply_temperature, fit_temperature
 from cxrgen.shift.operating_points import choose_threshold
 from cxrgen.study.workspace import Study

@@ -247,7 +247,7 @@ def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
         sections.figures("Generalization gap", written, lambda stem: stem == "generalization_gap"),
         sections.calibration(written, calibration),
         sections.figures("Training curves", written, lambda stem: stem == "training_curves"),
-        sections.review(review_result, review_file),
+        sections.review(review_result, review_file, requested=review),
         sections.shift(shift_html(shift_tables, config.evaluation.ci)),
         sections.development(development),
     ]

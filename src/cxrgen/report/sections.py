@@ -199,7 +199,10 @@ def calibration(files: Sequence[FigureFile], table: pd.DataFrame) -> Section:
     return Section("Calibration", body, ("calibration.csv",))
 
 
-def review(result: ReviewResult | None, figure: FigureFile | None) -> Section:
+def review(result: ReviewResult | None, figure: FigureFile | None, requested: bool = True) -> Section:
+    """The Grad-CAM error review; omitted (no heading) when not requested (``--no-review``)."""
+    if not requested:
+        return Section("Error review", "")
     return Section("Error review", review_html(result, figure), ("review.csv",) if result is not None else ())
 
 
