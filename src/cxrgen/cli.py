@@ -26,7 +26,9 @@ from cxrgen.utils.interrupts import Interrupted, as_interrupted, raise_on_signal
 from cxrgen.utils.notes import ConsoleFilter, Tally
 
 #: ``cxrgen --help`` lists the commands in the order a user meets them; commands not named here come last.
-STAGE_ORDER = ("synthesize", "prepare", "plan", "study", "train", "predict", "evaluate", "report", "status", "models")
+STAGE_ORDER = (
+    "synthesize", "prepare", "plan", "study", "train", "predict", "evaluate", "report", "export", "status", "models",
+)
 
 
 class StageOrderGroup(typer.core.TyperGroup):
@@ -52,7 +54,7 @@ TALLY = Tally()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def command(name: str | None = None) -> Callable[[F], F]:
+def command(name: str | None = None, group: typer.Typer | None = None) -> Callable[[F], F]:
     """Register a sub-command whose expected failures end as one line on stderr and exit code 1.
 
     SIGTERM and Ctrl-C end it with one ``error: stopped by ...`` line and 128 + the signal number (143, 130); see
@@ -81,7 +83,7 @@ def command(name: str | None = None) -> Callable[[F], F]:
                 err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
 
-        app.command(name)(run)
+        (group or app).command(name)(run)  # group: a sub-app such as `cxrgen export`
         return func
 
     return wrap
@@ -434,6 +436,26 @@ def embed(
         folders = embed_study(Study.load(study), arch=arch, device=device, shard=parse_shard(shard), progress=progress)
     for folder in folders:
         console.print(f"wrote {folder}")
+
+
+export_app = typer.Typer(help="Copy a study's finished runs into tracking tools researchers already use.",
+                         no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@command("mlflow", group=export_app)
+def export_mlflow(
+    study_dir: Annotated[Path, typer.Argument(help="The study directory (runs/ and, after `report`, results/).")],
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="MLflow tracking store, e.g. sqlite:///path/mlflow.db (default: STUDY_DIR/mlflow.db).")] = None,
+    experiment: Annotated[str | None, typer.Option(help="Experiment name (default: the study's name).")] = None,
+) -> None:
+    """Every finished run (parameters, per-epoch metrics, final AUCs, the report) into MLflow; reruns update."""
+    from cxrgen.runner.export import export_mlflow as export
+
+    summary = export(study_dir, tracking_uri=tracking_uri, experiment=experiment)
+    console.print(f"MLflow {summary.tracking_uri}: experiment {summary.experiment_id}, {summary.created} run(s) "
+                  f"created, {summary.updated} updated")
 
 
 def main() -> None:

@@ -193,6 +193,9 @@ class CXRClassifier(pl.LightningModule):
                 "seconds": round(time.monotonic() - self._epoch_start, 3),
             }
             append_epoch_row(self.metrics_csv, row)
+            if self.logger is not None:  # TensorBoard's view of the same row: one scalar per column, step = epoch
+                scalars = {f"epoch/{k}": float(v) for k, v in row.items() if k != "epoch"}
+                self.logger.log_metrics(scalars, step=int(row["epoch"]))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["cxrgen"] = self.meta

@@ -5,7 +5,9 @@ decay ``lr_t = lr / (1 + decay * step)`` and epsilon 1e-7, early stopping on the
 best checkpoint kept. Labels may be NaN (``ignore`` policies); NaN targets are masked out of loss and AUC.
 
 A run folder ``<study>/runs/<configuration>/<arch>/`` holds ``config.yaml``, ``metrics.csv`` (one row per epoch,
-rank 0), ``checkpoints/{last,best}.ckpt`` and ``done.json`` once training has finished. Checkpoints go through
+rank 0), ``tensorboard/`` (the same rows as TensorBoard scalars ``epoch/<column>`` with the epoch as step, and
+Lightning's per-step ``train_loss``; ``train.tensorboard: false`` turns it off), ``checkpoints/{last,best}.ckpt``
+and ``done.json`` once training has finished. Checkpoints go through
 :mod:`cxrgen.learn.checkpoints` (atomic writes, ``weights_only=True`` reads), including Lightning's own resume, so a
 killed ``train`` rerun resumes from ``last.ckpt`` and ends with the weights an uninterrupted run would have.
 
@@ -26,6 +28,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cxrgen.data.loaders import CXRDataModule
@@ -42,7 +45,9 @@ from cxrgen.utils.lock import run_lock
 
 #: TrainConfig fields that do not change what a run computes, only where or how fast; a finished or
 #: interrupted run may continue under different values of these.
-_RUNTIME_FIELDS = ("num_workers", "accelerator", "devices", "num_nodes", "strategy", "max_epochs", "patience")
+_RUNTIME_FIELDS = (
+    "num_workers", "accelerator", "devices", "num_nodes", "strategy", "max_epochs", "patience", "tensorboard",
+)
 class RunCheckpoints(Checkpoint):
     """Write ``best.ckpt`` (weights, when the monitored score improves) then ``last.ckpt`` (full state) per epoch.
 
@@ -241,7 +246,12 @@ def _train_unlocked(
         deterministic=train.deterministic,
         callbacks=[early_stopping, checkpoints],
         plugins=[AtomicCheckpointIO()],
-        logger=False,
+        # Lightning's loggers write from rank 0 only; the epoch rows go there too (CXRClassifier), metrics.csv
+        # stays the source of truth. version="" puts the event files in <run>/tensorboard/ itself, and a resumed run
+        # adds a file beside the first one.
+        logger=TensorBoardLogger(run.path, name="tensorboard", version="", default_hp_metric=False)
+        if train.tensorboard else False,
+        log_every_n_steps=1,  # per-step train_loss in TensorBoard, and no "fewer batches than the interval" warning
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -7,7 +7,7 @@ leaves each file either complete and new or complete and old, and a reader never
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +21,7 @@ from cxrgen.report.comparisons import comparisons as run_comparisons
 from cxrgen.report.estimates import estimates_html, write_estimates
 from cxrgen.report.findings import findings as claim_findings
 from cxrgen.report.html import FigureFile, render_page
-from cxrgen.report.inputs import find_predictions, load_inputs, missing_predictions, unfinished_runs
+from cxrgen.report.inputs import Predictions, find_predictions, load_inputs, missing_predictions, unfinished_runs
 from cxrgen.report.naming import model_label
 from cxrgen.report.overview import overview_table, paper_shape
 from cxrgen.report.seeds import combine_seeds, drawn_seed, seed_auc_table, seed_gaps
@@ -36,6 +36,7 @@ from cxrgen.report.tables import (
     table1,
     table1_display,
 )
+from cxrgen.report.tripod import TripodInputs, development_table, link_shown, sample_size_table, tripod_checklist
 from cxrgen.study.config import dump_resolved
 from cxrgen.utils.fileio import write_csv, write_text
 from cxrgen.utils.notes import Tally, collect_warnings
@@ -56,8 +57,12 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     interval), ``next_hospital.csv`` and ``next_hospital_coverage.csv`` (meta-analysis of external AUCs),
     ``calibration.csv``, ``comparisons.csv``, ``cohort.csv``,
     ``table1.{md,csv,tex}``, ``figures/*.png`` (``roc_<arch>``, ``calibration_<arch>``,
-    ``generalization_gap``, ``cohort_flow``, ``demographics``, ``review``), ``review.csv`` (with the review),
-    ``config.yaml`` (the resolved config the report used), ``notes.csv`` (the warnings the report raised, one row
+    ``generalization_gap``, ``cohort_flow``, ``demographics``, ``training_curves``, ``review``), ``review.csv``
+    (with the review),
+    ``config.yaml`` (the resolved config the report used), ``tripod_ai.csv`` (the TRIPOD+AI checklist: item,
+    sub_item, section, topic, status filled/to write, content, link), ``sample_size.csv`` (achieved interval
+    widths against targets), ``development_vs_evaluation.csv`` (per dataset: role, prevalence, age, sex, views),
+    ``notes.csv`` (the warnings the report raised, one row
     per kind with its count) and ``report.html``.
 
     Args:
@@ -74,6 +79,20 @@ def build_report(study_dir: Path, *, review: bool = True, progress: Progress | N
     """
     with collect_warnings() as tally:
         return _build(study_dir, review, progress or (lambda message: log.info("%s", message)), tally)
+
+
+def training_curves(predictions: Sequence[Predictions]) -> dict[str, pd.DataFrame]:
+    """``metrics.csv`` of every run with predictions, by ``configuration/arch[ seed N]``; runs without one (models
+    trained elsewhere) are left out."""
+    curves: dict[str, pd.DataFrame] = {}
+    for pred in predictions:
+        name = f"{pred.configuration}/{pred.arch}" + (f" seed {pred.seed}" if pred.seed is not None else "")
+        path = pred.run.metrics
+        if name not in curves and path.is_file():
+            frame = pd.read_csv(path)
+            if {"epoch", "train_loss", "val_auc_mean"} <= set(frame.columns) and not frame.empty:
+                curves[name] = frame
+    return curves
 
 
 def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
@@ -178,6 +197,15 @@ def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
             + (" Points: mean over the seeds; pale bars: the range of the per-seed gaps." if several_seeds else ""),
         )
 
+    curves = training_curves(predictions)
+    if curves:
+        save(
+            figs.training_curves_figure(curves),
+            "training_curves",
+            "Training loss and validation mean AUC per epoch, one line per run (from each run's metrics.csv; the "
+            "same numbers are TensorBoard scalars in runs/<configuration>/<arch>/tensorboard/).",
+        )
+
     review_result = None
     review_file = None
     if review:
@@ -200,6 +228,13 @@ def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
     shift_tables = write_shift_results(inputs, predictions, results)  # issue 11: six CSVs, sections after the rest
     say("label-free estimates (before the labels)")
     estimates, estimates_png = write_estimates(inputs, predictions, results)  # issue 24
+    say("TRIPOD+AI checklist")
+    sample_size = sample_size_table(auc, calibration)
+    write_csv(sample_size, results / "sample_size.csv")
+    development = development_table(inputs)
+    write_csv(development, results / "development_vs_evaluation.csv")
+    checklist = tripod_checklist(TripodInputs(inputs, predictions, auc, calibration, next_hospital,
+                                              shift_tables.tables, sample_size, development))
     page = [
         sections.header(config),
         sections.notices(unfinished, missing),
@@ -214,11 +249,17 @@ def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
         sections.figures("ROC curves", written, lambda stem: stem.startswith("roc_")),
         sections.figures("Generalization gap", written, lambda stem: stem == "generalization_gap"),
         sections.calibration(written, calibration),
-        sections.review(review_result, review_file),
+        sections.figures("Training curves", written, lambda stem: stem == "training_curves"),
+        sections.review(review_result, review_file, requested=review),
         sections.shift(shift_html(shift_tables, config.evaluation.ci)),
         sections.shift(estimates_html(estimates, estimates_png, results)),
+        sections.development(development),
     ]
+    shown_html = [section.html() for section in page]
+    checklist = link_shown(checklist, shown_html)  # a link to an omitted section would lead nowhere
+    write_csv(checklist, results / "tripod_ai.csv")
+    shown_html.append(sections.tripod(checklist).html())
     write_csv(tally.frame(), results / "notes.csv")
-    page.append(sections.notes(tally))  # last: it lists the warnings every step above raised
-    write_text(results / "report.html", render_page(config.name, [section.html() for section in page]))
+    shown_html.append(sections.notes(tally).html())  # last: it lists the warnings every step above raised
+    write_text(results / "report.html", render_page(config.name, shown_html))
     return results

@@ -222,6 +222,7 @@ class TrainConfig(StrictModel):
     num_nodes: int = 1
     strategy: str = "auto"
     limit_train_batches: int | float | None = None
+    tensorboard: bool = Field(default=True, description="TensorBoard event files in <run>/tensorboard/")
 
 
 @dataclass(frozen=True)

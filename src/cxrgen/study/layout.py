@@ -61,6 +61,11 @@ class RunDir:
         return self.path / RESOLVED_CONFIG
 
     @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files (rank 0; ``tensorboard --logdir runs``); ``metrics.csv`` stays the record."""
+        return self.path / "tensorboard"
+
+    @property
     def auc(self) -> Path:
         return self.path / "auc.csv"
 
