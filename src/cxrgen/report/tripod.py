@@ -489,11 +489,11 @@ def _shift_text(table: pd.DataFrame, config: StudyConfig) -> str:
     if table.empty:
         return ""
     cells = []
-    for r in table.itertuples(index=False):
-        prev = ", ".join(f"{lab} {getattr(r, f'prevalence_{lab}', np.nan):.3f}" for lab in config.labels
-                         if f"prevalence_{lab}" in table and not pd.isna(getattr(r, f"prevalence_{lab}")))
-        cells.append(f"{r.dataset} ({r.role}): age {r.age_mean} ± {r.age_sd}, female {r.female_pct} %, views "
-                     f"{r.views}, prevalence {prev or 'not recorded'}")
+    for _, r in table.iterrows():  # label names hold spaces: a row by column name, not by attribute
+        prev = ", ".join(f"{lab} {r[f'prevalence_{lab}']:.3f}" for lab in config.labels
+                         if f"prevalence_{lab}" in table and not pd.isna(r[f"prevalence_{lab}"]))
+        cells.append(f"{r['dataset']} ({r['role']}): age {r['age_mean']} ± {r['age_sd']}, female {r['female_pct']} %, "
+                     f"views {r['views']}, prevalence {prev or 'not recorded'}")
     return "; ".join(cells) + ". Setting and eligibility are those of each dataset (5a, 6b); image statistics " \
         "are not tabulated."
 

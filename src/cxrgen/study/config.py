@@ -16,8 +16,10 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SerializerFunctionWrapHandler,
+    Tag,
     ValidationError,
     field_validator,
     model_serializer,
@@ -452,6 +454,22 @@ class ProbeConfig(StrictModel):
         return value
 
 
+def _entry_kind(value: Any) -> str:
+    """Which model an ``architectures:`` mapping entry is: one with ``onnx`` or ``torchscript`` comes from
+    elsewhere, any other is a linear probe. Told by its keys, so an error names the entry's own keys
+    (``architecture_specs.x.mode``) instead of listing both models' complaints."""
+    if isinstance(value, dict):
+        return "external" if {"onnx", "torchscript"} & value.keys() else "probe"
+    return "external" if isinstance(value, ExternalModelSpec) else "probe"
+
+
+#: An ``architectures:`` mapping entry, validated as the one model its keys say it is.
+ArchitectureEntry = Annotated[
+    Annotated[ArchitectureSpec, Tag("probe")] | Annotated[ExternalModelSpec, Tag("external")],
+    Discriminator(_entry_kind),
+]
+
+
 class StudyConfig(StrictModel):
     name: str
     out: Path
@@ -471,7 +489,7 @@ class StudyConfig(StrictModel):
     reference: Reference | None = None
     verify: VerifyConfig = VerifyConfig()
     launcher: LauncherConfig = LauncherConfig()
-    architecture_specs: dict[str, ArchitectureSpec | ExternalModelSpec] = Field(default_factory=dict)
+    architecture_specs: dict[str, ArchitectureEntry] = Field(default_factory=dict)
     probe: ProbeConfig = ProbeConfig()
 
     @model_validator(mode="before")
