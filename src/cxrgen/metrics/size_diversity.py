@@ -256,8 +256,10 @@ def union_vs_size(
         se = math.sqrt(var_gain + (d_log_n * slope_se) ** 2)
         excess = gain - predicted
         low, high = excess - z * se, excess + z * se
-        if math.isnan(low):
-            text = "not testable (no size slope)"
+        if math.isnan(excess):
+            text = "not testable (an AUC is undefined or there is no size slope)"
+        elif math.isnan(low):
+            text = "not testable (no interval)"
         elif low > 0:
             text = "the union gains more than its size predicts: a diversity effect"
         elif high < 0:
