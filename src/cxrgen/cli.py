@@ -367,7 +367,9 @@ def plan(
     prepared = run_prepare(opened, until="splits")
     if prepared.splits is None:  # run_prepare(until="splits") always makes them
         raise CxrgenError("plan: prepare made no splits")
-    table = plan_table(config, prepared.manifest, prepared.splits)
+    excluded = opened.dir.excluded
+    skipped = pd.read_csv(excluded, dtype=str, keep_default_na=False)["image_id"] if excluded.is_file() else []
+    table = plan_table(config, prepared.manifest, prepared.splits, excluded=set(skipped))
     print_frame(table, f"{config.name}: {len(table)} run(s); external sets are each dataset's test split")
     for line in split_notes(config):
         console.print(line, markup=False, highlight=False)

@@ -32,6 +32,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cxrgen.data.loaders import CXRDataModule
+from cxrgen.data.subsample import planned_steps, usable_rows
 from cxrgen.errors import CxrgenError
 from cxrgen.learn.checkpoints import AtomicCheckpointIO, load_checkpoint
 from cxrgen.learn.module import MONITOR, CXRClassifier
@@ -84,7 +85,8 @@ class RunCheckpoints(Checkpoint):
         self.best, self.best_epoch = float(state_dict["best"]), int(state_dict["best_epoch"])
         self.stopped = bool(state_dict["stopped"])
 def run_fingerprint(
-    config: StudyConfig, configuration_name: str, arch: str, size: int, seed: int | None = None
+    config: StudyConfig, configuration_name: str, arch: str, size: int, seed: int | None = None,
+    steps: int | None = None,
 ) -> str:
     """Hash of everything that decides a run's weights (data, labels, preprocessing, recipe), not of where it runs.
 
@@ -113,6 +115,8 @@ def run_fingerprint(
         "size": size,
         "train": train,
     }
+    if steps is not None:  # a subsample's fixed step budget replaces max_epochs and patience, which are left out
+        keys["steps"] = steps
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 def _precision(config: StudyConfig, accelerator: str) -> str:
     if config.train.precision is not None:
@@ -181,7 +185,11 @@ def _train_unlocked(
     run_seed = study.seed(seed)
     run = study.run(configuration_name, arch, run_seed)
     folder = run.path
-    fingerprint = run_fingerprint(config, configuration_name, arch, size, run_seed)
+    # A size-matched or learning-curve run trains a fixed number of optimizer steps whatever its size (issue 25),
+    # so a size's effect is not an effect of more updates: no early stopping, no epoch limit.
+    subsample = config.configuration(configuration_name).subsample
+    steps = None if subsample is None else planned_steps(config, subsample, usable_rows(study.dir, config))
+    fingerprint = run_fingerprint(config, configuration_name, arch, size, run_seed, steps)
     done = run.done
     if done.exists():
         _check_fingerprint(done, json.loads(done.read_text()).get("fingerprint"), fingerprint)
@@ -234,17 +242,19 @@ def _train_unlocked(
     # Decide at validation end, before RunCheckpoints (checkpoint callbacks run last), so last.ckpt holds the
     # updated early-stopping state; the default (train epoch end) would run after the save.
     early_stopping = EarlyStopping(MONITOR, mode="max", patience=train.patience, check_on_train_epoch_end=False)
+    callbacks: list[pl.Callback] = [early_stopping, checkpoints] if steps is None else [checkpoints]
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=train.devices,
         num_nodes=train.num_nodes,
         strategy=train.strategy,
         precision=_precision(config, accelerator),  # type: ignore[arg-type]
-        max_epochs=train.max_epochs,
+        max_epochs=train.max_epochs if subsample is None else -1,
+        max_steps=-1 if steps is None else steps,
         accumulate_grad_batches=train.accumulate,
         limit_train_batches=train.limit_train_batches,
         deterministic=train.deterministic,
-        callbacks=[early_stopping, checkpoints],
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         # Lightning's loggers write from rank 0 only; the epoch rows go there too (CXRClassifier), metrics.csv
         # stays the source of truth. version="" puts the event files in <run>/tensorboard/ itself, and a resumed run

@@ -27,6 +27,7 @@ from cxrgen.report.overview import overview_table, paper_shape
 from cxrgen.report.seeds import combine_seeds, drawn_seed, seed_auc_table, seed_gaps
 from cxrgen.report.shift_html import shift_html
 from cxrgen.report.shift_tables import write_shift_results
+from cxrgen.report.size_diversity import write_size_diversity
 from cxrgen.report.tables import (
     auc_results,
     calibration_results,
@@ -224,6 +225,9 @@ def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
                     "Grad-CAM per architecture.",
                 )
 
+    say("size vs sources (issue 25)")
+    size_section = write_size_diversity(inputs, predictions, results)
+
     say("report.html")
     shift_tables = write_shift_results(inputs, predictions, results)  # issue 11: six CSVs, sections after the rest
     say("label-free estimates (before the labels)")
@@ -243,6 +247,7 @@ def _build(study_dir: Path, review: bool, say: Progress, tally: Tally) -> Path:
         sections.paper_claims(claims, shape_note),
         sections.seeds(seeds),
         sections.next_hospital(next_hospital, coverage, unfinished_pairs),
+        size_section,
         sections.cohort(cohort if not cohort.empty else None, written),
         sections.table1(config, numbers),
         sections.comparisons(comparisons, unfinished_pairs),

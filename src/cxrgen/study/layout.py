@@ -172,6 +172,12 @@ class StudyDir:
     def runs(self) -> Path:
         return self.path / "runs"
 
+    def subsample(self, configuration: str) -> Path:
+        """``runs/<configuration>/subsample.parquet``: the recorded training and validation subsample of a
+        size-matched or learning-curve configuration (``image_id, dataset, patient_id, split``), shared by its
+        architectures and seeds (:mod:`cxrgen.data.subsample`)."""
+        return self.runs / configuration / "subsample.parquet"
+
     def run(self, configuration: str, arch: str, seed: int | None = None) -> RunDir:
         """The run folder; ``seed`` None is the single-seed layout (no ``seed-<N>`` level).
 
