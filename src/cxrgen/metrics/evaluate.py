@@ -1,8 +1,11 @@
 """Evaluate predictions files: per-label AUC with clustered-bootstrap and DeLong intervals, model comparisons.
 
-A predictions file (DESIGN.md section 8) is a parquet table with one row per image::
+A predictions file (DESIGN.md section 8) is a table with one row per image::
 
     image_id, patient_id, y_<label>, p_<label>   (one y_/p_ pair per label)
+
+stored as parquet, CSV or TSV (``.csv.gz`` and ``.tsv.gz`` too), all validated alike; a published model's own CSV
+becomes one with ``cxrgen predictions convert`` (:mod:`cxrgen.runner.convert`).
 
 ``y`` in {0, 1} or NaN (NaN = not labelled, excluded from that label), ``p`` a probability in [0, 1].
 Any model, trained here or elsewhere, can be evaluated once its outputs are written in this schema.
@@ -48,7 +51,9 @@ __all__ = [
     "auc_table",
     "compare_predictions",
     "evaluate_files",
+    "predictions_stem",
     "read_predictions",
+    "validate_predictions",
 ]
 
 #: Columns of the tidy AUC table, after any caller-supplied columns (``test_set``, ``configuration``...).
@@ -115,11 +120,49 @@ UNFINISHED_KEY = "unfinished"
 UNPREDICTED_KEY = "unpredicted_labels"
 
 
+#: Suffixes of a predictions file and their column delimiter (None: parquet).
+PREDICTIONS_SUFFIXES: dict[str, str | None] = {
+    ".parquet": None, ".csv": ",", ".csv.gz": ",", ".tsv": "\t", ".tsv.gz": "\t", ".txt": "\t", ".txt.gz": "\t",
+}
+
+
+def predictions_suffix(path: Path) -> str:
+    """The predictions suffix ``path`` ends with (``.csv.gz``...), case-insensitive; another is an error."""
+    name = path.name.lower()
+    for suffix in sorted(PREDICTIONS_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    raise PredictionsError(f"{path}: a predictions file must end in {', '.join(PREDICTIONS_SUFFIXES)}")
+
+
+def predictions_stem(path: str | os.PathLike[str]) -> str:
+    """The file name without its predictions suffix: ``mimic`` for ``mimic.parquet`` and ``mimic.csv.gz``."""
+    p = Path(path)
+    return p.name[: len(p.name) - len(predictions_suffix(p))]
+
+
+def _read_raw(p: Path) -> pd.DataFrame:
+    """The file's cells: parquet as stored; a text table with every cell as text (ids keep leading zeros)."""
+    delimiter = PREDICTIONS_SUFFIXES[predictions_suffix(p)]
+    if delimiter is None:
+        try:
+            return pd.read_parquet(p)
+        except (OSError, ValueError) as exc:
+            raise PredictionsError(f"{p}: cannot read as parquet ({exc})") from exc
+    try:
+        return pd.read_csv(p, sep=delimiter, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PredictionsError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (OSError, EOFError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        what = "tab" if delimiter == "\t" else "comma"
+        raise PredictionsError(f"{p}: cannot read as a {what}-separated table ({' '.join(str(exc).split())})") from None
+
+
 def read_predictions(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str]]:
-    """Read and validate one predictions parquet file.
+    """Read and validate one predictions file: parquet, CSV or TSV (optionally gzipped), by its suffix.
 
     Args:
-        path: The ``.parquet`` file.
+        path: The ``.parquet``, ``.csv``, ``.tsv`` (``.txt`` = tab) file, the text ones optionally ``.gz``.
 
     Returns:
         ``(frame, labels)``: the frame has ``image_id`` and ``patient_id`` as strings and every
@@ -127,23 +170,34 @@ def read_predictions(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[s
 
     Raises:
         FileNotFoundError: The file does not exist.
-        PredictionsError: Unreadable file, missing column, ``y`` outside {0, 1, NaN}, ``p`` outside [0, 1]
-            or NaN, missing ids, or a duplicate ``image_id``. The message names the file and the column.
+        PredictionsError: Unreadable file or suffix, missing column, ``y`` outside {0, 1, NaN}, ``p`` outside
+            [0, 1] or NaN, missing ids, or a duplicate ``image_id``. The message names the file and the column.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: predictions file not found")
-    try:
-        raw = pd.read_parquet(p)
-    except (OSError, ValueError) as exc:
-        raise PredictionsError(f"{p}: cannot read as parquet ({exc})") from exc
+    raw = _read_raw(p)
+    parquet = PREDICTIONS_SUFFIXES[predictions_suffix(p)] is None
+    unpredicted = json.loads(parquet_metadata(p).get(UNPREDICTED_KEY, "[]")) if parquet else []
+    return validate_predictions(raw, p, unpredicted=unpredicted)
+
+
+def validate_predictions(
+    raw: pd.DataFrame, p: Path, *, unpredicted: Sequence[str] = ()
+) -> tuple[pd.DataFrame, list[str]]:
+    """Check a predictions frame against the schema (see :func:`read_predictions`); ``p`` names it in messages.
+
+    Args:
+        raw: The table as read (numbers or text cells).
+        p: The file the frame comes from or goes to.
+        unpredicted: Labels whose ``p`` column may be NaN throughout (a model without that output).
+    """
     for col in ("image_id", "patient_id"):
         if col not in raw.columns:
             raise PredictionsError(f"{p}: missing column {col!r}")
         if raw[col].isna().any():
             raise PredictionsError(f"{p}: column {col!r} has {int(raw[col].isna().sum())} missing values")
     labels = _label_columns([str(c) for c in raw.columns], p)
-    unpredicted = set(json.loads(parquet_metadata(p).get(UNPREDICTED_KEY, "[]")))
     out = pd.DataFrame({"image_id": raw["image_id"].astype(str), "patient_id": raw["patient_id"].astype(str)})
     dup = out["image_id"].duplicated(keep=False)
     if dup.any():
@@ -167,7 +221,7 @@ def read_predictions(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[s
             )
         out[f"y_{lab}"] = y
         out[f"p_{lab}"] = prob
-    return out, labels
+    return out.reset_index(drop=True), labels
 
 
 def auc_table(
@@ -277,12 +331,12 @@ def compare_predictions(
 
 def _source_names(paths: Sequence[Path]) -> list[str]:
     """Shortest trailing path (without suffix) that tells the files apart: ``mimic`` or ``nih/x/mimic``."""
-    parts = [list(p.with_suffix("").parts) for p in paths]
-    longest = max(len(x) for x in parts)
-    for k in range(1, longest + 1):
-        names = ["/".join(x[-k:]) for x in parts]
-        if len(set(names)) == len(names):
-            return names
+    for parts in ([*p.parent.parts, predictions_stem(p)] for p in paths), (list(p.parts) for p in paths):
+        listed = list(parts)  # without the suffix, then with it (``nih.csv`` beside ``nih.parquet``)
+        for k in range(1, max(len(x) for x in listed) + 1):
+            names = ["/".join(x[-k:]) for x in listed]
+            if len(set(names)) == len(names):
+                return names
     raise ValueError(f"the same predictions file is given twice: {[str(p) for p in paths]}")
 
 
@@ -298,7 +352,8 @@ def evaluate_files(
     Every comparison is computed before anything is written, so a refused pairing leaves no partial output.
 
     Args:
-        paths: Predictions parquet files; each is a test set named by its file stem (``test_set``).
+        paths: Predictions files (parquet, CSV, TSV); each is a test set named by its file name without the
+            suffix (``test_set``: ``mimic`` for ``mimic.parquet`` and ``mimic.csv.gz``).
         out_dir: Output folder, created if needed; CSVs are written atomically.
         n_boot: Patient-clustered bootstrap resamples per file.
         seed: Bootstrap seed (the same for every file, so a file's intervals do not depend on the others).
@@ -315,11 +370,12 @@ def evaluate_files(
         raise ValueError("evaluate_files: no predictions files given")
     names = _source_names(files)
     frames: list[tuple[pd.DataFrame, list[str]]] = [read_predictions(f) for f in files]
-    unfinished = [parquet_metadata(f).get(UNFINISHED_KEY) == "true" for f in files]
+    unfinished = [predictions_suffix(f) == ".parquet" and parquet_metadata(f).get(UNFINISHED_KEY) == "true"
+                  for f in files]
     tables = [
         auc_table(
             df, labels, n_boot=n_boot, seed=seed, ci=ci,
-            extra={"test_set": f.stem, "source": name, "file": str(f), "unfinished": flag},
+            extra={"test_set": predictions_stem(f), "source": name, "file": str(f), "unfinished": flag},
         )
         for f, name, flag, (df, labels) in zip(files, names, unfinished, frames, strict=True)
     ]
