@@ -216,8 +216,9 @@ def evaluate(
 ) -> None:
     """Per-label AUC with bootstrap and DeLong intervals; DeLong tests between files."""
     from cxrgen.metrics.evaluate import evaluate_files
+    from cxrgen.sources.labels import canonical_label
 
-    auc, comparisons = evaluate_files(predictions, out, n_boot=n_boot, seed=seed, ci=ci)
+    auc, comparisons = evaluate_files(predictions, out, n_boot=n_boot, seed=seed, ci=ci, label_name=canonical_label)
     print_frame(auc[["source", "label", "auc", "ci_low", "ci_high", "n_pos", "n_neg"]].round(4), "AUC")
     if comparisons is not None:
         shown = comparisons[["a", "b", "label", "test", "auc_a", "auc_b", "p", "p_holm"]]

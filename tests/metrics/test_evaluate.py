@@ -354,3 +354,45 @@ def test_cli_evaluate_pairs_on_the_intersection_and_refuses_little_overlap(tmp_p
     assert f"share {n_few} images ({n_few / len(full):.1%} of the larger)" in message, message
     assert "a paired comparison needs at least 95%" in message, message
     assert not (tmp_path / "refused").exists()  # refused before anything is written
+
+
+def test_cli_evaluate_pairs_bare_with_namespaced_ids_and_effusion_with_pleural_effusion(tmp_path: Path) -> None:
+    """cxrgen's own file (``nih:`` ids, ``Pleural Effusion``) against a converted one (bare ids, ``Effusion``, a
+    label more): paired, every shared label compared, the label in one file only named in a warning."""
+    ours = _predictions(150, seed=1, strength=1.5)
+    ours = ours.assign(image_id="nih:" + ours["image_id"], patient_id="nih:" + ours["patient_id"])
+    theirs = _predictions(150, seed=2, strength=0.5).rename(columns={"y_Pleural Effusion": "y_Effusion",
+                                                                     "p_Pleural Effusion": "p_Effusion"})
+    theirs = theirs.assign(y_Hernia=0.0, p_Hernia=0.5)
+    a = _write(ours, tmp_path / "a" / "nih.parquet")
+    b = _write_as(theirs, tmp_path / "b" / "nih.csv")
+    done = _evaluate_cli(a, b, "--out", tmp_path / "out", "--n-boot", "50")
+    assert done.returncode == 0, done.stderr[-2000:]
+    comps = pd.read_csv(tmp_path / "out" / "comparisons.csv")
+    assert comps["label"].tolist() == LABELS  # Effusion is Pleural Effusion
+    assert comps["test"].tolist() == ["clustered_paired_bootstrap"] * 2
+    assert comps["n_dropped_a"].tolist() == [0, 0] and comps["n_a"].tolist() == comps["n_b"].tolist()
+    stderr = " ".join(done.stderr.split())
+    assert "label(s) [] only in" in stderr and f"['Hernia'] only in {b} are not compared" in stderr, stderr
+    assert pd.read_csv(tmp_path / "out" / "auc.csv")["label"].tolist() == [*LABELS, *LABELS, "Hernia"]
+
+
+def test_cli_evaluate_files_that_cannot_be_paired_say_why_in_one_line(tmp_path: Path) -> None:
+    full = _predictions(200, seed=1)
+    half = full.iloc[:100]
+    a = _write(full.assign(image_id="nih:" + full["image_id"]), tmp_path / "a.parquet")
+    b = _write(half, tmp_path / "b.parquet")
+    refused = _evaluate_cli(a, b, "--out", tmp_path / "refused")
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), refused.stderr
+    assert "share 100 images (ids compared without the 'nih:' namespace of" in lines[0], lines[0]
+    assert not (tmp_path / "refused").exists()
+
+    mimic = _write(half.assign(image_id="mimic:" + half["image_id"]), tmp_path / "mimic.parquet")
+    done = _evaluate_cli(a, mimic, "--out", tmp_path / "unpaired", "--n-boot", "20")
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())
+    assert (f"{a} and {mimic} share no image id (namespaces ['nih'] vs ['mimic']: different datasets): compared "
+            "as independent test sets (clustered unpaired test), not paired") in said, said
+    assert set(pd.read_csv(tmp_path / "unpaired" / "comparisons.csv")["test"]) == {"clustered_unpaired"}

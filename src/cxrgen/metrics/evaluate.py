@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,14 @@ import pandas as pd
 
 from cxrgen import metrics
 from cxrgen.errors import CxrgenError
-from cxrgen.metrics.pairing import CLUSTERED_COLUMNS, pair_on_images, paired_clustered, unpaired_clustered
+from cxrgen.metrics.pairing import (
+    CLUSTERED_COLUMNS,
+    image_keys,
+    pair_on_images,
+    paired_clustered,
+    unpaired_clustered,
+    unpaired_reason,
+)
 from cxrgen.utils.fileio import parquet_metadata, write_csv
 
 log = logging.getLogger(__name__)
@@ -305,8 +312,10 @@ def compare_predictions(
     """Compare two models label by label with the report's patient-clustered tests; Holm over ``labels``.
 
     Frames that share images are paired on the intersection (``test == "clustered_paired_bootstrap"``; one
-    patient resample shared by both models; dropped images counted and logged). Frames sharing no image are
-    independent test sets (``test == "clustered_unpaired"``). Partly overlapping frames are neither: refused.
+    patient resample shared by both models; dropped images counted and logged); bare and namespaced ids of one
+    dataset pair (:func:`cxrgen.metrics.pairing.image_keys`). Frames sharing no image are independent test sets
+    (``test == "clustered_unpaired"``), with a warning line saying why they could not be paired. Partly
+    overlapping frames are neither: refused.
     ``files`` (the two paths) name the frames in messages; ``name_a``/``name_b`` fill the ``a``/``b`` columns.
 
     Raises:
@@ -315,18 +324,32 @@ def compare_predictions(
     """
     n_boot = max(n_boot, 2)  # a standard error needs two resamples
     what_a, what_b = files or (name_a, name_b)
-    if df_a["image_id"].isin(df_b["image_id"]).any():
+    keys_a, keys_b, _ = image_keys(df_a["image_id"], df_b["image_id"], what_a, what_b)
+    if keys_a.isin(keys_b).any():
         paired = pair_on_images(df_a, df_b, what_a, what_b)
         what = f"{what_a} vs {what_b}"
         results = [paired_clustered(paired, lab, what, n_boot=n_boot, seed=seed, ci=ci) for lab in labels]
-    else:
-        log.info("%s and %s share no image: compared as independent test sets (clustered unpaired test)",
-                 what_a, what_b)  # fmt: skip
+    else:  # said in one line, never silently: a bare/namespaced mismatch the rule cannot resolve shows here
+        log.warning("%s", unpaired_reason(df_a["image_id"], df_b["image_id"], what_a, what_b))
         results = [unpaired_clustered(df_a, df_b, lab, n_boot=n_boot, seed=seed, ci=ci) for lab in labels]
     rows = [{"a": name_a, "b": name_b, "label": lab, **res} for lab, res in zip(labels, results, strict=True)]
     out = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c != "p_holm"])
     out.insert(out.columns.get_loc("p") + 1, "p_holm", metrics.holm(out["p"].to_numpy(dtype=np.float64)))
     return out
+
+
+def _renamed(
+    df: pd.DataFrame, labels: list[str], label_name: Callable[[str], str], path: Path
+) -> tuple[pd.DataFrame, list[str]]:
+    """``df`` with its labels' columns renamed through ``label_name``; two columns becoming one label is an error."""
+    names = [label_name(lab) for lab in labels]
+    seen: dict[str, str] = {}
+    for lab, name in zip(labels, names, strict=True):
+        if name in seen:
+            raise PredictionsError(f"{path}: columns 'p_{seen[name]}' and 'p_{lab}' are both the label {name!r}")
+        seen[name] = lab
+    rename = {f"{k}_{lab}": f"{k}_{name}" for lab, name in zip(labels, names, strict=True) for k in ("y", "p")}
+    return df.rename(columns=rename), names
 
 
 def _source_names(paths: Sequence[Path]) -> list[str]:
@@ -346,6 +369,7 @@ def evaluate_files(
     n_boot: int = 1000,
     seed: int = 0,
     ci: float = 0.95,
+    label_name: Callable[[str], str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Evaluate predictions files and write ``out_dir/auc.csv`` (and ``comparisons.csv`` for 2+ files).
 
@@ -358,18 +382,24 @@ def evaluate_files(
         n_boot: Patient-clustered bootstrap resamples per file.
         seed: Bootstrap seed (the same for every file, so a file's intervals do not depend on the others).
         ci: Confidence level of all intervals.
+        label_name: The label vocabulary: each file's label names pass through it before files are compared
+            (``cxrgen evaluate`` gives :func:`cxrgen.sources.labels.canonical_label`, so ``Effusion`` in one file
+            is ``Pleural Effusion`` in the other). None keeps the names as written.
 
     Returns:
         ``(auc, comparisons)``; ``comparisons`` is None for a single file. ``auc`` has ``test_set`` (file
         stem), ``source`` (the shortest trailing path telling the files apart, used as ``a``/``b`` in
         comparisons), ``file``, ``unfinished``, then :data:`AUC_COLUMNS`. Comparisons cover every pair of
-        files in the given order and the labels they share.
+        files in the given order and the labels they share; a label in only one file of a pair is named in a
+        warning.
     """
     files = [Path(p) for p in paths]
     if not files:
         raise ValueError("evaluate_files: no predictions files given")
     names = _source_names(files)
     frames: list[tuple[pd.DataFrame, list[str]]] = [read_predictions(f) for f in files]
+    if label_name is not None:
+        frames = [_renamed(df, labels, label_name, f) for f, (df, labels) in zip(files, frames, strict=True)]
     unfinished = [predictions_suffix(f) == ".parquet" and parquet_metadata(f).get(UNFINISHED_KEY) == "true"
                   for f in files]
     tables = [
@@ -386,6 +416,12 @@ def evaluate_files(
         for i, j in itertools.combinations(range(len(files)), 2):
             (df_a, lab_a), (df_b, lab_b) = frames[i], frames[j]
             shared = [lab for lab in lab_a if lab in lab_b]
+            only_a, only_b = [lab for lab in lab_a if lab not in lab_b], [lab for lab in lab_b if lab not in lab_a]
+            if only_a or only_b:
+                warnings.warn(
+                    f"{files[i]} vs {files[j]}: label(s) {only_a} only in {files[i]} and {only_b} only in "
+                    f"{files[j]} are not compared (label names go through the label vocabulary)", stacklevel=2,
+                )
             if shared:
                 comps.append(compare_predictions(
                     df_a, df_b, shared, name_a=names[i], name_b=names[j], files=(str(files[i]), str(files[j])),
