@@ -27,7 +27,8 @@ from cxrgen.utils.notes import ConsoleFilter, Tally
 
 #: ``cxrgen --help`` lists the commands in the order a user meets them; commands not named here come last.
 STAGE_ORDER = (
-    "synthesize", "prepare", "plan", "study", "train", "predict", "evaluate", "report", "export", "status", "models",
+    "synthesize", "prepare", "plan", "study", "train", "predict", "evaluate", "predictions", "report", "export",
+    "status", "models",
 )
 
 
@@ -52,6 +53,12 @@ err_console = Console(stderr=True)
 #: Every warning a command raises, by kind, for the summary after it.
 TALLY = Tally()
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+predictions_app = typer.Typer(
+    help="Predictions files from elsewhere: convert a published model's table.", no_args_is_help=True
+)
+app.add_typer(predictions_app, name="predictions")
 
 
 def command(name: str | None = None, group: typer.Typer | None = None) -> Callable[[F], F]:
@@ -200,7 +207,10 @@ def prepare(
 
 @command("evaluate")
 def evaluate(
-    predictions: Annotated[list[Path], typer.Argument(help="Predictions files: image_id, patient_id, y_/p_<label>.")],
+    predictions: Annotated[
+        list[Path],
+        typer.Argument(help="Predictions files (parquet, CSV, TSV, .gz): image_id, patient_id, y_/p_<label>."),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Folder for auc.csv (and comparisons.csv with 2+ files).")],
     n_boot: Annotated[int, typer.Option(help="Patient-clustered bootstrap resamples.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
@@ -208,13 +218,54 @@ def evaluate(
 ) -> None:
     """Per-label AUC with bootstrap and DeLong intervals; DeLong tests between files."""
     from cxrgen.metrics.evaluate import evaluate_files
+    from cxrgen.sources.labels import canonical_label
 
-    auc, comparisons = evaluate_files(predictions, out, n_boot=n_boot, seed=seed, ci=ci)
+    auc, comparisons = evaluate_files(predictions, out, n_boot=n_boot, seed=seed, ci=ci, label_name=canonical_label)
     print_frame(auc[["source", "label", "auc", "ci_low", "ci_high", "n_pos", "n_neg"]].round(4), "AUC")
     if comparisons is not None:
         shown = comparisons[["a", "b", "label", "test", "auc_a", "auc_b", "p", "p_holm"]]
         print_frame(shown.round({"auc_a": 4, "auc_b": 4}), "comparisons")  # p unrounded: 1e-30 is not 0
     console.print(f"wrote {out}")
+
+
+@command("convert", group=predictions_app)
+def predictions_convert(
+    source: Annotated[Path, typer.Argument(help="The model's table: CSV, TSV (optionally .gz) or parquet.")],
+    image_id: Annotated[str, typer.Option("--image-id", help="Its image id column, e.g. 'Image Index'.")],
+    out: Annotated[Path, typer.Option("--out", help="The predictions file to write (.parquet).")],
+    patient_id: Annotated[str | None, typer.Option("--patient-id", help="Its patient id column.")] = None,
+    label_map: Annotated[
+        list[str] | None,
+        typer.Option("--label-map", help="COLUMN=Label, repeatable (default: every --prob-prefix column)."),
+    ] = None,
+    prob_prefix: Annotated[str, typer.Option(help="Probability columns are PREFIX<Label>.")] = "prob_",
+    patients: Annotated[
+        Path | None, typer.Option(help="A metadata table giving each image's patient (joined on the image id).")
+    ] = None,
+    patients_image_id: Annotated[
+        str | None, typer.Option(help="The metadata table's image id column (default: --image-id).")
+    ] = None,
+    patients_id: Annotated[str | None, typer.Option(help="The metadata table's patient id column.")] = None,
+    findings: Annotated[
+        str | None, typer.Option(help="Ground truth: a column listing the positive findings (input or --patients).")
+    ] = None,
+    findings_sep: Annotated[str, typer.Option(help="Separator of the findings list.")] = "|",
+    truth_prefix: Annotated[
+        str | None, typer.Option(help="Ground truth: 0/1 columns PREFIX<Label> of the input.")
+    ] = None,
+) -> None:
+    """A published model's outputs -> a predictions file (image_id, patient_id, y_/p_<label>) for evaluate."""
+    from cxrgen.runner.convert import Conversion, convert_predictions, parse_label_map
+
+    conversion = Conversion(
+        image_id=image_id, patient_id=patient_id, label_map=parse_label_map(label_map or []), prob_prefix=prob_prefix,
+        patients=patients, patients_image_id=patients_image_id, patients_id=patients_id, findings=findings,
+        findings_sep=findings_sep, truth_prefix=truth_prefix,
+    )
+    frame, labels = convert_predictions(source, out, conversion)
+    labelled = sum(int(frame[f"y_{label}"].notna().any()) for label in labels)
+    console.print(f"wrote {out}: {len(frame):,} images, {frame['patient_id'].nunique():,} patients, "
+                  f"{len(labels)} labels ({labelled} with ground truth): {', '.join(labels)}")  # fmt: skip
 
 
 @command("synthesize")
