@@ -119,3 +119,14 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
 
 def test_all_lists_exactly_the_lazily_loaded_names() -> None:
     assert sorted(cxrgen.__all__) == sorted(cxrgen._PUBLIC)
+
+
+def test_every_results_table_a_report_writes_is_in_the_results_reference(tmp_path: Path) -> None:
+    from cxrgen.report.build import build_report
+    from helpers.report_study import make_study
+
+    results = build_report(make_study(tmp_path, patients=30, seeds=[0, 1]), review=False)
+    page = (DOCS / "reference" / "results.md").read_text()
+    written = sorted(path.name for path in results.glob("*.csv"))
+    assert len(written) >= 20
+    assert [name for name in written if f"| `{name}` |" not in page] == []
