@@ -123,3 +123,118 @@ def test_shapes_that_do_not_fit_are_named_before_any_image(exported: tuple[torch
         ExternalModelSpec.model_validate({"name": "x", "sha256": "0" * 64, "input_size": SIZE})
     model = load_external(spec(script_file), LABELS)
     assert model.outputs == len(LABELS)
+
+
+# A timm architecture with a full state dict trained elsewhere: {name, timm, weights, sha256, ...}.
+TIMM_OUTPUTS = {"Cardiomegaly": 0, "Edema": 1, "Pleural Effusion": 2}
+
+
+@pytest.fixture(scope="module")
+def state_dict_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path, Path]:
+    """A randomly initialized 3-class resnet10t and its state dict as safetensors and as a torch file."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("timm")
+    torch.manual_seed(1)
+    model = timm.create_model(ARCH, num_classes=3, pretrained=False).eval()
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "w.safetensors"))
+    torch.save({"state_dict": state}, folder / "w.pt")
+    return model, folder / "w.safetensors", folder / "w.pt"
+
+
+def timm_spec(path: Path, **changes: object) -> ExternalModelSpec:
+    fields = {"name": "xrv", "timm": ARCH, "weights": path, "sha256": sha(path), "input_size": SIZE,
+              "outputs": TIMM_OUTPUTS, **changes}  # fmt: skip
+    return ExternalModelSpec.model_validate(fields)
+
+
+@pytest.mark.slow
+def test_a_timm_state_dict_equals_the_source_model_on_the_same_cached_images(
+    state_dict_files: tuple[torch.nn.Module, Path, Path], tmp_path: Path
+) -> None:
+    from cxrgen.data.loaders import CXRDataModule
+    from cxrgen.models.normalize import normalize_on_device
+    from cxrgen.runner.study import run_study
+    from cxrgen.study.config import dump_resolved, load_study
+    from cxrgen.study.workspace import Study
+    from cxrgen.synthetic import write_synthetic
+
+    source, weights, _ = state_dict_files
+    write_synthetic(tmp_path, seed=0, scale=0.05, image_size=64)
+    study = yaml.safe_load(study_yaml())
+    study["architectures"] = [{"name": "xrv_all", "timm": ARCH, "weights": str(weights), "sha256": sha(weights),
+                               "input_size": SIZE, "outputs": TIMM_OUTPUTS}]  # fmt: skip
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    opened = Study.load(tmp_path / "study.yaml")
+    assert opened.config.external_model("xrv_all") is not None and not opened.config.is_linear_probe("xrv_all")
+    (tmp_path / "resolved.yaml").write_text(dump_resolved(opened.config))
+    assert load_study(tmp_path / "resolved.yaml") == opened.config
+    with pytest.warns(UserWarning, match=r"w\.safetensors: model 'xrv_all' has no output for "
+                                         r"\['Atelectasis', 'Consolidation'\]"):  # fmt: skip
+        table = run_study(opened, workers=1)
+    assert set(table["arch"]) == {"xrv_all"}
+    run = opened.dir.path / "runs/c1/xrv_all"
+    assert not (run / "checkpoints").exists()  # never trained
+    assert '"external": "timm"' in (run / "done.json").read_text()
+    module = CXRDataModule.from_study(opened, "c1", SIZE)
+    for test_set, dataset in (("internal", "chexpert"), ("mimic", "mimic")):
+        images = torch.stack([item["image"] for item in module.test_dataset(dataset)])  # the cached uint8 images
+        with torch.inference_mode():
+            reference = torch.sigmoid(source(normalize_on_device(images, channels_last=False))).double().numpy()
+        frame = pd.read_parquet(run / f"predictions/{test_set}.parquet")
+        assert frame["image_id"].tolist() == module.test_dataset(dataset).image_ids.tolist() and len(frame) > 10
+        assert frame["p_Atelectasis"].isna().all() and frame["p_Consolidation"].isna().all()
+        for label, index in TIMM_OUTPUTS.items():
+            np.testing.assert_allclose(frame[f"p_{label}"].to_numpy(), reference[:, index], atol=1e-5, rtol=0)
+
+
+def test_a_timm_entry_is_told_from_a_probe_and_takes_its_architectures_input_size(
+    state_dict_files: tuple[torch.nn.Module, Path, Path],
+) -> None:
+    from cxrgen.models.registry import get_arch
+    from cxrgen.study.config import ArchitectureSpec, ExternalModelSpec, _entry_kind
+
+    _, weights, torch_file = state_dict_files
+    entry = {"name": "xrv_all", "timm": "densenet121", "weights": weights, "sha256": "0" * 64}
+    assert _entry_kind(entry) == "external"
+    assert ExternalModelSpec.model_validate(entry).input_size == 224  # the registry's densenet121
+    assert timm_spec(weights, input_size=None).input_size == get_arch(ARCH).input_size  # timm's config
+    for probe_key in ({"mode": "linear_probe"}, {"weights_sha256": "abc"}, {"pretrained": True}):
+        probe = {"name": "p", "timm": ARCH, "weights": weights, **probe_key}
+        assert _entry_kind(probe) == "probe" and isinstance(ArchitectureSpec.model_validate(probe), ArchitectureSpec)
+    assert _entry_kind({"name": "p", "timm": ARCH}) == "probe"
+    # a torch state dict (wrapped in "state_dict", read with weights_only) loads like the safetensors file
+    model = load_external(timm_spec(torch_file), LABELS)
+    assert model.outputs == 3 and model.spec.kind == "timm"
+    images = np.random.default_rng(0).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
+    np.testing.assert_allclose(model.run(images), load_external(timm_spec(weights), LABELS).run(images), atol=0)
+
+
+def test_a_timm_state_dict_with_a_wrong_sha256_or_that_does_not_fit_is_refused(
+    state_dict_files: tuple[torch.nn.Module, Path, Path], tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    _, weights, _ = state_dict_files
+    with pytest.raises(ExternalModelError, match=rf"w\.safetensors: sha256 is {sha(weights)}, architectures entry "
+                                                 r"'xrv' expects 0{64}; a different or damaged file"):  # fmt: skip
+        load_external(timm_spec(weights, sha256="0" * 64), LABELS)
+    state = load_file(str(weights))
+    wrong = {**state, "conv1.0.weight": torch.zeros(24, 3, 5, 5)}
+    save_file(wrong, str(tmp_path / "wrong.safetensors"))
+    with pytest.raises(ExternalModelError, match=r"wrong\.safetensors: the state dict does not fit timm model "
+                                                 r"'resnet10t' with 3 classes: 1 shapes differ \(conv1\.0\.weight: "
+                                                 r"expected \[24, 3, 3, 3\], found \[24, 3, 5, 5\]\)"):  # fmt: skip
+        load_external(timm_spec(tmp_path / "wrong.safetensors"), LABELS)
+    save_file(state, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ExternalModelError, match=r"other\.safetensors: the state dict does not fit timm model "
+                                                 r"'resnet14t' with 3 classes: .*missing keys"):  # fmt: skip
+        load_external(timm_spec(tmp_path / "other.safetensors", timm="resnet14t"), LABELS)
+    save_file({k: v for k, v in state.items() if not k.startswith("fc.")}, str(tmp_path / "backbone.safetensors"))
+    with pytest.raises(ExternalModelError, match=r"backbone\.safetensors: no classifier 'fc\.weight' for timm model "
+                                                 r"'resnet10t': expected a full state dict"):  # fmt: skip
+        load_external(timm_spec(tmp_path / "backbone.safetensors"), LABELS)
+    with pytest.raises(ExternalModelError, match=r"w\.safetensors: output shape \[2, 3\] does not fit: expected "
+                                                 r"\[N, K\] with K >= 5"):  # fmt: skip
+        load_external(timm_spec(weights, outputs=None), LABELS)

@@ -1,12 +1,15 @@
-"""Models from elsewhere: an ONNX or TorchScript file predicted on a study's test sets, never trained (issue 23).
+"""Models from elsewhere: an ONNX or TorchScript file, or a timm architecture with a full state dict, predicted on a
+study's test sets, never trained (issue 23).
 
-An ``architectures:`` entry ``{name, onnx | torchscript, sha256, input_size, normalize, outputs, output}``
-(:class:`cxrgen.study.config.ExternalModelSpec`). Before any image is read the file's SHA-256 is checked, and
+An ``architectures:`` entry ``{name, onnx | torchscript | timm + weights, sha256, input_size, normalize, outputs,
+output}`` (:class:`cxrgen.study.config.ExternalModelSpec`). Before any image is read the file's SHA-256 is checked, and
 its one input must take ``[N, 3, S, S]`` float images (S = ``input_size``) and its one output give ``[N, K]`` with
 K above every index of ``outputs``; otherwise an error names the file, the expected and the found shape. ONNX
 runs through onnxruntime (its CUDA provider where there is one, else the CPU); TorchScript through
-``torch.jit.load`` on the CPU map location. The images are the study's cache at ``input_size`` (its CLAHE
-setting), the same rows every trained model of the configuration is judged on.
+``torch.jit.load`` on the CPU map location; a timm state dict (``.safetensors``, else ``torch.load(...,
+weights_only=True)``) into ``timm.create_model(timm, pretrained=False, num_classes=K)``, K read from the file's
+classifier, loaded strictly (keys and shapes that do not fit are named). The images are the study's cache at
+``input_size`` (its CLAHE setting), the same rows every trained model of the configuration is judged on.
 
 A run folder of such a model holds ``predictions/<test_set>.parquet`` (with the model's SHA-256 in its
 metadata, so a changed file is predicted again), ``auc.csv`` and ``done.json`` (``{"external": ...}``); no
@@ -20,6 +23,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,7 +58,7 @@ class ExternalModel:
     spec: ExternalModelSpec
     outputs: int
     session: Any = None
-    module: torch.jit.ScriptModule | None = None
+    module: torch.nn.Module | None = None
     input_name: str = ""
 
     def run(self, images: np.ndarray) -> np.ndarray:
@@ -98,7 +102,7 @@ def load_onnx(spec: ExternalModelSpec, labels: Sequence[str]) -> ExternalModel:
     import onnx
     import onnxruntime
 
-    path, size = spec.file, spec.input_size
+    path, size = spec.file, spec.size
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception as exc:  # onnx raises DecodeError, ValueError or its own errors for a file that is not ONNX
@@ -135,16 +139,21 @@ def load_onnx(spec: ExternalModelSpec, labels: Sequence[str]) -> ExternalModel:
 
 
 def load_torchscript(spec: ExternalModelSpec, labels: Sequence[str]) -> ExternalModel:
-    path, size = spec.file, spec.input_size
+    path = spec.file
     try:
         module = torch.jit.load(str(path), map_location="cpu").eval()
     except (RuntimeError, ValueError) as exc:
         raise ExternalModelError(f"{path}: not a TorchScript model ({' '.join(str(exc).split())[:200]})") from None
-    # The shape is checked on a zero batch: no image is read before the model is known to fit.
+    return ExternalModel(spec, _probe_module(spec, module, labels), module=module)
+
+
+def _probe_module(spec: ExternalModelSpec, module: torch.nn.Module, labels: Sequence[str]) -> int:
+    """The output width of ``module``, checked on a zero batch: no image is read before the model is known to fit."""
+    path, size = spec.file, spec.size
     try:
         with torch.inference_mode():
             probe = module(torch.zeros(2, 3, size, size))
-    except RuntimeError as exc:
+    except (RuntimeError, AssertionError) as exc:  # timm's fixed-size models assert on the input size
         raise ExternalModelError(
             f"{path}: input shape does not fit: expected [N, 3, {size}, {size}] (input_size: {size}); the model "
             f"fails on it ({' '.join(str(exc).split())[:200]})"
@@ -154,14 +163,76 @@ def load_torchscript(spec: ExternalModelSpec, labels: Sequence[str]) -> External
         raise ExternalModelError(
             f"{path}: output shape {found} does not fit: expected [N, K] for [N, 3, {size}, {size}]"
         )
-    width = _check_output_width(spec, int(probe.shape[1]), labels, _shape(list(probe.shape)))
-    return ExternalModel(spec, width, module=module)
+    return _check_output_width(spec, int(probe.shape[1]), labels, _shape(list(probe.shape)))
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file or of a torch state dict (``weights_only``; one wrapper unwrapped)."""
+    from cxrgen.models.registry import _read_weights
+
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except SafetensorError as exc:
+            raise ExternalModelError(f"{path}: not a safetensors file ({exc})") from None
+    try:
+        return _read_weights(path, None)
+    except CxrgenError as exc:
+        raise ExternalModelError(f"{path}: not a torch state dict ({exc})") from None
+
+
+def _dims(tensor: torch.Tensor) -> str:
+    return "[" + ", ".join(str(d) for d in tensor.shape) + "]"
+
+
+def load_timm(spec: ExternalModelSpec, labels: Sequence[str]) -> ExternalModel:
+    """The timm architecture ``spec.timm`` with the file's full state dict, loaded strictly."""
+    import timm
+
+    from cxrgen.models.registry import get_arch
+
+    path, arch = spec.file, get_arch(spec.timm or "")
+    state = _read_state(path)
+    config = timm.get_pretrained_cfg(arch.timm_name)
+    heads = getattr(config, "classifier", None) or "classifier"
+    head = heads if isinstance(heads, str) else heads[0]  # a distilled model names two heads: the first is its own
+    key = f"{head}.weight"
+    if key not in state or state[key].dim() < 1:
+        raise ExternalModelError(
+            f"{path}: no classifier {key!r} for timm model {spec.timm!r}: expected a full state dict (backbone and "
+            f"classifier); found {len(state)} tensors (e.g. {list(state)[:3]})"
+        )
+    classes = int(state[key].shape[0])
+    model = timm.create_model(arch.timm_name, pretrained=False, num_classes=classes).eval()
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k}: expected {_dims(expected[k])}, found {_dims(v)}"
+              for k, v in state.items() if k in expected and v.shape != expected[k].shape]  # fmt: skip
+    if missing or unexpected or shapes:
+        parts = [f"{len(shapes)} shapes differ ({'; '.join(shapes[:3])})"] if shapes else []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        raise ExternalModelError(
+            f"{path}: the state dict does not fit timm model {spec.timm!r} with {classes} classes: " + ", ".join(parts)
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ExternalModelError(f"{path}: the state dict does not fit timm model {spec.timm!r}: {exc}") from None
+    return ExternalModel(spec, _probe_module(spec, model, labels), module=model)
 
 
 def load_external(spec: ExternalModelSpec, labels: Sequence[str]) -> ExternalModel:
     """Check the file's SHA-256 and its input and output shapes, then load it; no image is read."""
     check_sha256(spec)
-    return load_onnx(spec, labels) if spec.kind == "onnx" else load_torchscript(spec, labels)
+    loaders = {"onnx": load_onnx, "torchscript": load_torchscript, "timm": load_timm}
+    return loaders[spec.kind](spec, labels)
 
 
 def normalize(images: torch.Tensor, spec: ExternalModelSpec) -> np.ndarray:
@@ -206,13 +277,15 @@ def predict_external_run(
     config = study.config
     spec = config.external_model(arch)
     if spec is None:
-        raise ExternalModelError(f"architecture {arch!r} is no model from elsewhere (onnx: or torchscript:)")
+        raise ExternalModelError(
+            f"architecture {arch!r} is no model from elsewhere (onnx:, torchscript:, timm: with weights:)"
+        )
     labels = list(config.labels)
     model = load_external(spec, labels)  # refuses a wrong file before any image is read
     configuration = config.configuration(configuration_name)
     run = study.run(configuration_name, arch, seed)
     if datamodule is None:
-        datamodule = CXRDataModule.from_study(study, configuration_name, spec.input_size)
+        datamodule = CXRDataModule.from_study(study, configuration_name, spec.size)
     done = []
     lacking = [label for label in labels if label not in label_outputs(spec, labels)]
     for test_set in configuration.test_sets():

@@ -83,7 +83,7 @@ def cache_sizes(config: StudyConfig, arch_sizes: Mapping[str, int]) -> list[int]
     """The distinct input sizes the study needs: ``preprocess.size`` or those of its architectures."""
     from cxrgen.data.cache import CacheError
 
-    external = {spec.input_size for arch in config.architectures if (spec := config.external_model(arch))}
+    external = {spec.size for arch in config.architectures if (spec := config.external_model(arch))}
     if config.preprocess.size is not None:
         return sorted({config.preprocess.size, *external})  # a model from elsewhere keeps its own input size
     unknown = [arch for arch in config.architectures if arch not in arch_sizes]

@@ -573,7 +573,8 @@ class ArchitectureSpec(StrictModel):
 
 
 class ExternalModelSpec(StrictModel):
-    """A model trained elsewhere, an ``architectures:`` entry with ``onnx:`` or ``torchscript:`` (issue 23).
+    """A model trained elsewhere, an ``architectures:`` entry with ``onnx:``, ``torchscript:`` or ``timm:`` with
+    ``weights:`` (issue 23).
 
     It is never trained: ``cxrgen study`` predicts every test set of the configurations that list it
     (:mod:`cxrgen.learn.external`). Its input is the study's preprocessing (CLAHE on or off) at ``input_size``,
@@ -581,13 +582,20 @@ class ExternalModelSpec(StrictModel):
     replicated to 3 channels [N, 3, S, S]. ``outputs`` gives the output column of each study label (default: the
     study's labels in order); a study label it does not name is NaN in the predictions, with a warning. ``output``
     says whether the model gives logits (cxrgen applies the sigmoid) or probabilities.
+
+    ``timm: <architecture>, weights: <file>`` is a timm architecture with a full state dict (backbone and
+    classifier, ``.safetensors`` or a torch state dict) trained elsewhere: built with ``pretrained=False`` and as
+    many classes as the file's classifier has, loaded strictly. Its ``input_size`` defaults to the architecture's
+    own (the registry's, else timm's pretrained config); ``sha256`` is that of the weights file.
     """
 
     name: str
     onnx: Path | None = None
     torchscript: Path | None = None
+    timm: str | None = None
+    weights: Path | None = Field(default=None, description="full state dict (with classifier) of the timm model")
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the model file")
-    input_size: int = Field(gt=7)
+    input_size: int | None = Field(default=None, gt=7, description="required for onnx: and torchscript:")
     normalize: Literal["imagenet"] | tuple[float, float] = "imagenet"
     outputs: dict[str, int] | None = None
     output: Literal["logits", "probabilities"] = "logits"
@@ -597,10 +605,29 @@ class ExternalModelSpec(StrictModel):
     def _check_name(cls, value: str) -> str:
         return _safe_name(value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _architecture_input_size(cls, data: Any) -> Any:
+        """A ``timm:`` entry without ``input_size`` takes its architecture's (registry, else timm's config)."""
+        if not isinstance(data, dict) or data.get("input_size") is not None or not isinstance(data.get("timm"), str):
+            return data
+        from cxrgen.models.registry import get_arch  # static facts; timm only for names outside the registry
+
+        try:
+            return {**data, "input_size": get_arch(data["timm"]).input_size}
+        except CxrgenError as exc:
+            raise ValueError(f"architectures: {data.get('name')!r}: {exc}") from None
+
     @model_validator(mode="after")
     def _one_file(self) -> ExternalModelSpec:
-        if (self.onnx is None) == (self.torchscript is None):
-            raise ValueError(f"architectures: {self.name!r} needs exactly one of onnx: or torchscript:")
+        if (self.timm is None) != (self.weights is None):
+            raise ValueError(f"architectures: {self.name!r}: timm: and weights: come together (a full state dict)")
+        if [self.onnx, self.torchscript, self.weights].count(None) != 2:
+            raise ValueError(
+                f"architectures: {self.name!r} needs exactly one of onnx: or torchscript: (or timm: with weights:)"
+            )
+        if self.input_size is None:
+            raise ValueError(f"architectures: {self.name!r} needs input_size: (the side its input images have)")
         if self.outputs is not None and any(index < 0 for index in self.outputs.values()):
             raise ValueError(f"architectures: {self.name!r}: outputs indices must be >= 0, got {self.outputs}")
         if isinstance(self.normalize, tuple) and self.normalize[1] <= 0:
@@ -609,13 +636,19 @@ class ExternalModelSpec(StrictModel):
 
     @property
     def file(self) -> Path:
-        path = self.onnx if self.onnx is not None else self.torchscript
+        path = self.onnx or self.torchscript or self.weights
         assert path is not None  # _one_file
         return path
 
     @property
-    def kind(self) -> Literal["onnx", "torchscript"]:
-        return "onnx" if self.onnx is not None else "torchscript"
+    def kind(self) -> Literal["onnx", "torchscript", "timm"]:
+        return "onnx" if self.onnx is not None else "torchscript" if self.torchscript is not None else "timm"
+
+    @property
+    def size(self) -> int:
+        """``input_size``, filled from the architecture for a timm entry that leaves it out."""
+        assert self.input_size is not None  # _one_file
+        return self.input_size
 
 
 class ProbeConfig(StrictModel):
@@ -634,12 +667,20 @@ class ProbeConfig(StrictModel):
         return value
 
 
+#: Keys only a linear-probe entry has: a ``timm`` + ``weights`` entry with one of them is a probe's backbone.
+_PROBE_KEYS = frozenset({"mode", "weights_sha256", "pretrained"})
+
+
 def _entry_kind(value: Any) -> str:
-    """Which model an ``architectures:`` mapping entry is: one with ``onnx`` or ``torchscript`` comes from
-    elsewhere, any other is a linear probe. Told by its keys, so an error names the entry's own keys
-    (``architecture_specs.x.mode``) instead of listing both models' complaints."""
+    """Which model an ``architectures:`` mapping entry is: one with ``onnx`` or ``torchscript``, or with ``timm``
+    and ``weights`` (a full state dict) and none of the probe's own keys (``mode``, ``weights_sha256``,
+    ``pretrained``), comes from elsewhere; any other is a linear probe. Told by its keys, so an error names the
+    entry's own keys (``architecture_specs.x.mode``) instead of listing both models' complaints."""
     if isinstance(value, dict):
-        return "external" if {"onnx", "torchscript"} & value.keys() else "probe"
+        if {"onnx", "torchscript"} & value.keys():
+            return "external"
+        full_state = value.get("timm") is not None and value.get("weights") is not None
+        return "external" if full_state and not _PROBE_KEYS & value.keys() else "probe"
     return "external" if isinstance(value, ExternalModelSpec) else "probe"
 
 
@@ -842,7 +883,7 @@ class StudyConfig(StrictModel):
         if entry is None:
             return get_arch(arch)
         if isinstance(entry, ExternalModelSpec):
-            return ArchSpec(name=entry.name, timm_name="", input_size=entry.input_size)
+            return ArchSpec(name=entry.name, timm_name=entry.timm or "", input_size=entry.size)
         backbone = get_arch(entry.timm)
         return ArchSpec(name=entry.name, timm_name=backbone.timm_name, input_size=backbone.input_size)
 
@@ -851,11 +892,12 @@ class StudyConfig(StrictModel):
         when set, else the architecture's own."""
         external = self.external_model(arch)
         if external is not None:
-            return external.input_size
+            return external.size
         return self.preprocess.size or self.arch_spec(arch).input_size
 
     def external_model(self, arch: str) -> ExternalModelSpec | None:
-        """The ``onnx:`` / ``torchscript:`` entry of ``arch``, or None for a model the study trains."""
+        """The ``onnx:`` / ``torchscript:`` / ``timm:`` + ``weights:`` entry of ``arch``, or None for a model the
+        study trains."""
         entry = self.architecture_specs.get(arch)
         return entry if isinstance(entry, ExternalModelSpec) else None
 
