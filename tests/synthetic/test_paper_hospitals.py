@@ -205,7 +205,10 @@ def test_the_registered_smallest_input_is_the_smallest_that_runs() -> None:
     import torch
 
     from cxrgen.models.registry import create_model, get_arch
+    from cxrgen.synthetic.write import SITES_ARCHITECTURES, SITES_INPUT_SIZE, STUDY_ARCHITECTURES, STUDY_INPUT_SIZE
 
+    assert all(get_arch(arch).min_input_size <= STUDY_INPUT_SIZE for arch in STUDY_ARCHITECTURES)
+    assert all(get_arch(arch).min_input_size <= SITES_INPUT_SIZE for arch in SITES_ARCHITECTURES)
     spec = get_arch("inception_resnet_v2")
     model = create_model(spec.name, 5, pretrained=False).eval()
     with torch.no_grad():
