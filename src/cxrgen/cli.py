@@ -26,7 +26,10 @@ from cxrgen.utils.interrupts import Interrupted, as_interrupted, raise_on_signal
 from cxrgen.utils.notes import ConsoleFilter, Tally
 
 #: ``cxrgen --help`` lists the commands in the order a user meets them; commands not named here come last.
-STAGE_ORDER = ("synthesize", "prepare", "plan", "study", "train", "predict", "evaluate", "report", "status", "models")
+STAGE_ORDER = (
+    "synthesize", "prepare", "plan", "study", "train", "predict", "evaluate", "predictions", "report", "export",
+    "status", "models",
+)
 
 
 class StageOrderGroup(typer.core.TyperGroup):
@@ -52,7 +55,13 @@ TALLY = Tally()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def command(name: str | None = None) -> Callable[[F], F]:
+predictions_app = typer.Typer(
+    help="Predictions files from elsewhere: convert a published model's table.", no_args_is_help=True
+)
+app.add_typer(predictions_app, name="predictions")
+
+
+def command(name: str | None = None, group: typer.Typer | None = None) -> Callable[[F], F]:
     """Register a sub-command whose expected failures end as one line on stderr and exit code 1.
 
     SIGTERM and Ctrl-C end it with one ``error: stopped by ...`` line and 128 + the signal number (143, 130); see
@@ -81,7 +90,7 @@ def command(name: str | None = None) -> Callable[[F], F]:
                 err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
 
-        app.command(name)(run)
+        (group or app).command(name)(run)  # group: a sub-app such as `cxrgen export`
         return func
 
     return wrap
@@ -198,7 +207,10 @@ def prepare(
 
 @command("evaluate")
 def evaluate(
-    predictions: Annotated[list[Path], typer.Argument(help="Predictions files: image_id, patient_id, y_/p_<label>.")],
+    predictions: Annotated[
+        list[Path],
+        typer.Argument(help="Predictions files (parquet, CSV, TSV, .gz): image_id, patient_id, y_/p_<label>."),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Folder for auc.csv (and comparisons.csv with 2+ files).")],
     n_boot: Annotated[int, typer.Option(help="Patient-clustered bootstrap resamples.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
@@ -206,13 +218,54 @@ def evaluate(
 ) -> None:
     """Per-label AUC with bootstrap and DeLong intervals; DeLong tests between files."""
     from cxrgen.metrics.evaluate import evaluate_files
+    from cxrgen.sources.labels import canonical_label
 
-    auc, comparisons = evaluate_files(predictions, out, n_boot=n_boot, seed=seed, ci=ci)
+    auc, comparisons = evaluate_files(predictions, out, n_boot=n_boot, seed=seed, ci=ci, label_name=canonical_label)
     print_frame(auc[["source", "label", "auc", "ci_low", "ci_high", "n_pos", "n_neg"]].round(4), "AUC")
     if comparisons is not None:
         shown = comparisons[["a", "b", "label", "test", "auc_a", "auc_b", "p", "p_holm"]]
         print_frame(shown.round({"auc_a": 4, "auc_b": 4}), "comparisons")  # p unrounded: 1e-30 is not 0
     console.print(f"wrote {out}")
+
+
+@command("convert", group=predictions_app)
+def predictions_convert(
+    source: Annotated[Path, typer.Argument(help="The model's table: CSV, TSV (optionally .gz) or parquet.")],
+    image_id: Annotated[str, typer.Option("--image-id", help="Its image id column, e.g. 'Image Index'.")],
+    out: Annotated[Path, typer.Option("--out", help="The predictions file to write (.parquet).")],
+    patient_id: Annotated[str | None, typer.Option("--patient-id", help="Its patient id column.")] = None,
+    label_map: Annotated[
+        list[str] | None,
+        typer.Option("--label-map", help="COLUMN=Label, repeatable (default: every --prob-prefix column)."),
+    ] = None,
+    prob_prefix: Annotated[str, typer.Option(help="Probability columns are PREFIX<Label>.")] = "prob_",
+    patients: Annotated[
+        Path | None, typer.Option(help="A metadata table giving each image's patient (joined on the image id).")
+    ] = None,
+    patients_image_id: Annotated[
+        str | None, typer.Option(help="The metadata table's image id column (default: --image-id).")
+    ] = None,
+    patients_id: Annotated[str | None, typer.Option(help="The metadata table's patient id column.")] = None,
+    findings: Annotated[
+        str | None, typer.Option(help="Ground truth: a column listing the positive findings (input or --patients).")
+    ] = None,
+    findings_sep: Annotated[str, typer.Option(help="Separator of the findings list.")] = "|",
+    truth_prefix: Annotated[
+        str | None, typer.Option(help="Ground truth: 0/1 columns PREFIX<Label> of the input.")
+    ] = None,
+) -> None:
+    """A published model's outputs -> a predictions file (image_id, patient_id, y_/p_<label>) for evaluate."""
+    from cxrgen.runner.convert import Conversion, convert_predictions, parse_label_map
+
+    conversion = Conversion(
+        image_id=image_id, patient_id=patient_id, label_map=parse_label_map(label_map or []), prob_prefix=prob_prefix,
+        patients=patients, patients_image_id=patients_image_id, patients_id=patients_id, findings=findings,
+        findings_sep=findings_sep, truth_prefix=truth_prefix,
+    )
+    frame, labels = convert_predictions(source, out, conversion)
+    labelled = sum(int(frame[f"y_{label}"].notna().any()) for label in labels)
+    console.print(f"wrote {out}: {len(frame):,} images, {frame['patient_id'].nunique():,} patients, "
+                  f"{len(labels)} labels ({labelled} with ground truth): {', '.join(labels)}")  # fmt: skip
 
 
 @command("synthesize")
@@ -264,7 +317,8 @@ def report(
     only: Annotated[
         str | None,
         typer.Option(help="Comma-separated sections to write (default: all): auc, seeds, calibration, table1, "
-                     "comparisons, next_hospital, findings, overview, cohort, missing, figures, review, shift, html."),
+                     "comparisons, next_hospital, size_vs_sources, findings, overview, cohort, missing, figures, "
+                     "review, shift, estimates, tripod, html."),
     ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Processes computing the sections (default: all cores); same files for any.")
@@ -404,7 +458,9 @@ def plan(
     prepared = run_prepare(opened, until="splits")
     if prepared.splits is None:  # run_prepare(until="splits") always makes them
         raise CxrgenError("plan: prepare made no splits")
-    table = plan_table(config, prepared.manifest, prepared.splits)
+    excluded = opened.dir.excluded
+    skipped = pd.read_csv(excluded, dtype=str, keep_default_na=False)["image_id"] if excluded.is_file() else []
+    table = plan_table(config, prepared.manifest, prepared.splits, excluded=set(skipped))
     print_frame(table, f"{config.name}: {len(table)} run(s); external sets are each dataset's test split")
     for line in split_notes(config):
         console.print(line, markup=False, highlight=False)
@@ -473,6 +529,26 @@ def embed(
         folders = embed_study(Study.load(study), arch=arch, device=device, shard=parse_shard(shard), progress=progress)
     for folder in folders:
         console.print(f"wrote {folder}")
+
+
+export_app = typer.Typer(help="Copy a study's finished runs into tracking tools researchers already use.",
+                         no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@command("mlflow", group=export_app)
+def export_mlflow(
+    study_dir: Annotated[Path, typer.Argument(help="The study directory (runs/ and, after `report`, results/).")],
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="MLflow tracking store, e.g. sqlite:///path/mlflow.db (default: STUDY_DIR/mlflow.db).")] = None,
+    experiment: Annotated[str | None, typer.Option(help="Experiment name (default: the study's name).")] = None,
+) -> None:
+    """Every finished run (parameters, per-epoch metrics, final AUCs, the report) into MLflow; reruns update."""
+    from cxrgen.runner.export import export_mlflow as export
+
+    summary = export(study_dir, tracking_uri=tracking_uri, experiment=experiment)
+    console.print(f"MLflow {summary.tracking_uri}: experiment {summary.experiment_id}, {summary.created} run(s) "
+                  f"created, {summary.updated} updated")
 
 
 def main() -> None:

@@ -12,6 +12,10 @@ class CxrgenError(Exception):
     """Bad input or state that a user can fix; the message names the file, row, column or key."""
 
 
+#: Tags of the study file's tagged unions (``study.config.ArchitectureEntry``), left out of error locations.
+UNION_TAGS = frozenset({"probe", "external"})
+
+
 def validation_errors(exc: ValidationError, prefix: str = "") -> str:
     """One line for a pydantic model's errors: ``key: unknown key`` or ``key: <pydantic's message>``, joined by ``; ``.
 
@@ -20,7 +24,8 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> str:
     """
     parts = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
+        # A tagged union adds its tag to the location (``x.probe.mode``); the user's file has no such key.
+        key = ".".join(str(p) for p in err["loc"] if p not in UNION_TAGS)
         where = f"{prefix}{key}" if key else (prefix.rstrip(".") or "(top level)")
         message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         parts.append(f"{where}: {message}")

@@ -22,7 +22,7 @@ from cxrgen.data.manifest import build_manifest_with_notes
 from cxrgen.learn.module import masked_bce
 from cxrgen.metrics import OneClassWarning, auc_per_label
 from cxrgen.study.config import StudyConfig
-from helpers.native import CHEX_FIXTURE_ROWS, chexpert_csv, mimic_root, nih_data_entry
+from helpers.native import CHEX_FIXTURE_ROWS, chexpert_csv, mimic_root, nih_data_entry, touch_images
 
 
 def _csv(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
@@ -54,6 +54,7 @@ def _padchest(root: Path) -> None:
              "MethodLabel": "Physician", "Labels": labels}
             for i, labels in enumerate(["['cardiomegaly']", "['normal']", "['pulmonary edema']"])]  # fmt: skip
     _csv(root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv", header, rows)
+    touch_images(root, [f"0/i{i}.png" for i in range(3)])
 
 
 def _vindr_kaggle(root: Path) -> None:
@@ -62,6 +63,7 @@ def _vindr_kaggle(root: Path) -> None:
             for image, name, rad in [("a", "Cardiomegaly", "R1"), ("a", "Cardiomegaly", "R2"),
                                      ("b", "No finding", "R1"), ("c", "No finding", "R3")]]  # fmt: skip
     _csv(root / "train.csv", header, rows)
+    touch_images(root, [f"train/{image}.dicom" for image in "abc"])
 
 
 def _vindr_physionet(root: Path) -> None:
@@ -70,6 +72,7 @@ def _vindr_physionet(root: Path) -> None:
             for image, rad, marked in [("a", "R1", "Cardiomegaly"), ("a", "R2", "Cardiomegaly"),
                                        ("b", "R1", "No finding"), ("b", "R2", "No finding")]]  # fmt: skip
     _csv(root / "annotations" / "image_labels_train.csv", ["image_id", "rad_id", *findings], rows)
+    touch_images(root, [f"train/{image}.dicom" for image in "ab"])
 
 
 def _brax(root: Path) -> None:
@@ -78,6 +81,7 @@ def _brax(root: Path) -> None:
     rows = [{"PatientID": p, "PatientSex": "M", "PatientAge": "45-49", "AccessionNumber": p, "ViewPosition": "PA",
              "Cardiomegaly": value, "PngPath": f"images/{p}.png"} for p, value in [("A", "1"), ("B", ""), ("C", "0")]]
     _csv(root / "master_spreadsheet_update.csv", header, rows)
+    touch_images(root, [f"images/{p}.png" for p in "ABC"])
 
 
 #: reader, native-layout writer, the label it never records, expected images

@@ -67,7 +67,12 @@ def test_every_command_and_option_is_in_the_generated_reference() -> None:
     from cxrgen.cli import app
 
     page = _hook().commands_markdown()
-    for name, command in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+    commands = list(typer.main.get_command(app).commands.items())  # type: ignore[attr-defined]
+    while commands:
+        name, command = commands.pop(0)
+        if hasattr(command, "commands"):  # a group (`cxrgen predictions`): its sub-commands are documented
+            commands.extend((f"{name} {sub}", cmd) for sub, cmd in command.commands.items())
+            continue
         assert f"### `cxrgen {name}`" in page, name
         for param in command.params:
             if param.name != "help" and param.opts[0].startswith("--"):

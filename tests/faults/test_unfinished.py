@@ -102,7 +102,7 @@ def test_report_marks_unfinished_runs_and_names_missing_test_sets(stopped: Path)
     ]  # fmt: skip
 
     page = (results / "report.html").read_text(encoding="utf-8")
-    notices = page[: page.index("<h2>")]  # before the first section
+    notices = page[: page.index("<h2")]  # before the first section
     assert f'<b>Unfinished runs</b> <span class="unfinished">unfinished</span>: c1/{ARCH}.' in notices
     assert OTHER not in notices
     assert "Configured test sets without predictions</b> (1)" in notices

@@ -69,3 +69,53 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: 
 def test_missing_checkpoint_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"nothere\.ckpt does not exist"):
         load_checkpoint(tmp_path / "nothere.ckpt")
+
+
+def test_a_study_folder_removed_before_a_run_writes_is_named_and_not_recreated(tmp_path: Path) -> None:
+    """Issue 27: a study folder removed while a run trains stops the run's next write by name, not recreated."""
+    import shutil
+    from types import SimpleNamespace
+
+    from cxrgen.learn.module import append_epoch_row
+    from cxrgen.learn.train import RunCheckpoints
+    from cxrgen.study.layout import StudyDir, StudyFolderGone
+
+    study = tmp_path / "runs" / "paper"  # a study folder that itself lies under a folder named runs
+    run = StudyDir(study).run("c1", "resnet10t")
+    save_checkpoint(_state(), run.last_checkpoint)
+    append_epoch_row(run.metrics, {"epoch": 0, "val_loss": 1.0})
+    shutil.rmtree(study)
+    gone = f"the study folder {study} no longer exists"
+    with pytest.raises(StudyFolderGone, match=gone):
+        append_epoch_row(run.metrics, {"epoch": 1, "val_loss": 0.5})
+    trainer: Any = SimpleNamespace(sanity_checking=False)  # the check comes before anything is asked of it
+    with pytest.raises(StudyFolderGone, match=gone):
+        RunCheckpoints(run).on_validation_end(trainer, None)  # type: ignore[arg-type]
+    assert not study.exists()  # neither write recreated it
+
+
+def test_a_study_folder_removed_during_a_checkpoint_write_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder goes while ``torch.save`` writes the temporary file: the real write fails, and says why."""
+    import shutil
+
+    from cxrgen.study.layout import StudyDir
+
+    study = tmp_path / "study"
+    run = StudyDir(study).run("c1", "resnet10t", seed=0)
+    save_checkpoint(_state(), run.last_checkpoint)
+    real_save = torch.save
+
+    def remove_then_save(obj: object, f: Any) -> None:
+        shutil.rmtree(study)
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", remove_then_save)
+    with pytest.raises(CheckpointError) as caught:
+        save_checkpoint(_state(), run.last_checkpoint)
+    message = str(caught.value)
+    assert message == (
+        f"the study folder {study} no longer exists (removed or moved while the run was writing): could not write "
+        f"checkpoint {run.last_checkpoint}"
+    ), message

@@ -85,6 +85,29 @@ def test_loss_falls_and_metrics_csv_has_one_row_per_epoch(straight: Path) -> Non
     assert metrics["lr"].iloc[-1] == pytest.approx(3e-3 / (1 + 1e-5 * 8))
 
 
+def test_tensorboard_event_files_hold_the_epoch_rows(straight: Path) -> None:
+    """Lightning's TensorBoard logger writes into <run>/tensorboard/ by default, with metrics.csv's rows as
+    ``epoch/<column>`` scalars (step = epoch), readable with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = straight / "tensorboard"
+    assert list(folder.glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    metrics = pd.read_csv(straight / "metrics.csv")
+    tags = events.Tags()["scalars"]
+    for column in ("train_loss", "val_loss", "val_auc_mean", f"val_auc_{LABELS[0]}", "lr"):
+        scalars = events.Scalars(f"epoch/{column}")
+        assert [s.step for s in scalars] == metrics["epoch"].tolist()
+        assert [s.value for s in scalars] == pytest.approx(metrics[column].tolist(), rel=1e-6)
+    assert "train_loss" in tags  # Lightning's per-step loss beside the epoch rows
+
+
+def test_tensorboard_can_be_turned_off(tmp_path: Path) -> None:
+    run = _train(tmp_path, max_epochs=1, tensorboard=False)
+    assert (run / "metrics.csv").is_file() and not (run / "tensorboard").exists()
+
+
 def test_checkpoints_hold_only_tensors_and_plain_values(straight: Path) -> None:
     last = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
     best = torch.load(straight / "checkpoints" / "best.ckpt", weights_only=True)

@@ -68,14 +68,23 @@ def test_read_predictions_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(frame["y_Pleural Effusion"].to_numpy(), df["y_Pleural Effusion"].to_numpy())
 
 
-def _bad(df: pd.DataFrame, tmp_path: Path) -> Path:
-    return _write(df, tmp_path / "bad.parquet")
+def _bad(df: pd.DataFrame, tmp_path: Path, suffix: str = ".parquet") -> Path:
+    return _write_as(df, tmp_path / f"bad{suffix}")
+
+
+def _write_as(df: pd.DataFrame, path: Path) -> Path:
+    """Write a predictions frame as parquet, CSV or TSV (optionally gzipped), by the file's suffix."""
+    if path.name.endswith(".parquet"):
+        return _write(df, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, sep="\t" if ".tsv" in path.name else ",", index=False)  # gzip inferred from .gz
+    return path
 
 
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.drop(columns=["patient_id"]), r"bad\.parquet: missing column 'patient_id'"),
+        (lambda d: d.drop(columns=["patient_id"]), r"bad\.\w+(\.gz)?: missing column 'patient_id'"),
         (lambda d: d.drop(columns=["image_id"]), r"missing column 'image_id'"),
         (lambda d: d.drop(columns=["p_Atelectasis"]), r"'y_Atelectasis' has no matching 'p_Atelectasis'"),
         (lambda d: d.drop(columns=["y_Atelectasis"]), r"'p_Atelectasis' has no matching 'y_Atelectasis'"),
@@ -87,10 +96,12 @@ def _bad(df: pd.DataFrame, tmp_path: Path) -> Path:
         (lambda d: d[["image_id", "patient_id"]], r"no label columns"),
     ],
 )
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".tsv.gz"])
 def test_bad_predictions_name_file_and_column(
-    mutate: Callable[[pd.DataFrame], pd.DataFrame], message: str, tmp_path: Path
+    mutate: Callable[[pd.DataFrame], pd.DataFrame], message: str, suffix: str, tmp_path: Path
 ) -> None:
-    path = _bad(mutate(_predictions(50)), tmp_path)
+    """Parquet, CSV and TSV files are validated alike, with the same messages."""
+    path = _bad(mutate(_predictions(50)), tmp_path, suffix)
     with pytest.raises(PredictionsError, match=message) as err:
         read_predictions(path)
     assert str(path) in str(err.value)
@@ -103,6 +114,36 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
     junk.write_text("not parquet")
     with pytest.raises(PredictionsError, match=r"junk\.parquet: cannot read"):
         read_predictions(junk)
+    odd = tmp_path / "preds.xlsx"
+    odd.write_text("x")
+    with pytest.raises(PredictionsError, match=r"preds\.xlsx: a predictions file must end in \.parquet, \.csv"):
+        read_predictions(odd)
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text('image_id,patient_id,y_A,p_A\n"a,1\n')
+    with pytest.raises(PredictionsError, match=r"ragged\.csv: cannot read as a comma-separated table"):
+        read_predictions(ragged)
+
+
+def test_text_ids_keep_leading_zeros_and_blank_y_is_nan(tmp_path: Path) -> None:
+    path = tmp_path / "nih.csv"
+    path.write_text("image_id,patient_id,y_Edema,p_Edema\n00000010_000.png,00010,1,0.25\nb.png,00011,,0.5\n")
+    frame, labels = read_predictions(path)
+    assert labels == ["Edema"] and frame["patient_id"].tolist() == ["00010", "00011"]
+    assert frame["y_Edema"].iloc[0] == 1.0 and math.isnan(frame["y_Edema"].iloc[1])
+
+
+def test_csv_and_tsv_evaluate_equal_parquet(tmp_path: Path) -> None:
+    """The same predictions as parquet, CSV, CSV.gz and TSV.gz give identical auc.csv files (but the path)."""
+    df = _predictions(120, seed=3)
+    tables = {}
+    for suffix in (".parquet", ".csv", ".csv.gz", ".tsv.gz"):
+        folder = tmp_path / suffix.strip(".").replace(".", "_")
+        evaluate_files([_write_as(df, folder / f"nih{suffix}")], folder / "out", n_boot=100, seed=0)
+        written = pd.read_csv(folder / "out" / "auc.csv")
+        assert written["test_set"].tolist() == ["nih", "nih"] and written["source"].tolist() == ["nih", "nih"]
+        tables[suffix] = written.drop(columns=["file"])
+    for suffix, table in tables.items():
+        pd.testing.assert_frame_equal(table, tables[".parquet"], check_exact=True, obj=suffix)
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -313,3 +354,45 @@ def test_cli_evaluate_pairs_on_the_intersection_and_refuses_little_overlap(tmp_p
     assert f"share {n_few} images ({n_few / len(full):.1%} of the larger)" in message, message
     assert "a paired comparison needs at least 95%" in message, message
     assert not (tmp_path / "refused").exists()  # refused before anything is written
+
+
+def test_cli_evaluate_pairs_bare_with_namespaced_ids_and_effusion_with_pleural_effusion(tmp_path: Path) -> None:
+    """cxrgen's own file (``nih:`` ids, ``Pleural Effusion``) against a converted one (bare ids, ``Effusion``, a
+    label more): paired, every shared label compared, the label in one file only named in a warning."""
+    ours = _predictions(150, seed=1, strength=1.5)
+    ours = ours.assign(image_id="nih:" + ours["image_id"], patient_id="nih:" + ours["patient_id"])
+    theirs = _predictions(150, seed=2, strength=0.5).rename(columns={"y_Pleural Effusion": "y_Effusion",
+                                                                     "p_Pleural Effusion": "p_Effusion"})
+    theirs = theirs.assign(y_Hernia=0.0, p_Hernia=0.5)
+    a = _write(ours, tmp_path / "a" / "nih.parquet")
+    b = _write_as(theirs, tmp_path / "b" / "nih.csv")
+    done = _evaluate_cli(a, b, "--out", tmp_path / "out", "--n-boot", "50")
+    assert done.returncode == 0, done.stderr[-2000:]
+    comps = pd.read_csv(tmp_path / "out" / "comparisons.csv")
+    assert comps["label"].tolist() == LABELS  # Effusion is Pleural Effusion
+    assert comps["test"].tolist() == ["clustered_paired_bootstrap"] * 2
+    assert comps["n_dropped_a"].tolist() == [0, 0] and comps["n_a"].tolist() == comps["n_b"].tolist()
+    stderr = " ".join(done.stderr.split())
+    assert "label(s) [] only in" in stderr and f"['Hernia'] only in {b} are not compared" in stderr, stderr
+    assert pd.read_csv(tmp_path / "out" / "auc.csv")["label"].tolist() == [*LABELS, *LABELS, "Hernia"]
+
+
+def test_cli_evaluate_files_that_cannot_be_paired_say_why_in_one_line(tmp_path: Path) -> None:
+    full = _predictions(200, seed=1)
+    half = full.iloc[:100]
+    a = _write(full.assign(image_id="nih:" + full["image_id"]), tmp_path / "a.parquet")
+    b = _write(half, tmp_path / "b.parquet")
+    refused = _evaluate_cli(a, b, "--out", tmp_path / "refused")
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), refused.stderr
+    assert "share 100 images (ids compared without the 'nih:' namespace of" in lines[0], lines[0]
+    assert not (tmp_path / "refused").exists()
+
+    mimic = _write(half.assign(image_id="mimic:" + half["image_id"]), tmp_path / "mimic.parquet")
+    done = _evaluate_cli(a, mimic, "--out", tmp_path / "unpaired", "--n-boot", "20")
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())
+    assert (f"{a} and {mimic} share no image id (namespaces ['nih'] vs ['mimic']: different datasets): compared "
+            "as independent test sets (clustered unpaired test), not paired") in said, said
+    assert set(pd.read_csv(tmp_path / "unpaired" / "comparisons.csv")["test"]) == {"clustered_unpaired"}

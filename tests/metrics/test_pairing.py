@@ -10,7 +10,7 @@ import pytest
 
 from cxrgen import metrics
 from cxrgen.metrics.clustered import clustered_paired_bootstrap
-from cxrgen.metrics.pairing import PairingError, pair_on_images, paired_clustered, unpaired_clustered
+from cxrgen.metrics.pairing import PairingError, image_keys, pair_on_images, paired_clustered, unpaired_clustered
 
 
 def _frame(n: int, seed: int, shift: float) -> pd.DataFrame:
@@ -66,3 +66,53 @@ def test_unpaired_comparison_uses_clustered_standard_errors() -> None:
     assert row["difference"] == pytest.approx(row["auc_a"] - row["auc_b"])
     assert row["ci_low"] < row["difference"] < row["ci_high"]
     assert row["se"] != pytest.approx(row["delong_se"], rel=1e-3)
+
+
+# ------------------------------------------------------------------------- bare and namespaced image ids
+
+
+def _namespaced(frame: pd.DataFrame, dataset: str = "nih") -> pd.DataFrame:
+    """The frame as cxrgen writes it: image and patient ids namespaced by the dataset."""
+    return frame.assign(image_id=dataset + ":" + frame["image_id"], patient_id=dataset + ":" + frame["patient_id"])
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected_a", "expected_b", "note"),
+    [
+        (["nih:1.png", "nih:2.png"], ["1.png", "2.png"], ["1.png", "2.png"], ["1.png", "2.png"],
+         "ids compared without the 'nih:' namespace of A"),
+        (["1.png"], ["nih:1.png"], ["1.png"], ["1.png"], "ids compared without the 'nih:' namespace of B"),
+        (["nih:1.png"], ["nih:1.png"], ["nih:1.png"], ["nih:1.png"], ""),  # namespaces agree: as written
+        (["nih:1.png"], ["mimic:1.png"], ["nih:1.png"], ["mimic:1.png"], ""),  # two datasets: never one image
+        (["nih:1.png", "2.png"], ["1.png"], ["nih:1.png", "2.png"], ["1.png"], ""),  # a mixed file is not stripped
+        ([r"C:\x\1.png"], ["1.png"], [r"C:\x\1.png"], ["1.png"], ""),  # a drive letter is no namespace
+    ],
+)
+def test_image_keys_strip_a_namespace_only_one_side_has(
+    a: list[str], b: list[str], expected_a: list[str], expected_b: list[str], note: str
+) -> None:
+    keys_a, keys_b, said = image_keys(pd.Series(a), pd.Series(b), "A", "B")
+    assert (keys_a.tolist(), keys_b.tolist(), said) == (expected_a, expected_b, note)
+
+
+def test_stripping_that_merges_two_datasets_images_is_refused() -> None:
+    with pytest.raises(PairingError, match=r"A vs B: A holds images of 2 datasets .* '1\.png' is 2 images"):
+        image_keys(pd.Series(["nih:1.png", "mimic:1.png"]), pd.Series(["1.png"]), "A", "B")
+
+
+def test_bare_and_namespaced_ids_are_paired_like_identical_ids() -> None:
+    a = _frame(400, seed=0, shift=1.2)
+    b = a.assign(p_Edema=_frame(400, seed=1, shift=1.0)["p_Edema"])
+    same = paired_clustered(pair_on_images(a, b, "a", "b"), "Edema", "a vs b", n_boot=100, seed=0, ci=0.95)
+    mixed = pair_on_images(_namespaced(a), b.drop(index=5), "a", "b")  # patients 'nih:pat00000' vs 'pat00000'
+    assert (mixed.n_dropped_a, mixed.n_dropped_b) == (1, 0)
+    row = paired_clustered(pair_on_images(_namespaced(a), b, "a", "b"), "Edema", "a vs b", n_boot=100, seed=0,
+                           ci=0.95)  # fmt: skip
+    assert row == same
+
+
+def test_a_patient_split_in_the_other_file_is_refused() -> None:
+    a = _frame(100, seed=0, shift=1.0)
+    b = a.assign(patient_id=[f"q{i}" for i in range(100)])  # every image its own patient
+    with pytest.raises(PairingError, match="group the same images into different patients"):
+        pair_on_images(a, b, "a", "b")

@@ -36,7 +36,7 @@ def test_pretrained_weights_offline_fail_at_once_with_the_options(env: dict[str,
     done = subprocess.run([sys.executable, "-c", CODE], env=full, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     seconds, message = done.stdout.split("\n", 1)
-    assert float(seconds) < 5, "the failure itself must take seconds, not a minute of retries"
+    assert float(seconds) < 20, "the failure itself must take seconds (imports included), not a minute of retries"
     for option in ("train.weights.densenet121", "train.weights_sha256.densenet121", "HF_HUB_OFFLINE=1",
                    "train.pretrained: false"):  # fmt: skip
         assert option in message, option

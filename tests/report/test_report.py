@@ -282,7 +282,8 @@ def test_the_page_is_its_sections_in_order_each_file_linked_once(results: Path) 
     page = (results / "report.html").read_text(encoding="utf-8")
     headings = re.findall(r"<h2[^>]*>([^<]+)</h2>", page)
     order = ["Findings", "The next hospital", "Cohort", "Table 1: AUC-ROC per label", "Comparisons", "ROC curves",
-             "Generalization gap", "Calibration", "Error review", "Shift-aware evaluation"]
+             "Generalization gap", "Calibration", "Shift-aware evaluation"]
     assert [h for h in headings if h in order] == order
+    assert "Error review" not in headings  # built with review=False: no heading, not an empty one
     for name in ("findings.csv", "cohort.csv", "table1.csv", "comparisons.csv", "calibration.csv"):
         assert f'href="{name}"' in page and (results / name).is_file(), name

@@ -1,6 +1,10 @@
 """Issue 12: every run a submitit job. The same tiny two-configuration study through ``--launcher local`` and
 ``--launcher submitit-local`` (real subprocess jobs), a run job SIGKILLed mid-training and resubmitted with the rest
 of the study, a second submission refused while jobs live, and the sbatch script of the paper study.
+
+Issue 27: the SIGKILL goes to the job id that ``jobs.json`` records and ``cxrgen status`` shows (submitit's local
+controller process), and must end the training process too; a recorded job id that another process took since does
+not count as a live job.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from cxrgen.study.layout import StudyDir
 from cxrgen.study.workspace import Study
 from cxrgen.synthetic import write_synthetic
 from helpers.faults import ARCH, ENV, cxrgen, start, study_yaml, wait_for
+from helpers.processes import kill_all, wait_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGURATIONS = [
@@ -89,7 +94,12 @@ def test_submitit_local_run_killed_resumes_and_gives_the_same_results_as_local(d
     refused = [line for line in err.splitlines() if line.startswith("error:")]
     assert second.returncode == 1 and len(refused) == 1 and f"live jobs ({job['job_id']})" in refused[0], err
     assert wait_for(proc, run.last_checkpoint.exists, timeout=600)
-    os.kill(int(job["pid"]), signal.SIGKILL)  # the job's own process, in its second epoch
+    recorded = json.loads(StudyDir(out).jobs.read_text())["runs"][f"c1/{ARCH}"]["job_id"]
+    assert recorded == job["job_id"] != str(job["pid"])  # the job id is the controller; the training its child
+    os.kill(int(recorded), signal.SIGKILL)  # what a user kills, in the run's second epoch
+    survivors = wait_gone({int(job["pid"])}, timeout=30)
+    kill_all(survivors)
+    assert not survivors, "the training process outlived its killed job"
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "runs failed" in stderr, stderr[-2000:]
     assert torch.load(run.last_checkpoint, weights_only=True)["epoch"] == 0
@@ -107,6 +117,8 @@ def test_submitit_local_run_killed_resumes_and_gives_the_same_results_as_local(d
     assert len(record["stages"]["cache"]) == 2 and sorted(record["runs"]) == [f"c1/{ARCH}", f"c2/{ARCH}"]
     resubmitted = json.loads(run.job.read_text())
     assert resubmitted["state"] == "done" and resubmitted["job_id"] != job["job_id"]
+    resumed = Path(resubmitted["log"]).read_text()
+    assert "Restoring states from the checkpoint path" in resumed and "last.ckpt" in resumed, resumed[-2000:]
     assert json.loads(StudyDir(out).run("c2", ARCH).job.read_text())["state"] == "done"
     mine, theirs = pd.read_csv(out / "results" / "auc.csv"), pd.read_csv(local_study / "results" / "auc.csv")
     assert len(mine) == 2 * 2 * 5  # configurations x test sets x labels
@@ -161,3 +173,31 @@ def test_launcher_keys_are_validated(tmp_path: Path) -> None:
     (tmp_path / "y.yaml").write_text(study_yaml("runs/y", launcher={"timeout_min": 0}))
     with pytest.raises(ConfigError, match=r"launcher\.timeout_min"):
         load_study(tmp_path / "y.yaml")
+
+
+def test_a_recorded_local_job_id_taken_by_another_process_is_not_alive(tmp_path: Path) -> None:
+    """pid reuse: a live process that is not the recorded job (another start time, or not submitit's) is no job."""
+    from cxrgen.runner.launch import Submission, alive_jobs, refuse_if_alive, write_submission
+    from cxrgen.utils.processes import process_start
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pid = str(other.pid)
+        stamp = process_start(other.pid)
+        assert stamp is not None
+        ours = Submission(launcher="submitit-local", stages={"runs": [pid]}, started={pid: stamp})
+        assert alive_jobs(ours) == [pid]  # the very process recorded: alive
+        reused = Submission(launcher="submitit-local", stages={"runs": [pid]}, started={pid: stamp + "0"})
+        assert alive_jobs(reused) == []  # same id, another process
+        unstamped = Submission(launcher="submitit-local", stages={"runs": [pid]})
+        assert alive_jobs(unstamped) == []  # an older jobs.json: a command line that is not submitit's
+        layout = StudyDir(tmp_path / "study")
+        layout.path.mkdir()
+        write_submission(layout, reused)
+        refuse_if_alive(layout)  # does not raise: resubmission goes ahead
+        write_submission(layout, ours)
+        with pytest.raises(Exception, match=f"live jobs \\({pid}\\)"):
+            refuse_if_alive(layout)
+    finally:
+        other.kill()
+        other.wait()

@@ -63,7 +63,7 @@ def run_cli(*args: str, cwd: Path) -> dict[str, object]:
 
 @pytest.fixture
 def study(tmp_path: Path) -> Path:
-    nih_data_entry(tmp_path / "nih", "v2020")
+    nih_data_entry(tmp_path / "nih", "v2020", images=False)
     rng = np.random.default_rng(0)
     (tmp_path / "nih" / "images").mkdir()
     for name, *_ in NIH_ROWS:

@@ -38,3 +38,11 @@ def test_each_reader_registers_its_own_spellings() -> None:
     assert get_reader("nih").spelling("Pleural Effusion") == "Effusion"
     assert get_reader("vindr").spelling("Pleural Effusion") == "Pleural effusion"
     assert get_reader("chexpert").spelling("Pleural Effusion") == "Pleural Effusion"
+
+
+def test_label_vocabulary_gives_the_study_spelling() -> None:
+    from cxrgen.sources.labels import canonical_label
+
+    assert canonical_label("Effusion") == canonical_label("pleural_effusion") == "Pleural Effusion"
+    assert canonical_label("Pleural_Thickening") == "Pleural Thickening"
+    assert canonical_label(" Cardiomegaly ") == "Cardiomegaly" and canonical_label("Lung Scar") == "Lung Scar"

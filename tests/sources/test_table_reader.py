@@ -131,9 +131,9 @@ def _rewrite(root: Path, edit: Any) -> None:
          r"the table does not have"),
         ({"image": "bilder/x.png"}, None, r"image: 'bilder/x\.png' is neither a column of the table nor a template"),
         ({"image": "{file}"}, lambda f: f.__setitem__("file", f["file"].where(f.index != 2, "../../etc/passwd")),
-         r"export\.csv: row 4: path '\.\./\.\./etc/passwd' is absolute or leaves the dataset root"),
+         r"export\.csv: line 4: path '\.\./\.\./etc/passwd' is absolute or leaves the dataset root"),
         ({"image": "file"}, lambda f: f.__setitem__("file", f["file"].where(f.index != 1, "/etc/passwd")),
-         r"export\.csv: row 3: path '/etc/passwd' is absolute or leaves the dataset root"),
+         r"export\.csv: line 3: path '/etc/passwd' is absolute or leaves the dataset root"),
         ({}, lambda f: f.__setitem__("file", f["file"].where(f.index != 2, "a1")),
          r"export\.csv: rows 2 and 4: image 'bilder/P1/a1\.png' \(image: 'bilder/\{pid\}/\{file\}\.png'\) is "
          r"listed twice; expected each image once"),

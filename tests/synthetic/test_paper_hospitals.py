@@ -174,7 +174,44 @@ def test_study_file_loads_with_relative_paths(data: Path) -> None:
     assert {k: v.root for k, v in study.datasets.items()} == {k: data / k for k in ("chexpert", "nih", "mimic")}
     assert [c.name for c in study.configurations] == ["chexpert", "nih", "both"]
     assert study.split_for("mimic").method == "official" and not study.train.pretrained
-    assert study.preprocess.size == 64
+    assert study.preprocess.size == 80  # the smallest multiple of 16 inception_resnet_v2 runs on (75 px)
+
+
+@pytest.mark.parametrize("hospitals", [None, ("chexpert", "padchest")])
+def test_the_written_study_builds_and_runs_every_architecture_it_names(hospitals: tuple[str, ...] | None) -> None:
+    """Issue 27: each named architecture runs a forward pass on the study's input (before: inception_resnet_v2
+    at 64 px failed with a kernel-size error). CPU, random weights, a batch of 2."""
+    import torch
+    import yaml
+
+    from cxrgen.models.registry import create_model
+    from cxrgen.study.config import StudyConfig
+    from cxrgen.synthetic.write import sites_study_yaml, study_yaml
+
+    text = study_yaml(0, 0.05, 64) if hospitals is None else sites_study_yaml(0, 0.05, 64, hospitals)
+    raw = yaml.safe_load(text)
+    config = StudyConfig.model_validate({**raw, "out": "runs/x"})
+    assert config.architectures
+    for arch in config.architectures:
+        size = config.input_size(arch)
+        model = create_model(arch, len(config.labels), pretrained=False).eval()
+        with torch.no_grad():
+            logits = model(torch.rand(2, 3, size, size))
+        assert logits.shape == (2, len(config.labels)), arch
+
+
+def test_the_registered_smallest_input_is_the_smallest_that_runs() -> None:
+    """``min_input_size`` of the registry, checked against timm's network: it runs there and fails one pixel below."""
+    import torch
+
+    from cxrgen.models.registry import create_model, get_arch
+
+    spec = get_arch("inception_resnet_v2")
+    model = create_model(spec.name, 5, pretrained=False).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, spec.min_input_size, spec.min_input_size)).shape == (1, 5)
+        with pytest.raises(RuntimeError, match="Kernel size can't be greater"):
+            model(torch.rand(1, 3, spec.min_input_size - 1, spec.min_input_size - 1))
 
 
 def test_layouts_read_back_through_prepare_until_splits(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from cxrgen.data.verify import default_workers
+from cxrgen.data.verify import default_workers, stated_bits_list
 from cxrgen.errors import CxrgenError
 from cxrgen.images.clahe import compile_ahead
 from cxrgen.images.preprocess import ENGINES, PREPROCESS_VERSION, Engine, ImageError, preprocess
@@ -79,19 +79,28 @@ def parameters(dataset: str, size: int, engine: str, clahe: bool, device: str = 
     return {**params, "device": device} if engine == "torch" else params
 
 
-def fingerprint(image_ids: Sequence[str], paths: Sequence[str], root: Path, params: Mapping[str, Any]) -> str:
-    """SHA-256 of the sorted (image_id, path, file size, mtime_ns) list and the parameters.
+def fingerprint(
+    image_ids: Sequence[str],
+    paths: Sequence[str],
+    root: Path,
+    params: Mapping[str, Any],
+    bits: Sequence[int | None] | None = None,
+) -> str:
+    """SHA-256 of the sorted (image_id, path, file size, mtime_ns[, stated bit depth]) list and the parameters.
 
-    A missing file enters as size -1 so that it appearing later changes the fingerprint.
+    A missing file enters as size -1 so that it appearing later changes the fingerprint. A stated bit depth
+    (``bits``, None where unknown) enters only where stated, so caches of datasets that state none keep theirs.
     """
     digest = hashlib.sha256(json.dumps(dict(params), sort_keys=True).encode())
-    for image_id, path in sorted(zip(image_ids, paths, strict=True)):
+    depths = [None] * len(image_ids) if bits is None else list(bits)
+    for image_id, path, depth in sorted(zip(image_ids, paths, depths, strict=True), key=lambda row: row[:2]):
         try:
             stat = (root / path).stat()
             size, mtime = stat.st_size, stat.st_mtime_ns
         except OSError:
             size, mtime = -1, -1
-        digest.update(f"{image_id}\0{path}\0{size}\0{mtime}\n".encode())
+        stated = "" if depth is None else f"\0bits={depth}"
+        digest.update(f"{image_id}\0{path}\0{size}\0{mtime}{stated}\n".encode())
     return digest.hexdigest()
 
 
@@ -115,8 +124,10 @@ def _chunk_worker(
     engine: Engine,
     clahe: bool,
     device: str = "cpu",
+    bits: Sequence[int | None] = (),
 ) -> ChunkResult:
-    """Preprocess one chunk into rows ``start ...`` of the memmap and flush it.
+    """Preprocess one chunk into rows ``start ...`` of the memmap and flush it (``bits``: the bit depth the dataset
+    states per image, None where unknown; empty: none stated).
 
     Returns:
         (chunk id, failed (row, reason) pairs, images of a ``torch`` chunk that went through the CPU engine).
@@ -132,7 +143,8 @@ def _chunk_worker(
             images[start + offset] = image
     for offset in todo:
         try:
-            images[start + offset] = preprocess(paths[offset], size, engine, clahe)
+            depth = bits[offset] if bits else None
+            images[start + offset] = preprocess(paths[offset], size, engine, clahe, bits_stored=depth)
         except ImageError as exc:
             images[start + offset] = 0
             failures.append((start + offset, exc.reason))
@@ -279,7 +291,8 @@ def build_cache(
     """Build (or find) the cache of one dataset at one size and preprocessing.
 
     Args:
-        rows: the dataset's manifest rows (at least ``image_id`` and ``path``, relative to ``root``).
+        rows: the dataset's manifest rows (at least ``image_id`` and ``path``, relative to ``root``; an optional
+            ``bits_stored`` gives the bit depth by which a 16-bit PNG is scaled, NaN where unknown).
         root: the dataset's root folder.
         study_dir: the study directory; the cache goes to ``<study_dir>/cache/<key>/``.
         dataset: the study's name for the dataset (first part of the key).
@@ -303,14 +316,17 @@ def build_cache(
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if device not in ("cpu", "cuda") or (device != "cpu" and engine != "torch"):
         raise ValueError(f"device {device!r}: engine {engine} runs on cpu; engine torch on cpu or cuda")
-    rows = rows[["image_id", "path"]].astype(str).sort_values("image_id", kind="stable").reset_index(drop=True)
+    bits_column = stated_bits_list(rows)
+    rows = rows[["image_id", "path"]].astype(str).assign(bits=bits_column)
+    rows = rows.sort_values("image_id", kind="stable").reset_index(drop=True)
+    bits = rows.pop("bits").tolist()
     duplicated = rows["image_id"].duplicated()
     if duplicated.any():
         raise CacheError(f"dataset {dataset!r}: duplicate image ids, e.g. {rows['image_id'][duplicated].iloc[0]}")
     root = Path(root)
     final = cache_dir(study_dir, dataset, size, engine, clahe)
     params = parameters(dataset, size, engine, clahe, device)
-    digest = fingerprint(rows["image_id"].tolist(), rows["path"].tolist(), root, params)
+    digest = fingerprint(rows["image_id"].tolist(), rows["path"].tolist(), root, params, bits)
     if _published(final, digest):
         log.info("cache %s: up to date", final.name)
         if progress is not None:
@@ -344,7 +360,7 @@ def build_cache(
     paths = [str(root / p) for p in rows["path"]]
     tasks = [
         (str(partial / IMAGES), c, c * chunk_size, paths[c * chunk_size : (c + 1) * chunk_size], size, engine, clahe,
-         device)
+         device, bits[c * chunk_size : (c + 1) * chunk_size])
         for c in todo
     ]  # fmt: skip
     progress_log = _ProgressLog(partial / _progress_name(shard))
@@ -412,7 +428,7 @@ def _cache_lock(final: Path) -> Iterator[None]:
         os.close(fd)  # releases the flock
 
 
-TaskArgs = tuple[str, int, int, Sequence[str], int, Engine, bool, str]
+TaskArgs = tuple[str, int, int, Sequence[str], int, Engine, bool, str, Sequence[int | None]]
 
 
 def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[ChunkResult]:

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cxrgen.data.cache import open_cache
+from cxrgen.data.subsample import ensure_subsample
 from cxrgen.data.verify import read_excluded
 from cxrgen.errors import CxrgenError
 from cxrgen.study.workspace import Study
@@ -220,9 +221,15 @@ class CXRDataModule(lightning.LightningDataModule):
             first = frame["image_id"][unsplit].iloc[0]
             raise CxrgenError(f"{layout.splits}: image {first} and others have no split")
 
+        # A size-matched or learning-curve configuration trains on its recorded subsample (data/subsample.py).
+        sample = ensure_subsample(layout, config, conf) if conf.subsample is not None else None
+
         def part(dataset: str, split: str) -> tuple[CacheDataset, int]:
             images, index = open_cache(layout.path, dataset, size, config.preprocess.engine, config.preprocess.clahe)
             rows = frame.loc[(frame["dataset"] == dataset) & (frame["split"] == split)]
+            if sample is not None and split != "test":
+                wanted = sample.loc[(sample["dataset"] == dataset) & (sample["split"] == split), "image_id"]
+                rows = rows[rows["image_id"].isin(set(wanted))]
             lookup = index.set_index("image_id")
             unknown = ~rows["image_id"].isin(lookup.index)
             if unknown.any():
@@ -230,6 +237,11 @@ class CXRDataModule(lightning.LightningDataModule):
                 raise CxrgenError(f"cache of {dataset!r} lacks image {first}; rerun prepare")
             bad = rows["image_id"].isin(excluded) | ~lookup.loc[rows["image_id"], "ok"].to_numpy(dtype=bool)
             kept = rows.loc[~bad]
+            if sample is not None and split != "test" and bad.any():
+                raise CxrgenError(
+                    f"configuration {conf.name!r}: {int(bad.sum())} subsampled {split} image(s) of {dataset!r} are "
+                    f"unusable in the cache (e.g. {rows['image_id'][bad].iloc[0]}); rerun prepare"
+                )
             dataset_part = CacheDataset(
                 images,
                 lookup.loc[kept["image_id"], "row"].to_numpy(),

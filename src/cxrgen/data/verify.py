@@ -83,8 +83,8 @@ def header_pixels(path: str) -> tuple[int, int] | None:
         return None  # decode gives the reason
 
 
-def check_image(path: str, max_pixels: int) -> str | None:
-    """Why one image must be excluded, or None when it is usable."""
+def check_image(path: str, max_pixels: int, bits_stored: int | None = None) -> str | None:
+    """Why one image must be excluded, or None when it is usable (``bits_stored``: the depth the dataset states)."""
     reason = file_reason(path)
     if reason is not None:
         return reason
@@ -92,18 +92,22 @@ def check_image(path: str, max_pixels: int) -> str | None:
         size = header_pixels(path)
         if size is not None:
             check_pixel_count(size, path, max_pixels)
-        return degenerate_reason(decode(path))
+        return degenerate_reason(decode(path, bits_stored))
     except ImageError as exc:
         return exc.reason
 
 
-def _check_chunk(items: Sequence[tuple[str, str, str]], max_pixels: int) -> tuple[list[tuple[str, str]], int]:
-    """(image_id, absolute path, dataset root) triples -> (image_id, reason) for those that must be excluded, and
-    how many of the images resolve (through symbolic links) outside their dataset root."""
+#: One image to check: image id, absolute path, its dataset's real root, the bit depth its dataset states (or None).
+Item = tuple[str, str, str, int | None]
+
+
+def _check_chunk(items: Sequence[Item], max_pixels: int) -> tuple[list[tuple[str, str]], int]:
+    """:data:`Item` s -> (image_id, reason) for those that must be excluded, and how many of the images resolve
+    (through symbolic links) outside their dataset root."""
     failures = []
     outside = 0
-    for image_id, path, root in items:
-        reason = check_image(path, max_pixels)
+    for image_id, path, root, bits in items:
+        reason = check_image(path, max_pixels, bits)
         if reason is not None:
             failures.append((image_id, reason))
         if not os.path.realpath(path).startswith(root + os.sep):
@@ -111,7 +115,7 @@ def _check_chunk(items: Sequence[tuple[str, str, str]], max_pixels: int) -> tupl
     return failures, outside
 
 
-def _chunks(items: Sequence[tuple[str, str, str]], size: int) -> Iterator[Sequence[tuple[str, str, str]]]:
+def _chunks(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -138,7 +142,8 @@ def verify_manifest(
     in one warning.
 
     Args:
-        manifest: rows with at least ``dataset, image_id, path`` (path relative to its dataset's root).
+        manifest: rows with at least ``dataset, image_id, path`` (path relative to its dataset's root); an optional
+            ``bits_stored`` column gives the bit depth by which a 16-bit PNG is scaled (NaN: unknown).
         roots: dataset name -> dataset root folder.
         study_dir: where ``excluded.csv`` goes.
         workers: processes; None = all cores, 1 = in this process.
@@ -151,9 +156,12 @@ def verify_manifest(
     if missing:
         raise CxrgenError(f"verify: no root folder given for dataset(s) {', '.join(missing)}")
     real_roots = {name: os.path.realpath(root) for name, root in roots.items()}
-    items = [
-        (image_id, str(Path(roots[dataset]) / path), real_roots[dataset])
-        for dataset, image_id, path in zip(manifest["dataset"], manifest["image_id"], manifest["path"], strict=True)
+    bits = stated_bits_list(manifest)
+    items: list[Item] = [
+        (image_id, str(Path(roots[dataset]) / path), real_roots[dataset], depth)
+        for dataset, image_id, path, depth in zip(
+            manifest["dataset"], manifest["image_id"], manifest["path"], bits, strict=True
+        )
     ]
     workers = workers or default_workers()
     total, done = len(items), 0
@@ -184,6 +192,14 @@ def verify_manifest(
             outside, total,
         )  # fmt: skip
     return excluded
+
+
+def stated_bits_list(rows: pd.DataFrame) -> list[int | None]:
+    """The manifest's optional ``bits_stored`` column per row as int, None where NaN or where the column is absent
+    (a manifest written before it existed)."""
+    if "bits_stored" not in rows:
+        return [None] * len(rows)
+    return [None if pd.isna(value) else int(value) for value in rows["bits_stored"]]
 
 
 def read_excluded(study_dir: Path) -> pd.DataFrame:

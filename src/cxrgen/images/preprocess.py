@@ -70,17 +70,17 @@ class ImageError(CxrgenError, ValueError):
         self.reason = reason
 
 
-def _to_gray(image: Image.Image, path: Path) -> np.ndarray:
-    """Any Pillow mode -> float32 [H, W] in [0, 1], scaled by the container's range (16-bit: / 65535)."""
+def _to_gray(image: Image.Image, path: Path, bits_stored: int | None = None) -> np.ndarray:
+    """Any Pillow mode -> float32 [H, W] in [0, 1]; 16-bit by the stated depth (see :func:`decode`), else / 65535."""
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        return scale_high_bit_depth(np.asarray(image, dtype=np.uint16), png_significant_bits(path))
+        return scale_high_bit_depth(np.asarray(image, dtype=np.uint16), bits_stored or png_significant_bits(path))
     if mode == "I":
         # Pillow opens some 16-bit grayscale files as 32-bit "I"; values beyond 16 bits have no known scale.
         values = np.asarray(image, dtype=np.int64)
         if values.size and (values.min() < 0 or values.max() > 65535):
             raise ImageError(path, f"32-bit integer pixels outside 0..65535 (mode {mode})")
-        return scale_high_bit_depth(values, png_significant_bits(path))
+        return scale_high_bit_depth(values, bits_stored or png_significant_bits(path))
     if mode in ("L", "1", "LA"):
         single = image.getchannel(0) if mode == "LA" else image.convert("L") if mode == "1" else image
         gray = np.asarray(single, dtype=np.uint8)
@@ -112,12 +112,13 @@ def check_pixel_count(size: tuple[int, int], path: Path | str, max_pixels: int) 
 _PNG_FAILURES: tuple[type[BaseException], ...] = (SyntaxError, *PER_FILE_FAILURES)
 
 
-def decode(path: Path | str) -> np.ndarray:
+def decode(path: Path | str, bits_stored: int | None = None) -> np.ndarray:
     """Read a PNG, JPEG or DICOM file as float32 gray [H, W] in [0, 1].
 
-    8-bit data are divided by 255; 16-bit data by ``2**bits - 1`` with ``bits`` the depth the PNG's ``sBIT``
-    chunk states, else 16 (never the image's own maximum: one hot pixel does not darken the rest). DICOM files go
-    to :func:`cxrgen.images.decode.decode_dicom`.
+    8-bit data are divided by 255; 16-bit data by ``2**bits - 1`` with ``bits`` the depth the dataset states
+    (``bits_stored``, from the manifest's ``bits_stored`` column: PadChest's ``BitsStored_DICOM``), else the depth
+    the PNG's ``sBIT`` chunk states, else 16 (never the image's own maximum: one hot pixel does not darken the
+    rest). DICOM files go to :func:`cxrgen.images.decode.decode_dicom`, which reads the file's own BitsStored.
     RGB is reduced to gray (exactly one channel when all three agree), alpha is dropped, palettes are
     expanded. Pillow reads 16-bit RGB PNGs (rare for radiographs) at 8 bits. Pillow's decompression-bomb limit stays on.
 
@@ -146,7 +147,7 @@ def decode(path: Path | str) -> np.ndarray:
         with Image.open(path, formats=FORMATS) as image:
             check_pixel_count(image.size, path, MAX_PIXELS_CEILING)
             image.load()
-            return _to_gray(image, path)
+            return _to_gray(image, path, bits_stored)
     except Image.DecompressionBombError as exc:
         raise ImageError(path, f"decompression bomb: {exc}") from exc
     except UnidentifiedImageError:
@@ -261,8 +262,12 @@ def preprocess_array(image: np.ndarray, size: int, engine: Engine = "skimage", c
     return to_uint8(resize_step(image, size))
 
 
-def preprocess(path: Path | str, size: int, engine: Engine = "skimage", clahe: bool = True) -> np.ndarray:
+def preprocess(
+    path: Path | str, size: int, engine: Engine = "skimage", clahe: bool = True, bits_stored: int | None = None
+) -> np.ndarray:
     """Decode, optionally CLAHE, resize and quantize one image: uint8 [size, size].
+
+    ``bits_stored``: the bit depth the dataset states for a 16-bit PNG (see :func:`decode`); None: unknown.
 
     Raises:
         ImageError: the file cannot be decoded.
@@ -270,4 +275,4 @@ def preprocess(path: Path | str, size: int, engine: Engine = "skimage", clahe: b
     """
     if engine not in _STEPS:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    return preprocess_array(decode(path), size, engine, clahe)
+    return preprocess_array(decode(path, bits_stored), size, engine, clahe)

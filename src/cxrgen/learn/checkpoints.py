@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from cxrgen.errors import CxrgenError
+from cxrgen.study.layout import vanished_study
 from cxrgen.utils.fileio import atomic_path
 
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
@@ -56,7 +57,8 @@ def save_checkpoint(state: Mapping[str, Any], path: Path | str) -> None:
             is complete.
 
     Raises:
-        CheckpointError: ``state`` holds another kind of object (it could not be read back safely).
+        CheckpointError: ``state`` holds another kind of object (it could not be read back safely), or the write
+            failed (a full disk, or a folder removed meanwhile: each named).
     """
     path = Path(path)
     try:
@@ -71,7 +73,12 @@ def save_checkpoint(state: Mapping[str, Any], path: Path | str) -> None:
 
 
 def _write_error(path: Path, state: Mapping[str, Any], exc: OSError | RuntimeError) -> CheckpointError:
-    """One line for a failed checkpoint write; torch reports a full disk as ``RuntimeError: ... file write failed``."""
+    """One line for a failed checkpoint write; torch reports a full disk as ``RuntimeError: ... file write failed``.
+
+    A folder removed while writing is named as such: its free space cannot be asked, and no rerun resumes into it.
+    """
+    if (gone := _gone(path)) is not None:
+        return CheckpointError(f"{gone}: could not write checkpoint {path}")
     needed = _tensor_bytes(state)
     try:
         free = shutil.disk_usage(path.parent).free
@@ -83,6 +90,19 @@ def _write_error(path: Path, state: Mapping[str, Any], exc: OSError | RuntimeErr
         f"{reason}: could not write checkpoint {path} (about {needed:,} bytes needed, {free:,} free in "
         f"{path.parent}); the previous {path.name}, if any, is kept and a rerun resumes from it"
     )
+
+
+def _gone(path: Path) -> str | None:
+    """Why ``path`` cannot be written because a folder above it vanished (the study's, else the nearest), or None."""
+    study = vanished_study(path)
+    if study is not None:
+        return f"the study folder {study} no longer exists (removed or moved while the run was writing)"
+    if path.parent.is_dir():
+        return None
+    missing = path.parent
+    while not missing.parent.is_dir() and missing.parent != missing:
+        missing = missing.parent
+    return f"the folder {missing} no longer exists (removed or moved while writing)"
 
 
 def _tensor_bytes(value: Any) -> int:

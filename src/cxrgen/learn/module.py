@@ -18,6 +18,7 @@ from torch import nn
 
 from cxrgen.metrics import auc_per_label
 from cxrgen.models.normalize import normalize_on_device
+from cxrgen.study.layout import require_study_folder
 from cxrgen.utils.fileio import write_csv
 
 #: The quantity early stopping and the best checkpoint follow: the validation mean AUC, or 0 when no label
@@ -192,6 +193,9 @@ class CXRClassifier(pl.LightningModule):
                 "seconds": round(time.monotonic() - self._epoch_start, 3),
             }
             append_epoch_row(self.metrics_csv, row)
+            if self.logger is not None:  # TensorBoard's view of the same row: one scalar per column, step = epoch
+                scalars = {f"epoch/{k}": float(v) for k, v in row.items() if k != "epoch"}
+                self.logger.log_metrics(scalars, step=int(row["epoch"]))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["cxrgen"] = self.meta
@@ -236,8 +240,9 @@ def append_epoch_row(path: Path, row: dict[str, float | int]) -> None:
     """Add one epoch's row to ``metrics.csv`` atomically, replacing rows of that epoch or later.
 
     A run killed after writing a row but before its checkpoint repeats that epoch on resume; dropping the
-    later rows keeps exactly one row per epoch.
+    later rows keeps exactly one row per epoch. A study folder removed meanwhile is an error, not recreated.
     """
+    require_study_folder(path)
     frame = pd.DataFrame([row])
     if path.exists():
         old = pd.read_csv(path)

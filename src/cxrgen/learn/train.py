@@ -5,7 +5,9 @@ decay ``lr_t = lr / (1 + decay * step)`` and epsilon 1e-7, early stopping on the
 best checkpoint kept. Labels may be NaN (``ignore`` policies); NaN targets are masked out of loss and AUC.
 
 A run folder ``<study>/runs/<configuration>/<arch>/`` holds ``config.yaml``, ``metrics.csv`` (one row per epoch,
-rank 0), ``checkpoints/{last,best}.ckpt`` and ``done.json`` once training has finished. Checkpoints go through
+rank 0), ``tensorboard/`` (the same rows as TensorBoard scalars ``epoch/<column>`` with the epoch as step, and
+Lightning's per-step ``train_loss``; ``train.tensorboard: false`` turns it off), ``checkpoints/{last,best}.ckpt``
+and ``done.json`` once training has finished. Checkpoints go through
 :mod:`cxrgen.learn.checkpoints` (atomic writes, ``weights_only=True`` reads), including Lightning's own resume, so a
 killed ``train`` rerun resumes from ``last.ckpt`` and ends with the weights an uninterrupted run would have.
 
@@ -26,15 +28,17 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cxrgen.data.loaders import CXRDataModule
+from cxrgen.data.subsample import planned_steps, usable_rows
 from cxrgen.errors import CxrgenError
 from cxrgen.learn.checkpoints import AtomicCheckpointIO, load_checkpoint
 from cxrgen.learn.module import MONITOR, CXRClassifier
 from cxrgen.models.registry import create_model
 from cxrgen.study.config import StudyConfig, dump_resolved
-from cxrgen.study.layout import RunDir
+from cxrgen.study.layout import RunDir, require_study_folder
 from cxrgen.study.workspace import Study
 from cxrgen.utils.fileio import write_text
 from cxrgen.utils.interrupts import Interrupted, as_interrupted
@@ -42,7 +46,9 @@ from cxrgen.utils.lock import run_lock
 
 #: TrainConfig fields that do not change what a run computes, only where or how fast; a finished or
 #: interrupted run may continue under different values of these.
-_RUNTIME_FIELDS = ("num_workers", "accelerator", "devices", "num_nodes", "strategy", "max_epochs", "patience")
+_RUNTIME_FIELDS = (
+    "num_workers", "accelerator", "devices", "num_nodes", "strategy", "max_epochs", "patience", "tensorboard",
+)
 class RunCheckpoints(Checkpoint):
     """Write ``best.ckpt`` (weights, when the monitored score improves) then ``last.ckpt`` (full state) per epoch.
 
@@ -64,6 +70,7 @@ class RunCheckpoints(Checkpoint):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        require_study_folder(self.run.last_checkpoint)  # a removed study is not recreated by the writes below
         score = float(trainer.callback_metrics[MONITOR])
         if score > self.best:
             self.best, self.best_epoch = score, trainer.current_epoch + 1
@@ -78,7 +85,8 @@ class RunCheckpoints(Checkpoint):
         self.best, self.best_epoch = float(state_dict["best"]), int(state_dict["best_epoch"])
         self.stopped = bool(state_dict["stopped"])
 def run_fingerprint(
-    config: StudyConfig, configuration_name: str, arch: str, size: int, seed: int | None = None
+    config: StudyConfig, configuration_name: str, arch: str, size: int, seed: int | None = None,
+    steps: int | None = None,
 ) -> str:
     """Hash of everything that decides a run's weights (data, labels, preprocessing, recipe), not of where it runs.
 
@@ -107,6 +115,8 @@ def run_fingerprint(
         "size": size,
         "train": train,
     }
+    if steps is not None:  # a subsample's fixed step budget replaces max_epochs and patience, which are left out
+        keys["steps"] = steps
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 def _precision(config: StudyConfig, accelerator: str) -> str:
     if config.train.precision is not None:
@@ -175,7 +185,11 @@ def _train_unlocked(
     run_seed = study.seed(seed)
     run = study.run(configuration_name, arch, run_seed)
     folder = run.path
-    fingerprint = run_fingerprint(config, configuration_name, arch, size, run_seed)
+    # A size-matched or learning-curve run trains a fixed number of optimizer steps whatever its size (issue 25),
+    # so a size's effect is not an effect of more updates: no early stopping, no epoch limit.
+    subsample = config.configuration(configuration_name).subsample
+    steps = None if subsample is None else planned_steps(config, subsample, usable_rows(study.dir, config))
+    fingerprint = run_fingerprint(config, configuration_name, arch, size, run_seed, steps)
     done = run.done
     if done.exists():
         _check_fingerprint(done, json.loads(done.read_text()).get("fingerprint"), fingerprint)
@@ -228,19 +242,26 @@ def _train_unlocked(
     # Decide at validation end, before RunCheckpoints (checkpoint callbacks run last), so last.ckpt holds the
     # updated early-stopping state; the default (train epoch end) would run after the save.
     early_stopping = EarlyStopping(MONITOR, mode="max", patience=train.patience, check_on_train_epoch_end=False)
+    callbacks: list[pl.Callback] = [early_stopping, checkpoints] if steps is None else [checkpoints]
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=train.devices,
         num_nodes=train.num_nodes,
         strategy=train.strategy,
         precision=_precision(config, accelerator),  # type: ignore[arg-type]
-        max_epochs=train.max_epochs,
+        max_epochs=train.max_epochs if subsample is None else -1,
+        max_steps=-1 if steps is None else steps,
         accumulate_grad_batches=train.accumulate,
         limit_train_batches=train.limit_train_batches,
         deterministic=train.deterministic,
-        callbacks=[early_stopping, checkpoints],
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        logger=False,
+        # Lightning's loggers write from rank 0 only; the epoch rows go there too (CXRClassifier), metrics.csv
+        # stays the source of truth. version="" puts the event files in <run>/tensorboard/ itself, and a resumed run
+        # adds a file beside the first one.
+        logger=TensorBoardLogger(run.path, name="tensorboard", version="", default_hp_metric=False)
+        if train.tensorboard else False,
+        log_every_n_steps=1,  # per-step train_loss in TensorBoard, and no "fewer batches than the interval" warning
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -46,6 +46,8 @@ class ArchSpec:
         freeze_bn_scale: Keras-faithful option: Keras builds this network's BatchNorm without a scale (gamma),
             so gammas are fixed at 1 and frozen when ``keras_faithful`` is asked.
         paper_trainable: Trainable parameters of the paper's Keras model with 5 labels, when published.
+        min_input_size: The smallest side in pixels the network runs on (below it a pooling or convolution kernel
+            is larger than its input and the forward pass fails).
     """
 
     name: str
@@ -54,6 +56,7 @@ class ArchSpec:
     cam_layer: str | None = None
     freeze_bn_scale: bool = False
     paper_trainable: int | None = None
+    min_input_size: int = 32
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {}
@@ -91,6 +94,7 @@ def inception_resnet_v2() -> ArchSpec:
         cam_layer="conv2d_7b",
         freeze_bn_scale=True,
         paper_trainable=54_283_877,
+        min_input_size=75,  # at 74 px its last unpadded 3x3 stage meets a 2x2 map: "Kernel size can't be greater"
     )
 
 

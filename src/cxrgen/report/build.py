@@ -7,6 +7,7 @@ leaves each file either complete and new or complete and old, and a reader never
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from cxrgen.metrics.meta_analysis import coverage_table, next_hospital_table
 from cxrgen.report import figures as figs
 from cxrgen.report import sections
 from cxrgen.report.comparisons import Pair, boot_settings, comparison_pairs, holm_table, pair_rows
+from cxrgen.report.estimates import estimates_html, write_estimates
 from cxrgen.report.findings import findings as claim_findings
 from cxrgen.report.html import FigureFile, render_page
 from cxrgen.report.inputs import (
@@ -41,6 +43,8 @@ from cxrgen.report.shift_tables import (
     truth_table,
     write_shift_tables,
 )
+from cxrgen.report.size_diversity import TITLE as SIZE_TITLE
+from cxrgen.report.size_diversity import write_size_diversity
 from cxrgen.report.tables import (
     auc_results,
     calibration_results,
@@ -49,6 +53,7 @@ from cxrgen.report.tables import (
     table1,
     table1_display,
 )
+from cxrgen.report.tripod import TripodInputs, development_table, link_shown, sample_size_table, tripod_checklist
 from cxrgen.report.units import SectionProgress, Unit, UnitCache, file_stamp, fingerprint
 from cxrgen.shift.label_files import LabelFiles
 from cxrgen.study.config import StudyConfig, dump_resolved
@@ -69,13 +74,16 @@ SECTIONS: dict[str, str] = {
     "table1": "table1.{csv,md,tex}",
     "comparisons": "comparisons.csv (DeLong and bootstrap tests, Holm per family)",
     "next_hospital": "next_hospital.csv, next_hospital_coverage.csv",
+    "size_vs_sources": "size_vs_sources.csv, size_vs_sources_runs.csv, union_vs_size.csv, figures/size_vs_sources.png",
     "findings": "findings.csv (the paper's claims as tested statements)",
     "overview": "overview.csv",
     "cohort": "cohort.csv",
     "missing": "missing.csv",
-    "figures": "figures/*.png (cohort flow, demographics, ROC, reliability, generalization gap)",
+    "figures": "figures/*.png (cohort flow, demographics, ROC, reliability, generalization gap, training curves)",
     "review": "review.csv, figures/review.png (the error review with Grad-CAM)",
     "shift": "the six shift CSVs (protocols, operating points, calibration shift, subgroups, shortcut, borderline)",
+    "estimates": "estimates.csv, estimates_summary.csv, figures/estimates.png (label-free estimates)",
+    "tripod": "tripod_ai.csv, sample_size.csv, development_vs_evaluation.csv (the TRIPOD+AI checklist)",
     "html": "report.html and notes.csv (needs every other section)",
 }
 #: What a section's numbers are computed from (other sections; computed, or read from the cache, not written).
@@ -84,6 +92,10 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "next_hospital": ("auc", "seeds"),
     "findings": ("comparisons", "next_hospital"),
     "figures": ("auc", "comparisons"),
+    # the checklist reads the tables and links only to sections the page shows (review and the uncached parts
+    # are no link targets)
+    "tripod": ("auc", "seeds", "calibration", "comparisons", "next_hospital", "findings", "overview", "cohort",
+               "missing", "figures", "shift"),
     "html": tuple(name for name in SECTIONS if name != "html"),
 }
 #: Config settings that no cached unit depends on (the runs' own facts travel in each unit's fingerprint).
@@ -135,19 +147,27 @@ def build_report(
     interval), ``next_hospital.csv`` and ``next_hospital_coverage.csv`` (meta-analysis of external AUCs),
     ``calibration.csv``, ``comparisons.csv``, ``cohort.csv``,
     ``table1.{md,csv,tex}``, ``figures/*.png`` (``roc_<arch>``, ``calibration_<arch>``,
-    ``generalization_gap``, ``cohort_flow``, ``demographics``, ``review``), ``review.csv`` (with the review),
-    ``config.yaml`` (the resolved config the report used), ``notes.csv`` (the warnings the report raised, one row
-    per kind with its count) and ``report.html``.
+    ``generalization_gap``, ``cohort_flow``, ``demographics``, ``training_curves``, ``review``, ``estimates``,
+    ``size_vs_sources``), ``review.csv`` (with the review), ``estimates.csv`` and ``estimates_summary.csv``
+    (label-free estimates), ``size_vs_sources.csv``, ``size_vs_sources_runs.csv`` and ``union_vs_size.csv`` (when
+    the study has a size-versus-sources design), ``config.yaml`` (the resolved config the report used),
+    ``tripod_ai.csv`` (the TRIPOD+AI checklist: item, sub_item, section, topic, status filled/to write, content,
+    link), ``sample_size.csv`` (achieved interval widths against targets), ``development_vs_evaluation.csv`` (per
+    dataset: role, prevalence, age, sex, views), ``notes.csv`` (the warnings the report raised, one row per kind
+    with its count) and ``report.html``.
 
     The per-file, per-run and per-pair pieces (AUCs, calibration, seeds, comparisons, shift analyses, figures) are
-    cached under ``results/.cache/`` by the fingerprint of their inputs (see :mod:`cxrgen.report.units`).
+    cached under ``results/.cache/`` by the fingerprint of their inputs (see :mod:`cxrgen.report.units`); the
+    training curves, label-free estimates, size-versus-sources analysis and TRIPOD+AI checklist are computed each
+    time.
 
     Args:
         study_dir: A study directory holding ``config.yaml``, ``manifest.parquet`` and ``runs/``.
         review: Run the error review (loads checkpoints and images for Grad-CAM; the slow part).
         progress: Called with a short description before each step (e.g. to update a progress display).
         only: Write only these sections (names of :data:`SECTIONS`); what they need is computed or read from the
-            cache but not written. None: every section, and cache entries no longer used are removed.
+            cache but not written (uncached parts needed by ``html`` are drawn in a temporary folder). None: every
+            section, and cache entries no longer used are removed.
         workers: Processes computing the sections' pieces (1: in this process). The files do not depend on it.
         cache: Read and write ``results/.cache/``; False computes everything and leaves the cache alone.
         sections_progress: Told each section's number of pieces and each piece done (progress bars).
@@ -163,6 +183,20 @@ def build_report(
     with collect_warnings() as tally:
         say = progress or (lambda message: log.info("%s", message))
         return _Report(study_dir, review, say, tally, selected, workers, cache, sections_progress).build()
+
+
+def training_curves(predictions: Sequence[Predictions]) -> dict[str, pd.DataFrame]:
+    """``metrics.csv`` of every run with predictions, by ``configuration/arch[ seed N]``; runs without one (models
+    trained elsewhere) are left out."""
+    curves: dict[str, pd.DataFrame] = {}
+    for pred in predictions:
+        name = f"{pred.configuration}/{pred.arch}" + (f" seed {pred.seed}" if pred.seed is not None else "")
+        path = pred.run.metrics
+        if name not in curves and path.is_file():
+            frame = pd.read_csv(path)
+            if {"epoch", "train_loss", "val_auc_mean"} <= set(frame.columns) and not frame.empty:
+                curves[name] = frame
+    return curves
 
 
 class _Report:
@@ -190,6 +224,13 @@ class _Report:
                             for path in (layout.manifest, layout.splits, layout.excluded, layout.reading_notes)]
         self.truth_stamp = [file_stamp(DatasetDir(Path(spec.root)).truth) for spec in self.config.datasets.values()]
         self.several_seeds = any(p.seed is not None for p in self.predictions)
+        self._temporary: tempfile.TemporaryDirectory[str] | None = None
+
+    def _scratch(self) -> Path:
+        """A folder for files a section needs but is not asked to write (removed with the report's end)."""
+        if self._temporary is None:
+            self._temporary = tempfile.TemporaryDirectory(prefix="cxrgen-report-")
+        return Path(self._temporary.name)
 
     # -- fingerprints ------------------------------------------------------------------------------------------
     def _facts(self, pred: Predictions) -> list[object]:
@@ -207,6 +248,13 @@ class _Report:
 
     # -- the report --------------------------------------------------------------------------------------------
     def build(self) -> Path:
+        try:
+            return self._build()
+        finally:
+            if self._temporary is not None:
+                self._temporary.cleanup()
+
+    def _build(self) -> Path:
         inputs, config, results, predictions = self.inputs, self.config, self.results, self.predictions
         needed, want = self.needed, self.selected.__contains__
         write_text(results / "config.yaml", dump_resolved(config))
@@ -304,11 +352,19 @@ class _Report:
             if comparisons is not None and (comparisons["family"] == "internal_vs_external").any():
                 gap = [self._gap_unit(comparisons, auc, archs, shown, unfinished_pairs)]
             drawn = part("figures") + self.cache.run(gap, 1, self.bars)
-            if want("figures"):
-                for name, caption, data in drawn:
-                    path = results / FIGURES / f"{name}.png"
-                    write_bytes(path, data)
-                    written.append(FigureFile(path, caption))
+            folder = results if want("figures") else self._scratch()  # scratch: drawn for html or tripod only
+            for name, caption, data in drawn:
+                path = folder / FIGURES / f"{name}.png"
+                write_bytes(path, data)
+                written.append(FigureFile(path, caption))
+            curves = training_curves(predictions)
+            if curves:
+                self.say("training curves")
+                written.append(FigureFile(
+                    figs.save_png(figs.training_curves_figure(curves), folder / FIGURES / "training_curves.png"),
+                    "Training loss and validation mean AUC per epoch, one line per run (from each run's metrics.csv; "
+                    "the same numbers are TensorBoard scalars in runs/<configuration>/<arch>/tensorboard/).",
+                ))
 
         review_result = review_file = None
         if self.review and want("review"):
@@ -327,6 +383,13 @@ class _Report:
                         "Grad-CAM per architecture.",
                     )
 
+        size_section = sections.Section(SIZE_TITLE, "")
+        if "size_vs_sources" in needed:
+            self.say("size vs sources (issue 25)")
+            size_section = write_size_diversity(
+                inputs, predictions, results if want("size_vs_sources") else self._scratch()
+            )
+
         shift_tables = None
         if "shift" in needed:
             parts: list[FileShift] = part("shift")
@@ -334,9 +397,29 @@ class _Report:
             if want("shift"):
                 write_shift_tables(shift_tables, results)
 
-        if want("html"):
-            self.say("report.html")
+        estimates_body = ""
+        if "estimates" in needed:
+            self.say("label-free estimates (before the labels)")
+            where = results if want("estimates") else self._scratch()
+            estimates, estimates_png = write_estimates(inputs, predictions, where)  # issue 24
+            estimates_body = estimates_html(estimates, estimates_png, where)
+
+        checklist = development = None
+        if "tripod" in needed:
+            self.say("TRIPOD+AI checklist")
+            assert auc is not None and calibration is not None and next_hospital is not None
+            assert shift_tables is not None
+            sample_size = sample_size_table(auc, calibration)
+            development = development_table(inputs)
+            if want("tripod"):
+                write_csv(sample_size, results / "sample_size.csv")
+                write_csv(development, results / "development_vs_evaluation.csv")
+            checklist = tripod_checklist(TripodInputs(inputs, predictions, auc, calibration, next_hospital,
+                                                      shift_tables.tables, sample_size, development))
+
+        if want("html") or want("tripod"):
             assert overview is not None and claims is not None and seeds is not None and shift_tables is not None
+            assert checklist is not None and development is not None
             shape_note = paper_shape(config, predictions)
             page = [
                 sections.header(config),
@@ -346,18 +429,29 @@ class _Report:
                 sections.paper_claims(claims, shape_note),
                 sections.seeds(seeds),
                 sections.next_hospital(next_hospital, coverage, unfinished_pairs),
+                size_section,
                 sections.cohort(cohort if cohort is not None and not cohort.empty else None, written),
                 sections.table1(config, numbers),
                 sections.comparisons(comparisons, unfinished_pairs),
                 sections.figures("ROC curves", written, lambda stem: stem.startswith("roc_")),
                 sections.figures("Generalization gap", written, lambda stem: stem == "generalization_gap"),
                 sections.calibration(written, calibration),
-                sections.review(review_result, review_file),
+                sections.figures("Training curves", written, lambda stem: stem == "training_curves"),
+                sections.review(review_result, review_file, requested=self.review and want("review")),
                 sections.shift(shift_html(shift_tables, config.evaluation.ci)),
+                sections.shift(estimates_body),
+                sections.development(development),
             ]
-            write_csv(self.tally.frame(), results / "notes.csv")
-            page.append(sections.notes(self.tally))  # last: it lists the warnings every step above raised
-            write_text(results / "report.html", render_page(config.name, [section.html() for section in page]))
+            shown_html = [section.html() for section in page]
+            checklist = link_shown(checklist, shown_html)  # a link to an omitted section would lead nowhere
+            if want("tripod"):
+                write_csv(checklist, results / "tripod_ai.csv")
+            if want("html"):
+                self.say("report.html")
+                shown_html.append(sections.tripod(checklist).html())
+                write_csv(self.tally.frame(), results / "notes.csv")
+                shown_html.append(sections.notes(self.tally).html())  # last: it lists every step's warnings
+                write_text(results / "report.html", render_page(config.name, shown_html))
         if self.full and self.cache.enabled:
             self.cache.prune()
         return results

@@ -270,3 +270,26 @@ def demographics_figure(manifest: pd.DataFrame, datasets: Sequence[str]) -> Figu
     ax_sex.set(ylabel="% of images", title="Sex")
     ax_sex.legend(fontsize=8)
     return fig
+
+
+def training_curves_figure(curves: Mapping[str, pd.DataFrame]) -> Figure:
+    """Training loss and validation mean AUC per epoch, one line per run (``metrics.csv`` of each run folder).
+
+    Args:
+        curves: run name (``configuration/arch[ seed N]``) -> its ``metrics.csv`` (``epoch``, ``train_loss``,
+            ``val_loss``, ``val_auc_mean``). A NaN validation AUC (one class in the validation set) leaves a gap.
+    """
+    fig = new_figure(2 * PANEL + 1.6, PANEL)
+    loss, auc = fig.subplots(1, 2)
+    for name, frame in curves.items():
+        line = loss.plot(frame["epoch"], frame["train_loss"], marker="o", markersize=3, label=name)[0]
+        if "val_loss" in frame:
+            loss.plot(frame["epoch"], frame["val_loss"], linestyle=":", color=line.get_color())
+        auc.plot(frame["epoch"], frame["val_auc_mean"], marker="o", markersize=3, color=line.get_color())
+    loss.set(xlabel="epoch", ylabel="binary cross-entropy", title="Loss (solid: training, dotted: validation)")
+    auc.set(xlabel="epoch", ylabel="mean AUC over labels", title="Validation AUC")
+    for ax in (loss, auc):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    fig.legend(loc="outside right center", fontsize="small")
+    return fig

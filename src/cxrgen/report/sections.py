@@ -199,13 +199,49 @@ def calibration(files: Sequence[FigureFile], table: pd.DataFrame) -> Section:
     return Section("Calibration", body, ("calibration.csv",))
 
 
-def review(result: ReviewResult | None, figure: FigureFile | None) -> Section:
+def review(result: ReviewResult | None, figure: FigureFile | None, requested: bool = True) -> Section:
+    """The Grad-CAM error review; omitted (no heading) when not requested (``--no-review``)."""
+    if not requested:
+        return Section("Error review", "")
     return Section("Error review", review_html(result, figure), ("review.csv",) if result is not None else ())
 
 
 def shift(body: str) -> Section:
     """The shift-aware sections (issue 11; :func:`cxrgen.report.shift_tables.shift_html`), each with its own heading."""
     return Section(None, body)
+
+
+def development(table: pd.DataFrame) -> Section:
+    """Development versus evaluation data per dataset (TRIPOD+AI 16 and 20c)."""
+    if table.empty:
+        return Section("Development versus evaluation data", "")
+    note = ("<p>Per dataset, its role in the study and what differs between development and evaluation data: "
+            "observed prevalence per label (NaN: not recorded), age, sex, views, devices (Support Devices label "
+            "where recorded).</p>")
+    return Section("Development versus evaluation data", note + frame_html(table, digits=3),
+                   ("development_vs_evaluation.csv",))
+
+
+def tripod(checklist: pd.DataFrame) -> Section:
+    """The TRIPOD+AI checklist: every sub-item, its status and the study's content or what the authors must add."""
+    if checklist.empty:
+        return Section("TRIPOD+AI checklist", "")
+    done = int((checklist["status"] == "filled").sum())
+    rows = []
+    for r in checklist.itertuples(index=False):
+        kind = "section" if r.link.startswith("#") else "file"
+        link = f' <a href="{esc(r.link)}">({kind})</a>' if r.link else ""
+        mark = "filled" if r.status == "filled" else "<b>to write</b>"
+        rows.append(f"<tr><td>{esc(r.sub_item)}</td><td>{esc(r.topic)}</td><td>{mark}</td>"
+                    f"<td>{esc(r.content)}{link}</td></tr>")
+    body = (
+        f"<p>TRIPOD+AI (Collins et al., BMJ 2024;385:e078378), wording after CLAIM 2024: {done} of "
+        f"{len(checklist)} sub-items filled from the study's files; {len(checklist) - done} to write by the "
+        "authors. Item texts are short forms of the published checklist.</p><details><summary>All "
+        f"{len(checklist)} sub-items</summary><table class=\"left\"><thead><tr><th>sub-item</th><th>topic</th>"
+        f"<th>status</th><th>content</th></tr></thead><tbody>{''.join(rows)}</tbody></table></details>"
+    )
+    return Section("TRIPOD+AI checklist", body, ("tripod_ai.csv", "sample_size.csv"))
 
 
 def notes(tally: Tally) -> Section:

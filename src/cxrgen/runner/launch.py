@@ -10,6 +10,12 @@ A run job is submitit ``Checkpointable``: on preemption or timeout submitit call
 requeues the same job, which resumes from ``last.ckpt`` (at most one epoch lost). Each run job writes
 ``<run>/job.json`` (state, job id, log path, the error's last line) for ``cxrgen status``, and the submission
 writes ``<study>/jobs.json``, which a second submission reads to refuse while any of its jobs is still alive.
+
+submitit's local executor runs each job as a controller process (its pid is the job id that ``jobs.json``,
+``job.json`` and ``cxrgen status`` show) that starts the task, the process that trains, as its child. The task is
+bound to the controller (:func:`end_with_local_job`): killing the job id, even with SIGKILL, ends the training.
+``jobs.json`` records each local job's process start time, so a job id that a later, unrelated process has taken
+does not count as a live job.
 The scheduling itself is submitit's and SLURM's; this module only decides what to send and records it.
 """
 
@@ -37,6 +43,7 @@ from cxrgen.study.layout import RunDir, StudyDir
 from cxrgen.study.workspace import Study
 from cxrgen.utils.fileio import write_text
 from cxrgen.utils.lock import study_lock
+from cxrgen.utils.processes import die_with_parent, process_command, process_start, running
 
 log = logging.getLogger(__name__)
 Launcher = Literal["submitit-local", "slurm"]
@@ -68,6 +75,21 @@ def last_error_line(exc: BaseException) -> str:
     return " ".join(lines[-1].split()) if lines else type(exc).__name__
 
 
+def end_with_local_job() -> None:
+    """In a submitit-local task: end this process when its job's controller process ends, however it ends.
+
+    The controller's pid is the job id a user sees and kills; without this a SIGKILL to it leaves the task (the
+    training) running as an orphan that finishes and writes ``done.json`` after the submission reported it failed.
+    Nothing on SLURM, which ends a job's whole process tree itself.
+    """
+    if os.environ.get("SUBMITIT_EXECUTOR") != "local":
+        return
+    controller = os.environ.get("SUBMITIT_LOCAL_JOB_ID", "")
+    # With a setup shell the job id is the shell's, not the parent's: then bind to whichever parent this is.
+    direct = controller.isdigit() and not os.environ.get("SUBMITIT_LOCAL_WITH_SHELL")
+    die_with_parent(int(controller) if direct else None)
+
+
 class RunJob(Checkpointable):
     """One run (configuration, architecture, seed) as a job: train (resuming), predict every test set, evaluate."""
 
@@ -83,6 +105,7 @@ class RunJob(Checkpointable):
         return {"job_id": env.job_id, "log": str(env.paths.stderr)}
 
     def __call__(self) -> str:
+        end_with_local_job()
         run = self.run
         run.path.mkdir(parents=True, exist_ok=True)
         fields = self._job_fields()
@@ -106,6 +129,7 @@ def prepare_job(study: Study, until: str, shard: tuple[int, int] | None) -> str:
     """``cxrgen prepare`` inside a job: the verify stage, or one shard of the cache."""
     from cxrgen.runner.prepare import run_prepare
 
+    end_with_local_job()
     workers = study.config.launcher.cpus_per_task
     run_prepare(study, until=until, shard=shard, workers=workers)  # type: ignore[arg-type]
     return until if shard is None else f"cache shard {shard[0]}/{shard[1]}"
@@ -115,6 +139,7 @@ def report_job(study: Study) -> str:
     """The final job: the study's report over every run's predictions."""
     from cxrgen.report import build_report
 
+    end_with_local_job()
     return str(build_report(study.dir.path, review=study.config.launcher.review))
 
 
@@ -196,6 +221,8 @@ class Submission:
     submitted: str = field(default_factory=_now)
     stages: dict[str, list[str]] = field(default_factory=dict)
     runs: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Local jobs only: each job id's process start time (:func:`cxrgen.utils.processes.process_start`).
+    started: dict[str, str] = field(default_factory=dict)
 
     def job_ids(self) -> list[str]:
         ids = [job for jobs in self.stages.values() for job in jobs] + [run["job_id"] for run in self.runs.values()]
@@ -235,16 +262,22 @@ def alive_jobs(submission: Submission) -> list[str]:
         return [i for i in ids if i in queued or i.split("_")[0] in queued]
     if submission.host != socket.gethostname():
         return ids  # cannot see another host's processes: assume they live (the lock's rule)
-    alive = []
-    for job in ids:
-        try:
-            os.kill(int(job), 0)
-        except (ProcessLookupError, ValueError):
-            continue
-        except PermissionError:
-            pass
-        alive.append(job)
-    return alive
+    return [job for job in ids if _local_job_alive(job, submission.started.get(job))]
+
+
+def _local_job_alive(job: str, started: str | None) -> bool:
+    """A local job id (a process id) is alive while its process runs and is still the job's process.
+
+    The id may since have gone to another process: with the start time recorded, a different start time says so;
+    without (a ``jobs.json`` written before it was recorded), a command line that is not submitit's does.
+    """
+    if not job.isdigit() or not running(int(job)):
+        return False
+    if started is not None:
+        now = process_start(int(job))
+        return now == started if now is not None else running(int(job))  # None: gone since, or no ``ps``
+    command = process_command(int(job))
+    return command is None or "submitit" in command
 
 
 def refuse_if_alive(layout: StudyDir) -> None:
@@ -368,6 +401,9 @@ def launch_study(
 
         def record(stage: str, jobs: Sequence[submitit.Job[Any]]) -> None:
             submission.stages[stage] = [job.job_id for job in jobs]
+            if local:
+                stamps = {job.job_id: process_start(int(job.job_id)) for job in jobs}
+                submission.started.update({job: stamp for job, stamp in stamps.items() if stamp is not None})
             write_submission(layout, submission)
             say(f"{stage}: job(s) {', '.join(job.job_id for job in jobs)}")
 

@@ -7,11 +7,11 @@ calls :func:`register` with its options model, plus its name in the import line 
 
 from __future__ import annotations
 
-from cxrgen.sources import brax, chexpert, mimic, nih, padchest, table, vindr
+from cxrgen.sources import brax, chexpert, dicom_folder, mimic, nih, padchest, table, vindr
 from cxrgen.sources.common import SourceError
 from cxrgen.sources.registry import READERS, ReaderOptions, ReaderSpec, get_reader, register
 
 __all__ = [
-    "READERS", "ReaderOptions", "ReaderSpec", "SourceError", "brax", "chexpert", "get_reader", "mimic", "nih",
-    "padchest", "register", "table", "vindr",
+    "READERS", "ReaderOptions", "ReaderSpec", "SourceError", "brax", "chexpert", "dicom_folder", "get_reader", "mimic",
+    "nih", "padchest", "register", "table", "vindr",
 ]

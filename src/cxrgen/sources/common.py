@@ -36,8 +36,10 @@ BASE_COLUMNS: tuple[str, ...] = (
 #: Columns after the ``raw_<label>`` ones: ``device`` in {1, 0, NaN} (a support device such as a pacemaker is
 #: in the image; NaN: the dataset does not record it, e.g. NIH) and ``labelled`` (False: the dataset lists the
 #: image but has no label row for it, so its targets are NaN whatever the blank policy says) and ``age_bin`` (the
-#: age as the dataset states it when it ships bins, e.g. BRAX's ``45-49``, whose midpoint is ``age``; else empty).
-EXTRA_COLUMNS: tuple[str, ...] = ("device", "labelled", "age_bin")
+#: age as the dataset states it when it ships bins, e.g. BRAX's ``45-49``, whose midpoint is ``age``; else empty)
+#: and ``bits_stored`` (the bit depth the dataset's table states for an image, e.g. PadChest's ``BitsStored_DICOM``,
+#: by which a 16-bit PNG is scaled to [0, 1]; NaN: not stated, the file's own ``sBIT`` or 16 then).
+EXTRA_COLUMNS: tuple[str, ...] = ("device", "labelled", "age_bin", "bits_stored")
 #: ``DataFrame.attrs`` key under which a reader leaves :class:`ReadingNote` s for the cohort table.
 READING_NOTES = "cxrgen_reading_notes"
 #: ``DataFrame.attrs`` key under which a reader lists the study labels its dataset does not record at all (VinBigData's
@@ -316,11 +318,12 @@ def assemble(
     device: pd.Series | None = None,
     labelled: pd.Series | None = None,
     age_bins: pd.Series | None = None,
+    bits_stored: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Build manifest rows with namespaced ids and check that image ids are unique.
 
-    ``device``, ``labelled`` and ``age_bins`` fill :data:`EXTRA_COLUMNS` (NaN, True and empty when the dataset
-    cannot say).
+    ``device``, ``labelled``, ``age_bins`` and ``bits_stored`` fill :data:`EXTRA_COLUMNS` (NaN, True, empty and
+    NaN when the dataset cannot say; see :func:`stated_bits` for ``bits_stored``).
     """
     frame = pd.DataFrame(
         {
@@ -342,12 +345,24 @@ def assemble(
     frame["device"] = np.nan if device is None else pd.to_numeric(device, errors="coerce").to_numpy(dtype=float)
     frame["labelled"] = True if labelled is None else labelled.to_numpy(dtype=bool)
     frame["age_bin"] = "" if age_bins is None else age_bins.fillna("").astype(str).str.strip().to_numpy()
+    frame["bits_stored"] = np.nan if bits_stored is None else stated_bits(bits_stored).to_numpy()
     duplicated = frame["image_id"].duplicated(keep=False)
     if duplicated.any():
         dups = frame.loc[duplicated, "image_id"].unique()[:3]
         rows = np.flatnonzero((frame["image_id"] == dups[0]).to_numpy())[:2] + 2  # file line numbers
         raise SourceError(f"{source}: rows {rows[0]} and {rows[1]}: duplicate image id(s) {', '.join(dups)}")
     return frame.reset_index(drop=True)
+
+
+#: The bit depths a table may state for a 16-bit container; any other value is not a depth and counts as unknown.
+BIT_DEPTHS = range(1, 17)
+
+
+def stated_bits(values: pd.Series) -> pd.Series:
+    """A table's bit-depth cells as float: an integer from 1 to 16, else NaN (empty, ``nan``, text, 0, 12.5)."""
+    numbers = pd.to_numeric(values, errors="coerce").astype(float)
+    valid = numbers.isin([float(bits) for bits in BIT_DEPTHS])
+    return numbers.where(valid)
 
 
 def not_utf8(path: Path, exc: UnicodeDecodeError) -> SourceError:

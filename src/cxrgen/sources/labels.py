@@ -66,3 +66,32 @@ def apply_policies(
     for label in labels:
         out[label] = apply_policy(out[raw_column(label)], uncertainty.get(label, "zeros"), blank)
     return out
+
+
+#: Findings that public datasets label beyond the CheXpert observations (NIH ChestX-ray14's, in study spelling).
+OTHER_FINDINGS: frozenset[str] = frozenset({
+    "Infiltration", "Mass", "Nodule", "Emphysema", "Fibrosis", "Hernia", "Pleural Thickening",
+})  # fmt: skip
+
+#: Other names of a study label, as datasets and published models write them (compared as :func:`label_key`).
+LABEL_SYNONYMS: dict[str, str] = {
+    "Effusion": "Pleural Effusion",  # NIH ChestX-ray14, and the models trained on it (``prob_Effusion``)
+}
+
+
+def label_key(name: str) -> str:
+    """The comparison form of a label name: case, underscores and repeated spaces do not matter."""
+    return " ".join(str(name).replace("_", " ").split()).casefold()
+
+
+_CANONICAL: dict[str, str] = {
+    **{label_key(name): name for name in (*CHEXPERT_OBSERVATIONS, *OTHER_FINDINGS, *PAPER_LABELS)},
+    **{label_key(name): label for name, label in LABEL_SYNONYMS.items()},
+}
+
+
+def canonical_label(name: str) -> str:
+    """The study's spelling of a label name from any file: ``Effusion``, ``pleural_effusion`` and ``Pleural
+    Effusion`` are all ``Pleural Effusion``; ``Pleural_Thickening`` is ``Pleural Thickening``. A name the vocabulary
+    does not know is returned stripped, as written."""
+    return _CANONICAL.get(label_key(name), str(name).strip())

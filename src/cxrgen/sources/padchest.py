@@ -44,6 +44,10 @@ COLUMNS = (
     "Projection", "MethodLabel", "Labels",
 )  # fmt: skip
 
+#: Optional column: the bit depth of the image's source DICOM, by which its 16-bit PNG is scaled (as stated in the
+#: release, per image); a PNG without an ``sBIT`` chunk would otherwise be scaled by its container, 65535.
+BITS_COLUMN = "BitsStored_DICOM"
+
 #: The one mapping from PadChest terms to study labels (printed in the README): a label is 1 when any term is.
 TERMS: dict[str, frozenset[str]] = {
     "Atelectasis": frozenset({
@@ -179,6 +183,7 @@ def read(root: Path, *, name: str, labels: list[str], options: PadchestOptions) 
         raw={label: present[label] if label in TERMS else pd.Series(np.nan, index=frame.index) for label in labels},
         source=source,
         device=present[DEVICE_LABEL],
+        bits_stored=frame.get(BITS_COLUMN),  # optional: None without the column
     )
     for note in notes:
         add_reading_note(result, note)

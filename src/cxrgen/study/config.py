@@ -7,17 +7,23 @@ file. Relative paths resolve against the folder of the YAML file, so a study fol
 from __future__ import annotations
 
 import difflib
+import hashlib
+import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SerializerFunctionWrapHandler,
+    Tag,
     ValidationError,
     field_validator,
     model_serializer,
@@ -215,12 +221,38 @@ class TrainConfig(StrictModel):
     def seed_list(self) -> list[int]:
         """The training seeds: ``seeds``, or ``[seed]`` when it is not given. Every seed is a run of its own."""
         return list(self.seeds) if self.seeds is not None else [self.seed]
+
     deterministic: bool = False
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
     limit_train_batches: int | float | None = None
+    tensorboard: bool = Field(default=True, description="TensorBoard event files in <run>/tensorboard/")
+
+
+class Subsample(StrictModel):
+    """The recorded training subsample of a size-matched or learning-curve configuration (issue 25).
+
+    ``n`` training images (None: every training image of the configuration's datasets) are drawn patient by
+    patient from the configuration's ``train`` datasets in equal shares (the first ``n % k`` datasets, in the
+    order of ``train``, get one more), keyed by ``seed`` and ``replicate`` (:mod:`cxrgen.data.subsample`). The same
+    seed gives the same images on every machine; the draw is written to ``runs/<configuration>/subsample.parquet``.
+
+    ``match_prevalence`` subsamples each dataset to the pooled training prevalence of ``pool`` per label (within
+    one percentage point). Fine-tuned runs train exactly ``steps`` optimizer steps whatever ``n`` is (no early
+    stopping); None is the rule ``train.max_epochs x ceil(n_max / train.batch_size)``, ``n_max`` the design's
+    largest size (None: every training image of ``pool``), so every size of a comparison gets the same budget.
+    """
+
+    design: Literal["size_matched", "learning_curve"]
+    n: int | None = Field(gt=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    replicate: int = Field(default=0, ge=0)
+    match_prevalence: bool = False
+    pool: list[str] = Field(min_length=1)
+    steps: int | None = Field(default=None, gt=0)
+    n_max: int | None = Field(default=None, gt=0)
 
 
 @dataclass(frozen=True)
@@ -241,6 +273,15 @@ class Configuration(StrictModel):
     train: list[str]
     internal: list[str]
     external: list[str] = Field(default_factory=list)
+    subsample: Subsample | None = Field(default=None, description="set by size_matched and learning_curve designs")
+
+    @model_serializer(mode="wrap")
+    def _dump_subsample_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Run fingerprints hash this dump: configurations from before ``subsample`` existed keep theirs.
+        data = dict(handler(self))
+        if self.subsample is None:
+            data.pop("subsample", None)
+        return data
 
     def test_sets(self) -> list[TestSet]:
         """``internal`` first, then one test set per external dataset, named after it."""
@@ -286,6 +327,23 @@ class VerifyConfig(StrictModel):
     )  # fmt: skip
 
 
+EstimateMethod = Literal["cbpe", "atc", "doc", "cm_atc", "cm_doc", "em_prevalence", "agreement"]
+ESTIMATE_METHODS: tuple[EstimateMethod, ...] = ("cbpe", "atc", "doc", "cm_atc", "cm_doc", "em_prevalence", "agreement")
+
+
+class EstimateConfig(StrictModel):
+    """``evaluation.estimate``: label-free performance estimates (issue 24, :mod:`cxrgen.shift.estimates`).
+
+    Run on every unlabelled external test set; on labelled ones too when ``labelled`` is true, where each
+    estimate is shown beside the truth (``results/estimates.csv``). ``enabled: false`` turns them off.
+    """
+
+    enabled: bool = True
+    methods: list[EstimateMethod] = Field(default_factory=lambda: list(ESTIMATE_METHODS))
+    calibrate: Literal["temperature", "isotonic"] = "temperature"
+    labelled: bool = Field(default=False, description="also estimate on labelled external sets, beside the truth")
+
+
 class EvalConfig(StrictModel):
     bootstrap: int = Field(default=1000, ge=0)
     ci: float = Field(default=0.95, gt=0, lt=1)
@@ -294,35 +352,179 @@ class EvalConfig(StrictModel):
         default_factory=lambda: ["blank_ignore", "uncertain_ones", "uncertain_zeros", "uncertain_ignore"],
         description="label protocols the same predictions are re-scored under (cxrgen.shift.protocols.PROTOCOLS)",
     )
+    estimate: EstimateConfig = EstimateConfig()
 
 
-class DesignConfig(StrictModel):
-    """Configurations written in one line: each hospital held out in turn, and optionally each hospital alone.
+def _combination_name(prefix: str, datasets: Sequence[str], suffix: str) -> str:
+    name = f"{prefix}-{'.'.join(datasets)}-{suffix}"
+    if SAFE_NAME.match(name):
+        return name
+    digest = hashlib.sha256("+".join(datasets).encode()).hexdigest()[:8]
+    return f"{prefix}-c{digest}-{suffix}"
 
-    ``leave_one_out: [a, b, c]`` gives ``loo-a`` (train b and c, internal = their test splits, external = a) and
-    so on; ``single_sources: true`` adds ``only-a`` (train a, internal a, external = every other listed one).
+
+class SizeMatchedDesign(StrictModel):
+    """``design: {size_matched: ...}``: training sets of exactly ``n`` images from ``k`` sources in equal shares.
+
+    Every size in ``n`` is crossed with every ``k`` and, for each ``k``, every combination of ``k`` sources
+    (``combinations: all``) or a seeded choice of that many (the same combinations at every size), each drawn
+    ``replicates`` times with another subsample seed. Configurations are named ``sm-n2000-k2-chexpert.nih-r0``.
+
+    ``external: leave_out`` tests each configuration on every source it does not train on; the analysis then
+    compares, per external hospital, only the configurations that never train on it, so the external set lies
+    outside every training set of the comparison. ``external: [mimic]`` names hospitals outside ``sources``.
     """
 
-    leave_one_out: list[str] = Field(min_length=2)
-    single_sources: bool = False
+    sources: list[str] = Field(min_length=2)
+    n: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
+    k: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    combinations: Literal["all"] | Annotated[int, Field(gt=0)] = "all"
+    replicates: int = Field(default=1, ge=1)
+    external: Literal["leave_out"] | list[str] = "leave_out"
+    match_prevalence: bool = False
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seed of the subsamples and chosen combinations")
+    steps: int | None = Field(default=None, gt=0, description="optimizer steps of every fine-tuned run")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> SizeMatchedDesign:
+        if len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"size_matched.sources names a dataset twice: {self.sources}")
+        most = len(self.sources) - (1 if self.external == "leave_out" else 0)
+        too_many = [k for k in self.k if k > most]
+        if too_many:
+            why = "one source must stay out as the external test set" if self.external == "leave_out" else ""
+            raise ValueError(f"size_matched.k {too_many} exceeds the {most} usable sources {why}".rstrip())
+        if isinstance(self.external, list):
+            inside = [d for d in self.external if d in self.sources]
+            if inside or not self.external:
+                raise ValueError(f"size_matched.external must name hospitals outside sources, got {self.external}")
+        for k in self.k:
+            small = [n for n in self.n if n < k]
+            if small:
+                raise ValueError(f"size_matched.n {small} is smaller than k = {k}: a source would get no image")
+        return self
+
+    def combinations_for(self, k: int) -> list[tuple[str, ...]]:
+        """The source combinations of size ``k``, in ``sources`` order (a seeded choice when ``combinations`` is
+        a number)."""
+        every = list(itertools.combinations(self.sources, k))
+        if self.combinations == "all" or self.combinations >= len(every):
+            return every
+        rng = np.random.default_rng([self.seed, k, 25])
+        chosen = sorted(rng.choice(len(every), size=self.combinations, replace=False).tolist())
+        return [every[i] for i in chosen]
 
     def configurations(self) -> list[Configuration]:
         out = []
-        for held_out in self.leave_one_out:
-            others = [d for d in self.leave_one_out if d != held_out]
+        for n in self.n:
+            for k in self.k:
+                for combo in self.combinations_for(k):
+                    external = (
+                        [d for d in self.sources if d not in combo] if self.external == "leave_out" else self.external
+                    )
+                    for replicate in range(self.replicates):
+                        sample = Subsample(
+                            design="size_matched", n=n, seed=self.seed, replicate=replicate,
+                            match_prevalence=self.match_prevalence, pool=list(self.sources), steps=self.steps,
+                            n_max=max(self.n),
+                        )  # fmt: skip
+                        name = _combination_name(f"sm-n{n}-k{k}", combo, f"r{replicate}")
+                        out.append(Configuration(
+                            name=name, train=list(combo), internal=list(combo), external=list(external),
+                            subsample=sample,
+                        ))  # fmt: skip
+        return out
+
+
+class LearningCurveDesign(StrictModel):
+    """``design: {learning_curve: {source: nih, n: [1000, 4000, all]}}``: one source at growing sizes.
+
+    Configurations ``lc-nih-n1000-r0`` ... ``lc-nih-all-r0`` train on ``n`` images of ``source`` (``all``: every
+    training image), tested internally on ``source`` and externally on ``external`` (default: every other dataset
+    of the study). Smaller sizes are the first images of the larger ones' draw (the same seed orders them).
+    """
+
+    source: str
+    n: list[Annotated[int, Field(gt=0)] | Literal["all"]] = Field(min_length=1)
+    external: list[str] | None = None
+    replicates: int = Field(default=1, ge=1)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    steps: int | None = Field(default=None, gt=0)
+
+    @field_validator("n")
+    @classmethod
+    def _distinct_sizes(cls, value: list[int | str]) -> list[int | str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"learning_curve.n repeats a size: {value}")
+        return value
+
+    def configurations(self, datasets: Sequence[str]) -> list[Configuration]:
+        external = self.external if self.external is not None else [d for d in datasets if d != self.source]
+        if self.source in external:
+            raise ValueError(f"learning_curve.external names its own source {self.source!r}")
+        numeric = [n for n in self.n if isinstance(n, int)]
+        n_max = None if "all" in self.n else max(numeric)
+        out = []
+        for n in self.n:
+            for replicate in range(self.replicates):
+                size = None if n == "all" else int(n)
+                sample = Subsample(
+                    design="learning_curve", n=size, seed=self.seed, replicate=replicate, pool=[self.source],
+                    steps=self.steps, n_max=n_max,
+                )  # fmt: skip
+                label = "all" if size is None else f"n{size}"
+                out.append(Configuration(
+                    name=f"lc-{self.source}-{label}-r{replicate}", train=[self.source], internal=[self.source],
+                    external=list(external), subsample=sample,
+                ))  # fmt: skip
+        return out
+
+
+class DesignConfig(StrictModel):
+    """Configurations written in one line.
+
+    ``leave_one_out: [a, b, c]`` gives ``loo-a`` (train b and c, internal = their test splits, external = a) and
+    so on; ``single_sources: true`` adds ``only-a`` (train a, internal a, external = every other listed one).
+    ``size_matched`` (:class:`SizeMatchedDesign`) and ``learning_curve`` (:class:`LearningCurveDesign`) separate
+    the number of training images from the number of sources (issue 25).
+    """
+
+    leave_one_out: list[str] | None = Field(default=None, min_length=2)
+    single_sources: bool = False
+    size_matched: SizeMatchedDesign | None = None
+    learning_curve: LearningCurveDesign | None = None
+
+    def configurations(self, datasets: Sequence[str] = ()) -> list[Configuration]:
+        """The design's configurations; ``datasets`` (the study's) are the default external sets of a learning
+        curve."""
+        out = []
+        for held_out in self.leave_one_out or []:
+            others = [d for d in self.leave_one_out or [] if d != held_out]
             out.append(Configuration(name=f"loo-{held_out}", train=others, internal=others, external=[held_out]))
         if self.single_sources:
-            for alone in self.leave_one_out:
-                others = [d for d in self.leave_one_out if d != alone]
+            for alone in self.leave_one_out or []:
+                others = [d for d in self.leave_one_out or [] if d != alone]
                 out.append(Configuration(name=f"only-{alone}", train=[alone], internal=[alone], external=others))
+        if self.size_matched is not None:
+            out.extend(self.size_matched.configurations())
+        if self.learning_curve is not None:
+            out.extend(self.learning_curve.configurations(datasets))
         return out
 
     @field_validator("leave_one_out")
     @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
             raise ValueError(f"leave_one_out names a dataset twice: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _something(self) -> DesignConfig:
+        if self.leave_one_out is None and self.size_matched is None and self.learning_curve is None:
+            raise ValueError("design: give leave_one_out, size_matched or learning_curve")
+        if self.single_sources and self.leave_one_out is None:
+            raise ValueError("design.single_sources needs leave_one_out (the sources to train alone)")
+        return self
 
 
 class LauncherConfig(StrictModel):
@@ -432,6 +634,22 @@ class ProbeConfig(StrictModel):
         return value
 
 
+def _entry_kind(value: Any) -> str:
+    """Which model an ``architectures:`` mapping entry is: one with ``onnx`` or ``torchscript`` comes from
+    elsewhere, any other is a linear probe. Told by its keys, so an error names the entry's own keys
+    (``architecture_specs.x.mode``) instead of listing both models' complaints."""
+    if isinstance(value, dict):
+        return "external" if {"onnx", "torchscript"} & value.keys() else "probe"
+    return "external" if isinstance(value, ExternalModelSpec) else "probe"
+
+
+#: An ``architectures:`` mapping entry, validated as the one model its keys say it is.
+ArchitectureEntry = Annotated[
+    Annotated[ArchitectureSpec, Tag("probe")] | Annotated[ExternalModelSpec, Tag("external")],
+    Discriminator(_entry_kind),
+]
+
+
 class StudyConfig(StrictModel):
     name: str
     out: Path
@@ -451,7 +669,7 @@ class StudyConfig(StrictModel):
     reference: Reference | None = None
     verify: VerifyConfig = VerifyConfig()
     launcher: LauncherConfig = LauncherConfig()
-    architecture_specs: dict[str, ArchitectureSpec | ExternalModelSpec] = Field(default_factory=dict)
+    architecture_specs: dict[str, ArchitectureEntry] = Field(default_factory=dict)
     probe: ProbeConfig = ProbeConfig()
 
     @model_validator(mode="before")
@@ -485,7 +703,7 @@ class StudyConfig(StrictModel):
         if self.design is not None:
             have = {c.name: c for c in self.configurations}
             added = list(self.configurations)
-            for conf in self.design.configurations():
+            for conf in self.design.configurations(list(self.datasets)):
                 if conf.name in have and have[conf.name] != conf:
                     raise ValueError(f"configuration {conf.name!r} is written by hand and by design, differently")
                 if conf.name not in have:
@@ -678,6 +896,8 @@ def _check_duplicate_keys(root: yaml.Node, path: Path) -> None:
             stack.extend((value, depth + 1) for _, value in reversed(node.value))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((item, depth + 1) for item in reversed(node.value))
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML mapping safely, refusing duplicate keys."""
     try:

@@ -61,6 +61,11 @@ class RunDir:
         return self.path / RESOLVED_CONFIG
 
     @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files (rank 0; ``tensorboard --logdir runs``); ``metrics.csv`` stays the record."""
+        return self.path / "tensorboard"
+
+    @property
     def auc(self) -> Path:
         return self.path / "auc.csv"
 
@@ -167,6 +172,12 @@ class StudyDir:
     def runs(self) -> Path:
         return self.path / "runs"
 
+    def subsample(self, configuration: str) -> Path:
+        """``runs/<configuration>/subsample.parquet``: the recorded training and validation subsample of a
+        size-matched or learning-curve configuration (``image_id, dataset, patient_id, split``), shared by its
+        architectures and seeds (:mod:`cxrgen.data.subsample`)."""
+        return self.runs / configuration / "subsample.parquet"
+
     def run(self, configuration: str, arch: str, seed: int | None = None) -> RunDir:
         """The run folder; ``seed`` None is the single-seed layout (no ``seed-<N>`` level).
 
@@ -181,3 +192,35 @@ class StudyDir:
             *sorted(self.runs.glob("*/*/predictions/*.parquet")),
             *sorted(self.runs.glob(f"*/*/{SEED_PREFIX}*/predictions/*.parquet")),
         ]
+
+
+class StudyFolderGone(CxrgenError):
+    """The study folder was removed (or moved) while a command wrote into it."""
+
+
+def study_folder_of(path: Path) -> Path | None:
+    """The study folder holding ``path``, a file of a run (the parent of its ``runs`` folder); None outside runs."""
+    for folder in Path(path).parents:
+        if folder.name == "runs":
+            return folder.parent
+    return None
+
+
+def vanished_study(path: Path) -> Path | None:
+    """The study folder of run file ``path`` when that folder no longer exists; None while it does (or outside runs).
+
+    A run writes into its study folder for hours; a folder removed meanwhile must stop the run by name, not be
+    quietly recreated (holding one run and none of the study) or reported as a full disk.
+    """
+    study = study_folder_of(path)
+    return study if study is not None and not study.is_dir() else None
+
+
+def require_study_folder(path: Path) -> None:
+    """Raise :class:`StudyFolderGone` before writing run file ``path`` into a study folder that no longer exists."""
+    study = vanished_study(path)
+    if study is not None:
+        raise StudyFolderGone(
+            f"the study folder {study} no longer exists (removed or moved while the run was writing): could not "
+            f"write {path}"
+        )

@@ -128,9 +128,28 @@ def write_synthetic(
     return out_dir
 
 
+#: The architectures of the three-hospital study file: the paper's two.
+STUDY_ARCHITECTURES = ("densenet121", "inception_resnet_v2")
+#: The quick CPU input side the study files aim at; raised where a named architecture needs more.
+QUICK_INPUT_SIZE = 64
+
+
+def quick_input_size(architectures: Sequence[str]) -> int:
+    """The smallest multiple of 16 from :data:`QUICK_INPUT_SIZE` that every one of ``architectures`` runs on.
+
+    ``preprocess.size`` overrides every architecture's input: 64 px is below inception_resnet_v2's smallest input
+    (75 px), which fails with a kernel-size error once its runs start.
+    """
+    from cxrgen.models.registry import get_arch  # timm: only when a study file is written
+
+    smallest = max([QUICK_INPUT_SIZE, *(get_arch(arch).min_input_size for arch in architectures)])
+    return -(-smallest // 16) * 16
+
+
 def study_yaml(seed: int, scale: float, image_size: int) -> bytes:
     """The study file of section 8 of DESIGN.md over the three hospitals, paths relative to itself."""
     split = f"{{method: random, fractions: {{train: 0.72, val: 0.08, test: 0.2}}, seed: {seed}}}"
+    size = quick_input_size(STUDY_ARCHITECTURES)
     return f"""\
 # Three synthetic hospitals written by `cxrgen synthesize` (seed {seed}, scale {scale}, image size {image_size}).
 # The paper's recipe on a quick CPU budget: small inputs, few epochs, no pretrained weights.
@@ -148,8 +167,8 @@ splits:
   chexpert: {split}
   nih: {split}
   mimic: {{method: official}}
-preprocess: {{clahe: true, engine: opencv, size: 64}}
-architectures: [densenet121, inception_resnet_v2]
+preprocess: {{clahe: true, engine: opencv, size: {size}}}
+architectures: [{", ".join(STUDY_ARCHITECTURES)}]
 train: {{batch_size: 32, lr: 1.0e-3, max_epochs: 3, patience: 2, pretrained: false, seed: {seed}}}
 configurations:
   - {{name: chexpert, train: [chexpert], internal: [chexpert], external: [mimic]}}
@@ -169,6 +188,8 @@ _SITE_DATASETS = {
 
 
 _OFFICIAL_SPLITS = ("mimic", "vindr")
+#: The architectures of the leave-one-out study file over any hospitals.
+SITES_ARCHITECTURES = ("densenet121",)
 
 
 def sites_study_yaml(seed: int, scale: float, image_size: int, hospitals: Sequence[str]) -> bytes:
@@ -178,6 +199,7 @@ def sites_study_yaml(seed: int, scale: float, image_size: int, hospitals: Sequen
     splits = "\n".join(
         f"  {name}: {{method: official}}" if name in _OFFICIAL_SPLITS else f"  {name}: {split}" for name in hospitals
     )
+    size = quick_input_size(SITES_ARCHITECTURES)
     return f"""\
 # Synthetic hospitals written by `cxrgen synthesize --hospitals {",".join(hospitals)}` (seed {seed}, scale {scale},
 # image size {image_size}): each hospital held out in turn. Small inputs, few epochs, no pretrained weights.
@@ -191,8 +213,8 @@ blank: zeros
 views: all
 splits:
 {splits}
-preprocess: {{clahe: true, engine: opencv, size: 64}}
-architectures: [densenet121]
+preprocess: {{clahe: true, engine: opencv, size: {size}}}
+architectures: [{", ".join(SITES_ARCHITECTURES)}]
 train: {{batch_size: 32, lr: 1.0e-3, max_epochs: 3, patience: 2, pretrained: false, seed: {seed}}}
 design: {{leave_one_out: [{", ".join(hospitals)}], single_sources: false}}
 """.encode()
