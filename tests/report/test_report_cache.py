@@ -84,3 +84,58 @@ def test_workers_write_the_same_bytes_as_one(tmp_path: Path) -> None:
     b = _csvs(build_report(two, review=False, workers=2, cache=False))
     assert a.keys() == b.keys() and "notes.csv" in a and "comparisons.csv" in a
     assert a == b
+
+
+class _Planted:
+    """A pickle whose loading creates ``path`` (as any code could run): the cache must never load it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (str(self.path), "w")
+
+
+def test_cache_files_not_signed_by_the_users_key_are_never_unpickled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import hmac
+    import pickle
+    import stat
+
+    from cxrgen.report.units import key_path, sign
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    study = make_study(tmp_path / "study", archs=("densenet121",), patients=20, reference=False)
+    results = build_report(study, review=False)
+    key = key_path()
+    assert key == tmp_path / "xdg" / "cxrgen" / "report-cache.key"
+    assert len(key.read_bytes()) == 32 and stat.S_IMODE(key.stat().st_mode) == 0o600
+    expected = {name: data for name, data in _csvs(results).items() if name != "notes.csv"}
+
+    entries = sorted((results / ".cache").glob("*/*.pkl"))
+    assert entries
+    for path in entries:  # every entry verifies under this user's key
+        data = path.read_bytes()
+        assert hmac.compare_digest(data[:32], sign(key.read_bytes(), f"{path.parent.name}/{path.stem}", data[32:]))
+
+    marker = tmp_path / "unpickled"
+    payload = pickle.dumps(_Planted(marker))
+    wrong, other_user = entries[0], entries[-1]
+    wrong.write_bytes(hashlib.sha256(b"not a key").digest() + payload)  # a valid pickle, a wrong signature
+    other_key = bytes(range(32))  # "another user": a correct signature under their own key
+    other_user.write_bytes(sign(other_key, f"{other_user.parent.name}/{other_user.stem}", payload) + payload)
+
+    caplog.set_level(logging.DEBUG, logger=UNITS)
+    caplog.clear()
+    results = build_report(study, review=False)
+    assert not marker.exists()
+    assert sum(_computed(caplog).values()) == 2  # both planted entries recomputed
+    assert {name: data for name, data in _csvs(results).items() if name != "notes.csv"} == expected
+    for path in (wrong, other_user):  # overwritten with this user's signed result
+        data = path.read_bytes()
+        assert hmac.compare_digest(data[:32], sign(key.read_bytes(), f"{path.parent.name}/{path.stem}", data[32:]))
+    caplog.clear()
+    build_report(study, review=False)
+    assert _computed(caplog) == {} and not marker.exists()

@@ -5,7 +5,14 @@ paired comparison, the shift analyses of one file, one figure. Its *fingerprint*
 predictions file's relative path, size and ``mtime_ns``, the study files, the config settings it uses) and the
 code version (a hash of cxrgen's sources), so a rerun after adding one run recomputes only the units whose inputs
 that run touches; the others are read back from ``results/.cache/<section>/<fingerprint>.pkl`` (written
-atomically). The cache holds pickles the report wrote itself; delete the folder to start afresh.
+atomically). Delete the folder to start afresh.
+
+A study folder may be shared, and unpickling a file someone else wrote can run any code, so every cache file is
+``HMAC-SHA256(key, "<section>/<fingerprint>" NUL payload) + payload`` under a secret key of the user
+(:func:`cache_key`: ``$XDG_CACHE_HOME/cxrgen/report-cache.key``, default ``~/.cache/cxrgen/``, 32 random bytes, mode
+0600). The signature is checked (:func:`hmac.compare_digest`) before anything is unpickled; a file that fails
+(written by another user, by another key, altered, or moved to another entry's name) is a miss: computed again and
+overwritten, never loaded.
 
 Units run in the calling process (``workers=1``) or in a pool of forked processes (``workers>1``; each worker's
 native thread pools limited to one thread). Either way a unit's warnings are captured with its result and
@@ -17,11 +24,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import hmac
 import json
 import logging
 import multiprocessing
 import os
 import pickle
+import secrets
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +43,48 @@ from cxrgen.utils.fileio import write_bytes
 log = logging.getLogger(__name__)
 
 CACHE_DIR = ".cache"
+KEY_FILE = "report-cache.key"
+KEY_BYTES = 32
+SIGNATURE_BYTES = hashlib.sha256().digest_size
+
+
+def key_path() -> Path:
+    """``$XDG_CACHE_HOME/cxrgen/report-cache.key`` (``~/.cache/cxrgen/...`` when the variable is unset or empty)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cxrgen" / KEY_FILE
+
+
+def cache_key(path: Path | None = None) -> bytes:
+    """The user's secret key for signing cache files, created (32 random bytes, mode 0600) on first use."""
+    path = key_path() if path is None else path
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = b""
+    if len(key) == KEY_BYTES:
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(KEY_BYTES)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key)
+        try:
+            os.link(temporary, path)  # first writer wins: a concurrent report keeps the same key
+        except FileExistsError:
+            existing = path.read_bytes()
+            if len(existing) == KEY_BYTES:
+                return existing
+            os.replace(temporary, path)  # a damaged key file: replaced (its cache entries become misses)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return key
+
+
+def sign(key: bytes, name: str, payload: bytes) -> bytes:
+    """HMAC-SHA256 of ``payload`` bound to the entry ``name`` (``section/fingerprint``)."""
+    return hmac.new(key, name.encode() + b"\0" + payload, hashlib.sha256).digest()
 
 
 class SectionProgress(Protocol):
@@ -164,12 +215,19 @@ _LIMITS: object = None
 class UnitCache:
     """``results/.cache/<section>/<key>.pkl``; ``computed`` lists ``section/name`` of every unit computed."""
 
-    def __init__(self, results: Path, enabled: bool = True) -> None:
+    def __init__(self, results: Path, enabled: bool = True, key: bytes | None = None) -> None:
         self.folder = results / CACHE_DIR
         self.enabled = enabled
+        self._key = key
         self.computed: list[str] = []
         self.used: set[Path] = set()
         self._seen_warnings: set[tuple[str, int, str, str]] = set()
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = cache_key()
+        return self._key
 
     def _path(self, unit: Unit) -> Path:
         return self.folder / unit.section / f"{unit.key}.pkl"
@@ -178,8 +236,13 @@ class UnitCache:
         path = self._path(unit)
         if not self.enabled or not path.is_file():
             return None
+        data = path.read_bytes()
+        signature, payload = data[:SIGNATURE_BYTES], data[SIGNATURE_BYTES:]
+        if not hmac.compare_digest(signature, sign(self.key, f"{unit.section}/{unit.key}", payload)):
+            log.warning("%s: cache entry not signed by this user's key (%s); not loaded, recomputed", path, key_path())
+            return None
         try:
-            outcome = pickle.loads(path.read_bytes())
+            outcome = pickle.loads(payload)  # only after the signature verified: a file this user's report wrote
         except Exception as exc:  # a cache file from another version of a library: compute again
             log.info("%s: unreadable cache entry (%s); recomputed", path, exc)
             return None
@@ -207,7 +270,9 @@ class UnitCache:
                 self.computed.append(f"{unit.section}/{unit.name}")
                 log.debug("computed %s/%s", unit.section, unit.name)  # counted by the tests
                 if self.enabled:
-                    write_bytes(self._path(unit), pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+                    payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+                    signature = sign(self.key, f"{unit.section}/{unit.key}", payload)
+                    write_bytes(self._path(unit), signature + payload)
                 if progress is not None:
                     progress.advance(unit.section)
         finally:
@@ -252,4 +317,5 @@ class UnitCache:
         return removed
 
 
-__all__ = ["SectionProgress", "Unit", "UnitCache", "code_version", "file_stamp", "fingerprint"]
+__all__ = ["SectionProgress", "Unit", "UnitCache", "cache_key", "code_version", "file_stamp", "fingerprint", "key_path",
+           "sign"]
