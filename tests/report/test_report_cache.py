@@ -63,6 +63,18 @@ def test_only_writes_the_sections_asked_for(tmp_path: Path) -> None:
     assert {p.name for p in results.iterdir() if p.is_file()} == {"findings.csv", "auc.csv", "config.yaml"}
 
 
+def test_only_the_checklist_and_estimates_write_the_full_reports_bytes(tmp_path: Path) -> None:
+    full = build_report(make_study(tmp_path / "full", archs=("densenet121",), patients=20, reference=False),
+                        review=False)
+    study = make_study(tmp_path / "only", archs=("densenet121",), patients=20, reference=False)
+    results = build_report(study, review=False, only=["tripod", "estimates"])
+    written = _csvs(results)
+    assert set(written) == {"tripod_ai.csv", "sample_size.csv", "development_vs_evaluation.csv", "estimates.csv",
+                            "estimates_summary.csv"}
+    assert written == {name: data for name, data in _csvs(full).items() if name in written}
+    assert not (results / "report.html").exists() and not (results / "figures").exists()
+
+
 def test_unknown_section_is_one_error_line_naming_the_known_ones(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
