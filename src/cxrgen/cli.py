@@ -293,21 +293,61 @@ def synthesize(
     console.print(f"wrote {out_dir} (study file {out_dir / 'study.yaml'})")
 
 
+class _SectionBars:
+    """One rich progress bar per report section (its pieces: files, runs, pairs, figures)."""
+
+    def __init__(self, bars: Progress) -> None:
+        self.bars = bars
+        self.tasks: dict[str, TaskID] = {}
+
+    def start(self, section: str, total: int) -> None:
+        if section in self.tasks:
+            self.bars.update(self.tasks[section], total=(self.bars.tasks[self.tasks[section]].total or 0) + total)
+        else:
+            self.tasks[section] = self.bars.add_task(section, total=total)
+
+    def advance(self, section: str) -> None:
+        self.bars.advance(self.tasks[section])
+
+
 @command("report")
 def report(
     study_dir: Annotated[Path, typer.Argument(help="The study directory (config.yaml, manifest.parquet, runs/).")],
     review: Annotated[bool, typer.Option(help="Error review with Grad-CAM (loads checkpoints and images).")] = True,
+    only: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated sections to write (default: all): auc, seeds, calibration, table1, "
+                     "comparisons, next_hospital, size_vs_sources, findings, overview, cohort, missing, figures, "
+                     "review, shift, estimates, tripod, html."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes computing the sections (default: all cores); same files for any.")
+    ] = None,
+    cache: Annotated[bool, typer.Option(help="Reuse results/.cache/ where a piece's inputs are unchanged.")] = True,
 ) -> None:
-    """Table 1, comparisons, ROC and dataset figures, error review -> STUDY_DIR/results/report.html."""
+    """Table 1, comparisons, ROC and dataset figures, error review -> STUDY_DIR/results/report.html.
+
+    Each piece (one predictions file's AUCs, one comparison, one figure...) is cached under results/.cache/ by the
+    fingerprint of its inputs, so a rerun recomputes only what changed.
+    """
     from threadpoolctl import threadpool_limits
 
     from cxrgen.report import build_report
+    from cxrgen.report.build import parse_sections
 
+    sections = parse_sections(only)
     # The report's products are small ([64, P] x [P, G]); BLAS and OpenMP pools on a loaded node make them many
     # times slower than one thread (issue 30), so every native pool keeps to one thread while it runs.
-    with console.status("report") as status, threadpool_limits(limits=1):
-        results = build_report(study_dir, review=review, progress=lambda step: status.update(f"report: {step}"))
-    console.print(f"wrote {results / 'report.html'}")
+    columns = (TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=not console.is_terminal) as bars, \
+            threadpool_limits(limits=1):
+        step = bars.add_task("report", total=None)
+        results = build_report(
+            study_dir, review=review, only=sections, workers=workers or os.cpu_count() or 1, cache=cache,
+            progress=lambda text: bars.update(step, description=f"report: {text}"),
+            sections_progress=_SectionBars(bars),
+        )
+    console.print(f"wrote {results / ('report.html' if sections is None or 'html' in sections else '')}")
 
 
 @command("models")

@@ -106,22 +106,19 @@ def _paired_or_skip(a: Predictions, b: Predictions, family: str, boot: Boot) -> 
         return []
 
 
-def comparisons(config: StudyConfig, predictions: Sequence[Predictions]) -> pd.DataFrame:
-    """All three families of tests with Holm-adjusted p-values per family (see the module docstring).
+#: One test of :func:`comparisons`: family, the two files, and whether the test is paired.
+Pair = tuple[str, Predictions, Predictions, bool]
 
-    Returns:
-        A frame with :data:`COMPARISONS_COLUMNS`; empty (with the columns) when no comparison applies.
-        ``p`` is NaN where a label holds one class; such rows do not count in their family's Holm size.
-    """
+
+def comparison_pairs(config: StudyConfig, predictions: Sequence[Predictions]) -> list[Pair]:
+    """Every test of the three families, in the order of ``comparisons.csv`` (see the module docstring)."""
     by_key = {pred.key: pred for pred in predictions}
-    evaluation = config.evaluation
-    boot: Boot = (max(evaluation.bootstrap, 2), evaluation.seed, evaluation.ci)
-    rows: list[dict[str, object]] = []
+    pairs: list[Pair] = []
     for pred in predictions:
         if pred.kind == "external":
             internal = by_key.get((pred.configuration, pred.arch, "internal"))
             if internal is not None:
-                rows += unpaired_rows(internal, pred, "internal_vs_external", boot)
+                pairs.append(("internal_vs_external", internal, pred, False))
     n_train = {conf.name: len(conf.train) for conf in config.configurations}
     for multi, single in itertools.product(predictions, predictions):
         if (
@@ -131,13 +128,30 @@ def comparisons(config: StudyConfig, predictions: Sequence[Predictions]) -> pd.D
             and n_train.get(multi.configuration, 0) >= 2
             and n_train.get(single.configuration, 0) == 1
         ):
-            rows += _paired_or_skip(multi, single, "multi_vs_single", boot)
+            pairs.append(("multi_vs_single", multi, single, True))
     groups: dict[tuple[str, str], list[Predictions]] = {}
     for pred in predictions:
         groups.setdefault((pred.configuration, pred.test_set), []).append(pred)
     for members in groups.values():
         for a, b in itertools.combinations(members, 2):
-            rows += _paired_or_skip(a, b, "architectures", boot)
+            pairs.append(("architectures", a, b, True))
+    return pairs
+
+
+def boot_settings(config: StudyConfig) -> Boot:
+    """The bootstrap of every comparison: (replicates, seed, interval level)."""
+    evaluation = config.evaluation
+    return max(evaluation.bootstrap, 2), evaluation.seed, evaluation.ci
+
+
+def pair_rows(pair: Pair, boot: Boot) -> list[dict[str, object]]:
+    """The rows of one test (one per label), before Holm."""
+    family, a, b, paired = pair
+    return _paired_or_skip(a, b, family, boot) if paired else unpaired_rows(a, b, family, boot)
+
+
+def holm_table(rows: list[dict[str, object]]) -> pd.DataFrame:
+    """``comparisons.csv`` from every test's rows: Holm-adjusted p-values per family."""
     out = pd.DataFrame(rows, columns=[c for c in COMPARISONS_COLUMNS if c != "p_holm"])
     holm = np.full(len(out), np.nan)
     for family in FAMILIES:
@@ -146,3 +160,14 @@ def comparisons(config: StudyConfig, predictions: Sequence[Predictions]) -> pd.D
             holm[mask] = metrics.holm(out.loc[mask, "p"].to_numpy(dtype=np.float64))
     out.insert(out.columns.get_loc("p") + 1, "p_holm", holm)
     return out
+
+
+def comparisons(config: StudyConfig, predictions: Sequence[Predictions]) -> pd.DataFrame:
+    """All three families of tests with Holm-adjusted p-values per family (see the module docstring).
+
+    Returns:
+        A frame with :data:`COMPARISONS_COLUMNS`; empty (with the columns) when no comparison applies.
+        ``p`` is NaN where a label holds one class; such rows do not count in their family's Holm size.
+    """
+    boot = boot_settings(config)
+    return holm_table([row for pair in comparison_pairs(config, predictions) for row in pair_rows(pair, boot)])

@@ -53,7 +53,7 @@ def _validation(run: RunDir) -> pd.DataFrame | None:
     return read_predictions(run.validation)[0] if run.validation.is_file() else None
 
 
-def _truth(config: StudyConfig) -> pd.DataFrame | None:
+def truth_table(config: StudyConfig) -> pd.DataFrame | None:
     """``truth.parquet`` of every dataset that has one (synthetic), as ``dataset, path, ctr, true_device``."""
     frames = []
     for name, spec in config.datasets.items():
@@ -192,112 +192,141 @@ def _device_column(frame: pd.DataFrame) -> tuple[pd.Series, str]:
     return pd.Series(np.nan, index=frame.index), "none"
 
 
-def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTables:
-    """Compute the six analyses for every predictions file of the study."""
+@dataclass
+class FileShift:
+    """The six analyses of one predictions file (rows per CSV), before the study-wide gaps and Holm."""
+
+    rows: dict[str, list[dict[str, object]]]
+    subgroups: pd.DataFrame
+    notes: list[str]
+    label_notes: list[str]
+    review: pd.DataFrame | None = None
+
+
+def shift_file(
+    inputs: StudyInputs, pred: Predictions, truth: pd.DataFrame | None, label_files: LabelFiles
+) -> FileShift:
+    """The analyses of one predictions file: depends on that file, its run's validation predictions, the
+    manifest, the synthetic truth and the label files only (a unit of the report's cache)."""
     config, ev = inputs.config, inputs.config.evaluation
-    truth = _truth(config)
     out: dict[str, list[dict[str, object]]] = {name: [] for name in FILES}
     notes: list[str] = []
-    subgroup_frames: list[pd.DataFrame] = []
-    review_rows: list[pd.DataFrame] = []
-    validations: dict[tuple[str, str, int | None], pd.DataFrame | None] = {}
-    label_files = LabelFiles(config)
-    for pred in predictions:
-        keys: dict[str, object] = dict(
-            zip(RUN_KEYS, (pred.configuration, pred.arch, pred.test_set, pred.kind), strict=True)
+    review: pd.DataFrame | None = None
+    asked = len(label_files.asked)
+    keys: dict[str, object] = dict(
+        zip(RUN_KEYS, (pred.configuration, pred.arch, pred.test_set, pred.kind), strict=True)
+    )
+    if pred.seed is not None:  # several training seeds: one row per seed's run, as in auc.csv
+        keys["seed"] = pred.seed
+    keys["unfinished"] = pred.unfinished  # issue 14: rows of a run without done.json say so
+    val = _validation(pred.run)
+    if val is None:
+        folder = pred.run.path.relative_to(inputs.study.dir.path).as_posix()
+        notes.append(f"{folder}: no validation.parquet; no thresholds or temperatures fitted")
+    frame = _joined(pred, inputs.manifest, truth)
+    notes += [n for n in [view_note(frame, pred.test_set)] if n is not None and n not in notes]
+    out["protocols"] += [{**keys, **row} for row in _protocol_rows(pred, frame, config, label_files)]
+    if val is not None:
+        out["operating_points"] += [{**keys, **row} for row in _operating_rows(pred, val, config)]
+        out["calibration_shift"] += [{**keys, **row} for row in _calibration_rows(pred, val)]
+    youden = (
+        {lab: choose_threshold(val[f"y_{lab}"], val[f"p_{lab}"], "youden") for lab in pred.labels}
+        if val is not None
+        else None
+    )
+    sub = subgroup_table(frame, pred.labels, n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci, thresholds=youden)
+    subgroups = sub.assign(**keys)
+    device, source = _device_column(frame)
+    for label in pred.labels:
+        if val is None or not device.notna().any():
+            continue
+        threshold = choose_threshold(val[f"y_{label}"], val[f"p_{label}"], "youden")
+        result = device_shortcut(
+            frame[f"y_{label}"],
+            frame[f"p_{label}"],
+            device,
+            frame["patient_id"],
+            threshold,
+            n_boot=max(ev.bootstrap, 1),
+            seed=ev.seed,
+            ci=ev.ci,
         )
-        if pred.seed is not None:  # several training seeds: one row per seed's run, as in auc.csv
-            keys["seed"] = pred.seed
-        keys["unfinished"] = pred.unfinished  # issue 14: rows of a run without done.json say so
-        run = (pred.configuration, pred.arch, pred.seed)
-        if run not in validations:
-            validations[run] = _validation(pred.run)
-            if validations[run] is None:
-                folder = pred.run.path.relative_to(inputs.study.dir.path).as_posix()
-                notes.append(f"{folder}: no validation.parquet; no thresholds or temperatures fitted")
-        val = validations[run]
-        frame = _joined(pred, inputs.manifest, truth)
-        notes += [n for n in [view_note(frame, pred.test_set)] if n is not None and n not in notes]
-        out["protocols"] += [{**keys, **row} for row in _protocol_rows(pred, frame, config, label_files)]
-        if val is not None:
-            out["operating_points"] += [{**keys, **row} for row in _operating_rows(pred, val, config)]
-            out["calibration_shift"] += [{**keys, **row} for row in _calibration_rows(pred, val)]
-        youden = (
-            {lab: choose_threshold(val[f"y_{lab}"], val[f"p_{lab}"], "youden") for lab in pred.labels}
-            if val is not None
-            else None
+        out["shortcut"].append(
+            {
+                **keys,
+                "label": label,
+                "device_source": source,
+                "threshold": threshold,
+                "n_neg_device": result.n_neg_device,
+                "n_neg_no_device": result.n_neg_no_device,
+                "fpr_device": result.fpr_device[0],
+                "fpr_device_low": result.fpr_device[1],
+                "fpr_device_high": result.fpr_device[2],
+                "fpr_no_device": result.fpr_no_device[0],
+                "fpr_no_device_low": result.fpr_no_device[1],
+                "fpr_no_device_high": result.fpr_no_device[2],
+                "difference": result.difference[0],
+                "ci_low": result.difference[1],
+                "ci_high": result.difference[2],
+                "status": result.status,
+                "detected": result.detected,
+            }
         )
-        sub = subgroup_table(frame, pred.labels, n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci, thresholds=youden)
-        subgroup_frames.append(sub.assign(**keys))
-        device, source = _device_column(frame)
-        for label in pred.labels:
-            if val is None or not device.notna().any():
-                continue
-            threshold = choose_threshold(val[f"y_{label}"], val[f"p_{label}"], "youden")
-            result = device_shortcut(
-                frame[f"y_{label}"],
-                frame[f"p_{label}"],
-                device,
-                frame["patient_id"],
-                threshold,
-                n_boot=max(ev.bootstrap, 1),
-                seed=ev.seed,
-                ci=ev.ci,
-            )
-            out["shortcut"].append(
+    label = SHORTCUT_LABEL
+    if val is not None and "ctr" in frame and frame["ctr"].notna().any() and f"p_{label}" in frame:
+        threshold = choose_threshold(val[f"y_{label}"], val[f"p_{label}"], "youden")
+        y = frame[f"y_{label}"].to_numpy(float)
+        error = threshold_errors(y, frame[f"p_{label}"].to_numpy(float), threshold)
+        trend = borderline_trend(
+            error, frame["ctr"], frame["patient_id"], n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci,
+            threshold=threshold,
+        )
+        for band in trend.bands.to_dict("records"):
+            out["borderline"].append(
                 {
                     **keys,
                     "label": label,
-                    "device_source": source,
                     "threshold": threshold,
-                    "n_neg_device": result.n_neg_device,
-                    "n_neg_no_device": result.n_neg_no_device,
-                    "fpr_device": result.fpr_device[0],
-                    "fpr_device_low": result.fpr_device[1],
-                    "fpr_device_high": result.fpr_device[2],
-                    "fpr_no_device": result.fpr_no_device[0],
-                    "fpr_no_device_low": result.fpr_no_device[1],
-                    "fpr_no_device_high": result.fpr_no_device[2],
-                    "difference": result.difference[0],
-                    "ci_low": result.difference[1],
-                    "ci_high": result.difference[2],
-                    "status": result.status,
-                    "detected": result.detected,
+                    **band,
+                    "slope": trend.slope[0],
+                    "slope_low": trend.slope[1],
+                    "slope_high": trend.slope[2],
+                    "p": trend.p,
                 }
             )
-        label = SHORTCUT_LABEL
-        if val is not None and "ctr" in frame and frame["ctr"].notna().any() and f"p_{label}" in frame:
-            threshold = choose_threshold(val[f"y_{label}"], val[f"p_{label}"], "youden")
-            y = frame[f"y_{label}"].to_numpy(float)
-            error = threshold_errors(y, frame[f"p_{label}"].to_numpy(float), threshold)
-            trend = borderline_trend(
-                error, frame["ctr"], frame["patient_id"], n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci,
-                threshold=threshold,
-            )
-            for band in trend.bands.to_dict("records"):
-                out["borderline"].append(
-                    {
-                        **keys,
-                        "label": label,
-                        "threshold": threshold,
-                        **band,
-                        "slope": trend.slope[0],
-                        "slope_low": trend.slope[1],
-                        "slope_high": trend.slope[2],
-                        "p": trend.p,
-                    }
-                )
-            wrong = frame.loc[error == 1, ["image_id", "ctr", f"y_{label}", f"p_{label}"]]
-            review_rows.append(wrong.assign(configuration=pred.configuration, arch=pred.arch, test_set=pred.test_set))
-    notes += label_files.notes
-    if truth is None:
+        wrong = frame.loc[error == 1, ["image_id", "ctr", f"y_{label}", f"p_{label}"]]
+        review = (wrong.assign(configuration=pred.configuration, arch=pred.arch, test_set=pred.test_set))
+    keys_asked = dict.fromkeys(label_files.asked[asked:])
+    label_notes = [label_files.note_of[key] for key in keys_asked if key in label_files.note_of]
+    return FileShift(out, subgroups, notes, label_notes, review)
+
+
+def assemble_shift(parts: list[FileShift], has_truth: bool) -> ShiftTables:
+    """The study's :class:`ShiftTables` from its files' parts, in the files' order."""
+    out: dict[str, list[dict[str, object]]] = {name: [] for name in FILES}
+    notes: list[str] = []
+    for part in parts:
+        for name in FILES:
+            out[name] += part.rows[name]
+        notes += [n for n in part.notes if n not in notes]
+    label_notes = list(dict.fromkeys(n for part in parts for n in part.label_notes))
+    notes += label_notes
+    if not has_truth:
         notes.append(
             "No synthetic truth (truth.parquet) beside any dataset: on real data the true cardiothoracic "
             "ratio is unknown, so the borderline-error claim is not tested."
         )
     tables = {name: pd.DataFrame(rows) for name, rows in out.items()}
-    tables["subgroups"] = _with_gaps(subgroup_frames)
-    return ShiftTables(tables, notes, _review_table(review_rows))
+    tables["subgroups"] = _with_gaps([part.subgroups for part in parts])
+    return ShiftTables(tables, notes, _review_table([p.review for p in parts if p.review is not None]))
+
+
+def shift_tables(inputs: StudyInputs, predictions: list[Predictions]) -> ShiftTables:
+    """Compute the six analyses for every predictions file of the study."""
+    truth = truth_table(inputs.config)
+    label_files = LabelFiles(inputs.config)
+    parts = [shift_file(inputs, pred, truth, label_files) for pred in predictions]
+    return assemble_shift(parts, truth is not None)
 
 
 def _with_gaps(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -346,7 +375,11 @@ def _review_table(rows: list[pd.DataFrame]) -> pd.DataFrame | None:
 
 def write_shift_results(inputs: StudyInputs, predictions: list[Predictions], results: Path) -> ShiftTables:
     """Compute the analyses and write the six CSVs into ``results``."""
-    shift = shift_tables(inputs, predictions)
+    return write_shift_tables(shift_tables(inputs, predictions), results)
+
+
+def write_shift_tables(shift: ShiftTables, results: Path) -> ShiftTables:
+    """Write the six CSVs of ``shift`` into ``results``."""
     for name in FILES:
         table = shift.tables[name]
         if table.columns.empty:  # nothing to analyse (e.g. no synthetic truth): still a readable CSV with a header

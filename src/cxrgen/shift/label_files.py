@@ -33,6 +33,10 @@ class LabelFiles:
         self.config = config
         self.notes: list[str] = []
         self._read: dict[tuple[str, LabelFile], pd.DataFrame | None] = {}
+        #: Every (dataset, label file) asked for, in order, and the note of those that could not be read: a
+        #: caller sharing one instance over several files learns which notes its own files raised.
+        self.asked: list[tuple[str, LabelFile]] = []
+        self.note_of: dict[tuple[str, LabelFile], str] = {}
 
     def targets(self, datasets: Iterable[str], label_file: LabelFile, protocol: str) -> pd.DataFrame | None:
         """``image_id`` and one target column per study label (in {0, 1, NaN}) for every image of ``datasets``.
@@ -51,14 +55,16 @@ class LabelFiles:
 
     def _one(self, name: str, label_file: LabelFile, protocol: str) -> pd.DataFrame | None:
         key = (name, label_file)
+        self.asked.append(key)
         if key not in self._read:
             spec = self.config.datasets[name]
             path = label_file_path(spec.root, label_file)
             if not path.is_file():
-                self.notes.append(
+                self.note_of[key] = (
                     f"{protocol}: {path} (datasets.{name}) is missing; the {name} test set is not scored "
                     "under that label file"
                 )
+                self.notes.append(self.note_of[key])
                 self._read[key] = None
             else:
                 swapped = spec.model_copy(update={"labels": label_file})
