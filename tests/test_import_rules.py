@@ -214,3 +214,9 @@ def test_the_circle_check_finds_a_function_level_import_circle() -> None:
         "cxrgen.synthetic.c": imports_in("from cxrgen.synthetic.a import f\n", "cxrgen.synthetic.c"),
     }
     assert circles(module_edges(modules)) == [["cxrgen.synthetic.a", "cxrgen.synthetic.b"]]
+
+
+def test_test_file_names_are_unique_across_folders() -> None:
+    """pytest imports test files by their base name (no ``__init__.py`` in the folders): two alike collide."""
+    names = [path.name for path in (SRC.parent / "tests").rglob("test_*.py")]
+    assert sorted({name for name in names if names.count(name) > 1}) == []

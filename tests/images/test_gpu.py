@@ -182,7 +182,7 @@ def test_device_round_trips_and_leaves_older_run_fingerprints_alone(tmp_path: Pa
     study = write_synthetic(tmp_path / "data", scale=0.01, image_size=48) / "study.yaml"
     config = load_study(study)
     # training.py hashes this dump into every run's fingerprint: the default adds no key.
-    assert config.preprocess.model_dump(mode="json") == {"clahe": True, "engine": "opencv", "size": 64}
+    assert config.preprocess.model_dump(mode="json") == {"clahe": True, "engine": "opencv", "size": 80}
     cuda = config.model_copy(update={"preprocess": PreprocessConfig(engine="torch", device="cuda", size=64)})
     resolved = tmp_path / "resolved.yaml"
     resolved.write_text(dump_resolved(cuda))

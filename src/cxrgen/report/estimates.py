@@ -81,7 +81,8 @@ def estimates_table(inputs: StudyInputs, predictions: list[Predictions]) -> Esti
     notes: list[str] = []
     rows: list[dict[str, object]] = []
     if not spec.enabled:
-        return Estimates(pd.DataFrame(columns=COLUMNS), pd.DataFrame(), ["evaluation.estimate.enabled is false"])
+        empty = pd.DataFrame(columns=COLUMNS), pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+        return Estimates(*empty, ["evaluation.estimate.enabled is false"])
     methods = [m for m in spec.methods if m in METHODS]
     homes: dict[tuple[str, str, int | None], pd.DataFrame | None] = {}
     fitted: dict[tuple[str, str, int | None, str], Home | None] = {}
@@ -208,6 +209,10 @@ def _other_hospitals(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table, pd.DataFrame(extra, columns=table.columns)], ignore_index=True)
 
 
+#: Columns of ``estimates_summary.csv``, written even when no labelled set allows a summary.
+SUMMARY_COLUMNS = ("method", "n", "mae", "p90", "bias", "coverage", "n_big_error", "flag_hit_rate", "flag_rate")
+
+
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     """Per method, AUC estimates on labelled sets: folds, MAE, 90th percentile, coverage, flag rates."""
     auc = table.loc[(table["metric"] == "auc") & table["true_value"].notna() & table["estimate"].notna()]
@@ -226,7 +231,7 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
             else math.nan,
             "flag_rate": float(flagged.astype(float).mean()) if method not in BASELINES else math.nan,
         })  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
 
 def scatter_figure(table: pd.DataFrame) -> Figure | None:
