@@ -94,3 +94,27 @@ def test_unlabelled_external_sets_are_estimated_by_default(tmp_path: Path) -> No
     assert not table.empty and not table["labelled"].any()
     assert table["true_value"].isna().all()
     assert set(table["method"]) == {*METHODS, "agreement"}
+
+
+def test_the_first_screen_shows_the_label_free_estimate_of_an_unlabelled_set(tmp_path: Path) -> None:
+    """Issue 26's first table: an unlabelled set is "not estimable" from labels, with the label-free CBPE mean AUC
+    over its labels and the trust flag beside it (issue 24)."""
+    import re
+
+    from cxrgen.report.build import build_report
+
+    study = _with_validation(make_study(tmp_path, archs=ARCHS, patients=40, unlabelled_external=True),
+                             labelled=False)  # fmt: skip
+    results = build_report(study, review=False)
+    estimates = pd.read_csv(results / "estimates.csv")
+    cbpe = estimates[(estimates["method"] == "cbpe") & (estimates["metric"] == "auc")]
+    page = (results / "report.html").read_text(encoding="utf-8")
+    first = page.split("<h2")[1]  # the Results section
+    cells = [re.sub(r"<[^>]+>", "", row) for row in re.findall(r"<tr>(.*?)</tr>", first, flags=re.S)]
+    shown = 0
+    for (configuration, _arch, test_set), part in cbpe.groupby(["configuration", "arch", "test_set"]):
+        trust = "flagged: do not trust" if part["flag"].any() else "not flagged"
+        text = (f"not estimable (the test set has no labels); estimated before the labels "
+                f"{part['estimate'].mean():.3f} (CBPE, {trust})")  # fmt: skip
+        shown += sum(text in row and configuration in row and f"external {test_set}" in row for row in cells)
+    assert shown == cbpe.groupby(["configuration", "arch", "test_set"]).ngroups > 0

@@ -33,7 +33,7 @@ from cxrgen.report.inputs import (
     unfinished_runs,
 )
 from cxrgen.report.naming import model_label
-from cxrgen.report.overview import overview_table, paper_shape
+from cxrgen.report.overview import label_free_auc, overview_table, paper_shape
 from cxrgen.report.seeds import combine_seeds, drawn_seed, seed_auc_table, seed_gaps
 from cxrgen.report.shift_html import shift_html
 from cxrgen.report.shift_tables import (
@@ -397,12 +397,13 @@ class _Report:
             if want("shift"):
                 write_shift_tables(shift_tables, results)
 
-        estimates_body = ""
+        estimates_body, label_free = "", None
         if "estimates" in needed:
             self.say("label-free estimates (before the labels)")
             where = results if want("estimates") else self._scratch()
             estimates, estimates_png = write_estimates(inputs, predictions, where)  # issue 24
             estimates_body = estimates_html(estimates, estimates_png, where)
+            label_free = label_free_auc(estimates.table)
 
         checklist = development = None
         if "tripod" in needed:
@@ -424,7 +425,7 @@ class _Report:
             page = [
                 sections.header(config),
                 sections.notices(unfinished, missing),
-                sections.overview(config, overview),
+                sections.overview(config, overview, label_free),
                 sections.findings(config, overview, shape_note),
                 sections.paper_claims(claims, shape_note),
                 sections.seeds(seeds),

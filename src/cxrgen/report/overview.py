@@ -157,8 +157,27 @@ def overview_table(config: StudyConfig, predictions: Sequence[Predictions]) -> p
     return pd.DataFrame(rows, columns=list(OVERVIEW_COLUMNS))
 
 
-def overview_display(config: StudyConfig, table: pd.DataFrame, all_labels: Sequence[str]) -> pd.DataFrame:
-    """The first table as printed: one short text cell per statistic (fits a 1280 px window)."""
+#: (configuration, arch, test_set) -> (mean label-free AUC estimate over labels, whether any label's flag rose).
+LabelFree = dict[tuple[str, str, str], tuple[float, bool]]
+
+
+def label_free_auc(estimates: pd.DataFrame, method: str = "cbpe") -> LabelFree:
+    """The label-free AUC estimate of each model on each test set without labels, averaged over labels (and seeds),
+    with its trust flag: what the first screen can say about a hospital before its labels exist (issue 24)."""
+    rows = estimates.loc[(estimates["method"] == method) & (estimates["metric"] == "auc")
+                         & ~estimates["labelled"].astype(bool) & estimates["estimate"].notna()]  # fmt: skip
+    found: LabelFree = {}
+    for (configuration, arch, test_set), part in rows.groupby(["configuration", "arch", "test_set"], sort=False):
+        flagged = bool(part["flag"].astype("boolean").fillna(False).any())
+        found[(str(configuration), str(arch), str(test_set))] = (float(part["estimate"].mean()), flagged)
+    return found
+
+
+def overview_display(
+    config: StudyConfig, table: pd.DataFrame, all_labels: Sequence[str], label_free: LabelFree | None = None
+) -> pd.DataFrame:
+    """The first table as printed: one short text cell per statistic (fits a 1280 px window). An unlabelled set
+    shows its label-free AUC estimate (``label_free``) beside "not estimable", never in its place."""
     level = f"{config.evaluation.ci * 100:g} %"
     out = []
     for r in table.itertuples(index=False):
@@ -168,6 +187,10 @@ def overview_display(config: StudyConfig, table: pd.DataFrame, all_labels: Seque
             over = describe_labels(labels, all_labels)
         else:
             auc, over = str(r.status).replace(": ", " (", 1) + ")", ""
+            estimate = (label_free or {}).get((str(r.configuration), str(r.arch), str(r.test_set)))
+            if estimate is not None:
+                trust = "flagged: do not trust" if estimate[1] else "not flagged"
+                auc += f"; estimated before the labels {estimate[0]:.3f} (CBPE, {trust})"
         if r.kind == "internal":
             gap = "(reference)"
         elif not r.labelled:

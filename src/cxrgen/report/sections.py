@@ -31,7 +31,7 @@ from cxrgen.report.html import (
     table1_html,
 )
 from cxrgen.report.naming import model_label, random_weights_note
-from cxrgen.report.overview import describe_labels, overview_display
+from cxrgen.report.overview import LabelFree, describe_labels, overview_display
 from cxrgen.report.tables import format_interval
 from cxrgen.study.config import StudyConfig
 from cxrgen.utils.notes import Tally
@@ -63,15 +63,18 @@ def anchor(title: str) -> str:
     return "-".join("".join(ch if ch.isalnum() else " " for ch in title.lower()).split())
 
 
-def overview(config: StudyConfig, table: pd.DataFrame) -> Section:
-    """The first table: per model and test set the mean AUC over labels, the gap, prevalence (issue 26)."""
-    display = overview_display(config, table, list(config.labels))
+def overview(config: StudyConfig, table: pd.DataFrame, label_free: LabelFree | None = None) -> Section:
+    """The first table: per model and test set the mean AUC over labels, the gap, prevalence (issue 26), and for a
+    set without labels the label-free estimate (issue 24)."""
+    display = overview_display(config, table, list(config.labels), label_free)
     level = f"{config.evaluation.ci * 100:g} %"
     note = (
         f"Mean AUC over the labels with both classes on each test set (the column after it names them), "
         f"{level} patient-clustered bootstrap interval of that mean. Gap: the same model's internal mean minus "
         "this set's over the labels estimable on both (above 0 = worse on this set; unpaired interval). "
-        "Prevalence: mean predicted probability / observed positive rate, averaged over labels. Per label: Table 1."
+        "Prevalence: mean predicted probability / observed positive rate, averaged over labels. Per label: Table 1. "
+        "A set without labels shows the label-free CBPE estimate of its mean AUC and its trust flag (Before the "
+        "labels)."
     )
     table_html = frame_html(display).replace("<table>", '<table class="left">', 1)
     return Section("Results", table_html + f'<p class="meta">{esc(note)}</p>', ("overview.csv",))
