@@ -15,10 +15,10 @@ from cxrgen.models.registry import (
     create_model,
     get_arch,
     models_table,
-    sha256_of,
     trainable_parameters,
 )
 from cxrgen.models.saliency import cam_layer_name
+from cxrgen.utils.fileio import sha256_of
 
 TINY = "test_byobnet"
 

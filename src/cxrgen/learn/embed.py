@@ -40,11 +40,11 @@ from torch import nn
 
 from cxrgen.data.cache import _progress_name, _ProgressLog, _read_progress, cache_dir, open_cache, read_meta
 from cxrgen.errors import CxrgenError
-from cxrgen.models.registry import create_backbone, sha256_of
+from cxrgen.models.registry import create_backbone
 from cxrgen.study.config import ArchitectureSpec, StudyConfig
 from cxrgen.study.layout import StudyDir
 from cxrgen.study.workspace import Study
-from cxrgen.utils.fileio import publish_dir, write_parquet, write_text
+from cxrgen.utils.fileio import publish_dir, sha256_of, write_parquet, write_text
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,9 @@ from cxrgen.errors import CxrgenError
 from cxrgen.learn.predict import predictions_frame, test_rows_digest
 from cxrgen.metrics.evaluate import UNPREDICTED_KEY
 from cxrgen.models.normalize import IMAGENET_MEAN, IMAGENET_STD
-from cxrgen.models.registry import sha256_of
 from cxrgen.study.config import ExternalModelSpec
 from cxrgen.study.workspace import Study
-from cxrgen.utils.fileio import parquet_metadata, write_parquet, write_text
+from cxrgen.utils.fileio import parquet_metadata, sha256_of, write_parquet, write_text
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from cxrgen.errors import CxrgenError
 from cxrgen.learn.checkpoints import load_checkpoint
 from cxrgen.metrics.evaluate import UNFINISHED_KEY
 from cxrgen.models.normalize import normalize_on_device
-from cxrgen.models.registry import create_model, sha256_of
+from cxrgen.models.registry import create_model
 from cxrgen.study.layout import RunDir
 from cxrgen.study.workspace import Study
-from cxrgen.utils.fileio import parquet_metadata, write_parquet
+from cxrgen.utils.fileio import parquet_metadata, sha256_of, write_parquet
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ model can be named too; its input size then comes from timm's ``pretrained_cfg``
 from __future__ import annotations
 
 import difflib
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from cxrgen.errors import CxrgenError
 from cxrgen.models.hub import require_hub_weights
+from cxrgen.utils.fileio import sha256_of
 
 if TYPE_CHECKING:  # torch and timm are imported only where a model is built or read (metadata commands skip them)
     import torch
@@ -125,14 +125,6 @@ def get_arch(name: str) -> ArchSpec:
 def trainable_parameters(model: nn.Module) -> int:
     """Number of parameters the optimizer updates (``requires_grad``); buffers such as BN statistics excluded."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_weights(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:

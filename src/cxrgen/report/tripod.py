@@ -15,7 +15,6 @@ this module only counts rows of the manifest, hashes files and arranges text.
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -31,6 +30,7 @@ import cxrgen
 from cxrgen.errors import CxrgenError
 from cxrgen.report.inputs import Predictions, StudyInputs
 from cxrgen.study.config import DatasetConfig, StudyConfig
+from cxrgen.utils.fileio import parquet_metadata, sha256_of
 
 FILLED, TO_WRITE = "filled", "to write"
 #: Common precision targets (full width of the interval): AUC 0.1; calibration slope and observed/expected 0.2.
@@ -357,21 +357,13 @@ def _tables(root: Path) -> Iterator[Path]:
                 yield entry
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _source_text(inputs: StudyInputs, name: str, roles: list[str]) -> str:
     spec = inputs.config.datasets[name]
     part = inputs.manifest.loc[inputs.manifest["dataset"] == name]
     files = []
     for path in list(_tables(Path(spec.root)))[:10]:
         when = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y-%m-%d")
-        files.append(f"{path.relative_to(spec.root)} sha256 {_sha256(path)[:16]} (file date {when})")
+        files.append(f"{path.relative_to(spec.root)} sha256 {sha256_of(path)[:16]} (file date {when})")
     return (f"{name} (reader {spec.reader}; {', '.join(roles) or 'not used'}): {len(part)} images of "
             f"{part['patient_id'].nunique()} patients; metadata "
             + ("; ".join(files) if files else "tables not found under the root") )  # fmt: skip
@@ -520,9 +512,11 @@ def _model_text(t: TripodInputs) -> str:
     config = t.inputs.config
     runs = {p.run.path: p for p in t.predictions}
     weights = []
-    for folder, p in runs.items():
-        best = folder / "checkpoints" / "best.ckpt"
-        digest = f"best.ckpt sha256 {_sha256(best)[:16]}" if best.is_file() else "weights not in the study folder"
+    for p in runs.values():
+        # Prediction records the weights' hash in each predictions file: the weights that made these results,
+        # read back instead of hashing every checkpoint again at each report.
+        recorded = parquet_metadata(p.path).get("checkpoint_sha256")
+        digest = f"best.ckpt sha256 {recorded[:16]}" if recorded else "weights hash not recorded (made elsewhere)"
         weights.append(f"{p.configuration}/{p.arch}" + (f" seed {p.seed}" if p.seed is not None else "")
                        + f": {digest}")  # fmt: skip
     pretrained = ", ".join(f"{a} {h[:16]}" for a, h in config.train.weights_sha256.items())

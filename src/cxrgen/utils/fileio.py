@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -118,3 +119,12 @@ def publish_dir(partial: Path, final: Path, same_as_ours: Callable[[Path], bool]
             raise
     shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def sha256_of(path: Path | str) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (weights files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
