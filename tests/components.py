@@ -11,6 +11,7 @@ the summary names the absent parts and the tests that skipped for each.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -77,6 +78,7 @@ def hide_components() -> None:
     if os.environ.get(SHADOW_VARIABLE) == os.environ.get("PATH"):
         return
     shadow = Path(tempfile.mkdtemp(prefix="cxrgen-hidden-path-"))
+    atexit.register(shutil.rmtree, shadow, ignore_errors=True)  # its creator removes it; workers only inherit it
     for folder in os.environ.get("PATH", "").split(os.pathsep):
         if not folder or not Path(folder).is_dir():
             continue
