@@ -110,8 +110,11 @@ def test_acquisition_world_changes_only_the_away_equipment(worlds: dict[str, Pat
     before, after = _equipment(prevalence, "mimic"), _equipment(acquisition, "mimic")
     assert after[0] - before[0] > 0.1  # brighter (gamma 0.5, narrower window)
     assert after[1] > 1.25 * before[1]  # noisier (three times the noise, more than the extra blur smooths)
-    for hospital in (*HOSPITALS.values(), *SITES.values()):  # one equipment everywhere but away
+    for hospital in (*HOSPITALS.values(), *SITES.values()):  # six hospitals: one equipment everywhere but away
         assert in_world(hospital, "prevalence").acquisition == REFERENCE_EQUIPMENT
+        planted = 0.4 if hospital.name == "mimic" else 0.1
+        assert set(in_world(hospital, "prevalence").prevalence.values()) == {planted}
+        assert set(in_world(hospital, "acquisition").prevalence.values()) == {0.1}
         expected = CHANGED_EQUIPMENT if hospital.name == "mimic" else REFERENCE_EQUIPMENT
         assert in_world(hospital, "acquisition").acquisition == expected
 
