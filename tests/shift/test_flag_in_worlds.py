@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrgen.cli import app
+from cxrgen.report.estimates import BIG_ERROR
 
 runner = CliRunner()
 
@@ -58,6 +59,7 @@ def test_the_flag_rises_when_the_learned_shortcut_reverses(tmp_path: Path) -> No
     methods = ["cbpe", "atc", "doc", "em_prevalence"]
     assert set(methods) <= set(auc.index)
     true_auc, home_auc = auc.loc["cbpe", "true_value"], auc.loc["internal_auc", "estimate"]
-    assert true_auc < home_auc - 0.15, (true_auc, home_auc)  # the shortcut stopped paying
+    assert true_auc < home_auc - 0.1, (true_auc, home_auc)  # the shortcut stopped paying
     assert auc.loc[methods, "flag"].astype(bool).all(), auc[["estimate", "true_value", "flag", "flag_reasons"]]
-    assert auc.loc["cbpe", "estimate"] - true_auc > 0.1  # what the flag is for: a confident, wrong estimate
+    # what the flag is for: an estimate too high by more than the report counts as a failure
+    assert auc.loc["cbpe", "estimate"] - true_auc > BIG_ERROR
