@@ -85,8 +85,8 @@ def write_synthetic(
         )
     check_world(world)
     if not shortcut and world not in ("shipped", "control"):
-        raise ValueError(f"write_synthetic: shortcut=False is the control world; it cannot be combined with "
-                         f"world={world!r}")
+        raise ValueError(f"write_synthetic: --no-shortcut (shortcut=False) is the control world; it cannot be "
+                         f"combined with world {world!r}")
     world = "control" if not shortcut else world
     unknown = [h for h in hospitals if h not in ALL_HOSPITALS]
     if unknown or not hospitals or len(set(hospitals)) != len(hospitals):
