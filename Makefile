@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # OpenMP threads that outnumber the cores spin and slow every process down.
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
-.PHONY: setup demo demo-shortcut test test-fast test-parts docs lint clean screenshot
+.PHONY: setup demo demo-shortcut demo-estimates test test-fast test-parts docs lint clean screenshot
 
 setup: $(STAMP)
 
@@ -31,6 +31,17 @@ demo-shortcut: setup
 	$(BIN)/cxrgen synthesize runs/control-data --scale 0.7 --image-size 64 --no-shortcut
 	$(BIN)/cxrgen study configs/shift-control.yaml
 	$(BIN)/cxrgen report runs/control --no-review
+
+# Issue 24: label-free AUC estimates in the worlds where estimators break (prevalence shift, acquisition shift, the
+# shortcut reversed, its control): results/estimates.csv beside the true AUC, and the trust flag.
+demo-estimates: setup
+	$(BIN)/cxrgen synthesize runs/worlds/prevalence --world prevalence --scale 0.7 --image-size 64 --hospitals nih,mimic
+	$(BIN)/cxrgen synthesize runs/worlds/acquisition --world acquisition --scale 0.7 --image-size 64 --hospitals mimic
+	$(BIN)/cxrgen synthesize runs/worlds/shipped --scale 0.7 --image-size 64 --hospitals nih
+	$(BIN)/cxrgen synthesize runs/worlds/reversed --world reversed --seed 1 --scale 0.7 --image-size 64 --hospitals nih
+	$(BIN)/cxrgen synthesize runs/worlds/control --world control --seed 1 --scale 0.7 --image-size 64 --hospitals nih
+	$(BIN)/cxrgen study configs/estimate-worlds.yaml
+	$(BIN)/cxrgen report runs/worlds/study --no-review
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks

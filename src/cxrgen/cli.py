@@ -281,6 +281,9 @@ def synthesize(
     shortcut: Annotated[
         bool, typer.Option(help="--no-shortcut: control world without the NIH-like pacemaker-Cardiomegaly pairing.")
     ] = True,
+    world: Annotated[
+        str, typer.Option(help="shipped, control (= --no-shortcut), prevalence, acquisition or reversed (docs).")
+    ] = "shipped",
 ) -> None:
     """Write synthetic hospitals (default CheXpert-, NIH- and MIMIC-like) in their native layouts, and a study file."""
     from cxrgen.synthetic import write_synthetic
@@ -288,7 +291,8 @@ def synthesize(
     workers = workers or min(8, os.cpu_count() or 1)
     chosen = tuple(name.strip() for name in hospitals.split(",") if name.strip())
     write_synthetic(
-        out_dir, seed=seed, scale=scale, image_size=image_size, workers=workers, hospitals=chosen, shortcut=shortcut
+        out_dir, seed=seed, scale=scale, image_size=image_size, workers=workers, hospitals=chosen, shortcut=shortcut,
+        world=world,
     )
     console.print(f"wrote {out_dir} (study file {out_dir / 'study.yaml'})")
 

@@ -44,7 +44,7 @@ def _cardiomegaly_rate(tasks: list) -> float:
 
 def test_no_shortcut_world_lacks_only_the_pacemaker_pairing() -> None:
     files, tasks = plan_nih(0, 0.5, 64)
-    control_files, control_tasks = plan_nih(0, 0.5, 64, shortcut=False)
+    control_files, control_tasks = plan_nih(0, 0.5, 64, world="control")
     assert files.keys() != set() and len(files) == len(control_files)
     assert abs(_cardiomegaly_rate(tasks) - _cardiomegaly_rate(control_tasks)) < 0.05  # same hospital otherwise
     with_cardio, without = _device_rates(tasks)

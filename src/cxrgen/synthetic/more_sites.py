@@ -30,6 +30,7 @@ from cxrgen.synthetic.phantom import (
     render_lateral,
 )
 from cxrgen.synthetic.render import csv_text, render_missing
+from cxrgen.synthetic.worlds import in_world
 
 
 def _per_label(*values: float) -> dict[str, float]:
@@ -115,6 +116,7 @@ class SiteImage(NamedTuple):
     monochrome1: bool = False
     window: bool = False
     compression: str = ""  # "", "rle" or "jpeg2000"
+    world: str = "shipped"
 
 
 def _rng(seed: int, hospital: str, stream: int = 0) -> np.random.Generator:
@@ -122,16 +124,19 @@ def _rng(seed: int, hospital: str, stream: int = 0) -> np.random.Generator:
 
 
 def _image(path: str, hospital: str, index: int, view: str, patient: PatientSpec, study: int,
-           shape: tuple[int, int], kind: str, **dicom: object) -> SiteImage:
+           shape: tuple[int, int], kind: str, world: str, **dicom: object) -> SiteImage:
     spec = patient.studies[study]
     signs = tuple((k, spec.signs[k]) for k in DRAWN_FINDINGS if spec.signs[k] > 0)
-    return SiteImage(path, hospital, index, view, signs, spec.device, shape, kind, **dicom)  # type: ignore[arg-type]
+    return SiteImage(path, hospital, index, view, signs, spec.device, shape, kind, world=world,
+                     **dicom)  # type: ignore[arg-type]
 
 
-def plan_padchest(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], list[SiteImage]]:
+def plan_padchest(
+    seed: int, scale: float, size: int, world: str = "shipped"
+) -> tuple[dict[str, bytes], list[SiteImage]]:
     """``padchest/PADCHEST_...csv`` over ``padchest/<ImageDir>/<ImageID>`` 16-bit PNGs (12 bits stored)."""
     rng = _rng(seed, "padchest")
-    patients = sample_patients(SITES["padchest"], rng, max(3, round(500 * scale)), studies_mean=1.3)
+    patients = sample_patients(in_world(SITES["padchest"], world), rng, max(3, round(500 * scale)), studies_mean=1.3)
     rows, tasks, row_index = [], [], 0
     for patient in patients:
         birth = 2017 - patient.studies[0].age
@@ -160,15 +165,17 @@ def plan_padchest(seed: int, scale: float, size: int) -> tuple[dict[str, bytes],
                 }
                 rows.append([values.get(column, "") for column in PADCHEST_HEADER])
                 tasks.append(_image(f"padchest/{folder}/{name}", "padchest", image.index, image.view, patient, k,
-                                    (size, size), "png16"))
+                                    (size, size), "png16", world))
                 row_index += 1
     return {f"padchest/{PADCHEST_CSV}": csv_text(PADCHEST_HEADER, rows)}, tasks
 
 
-def plan_vindr(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], list[SiteImage]]:
+def plan_vindr(
+    seed: int, scale: float, size: int, world: str = "shipped"
+) -> tuple[dict[str, bytes], list[SiteImage]]:
     """``vindr/annotations/image_labels_{train,test}.csv`` and ``vindr/{train,test}/<image_id>.dicom``."""
     rng = _rng(seed, "vindr")
-    patients = sample_patients(SITES["vindr"], rng, max(5, round(700 * scale)), studies_mean=1.0)
+    patients = sample_patients(in_world(SITES["vindr"], world), rng, max(5, round(700 * scale)), studies_mean=1.0)
     train_rows, test_rows, tasks = [], [], []
     for patient in patients:
         study = patient.studies[0]
@@ -187,7 +194,7 @@ def plan_vindr(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], li
         dicom = {"monochrome1": bool(rng.random() < 0.3), "window": bool(rng.random() < 0.4),
                  "compression": str(rng.choice(["", "", "rle", "jpeg2000"]))}
         tasks.append(_image(f"vindr/{part}/{image_id}.dicom", "vindr", image.index, "PA", patient, 0,
-                            (size, size), "dicom", **dicom))
+                            (size, size), "dicom", world, **dicom))
     files = {
         "vindr/annotations/image_labels_train.csv": csv_text(["image_id", "rad_id", *VINDR_FINDINGS], train_rows),
         "vindr/annotations/image_labels_test.csv": csv_text(["image_id", *VINDR_FINDINGS], test_rows),
@@ -203,10 +210,12 @@ def _fmt(value: float) -> str:
     return "" if math.isnan(value) else str(int(value))
 
 
-def plan_brax(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], list[SiteImage]]:
+def plan_brax(
+    seed: int, scale: float, size: int, world: str = "shipped"
+) -> tuple[dict[str, bytes], list[SiteImage]]:
     """``brax/master_spreadsheet_update.csv`` over ``brax/images/<patient>/<study>/<image>.{png,dcm}``."""
     rng = _rng(seed, "brax")
-    patients = sample_patients(SITES["brax"], rng, max(3, round(400 * scale)), studies_mean=1.4)
+    patients = sample_patients(in_world(SITES["brax"], world), rng, max(3, round(400 * scale)), studies_mean=1.4)
     rows, tasks = [], []
     for patient in patients:
         pid = f"{int(rng.integers(10**9, 10**10))}"
@@ -221,7 +230,7 @@ def plan_brax(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], lis
                              int(rng.integers(0, 4)), f"{stem}.dcm", f"{stem}.png"])
                 for kind, suffix in (("png8", "png"), ("dicom", "dcm")):
                     tasks.append(_image(f"brax/{stem}.{suffix}", "brax", image.index, image.view, patient, k,
-                                        (size, size), kind))
+                                        (size, size), kind, world))
     return {f"brax/{BRAX_CSV}": csv_text(BRAX_HEADER, rows)}, tasks
 
 
@@ -229,7 +238,7 @@ PLANS = {"padchest": plan_padchest, "vindr": plan_vindr, "brax": plan_brax}
 
 
 def _pixels(task: SiteImage, seed: int, levels: int) -> np.ndarray:
-    hospital = SITES[task.hospital]
+    hospital = in_world(SITES[task.hospital], task.world)
     rng = np.random.default_rng(np.random.SeedSequence([seed, hospital.code, task.serial + 1]))
     frontal = task.view in ("PA", "AP")
     detector = detector_shape(hospital.acquisition, task.shape)

@@ -8,7 +8,6 @@ list; :func:`cxrgen.synthetic.write.write_synthetic` renders and writes them.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -23,6 +22,7 @@ from cxrgen.synthetic.hospitals import (
 )
 from cxrgen.synthetic.phantom import DRAWN_FINDINGS
 from cxrgen.synthetic.render import RenderTask, csv_text, gzip_bytes
+from cxrgen.synthetic.worlds import enriched_prevalence, in_world
 
 CHEXPERT_FOLDER = "CheXpert-v1.0-small"
 CHEXPERT_HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_OBSERVATIONS]
@@ -82,16 +82,18 @@ def _count(base: int, scale: float) -> int:
 
 
 def _task(path: str, hospital: str, index: int, view: str, patient: PatientSpec, study: int,
-          shape: tuple[int, int], png: bool = False) -> RenderTask:
+          shape: tuple[int, int], world: str, png: bool = False) -> RenderTask:
     spec = patient.studies[study]
     signs = tuple((k, spec.signs[k]) for k in DRAWN_FINDINGS if spec.signs[k] > 0)
-    return RenderTask(path, hospital, index, view, signs, spec.device, shape, png)
+    return RenderTask(path, hospital, index, view, signs, spec.device, shape, png, world)
 
 
-def plan_chexpert(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], list[RenderTask]]:
+def plan_chexpert(
+    seed: int, scale: float, size: int, world: str = "shipped"
+) -> tuple[dict[str, bytes], list[RenderTask]]:
     """``chexpert/CheXpert-v1.0-small/{train,valid}.csv`` and their images; valid patients follow train."""
     rng = _metadata_rng(seed, "chexpert")
-    hospital = HOSPITALS["chexpert"]
+    hospital = in_world(HOSPITALS["chexpert"], world)
     shape = (size, round(size * 1.2))  # CheXpert-small is landscape, about 390 x 320
     train = sample_patients(hospital, rng, _count(500, scale), studies_mean=2.2)
     valid = sample_patients(
@@ -112,20 +114,20 @@ def plan_chexpert(seed: int, scale: float, size: int) -> tuple[dict[str, bytes],
                         path, patient.sex, study.age, kind.capitalize(), image.view if image.frontal else "",
                         *(_fmt(study.raw[name]) for name in CHEXPERT_OBSERVATIONS),
                     ])
-                    tasks.append(_task(f"chexpert/{path}", "chexpert", image.index, image.view, patient, k, shape))
+                    tasks.append(_task(f"chexpert/{path}", "chexpert", image.index, image.view, patient, k, shape,
+                                       world))
         files[f"chexpert/{CHEXPERT_FOLDER}/{part}.csv"] = csv_text(CHEXPERT_HEADER, rows)
     return files, tasks
 
 
-def plan_nih(seed: int, scale: float, size: int, shortcut: bool = True) -> tuple[dict[str, bytes], list[RenderTask]]:
+def plan_nih(seed: int, scale: float, size: int, world: str = "shipped") -> tuple[dict[str, bytes], list[RenderTask]]:
     """``nih/Data_Entry_2017_v2020.csv`` (official layout, every line ending in a comma), images, split lists.
 
-    ``shortcut=False`` is the control world: pacemakers as frequent with Cardiomegaly as without, every other
-    draw unchanged.
+    ``world="control"`` (or ``"reversed"``) changes only the pacemaker draws' rates (:mod:`.worlds`): every
+    other draw is unchanged.
     """
     rng = _metadata_rng(seed, "nih")
-    site = HOSPITALS["nih"]
-    site = site if shortcut else dataclasses.replace(site, device_with_cardiomegaly=site.device_rate)
+    site = in_world(HOSPITALS["nih"], world)
     patients = sample_patients(site, rng, _count(400, scale), studies_mean=3.0)
     test = set(rng.permutation([p.number for p in patients])[: max(1, round(0.23 * len(patients)))].tolist())
     entries = []
@@ -145,7 +147,8 @@ def plan_nih(seed: int, scale: float, size: int, shortcut: bool = True) -> tuple
         sex = "M" if patient.sex == "Male" else "F"
         lines.append(f"{name},{labels},{k},{patient.number},{study.age},{sex},{image.view},{original},")
         folder = f"images_{1 + position // _NIH_PER_FOLDER:03d}/images"
-        tasks.append(_task(f"nih/{folder}/{name}", "nih", image.index, image.view, patient, k, (size, size), True))
+        tasks.append(_task(f"nih/{folder}/{name}", "nih", image.index, image.view, patient, k, (size, size), world,
+                           True))
     files = {"nih/Data_Entry_2017_v2020.csv": ("\n".join(lines) + "\n").encode("utf-8")}
     for list_name, in_test in (("train_val_list.txt", False), ("test_list.txt", True)):
         names = [e[0] for e in entries if (e[1].number in test) == in_test]
@@ -180,16 +183,17 @@ def _radiologist(study: StudySpec, name: str) -> float:
     return 0.0 if math.isnan(study.raw[name]) else abs(study.raw[name])
 
 
-def plan_mimic(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], list[RenderTask]]:
+def plan_mimic(seed: int, scale: float, size: int, world: str = "shipped") -> tuple[dict[str, bytes], list[RenderTask]]:
     """``mimic/`` four gzipped tables in four different row orders, ``files/pXX/pSUBJECT/sSTUDY/*.jpg``, and the
     2.1.0 radiologist labels of the test-split studies (plain CSV, one row per ``study_id``)."""
     rng = _metadata_rng(seed, "mimic")
-    hospital = HOSPITALS["mimic"]
+    hospital = in_world(HOSPITALS["mimic"], world)
+    enriched = enriched_prevalence(HOSPITALS["mimic"], world, MIMIC_TEST_PREVALENCE)
     shape = (round(size * 1.2), size)  # MIMIC-CXR-JPG is portrait, about 2544 x 3056
     groups: list[PatientSpec] = []
     image = 0
     for split, base, mean, prevalence in (
-        ("test", 100, 3.5, MIMIC_TEST_PREVALENCE), ("train", 30, 2.0, None), ("validate", 8, 2.0, None),
+        ("test", 100, 3.5, enriched), ("train", 30, 2.0, None), ("validate", 8, 2.0, None),
     ):
         made = sample_patients(hospital, rng, _count(base, scale), first_number=len(groups) + 1,
                                first_image=image, split=split, studies_mean=mean, prevalence=prevalence)
@@ -229,7 +233,7 @@ def plan_mimic(seed: int, scale: float, size: int) -> tuple[dict[str, bytes], li
                 ])
                 splits.append([dicom, study_id, subject, patient.split])
                 path = f"mimic/files/p{subject[:2]}/p{subject}/s{study_id}/{dicom}.jpg"
-                tasks.append(_task(path, "mimic", image_spec.index, image_spec.view, patient, k, shape))
+                tasks.append(_task(path, "mimic", image_spec.index, image_spec.view, patient, k, shape, world))
     # Four different row orders, as the real tables do not share one: a join by row position must fail.
     # Ids are fixed-width digit strings, so sorting the strings sorts the numbers.
     tables = {

@@ -22,6 +22,7 @@ from PIL import Image
 
 from cxrgen.synthetic.hospitals import HOSPITALS
 from cxrgen.synthetic.phantom import acquire, detector_shape, render_frontal, render_lateral
+from cxrgen.synthetic.worlds import in_world
 from cxrgen.utils.fileio import write_bytes
 
 
@@ -36,6 +37,7 @@ class RenderTask(NamedTuple):
     device: bool
     shape: tuple[int, int]
     png: bool
+    world: str = "shipped"
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> bytes:
@@ -57,7 +59,7 @@ def gzip_bytes(data: bytes) -> bytes:
 
 def render_task(task: RenderTask, seed: int) -> bytes:
     """The encoded image of one task: PNG (8-bit gray, about 1 % RGBA like NIH) or baseline JPEG."""
-    hospital = HOSPITALS[task.hospital]
+    hospital = in_world(HOSPITALS[task.hospital], task.world)
     rng = np.random.default_rng(np.random.SeedSequence([seed, hospital.code, task.serial + 1]))
     signs = dict(task.signs)
     frontal = task.view in ("PA", "AP")

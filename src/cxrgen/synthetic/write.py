@@ -7,7 +7,6 @@ each hospital's ``truth.parquet`` (:mod:`.truth`) and the metadata files, and ``
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -18,6 +17,7 @@ from cxrgen.synthetic.more_sites import PLANS, SiteImage, render_sites_into
 from cxrgen.synthetic.paper_sites import plan_chexpert, plan_mimic, plan_nih
 from cxrgen.synthetic.render import RenderTask, render_into
 from cxrgen.synthetic.truth import truth_files
+from cxrgen.synthetic.worlds import check_world
 from cxrgen.utils.fileio import sweep_temporaries, write_bytes
 
 MARKER = ".cxrgen-synthetic.json"
@@ -47,7 +47,7 @@ ALL_HOSPITALS: tuple[str, ...] = (*DEFAULT_HOSPITALS, "padchest", "vindr", "brax
 def write_synthetic(
     out_dir: Path, *, seed: int = 0, scale: float = 1.0, image_size: int = 256, workers: int = 1,
     hospitals: Sequence[str] = DEFAULT_HOSPITALS,
-    shortcut: bool = True,
+    shortcut: bool = True, world: str = "shipped",
 ) -> Path:
     """Write three synthetic hospitals (CheXpert-, NIH- and MIMIC-like) and a study file over them.
 
@@ -65,7 +65,12 @@ def write_synthetic(
         workers: processes rendering images.
         hospitals: which of :data:`ALL_HOSPITALS` to write (PadChest, VinDr-CXR and BRAX come from
             :mod:`cxrgen.synthetic.more_sites`); ``study.yaml`` then covers them with a leave-one-out design.
-        shortcut: False writes the control world without the NIH-like site's pacemaker-Cardiomegaly pairing.
+        shortcut: False writes the control world without the NIH-like site's pacemaker-Cardiomegaly pairing
+            (the same as ``world="control"``).
+        world: one of :data:`cxrgen.synthetic.worlds.WORLDS` (``shipped``, ``control``, ``prevalence``,
+            ``acquisition``, ``reversed``; :mod:`cxrgen.synthetic.worlds` says what each plants). It is claimed
+            with the other parameters in ``.cxrgen-synthetic.json`` (``"world"``; the control world keeps its
+            older spelling ``"shortcut": false``) and named in ``study.yaml``'s first comment.
 
     Each hospital also gets ``truth.parquet`` (true cardiothoracic ratio and device per image), which no
     reader reads (:mod:`cxrgen.synthetic.truth`).
@@ -78,6 +83,11 @@ def write_synthetic(
             f"write_synthetic: need seed >= 0, scale > 0, image_size >= 32, workers >= 1; got seed={seed}, "
             f"scale={scale}, image_size={image_size}, workers={workers}"
         )
+    check_world(world)
+    if not shortcut and world not in ("shipped", "control"):
+        raise ValueError(f"write_synthetic: --no-shortcut (shortcut=False) is the control world; it cannot be "
+                         f"combined with world {world!r}")
+    world = "control" if not shortcut else world
     unknown = [h for h in hospitals if h not in ALL_HOSPITALS]
     if unknown or not hospitals or len(set(hospitals)) != len(hospitals):
         raise ValueError(f"write_synthetic: hospitals must be distinct names among {', '.join(ALL_HOSPITALS)}; "
@@ -88,8 +98,10 @@ def write_synthetic(
                                                    "version": FORMAT_VERSION}
     if tuple(hospitals) != DEFAULT_HOSPITALS:
         params["hospitals"] = ",".join(hospitals)
-    if not shortcut:
+    if world == "control":  # the spelling folders written before the worlds existed carry
         params["shortcut"] = False
+    elif world != "shipped":
+        params["world"] = world
     _claim(out_dir, params)
     for name in hospitals:  # what a killed run was writing; only the hospitals' folders (a study may run beside)
         if (out_dir / name).is_dir():
@@ -97,15 +109,15 @@ def write_synthetic(
     files: dict[str, bytes] = {}
     tasks: list[RenderTask] = []
     site_tasks: list[SiteImage] = []
-    plans: dict[str, Callable[[int, float, int], tuple[dict[str, bytes], list[RenderTask]]]] = {
-        "chexpert": plan_chexpert, "nih": functools.partial(plan_nih, shortcut=shortcut), "mimic": plan_mimic,
+    plans: dict[str, Callable[..., tuple[dict[str, bytes], list[RenderTask]]]] = {
+        "chexpert": plan_chexpert, "nih": plan_nih, "mimic": plan_mimic,
     }  # fmt: skip
     for name in hospitals:
         if name in plans:
-            plan_files, plan_tasks = plans[name](seed, scale, image_size)
+            plan_files, plan_tasks = plans[name](seed, scale, image_size, world=world)
             tasks += plan_tasks
         else:
-            plan_files, more = PLANS[name](seed, scale, image_size)
+            plan_files, more = PLANS[name](seed, scale, image_size, world=world)
             site_tasks += more
         files.update(plan_files)
     if workers == 1:
@@ -124,8 +136,15 @@ def write_synthetic(
         study = study_yaml(seed, scale, image_size)
     else:
         study = sites_study_yaml(seed, scale, image_size, hospitals)
-    write_bytes(out_dir / "study.yaml", study)
+    write_bytes(out_dir / "study.yaml", _world_line(world) + study)
     return out_dir
+
+
+def _world_line(world: str) -> bytes:
+    """The study file's first comment in a planted world (none in ``shipped`` and ``control``: their bytes stay)."""
+    if world in ("shipped", "control"):
+        return b""
+    return f"# World: {world} (cxrgen synthesize --world {world}; see cxrgen.synthetic.worlds).\n".encode()
 
 
 #: The architectures of the three-hospital study file: the paper's two.
