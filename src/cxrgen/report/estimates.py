@@ -40,11 +40,11 @@ from cxrgen.report.html import frame_html
 from cxrgen.report.inputs import Predictions, StudyInputs
 from cxrgen.shift.estimates import (
     MAX_EMBEDDING_AUC,
-    MAX_EXPECTED_SE,
     MAX_OUTSIDE,
     MAX_PREVALENCE_ODDS,
     MAX_SPREAD,
     METHODS,
+    SMALL_TARGET_SE,
     SPREAD_METHODS,
     Estimate,
     Home,
@@ -314,13 +314,13 @@ def scatter_figure(table: pd.DataFrame) -> Figure | None:
 
 
 FLAG_RULE = (
-    f"The flag is raised when the AUC estimates of {', '.join(SPREAD_METHODS)} spread by more than {MAX_SPREAD}; "
-    f"the mean calibrated probability on the target moves from home by an odds ratio beyond {MAX_PREVALENCE_ODDS}; "
-    f"more than {MAX_OUTSIDE:.0%} of the target scores fall outside the home scores' 1st-99th percentiles; the "
-    f"target is so small that even its labelled AUC would have a standard error above {MAX_EXPECTED_SE} "
-    f"(Hanley-McNeil, from CBPE's AUC and expected class counts); or, where embeddings exist, a domain "
-    f"classifier tells the target's images from the home validation images with a cross-validated AUC above "
-    f"{MAX_EMBEDDING_AUC}."
+    f"The flag is raised when the AUC estimates of {', '.join(SPREAD_METHODS)} spread by more than {MAX_SPREAD} "
+    f"(so one of them misses by more than {MAX_SPREAD / 2}); the mean calibrated probability on the target moves "
+    f"from home by an odds ratio beyond {MAX_PREVALENCE_ODDS}; more than {MAX_OUTSIDE:.0%} of the target scores "
+    f"fall outside the home scores' 1st-99th percentiles; or, where embeddings exist, a domain classifier tells "
+    f"the target's images from the home validation images with a cross-validated AUC above {MAX_EMBEDDING_AUC}. "
+    f"Not flagged but shown: expected_se, how far the labelled AUC of a target this small would itself scatter "
+    f"(above {SMALL_TARGET_SE}, even a perfect estimate misses it by more than 0.05 more often than not)."
 )
 
 

@@ -35,22 +35,25 @@ Methods (the registry :data:`METHODS`; what each estimates is in :data:`PROVIDES
 The trust flag (:func:`trust_signals`) needs no labels either; it is raised for a model, target and label when
 any of its signals passes its limit (each signal is a column of ``estimates.csv``, so the limits can be tuned):
 
-* ``spread`` > :data:`MAX_SPREAD`: the AUC estimates of :data:`SPREAD_METHODS` disagree. ``atc`` and ``cm_atc``
-  are left out: on weak models their AUC collapses to 0 or 1 (a share above a cut-off), so they disagreed with
-  the others on every fold of the six-hospital run and the flag said nothing;
+* ``spread`` > :data:`MAX_SPREAD`: the AUC estimates of :data:`SPREAD_METHODS` disagree by more than twice the
+  tolerance of 0.05, so at least one of them misses the truth by more than 0.05, whatever the truth. ``atc`` and
+  ``cm_atc`` are left out: on weak models their AUC collapses to 0 or 1 (a share above a cut-off), so they
+  disagreed with the others on every fold of a six-hospital run and the flag said nothing;
 * ``prevalence_odds`` > :data:`MAX_PREVALENCE_ODDS`: the mean calibrated probability on the target (CBPE's
   prevalence) differs from the same mean at home by that odds ratio. EM's prevalence is not used here: on weak
   models it runs to 0 or 1, at home as on the target. The mean moves less than the prevalence it follows (by
   the model's discrimination), hence a limit below EM's former 2;
 * ``outside`` > :data:`MAX_OUTSIDE`: that share of the target scores falls outside the home scores' 1st-99th
   percentile range;
-* ``expected_se`` > :data:`MAX_EXPECTED_SE`: the target is too small for any AUC, even the labelled one, to be
-  pinned within the tolerance: the Hanley-McNeil standard error of CBPE's AUC with CBPE's expected numbers of
-  positive and negative images;
 * ``embedding_auc`` > :data:`MAX_EMBEDDING_AUC`: a domain classifier tells the target's images from the home
   validation images (:func:`cxrgen.shift.embedding_distance.domain_auc`); NaN where no embeddings exist.
 
-Every estimate of that model, target and label carries the flag.
+Every estimate of that model, target and label carries the flag. One more signal is reported, not flagged:
+``expected_se``, the Hanley-McNeil standard error of CBPE's AUC with CBPE's expected numbers of positive and
+negative images: how far even the labelled AUC of a target this small scatters. Above 0.074 (0.05 over the normal
+quartile 0.674) a perfect estimate more often than not misses the labelled AUC by more than 0.05; that is the
+target's size, not the estimator's failure (raising the flag on it too tripled the false alarms on the
+six-hospital runs, docs/howto/before-the-labels.md).
 """
 
 from __future__ import annotations
@@ -79,11 +82,12 @@ Calibration = Literal["temperature", "isotonic"]
 Key = tuple[str, str]
 
 #: The trust flag's limits (module docstring); the tolerance of an AUC estimate is 0.05.
-MAX_SPREAD = 0.05
+MAX_SPREAD = 0.10
 MAX_PREVALENCE_ODDS = 1.5
 MAX_OUTSIDE = 0.10
-MAX_EXPECTED_SE = 0.05
 MAX_EMBEDDING_AUC = 0.8
+#: ``expected_se`` above which a target is too small to check an AUC estimate within 0.05 (reported, not flagged).
+SMALL_TARGET_SE = 0.074
 #: Methods whose AUC estimates the ``spread`` signal compares.
 SPREAD_METHODS: tuple[str, ...] = ("cbpe", "doc", "cm_doc", "em_prevalence")
 #: Thresholds of the confusion-matrix ROC (``cm_atc``, ``cm_doc``).
@@ -497,7 +501,7 @@ class TrustSignals:
             mean at home, >= 1 either way.
         outside: Share of target scores outside the home scores' 1st-99th percentile range.
         expected_se: Hanley-McNeil standard error of CBPE's AUC with CBPE's expected class counts: the noise of
-            the target's own (labelled) AUC, foreseen without labels.
+            the target's own (labelled) AUC, foreseen without labels; reported, not a reason.
         embedding_auc: Domain classifier AUC, home validation vs target embeddings; NaN without embeddings.
         reasons: The signals beyond their limits, e.g. ``["spread", "outside"]``; empty: trusted.
     """
@@ -561,7 +565,6 @@ def trust_signals(
             ("spread", spread, MAX_SPREAD),
             ("prevalence", odds, MAX_PREVALENCE_ODDS),
             ("outside", outside, MAX_OUTSIDE),
-            ("small", expected_se, MAX_EXPECTED_SE),
             ("embedding", embedding_auc, MAX_EMBEDDING_AUC),
         )
         if value > limit
