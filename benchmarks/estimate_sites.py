@@ -53,8 +53,9 @@ def signal_table(table: pd.DataFrame, method: str) -> pd.DataFrame:
     for name, flagged in candidates.items():
         plain = _rates(flagged, big)
         noise = _rates(flagged, beyond)
-        rows.append({"rule": name, **plain, "hit_rate_beyond_noise": noise["hit_rate"],
-                     "false_alarm_beyond_noise": noise["false_alarm_rate"], "n_beyond_noise": noise["n_big"]})  # fmt: skip
+        beyond_noise = {"hit_rate_beyond_noise": noise["hit_rate"], "false_alarm_beyond_noise":
+                        noise["false_alarm_rate"], "n_beyond_noise": noise["n_big"]}  # fmt: skip
+        rows.append({"rule": name, **plain, **beyond_noise})
     return pd.DataFrame(rows)
 
 
