@@ -365,6 +365,11 @@ def estimates_html(found: Estimates, figure: Path | None, results: Path) -> str:
         shown = unlabelled[["configuration", "arch", "test_set", "label", "method", "estimate", "ci_low",
                             "ci_high", "flag"]]  # fmt: skip
         parts += ["<h3>Unlabelled test sets: estimated AUC</h3>", frame_html(shown)]
+    signals = found.table.loc[(found.table["metric"] == "auc") & (found.table["method"] == "cbpe")]
+    if not signals.empty:  # one row per model, test set and label: the flag and what raised it
+        keys = [k for k in ("configuration", "arch", "seed", "test_set", "label") if k in signals]
+        parts += ["<h3>The flag's signals (per model, test set and label)</h3>",
+                  frame_html(signals[[*keys, "flag", "flag_reasons", *SIGNALS, "embedding_note"]])]  # fmt: skip
     parts.append('<p class="meta">Behind this section: <a href="estimates.csv">estimates.csv</a>, '
                  '<a href="estimates_summary.csv">estimates_summary.csv</a>.</p>')  # fmt: skip
     return "\n".join(parts)
