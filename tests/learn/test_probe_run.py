@@ -33,7 +33,7 @@ preprocess: {clahe: true, engine: opencv, size: 64}
 architectures: [test_resnet, {name: rand_probe, timm: resnet18, mode: linear_probe}]
 train: {batch_size: 16, max_epochs: 1, patience: 1, pretrained: false, num_workers: 0}
 probe: {Cs: [0.001, 0.01, 0.1, 1.0]}
-evaluation: {bootstrap: 30}
+evaluation: {bootstrap: 30, estimate: {labelled: true}}
 configurations:
   - {name: chexpert, train: [chexpert], internal: [chexpert], external: [mimic]}
 review: {label: Cardiomegaly, per_kind: 2}
@@ -130,3 +130,29 @@ def test_embed_command_finds_finished_embeddings_and_refuses_a_cnn(finished: Pat
     result = cxrgen("embed", "study.yaml", "--arch", "test_resnet", cwd=finished)
     assert result.returncode == 1
     assert "'test_resnet' is no linear-probe architecture" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_probe_validates_like_a_cnn_and_its_embeddings_measure_the_target(finished: Path) -> None:
+    """Issue 24: the probe writes validation.parquet (so it is estimated before the labels), and the embeddings
+    give the flag's embedding distance, one per configuration and target, shown for both models."""
+    from cxrgen.shift.embedding_distance import domain_auc
+    from cxrgen.shift.estimates import METHODS
+
+    runs = finished / "study" / "runs" / "chexpert"
+    probe, _ = read_predictions(runs / "rand_probe" / "validation.parquet")
+    cnn, _ = read_predictions(runs / "test_resnet" / "validation.parquet")
+    assert probe["image_id"].tolist() == cnn["image_id"].tolist()
+    table = pd.read_csv(finished / "study" / "results" / "estimates.csv")
+    auc = table.loc[(table["metric"] == "auc") & table["method"].isin(list(METHODS))]
+    assert set(auc["arch"]) == {"test_resnet", "rand_probe"} and auc["embedding_auc"].nunique() == 1
+    embeddings = finished / "study" / "embeddings"
+    features = {}
+    for name in ("chexpert", "mimic"):
+        index = pd.read_parquet(embeddings / f"{name}-rand_probe-64-opencv" / "index.parquet").set_index("image_id")
+        features[name] = (np.load(embeddings / f"{name}-rand_probe-64-opencv" / "features.npy"), index["row"])
+    target, _ = read_predictions(runs / "rand_probe" / "predictions" / "mimic.parquet")
+    home_x = features["chexpert"][0][features["chexpert"][1].loc[probe["image_id"]].to_numpy()]
+    target_x = features["mimic"][0][features["mimic"][1].loc[target["image_id"]].to_numpy()]
+    expected, _ = domain_auc(home_x, target_x, probe["patient_id"].to_numpy(), target["patient_id"].to_numpy())
+    assert auc["embedding_auc"].iloc[0] == pytest.approx(expected)

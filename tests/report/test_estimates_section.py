@@ -65,6 +65,9 @@ def test_one_row_per_fold_label_and_method(labelled: Path, tmp_path: Path) -> No
     assert figure is not None and figure.is_file()
     page = estimates_html(found, figure, tmp_path)
     assert "Before the labels" in page and "estimates.csv" in page
+    signals = page.split("The flag's signals")[1]
+    assert signals.count("<tr>") == 1 + len(externals) * len(LABELS)  # a header, then one row per fold and label
+    assert "embedding_auc" in signals and "no embeddings" in signals  # the fake study holds no embeddings
 
 
 def test_shuffled_target_labels_give_identical_estimates(labelled: Path) -> None:

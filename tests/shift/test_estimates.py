@@ -135,3 +135,38 @@ def test_agreement_on_the_line_follows_accuracy() -> None:
     assert errors.max() < 0.06
     assert errors.mean() < 0.5 * np.abs(np.array(home_accuracy) - truth).mean()  # far better than "as at home"
     assert agreement_on_the_line(home_pred[:1], y_home, away_pred[:1], np.arange(n)) is None
+
+
+def test_the_flag_reads_its_signals_from_the_robust_methods_and_cbpe() -> None:
+    """``atc``/``cm_atc`` AUCs are left out of the spread; the prevalence signal and expected_se follow CBPE."""
+    from cxrgen.shift.estimates import (
+        MAX_PREVALENCE_ODDS,
+        MAX_SPREAD,
+        SPREAD_METHODS,
+        Estimate,
+        hanley_mcneil_se,
+    )
+
+    assert hanley_mcneil_se(0.8, 50, 50) == pytest.approx(0.0445, abs=5e-4)  # Hanley & McNeil (1982), eq. 2
+    rng = np.random.default_rng(6)
+    y = (rng.random(2000) < 0.3).astype(float)
+    p = 1 / (1 + np.exp(-(1.5 * (2 * y - 1) + rng.normal(size=2000))))
+    home = fit_home(y, p)
+    assert home is not None
+    mean_q = float(np.mean(home.q))
+
+    def signals(aucs: dict[str, float], prevalence: float) -> object:
+        est = [Estimate(m, "auc", "", v, np.nan, np.nan) for m, v in aucs.items()]
+        est.append(Estimate("cbpe", "prevalence", "", prevalence, np.nan, np.nan))
+        return trust_signals(home, p[:100], est)
+
+    calm = signals({"cbpe": 0.80, "doc": 0.84, "cm_doc": 0.78, "em_prevalence": 0.81, "atc": 0.0, "cm_atc": 1.0},
+                   mean_q)  # fmt: skip
+    assert set(SPREAD_METHODS) == {"cbpe", "doc", "cm_doc", "em_prevalence"}
+    assert calm.spread == pytest.approx(0.06) and calm.prevalence_odds == pytest.approx(1.0) and not calm.flag
+    assert calm.expected_se == pytest.approx(hanley_mcneil_se(0.80, mean_q * 100, (1 - mean_q) * 100))
+    apart = signals({"cbpe": 0.80, "doc": 0.80 + MAX_SPREAD + 0.01}, mean_q)
+    assert apart.reasons == ("spread",)
+    odds = MAX_PREVALENCE_ODDS * 1.1 * mean_q / (1 - mean_q)
+    moved = signals({"cbpe": 0.80}, odds / (1 + odds))
+    assert moved.reasons == ("prevalence",) and moved.prevalence_odds == pytest.approx(MAX_PREVALENCE_ODDS * 1.1)

@@ -7,8 +7,9 @@ same order and every paired comparison of the report works unchanged. Embedding 
 
 A run writes into ``runs/<configuration>/<arch>/``: ``config.yaml``, ``probe.json`` (per label the chosen C and
 the validation AUC of every C), ``probe.npz`` (scaler and regression coefficients, no pickle) and
-``predictions/<test_set>.parquet``. It is skipped when its predictions record the same inputs (embedding
-fingerprints, probe settings, seed, test rows).
+``predictions/<test_set>.parquet``, and ``validation.parquet`` (the probes on the val split the C was chosen on,
+as a fine-tuned run's: thresholds, temperatures and the label-free estimates are fitted on it). It is skipped when
+its predictions record the same inputs (embedding fingerprints, probe settings, seed, test rows).
 """
 
 from __future__ import annotations
@@ -109,11 +110,14 @@ def probe_run(
     tests = {t.name: [datamodule.test_dataset(d) for d in t.datasets] for t in test_sets}
     rows = {name: test_rows_digest(parts[0] if len(parts) == 1 else UnionDataset(parts))
             for name, parts in tests.items()}
+    written = [*zip(outputs, [rows[t.name] for t in test_sets], strict=True)]
+    if len(datamodule.val):
+        written.append((run.validation, test_rows_digest(datamodule.val)))
     if all(
         out.is_file()
         and parquet_metadata(out).get("probe_sha256") == probe_digest
-        and parquet_metadata(out).get("test_rows_sha256") == rows[t.name]
-        for out, t in zip(outputs, test_sets, strict=True)
+        and parquet_metadata(out).get("test_rows_sha256") == digest
+        for out, digest in written
     ):
         return outputs
     train_parts, val_parts = _parts(datamodule.train), _parts(datamodule.val)
@@ -126,14 +130,16 @@ def probe_run(
     write_text(run.config, dump_resolved(config))
     _save_probes(probes, folder)
     weights = "random" if backbone.random_weights else backbone.weights_id()
-    for out, test_set in zip(outputs, test_sets, strict=True):
-        parts = tests[test_set.name]
-        x = _features(parts, list(test_set.datasets), embeddings)
+    sets = [(out, t.name, tests[t.name], list(t.datasets)) for out, t in zip(outputs, test_sets, strict=True)]
+    if len(datamodule.val):
+        sets.append((run.validation, "validation", val_parts, list(configuration.train)))
+    for out, name, parts, datasets in sets:
+        x = _features(parts, datasets, embeddings)
         dataset = parts[0] if len(parts) == 1 else UnionDataset(parts)
         p = predict_probes(probes, x)
         frame = predictions_frame(dataset.image_ids, dataset.patient_ids, config.labels, p, dataset.targets)
         metadata = {
-            "probe_sha256": probe_digest, "test_rows_sha256": rows[test_set.name], "test_set": test_set.name,
+            "probe_sha256": probe_digest, "test_rows_sha256": test_rows_digest(dataset), "test_set": name,
             "arch": arch, "configuration": configuration_name, "mode": MODE, "backbone": backbone.timm_name,
             "backbone_weights": weights,
         }

@@ -6,11 +6,19 @@ predictions (``runs/<c>/<a>/validation.parquet``); the estimates use the externa
 labelled ones when ``evaluation.estimate.labelled`` is true, where every estimate sits beside the truth.
 
 ``estimates.csv``: ``configuration, arch, [seed], test_set, label, method, metric, rule, estimate, ci_low,
-ci_high, true_value, error, covered, flag, flag_reasons, spread, prevalence_odds, outside, labelled``; two
-baseline "methods" that need no estimator ride along on AUC rows of labelled sets: ``internal_auc`` (the model's
-AUC on its internal test set) and ``other_hospitals_auc`` (the mean true AUC of the same architecture and label on
-the other external test sets of the study). ``estimates_summary.csv``: per method, over labelled folds and labels,
-the AUC estimate's mean absolute error, its 90th percentile, interval coverage, and the flag's hit rate.
+ci_high, true_value, true_se, error, covered, note, flag, flag_reasons`` and every signal of the flag
+(``spread, prevalence_odds, outside, expected_se, embedding_auc, embedding_note``), then ``labelled``. ``note``
+says why an estimate or a truth is NaN (the home validation set or the target holds one class of the label);
+``true_se`` is the truth's own patient-bootstrap standard error (AUC rows): on a small target much of an error is
+the truth's noise, not the estimator's. Two baseline "methods" that need no estimator ride along on AUC rows of
+labelled sets: ``internal_auc`` (the model's AUC on its internal test set) and ``other_hospitals_auc`` (the mean
+true AUC of the same architecture and label on the other external test sets of the study). Every model, external
+set and label has one AUC row per method, NaN with its note where undefined.
+
+``estimates_summary.csv``: per method, over labelled folds and labels, the AUC estimate's mean absolute error, its
+90th percentile, bias, interval coverage, the noise floor (the mean absolute error a perfect estimator would still
+show against a truth measured with ``true_se``: ``sqrt(2/pi)`` times the mean ``true_se``), and the flag's hit rate
+on errors above :data:`BIG_ERROR`, its false-alarm rate on the others, and the share of rows it flags.
 """
 
 from __future__ import annotations
@@ -24,13 +32,20 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cxrgen.metrics import roc_auc
+from cxrgen.metrics import clustered_bootstrap_auc, roc_auc
 from cxrgen.metrics.evaluate import read_predictions
 from cxrgen.report import figures as figs
+from cxrgen.report.estimate_embeddings import EmbeddingLookup
 from cxrgen.report.html import frame_html
 from cxrgen.report.inputs import Predictions, StudyInputs
 from cxrgen.shift.estimates import (
+    MAX_EMBEDDING_AUC,
+    MAX_OUTSIDE,
+    MAX_PREVALENCE_ODDS,
+    MAX_SPREAD,
     METHODS,
+    SMALL_TARGET_SE,
+    SPREAD_METHODS,
     Estimate,
     Home,
     agreement_on_the_line,
@@ -46,9 +61,11 @@ log = logging.getLogger(__name__)
 BASELINES = ("internal_auc", "other_hospitals_auc")
 #: An AUC estimate this far from the truth is a failure the flag should have caught.
 BIG_ERROR = 0.05
+#: The flag's signals, each a column of ``estimates.csv``.
+SIGNALS = ("spread", "prevalence_odds", "outside", "expected_se", "embedding_auc")
 COLUMNS = ["configuration", "arch", "seed", "test_set", "label", "method", "metric", "rule", "estimate", "ci_low",
-           "ci_high", "true_value", "error", "covered", "flag", "flag_reasons", "spread", "prevalence_odds",
-           "outside", "labelled"]  # fmt: skip
+           "ci_high", "true_value", "true_se", "error", "covered", "note", "flag", "flag_reasons", *SIGNALS,
+           "embedding_note", "labelled"]  # fmt: skip
 
 
 @dataclass
@@ -64,13 +81,44 @@ def _labelled(pred: Predictions) -> bool:
     return any(pred.frame[f"y_{label}"].notna().any() for label in pred.labels)
 
 
-def _row(pred: Predictions, label: str, e: Estimate, truth: dict[tuple[str, str], float]) -> dict[str, object]:
-    true = truth.get((e.metric, e.rule), math.nan)
+@dataclass(frozen=True)
+class Truth:
+    """The labelled target's values of one label (empty for an unlabelled set), its AUC's bootstrap SE, and
+    why a value is undefined."""
+
+    values: dict[tuple[str, str], float]
+    auc_se: float = math.nan
+    why: str = ""
+
+
+def _truth(home: Home | None, y: pd.Series, p: pd.Series, groups: pd.Series, n_boot: int, seed: int) -> Truth:
+    ya = y.to_numpy(float)
+    known = ~pd.isna(ya)
+    n_pos, n_neg = int(ya[known].sum()), int(known.sum() - ya[known].sum())
+    why = f"{n_pos} positive, {n_neg} negative" if min(n_pos, n_neg) == 0 else ""
+    if home is None:
+        auc = roc_auc(ya, p, name=str(y.name)) if not why else math.nan
+        return Truth({("auc", ""): auc}, why=why)
+    values = true_values(home, ya, p.to_numpy(float))
+    se = math.nan
+    if not why and n_boot > 1:
+        se = float(clustered_bootstrap_auc(ya[known], p.to_numpy(float)[known], groups.to_numpy()[known],
+                                           n_boot=n_boot, seed=seed).se[0])  # fmt: skip
+    return Truth(values, se, why)
+
+
+def _row(pred: Predictions, label: str, e: Estimate, truth: Truth, note: str = "") -> dict[str, object]:
+    """One row; ``note`` says why the estimate is NaN, else the truth's reason is given where it is NaN."""
+    true = truth.values.get((e.metric, e.rule), math.nan)
+    if not note and truth.values and true != true:
+        note = f"true {'AUC' if e.metric == 'auc' else e.metric} undefined: {truth.why or 'no images'}"
     return {
         "configuration": pred.configuration, "arch": pred.arch, "seed": pred.seed, "test_set": pred.test_set,
         "label": label, "method": e.method, "metric": e.metric, "rule": e.rule, "estimate": e.estimate,
-        "ci_low": e.ci_low, "ci_high": e.ci_high, "true_value": true, "error": e.estimate - true,
+        "ci_low": e.ci_low, "ci_high": e.ci_high, "true_value": true,
+        "true_se": truth.auc_se if e.metric == "auc" else math.nan, "error": e.estimate - true,
         "covered": (e.ci_low <= true <= e.ci_high) if true == true and e.ci_low == e.ci_low else pd.NA,
+        "note": note or None,
     }  # fmt: skip
 
 
@@ -84,6 +132,7 @@ def estimates_table(inputs: StudyInputs, predictions: list[Predictions]) -> Esti
         empty = pd.DataFrame(columns=COLUMNS), pd.DataFrame(columns=list(SUMMARY_COLUMNS))
         return Estimates(*empty, ["evaluation.estimate.enabled is false"])
     methods = [m for m in spec.methods if m in METHODS]
+    embeddings = EmbeddingLookup(inputs.study.dir.embeddings, ev.seed)
     homes: dict[tuple[str, str, int | None], pd.DataFrame | None] = {}
     fitted: dict[tuple[str, str, int | None, str], Home | None] = {}
     internal: dict[tuple[str, str, int | None, str], float] = {}
@@ -110,27 +159,31 @@ def estimates_table(inputs: StudyInputs, predictions: list[Predictions]) -> Esti
             if key not in fitted:
                 fitted[key] = fit_home(val[f"y_{label}"], val[f"p_{label}"], spec.calibrate)
             home = fitted[key]
+            frame = pred.frame
+            truth = (_truth(home, frame[f"y_{label}"], frame[f"p_{label}"], frame["patient_id"], ev.bootstrap,
+                            ev.seed) if labelled else Truth({}))  # fmt: skip
             if home is None:
-                notes.append(f"{pred.configuration}/{pred.arch} {label}: validation set without both classes")
-                continue
-            p = pred.frame[f"p_{label}"].to_numpy(float)
-            found = estimate_label(home, p, pred.frame["patient_id"].to_numpy(), methods,
-                                   n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci)  # fmt: skip
-            truth = true_values(home, pred.frame[f"y_{label}"], p) if labelled else {}
-            signals = trust_signals(home, p, found)
-            trust = {
-                "flag": signals.flag,
-                "flag_reasons": ";".join(signals.reasons),
-                "spread": signals.spread,
-                "prevalence_odds": signals.prevalence_odds,
-                "outside": signals.outside,
-                "labelled": labelled,
-            }
-            rows += [{**_row(pred, label, e, truth), **trust} for e in found]  # fmt: skip
+                y = val[f"y_{label}"].dropna()
+                why = f"home validation set has one class: {int(y.sum())} positive, {int(len(y) - y.sum())} negative"
+                notes.append(f"{pred.configuration}/{pred.arch} {label}: {why}; no label-free estimates")
+                rows += [{**_row(pred, label, Estimate(m, "auc", "", math.nan, math.nan, math.nan), truth, why),
+                          "labelled": labelled} for m in methods]  # fmt: skip
+            else:
+                p = frame[f"p_{label}"].to_numpy(float)
+                found = estimate_label(home, p, frame["patient_id"].to_numpy(), methods,
+                                       n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci)  # fmt: skip
+                distance, why = embeddings.distance((pred.configuration, pred.test_set), val, frame)
+                signals = trust_signals(home, p, found, distance)
+                trust = {
+                    "flag": signals.flag, "flag_reasons": ";".join(signals.reasons), "spread": signals.spread,
+                    "prevalence_odds": signals.prevalence_odds, "outside": signals.outside,
+                    "expected_se": signals.expected_se, "embedding_auc": signals.embedding_auc,
+                    "embedding_note": why or None, "labelled": labelled,
+                }  # fmt: skip
+                rows += [{**_row(pred, label, e, truth), **trust} for e in found]
             if labelled:
-                for name, value in (("internal_auc", internal.get(key, math.nan)),):
-                    rows.append({**_row(pred, label, Estimate(name, "auc", "", value, math.nan, math.nan), truth),
-                                 "labelled": True})  # fmt: skip
+                estimate = Estimate("internal_auc", "auc", "", internal.get(key, math.nan), math.nan, math.nan)
+                rows.append({**_row(pred, label, estimate, truth), "labelled": True})
     if "agreement" in spec.methods:
         rows += _agreement_rows(chosen, homes, fitted, rows, ev.bootstrap, ev.seed, ev.ci)
     table = pd.DataFrame(rows, columns=COLUMNS)
@@ -186,9 +239,9 @@ def _agreement_rows(
                 home = fitted[(m.configuration, m.arch, m.seed, label)]
                 assert home is not None
                 labelled = _labelled(m)
-                truth = true_values(home, m.frame[f"y_{label}"], m.frame[f"p_{label}"]) if labelled else {}
+                truth = Truth(true_values(home, m.frame[f"y_{label}"], m.frame[f"p_{label}"]) if labelled else {})
                 same = flags.get((m.configuration, m.arch, m.seed, m.test_set, label), {})
-                trust = {k: same.get(k) for k in ("flag", "flag_reasons", "spread", "prevalence_odds", "outside")}
+                trust = {k: same.get(k) for k in ("flag", "flag_reasons", *SIGNALS, "embedding_note")}
                 est = Estimate("agreement", "accuracy", "youden", value, low, high)
                 out.append({**_row(m, label, est, truth), **trust, "labelled": labelled})
     return out
@@ -210,26 +263,34 @@ def _other_hospitals(table: pd.DataFrame) -> pd.DataFrame:
 
 
 #: Columns of ``estimates_summary.csv``, written even when no labelled set allows a summary.
-SUMMARY_COLUMNS = ("method", "n", "mae", "p90", "bias", "coverage", "n_big_error", "flag_hit_rate", "flag_rate")
+SUMMARY_COLUMNS = ("method", "n", "mae", "p90", "bias", "coverage", "noise_floor", "n_big_error", "flag_hit_rate",
+                   "flag_false_alarm_rate", "flag_rate")  # fmt: skip
+
+
+def _share(flags: pd.Series) -> float:
+    """Share of True among known flags; NaN with none."""
+    known = flags.dropna()
+    return float(known.astype(float).mean()) if len(known) else math.nan
 
 
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Per method, AUC estimates on labelled sets: folds, MAE, 90th percentile, coverage, flag rates."""
+    """Per method, AUC estimates on labelled sets: folds, MAE, 90th percentile, coverage, noise floor, flag rates."""
     auc = table.loc[(table["metric"] == "auc") & table["true_value"].notna() & table["estimate"].notna()]
     rows = []
     for method, part in auc.groupby("method", sort=False):
         err = part["error"].abs()
         big = err > BIG_ERROR
-        flagged = part["flag"].astype("boolean") if "flag" in part else pd.Series(pd.NA, index=part.index)
+        flagged = part["flag"].astype("boolean") if method not in BASELINES else pd.Series(pd.NA, index=part.index)
         rows.append({
             "method": method, "n": len(part), "mae": float(err.mean()), "p90": float(err.quantile(0.9)),
             "bias": float(part["error"].mean()),
             "coverage": float(part["covered"].dropna().astype(float).mean()) if part["covered"].notna().any()
             else math.nan,
+            "noise_floor": math.sqrt(2 / math.pi) * float(part["true_se"].mean()),
             "n_big_error": int(big.sum()),
-            "flag_hit_rate": float(flagged[big].astype(float).mean()) if big.any() and method not in BASELINES
-            else math.nan,
-            "flag_rate": float(flagged.astype(float).mean()) if method not in BASELINES else math.nan,
+            "flag_hit_rate": _share(flagged[big]),
+            "flag_false_alarm_rate": _share(flagged[~big]),
+            "flag_rate": _share(flagged),
         })  # fmt: skip
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
@@ -250,6 +311,17 @@ def scatter_figure(table: pd.DataFrame) -> Figure | None:
            title="Before the labels: estimated vs true AUC")  # fmt: skip
     ax.legend(fontsize=7)
     return fig
+
+
+FLAG_RULE = (
+    f"The flag is raised when the AUC estimates of {', '.join(SPREAD_METHODS)} spread by more than {MAX_SPREAD} "
+    f"(so one of them misses by more than {MAX_SPREAD / 2}); the mean calibrated probability on the target moves "
+    f"from home by an odds ratio beyond {MAX_PREVALENCE_ODDS}; more than {MAX_OUTSIDE:.0%} of the target scores "
+    f"fall outside the home scores' 1st-99th percentiles; or, where embeddings exist, a domain classifier tells "
+    f"the target's images from the home validation images with a cross-validated AUC above {MAX_EMBEDDING_AUC}. "
+    f"Not flagged but shown: expected_se, how far the labelled AUC of a target this small would itself scatter "
+    f"(above {SMALL_TARGET_SE}, even a perfect estimate misses it by more than 0.05 more often than not)."
+)
 
 
 def write_estimates(
@@ -274,9 +346,10 @@ def estimates_html(found: Estimates, figure: Path | None, results: Path) -> str:
         "labels) and the target's images (without). Unlabelled test sets get estimates only; labelled ones, where "
         "configured, show each estimate beside the truth so the methods are judged on held-out hospitals. "
         "Baselines that need no method: <code>internal_auc</code> (the model's internal AUC) and "
-        "<code>other_hospitals_auc</code> (its mean AUC at the other external hospitals). The flag is raised "
-        "when the methods' AUC estimates spread by more than 0.05, the EM prevalence moves by an odds ratio "
-        "beyond 2 from home, or more than 10 % of the scores fall outside the home range.</p>",
+        "<code>other_hospitals_auc</code> (its mean AUC at the other external hospitals). "
+        f"{html.escape(FLAG_RULE)} <code>noise_floor</code> is the mean absolute error a perfect estimator would "
+        "still show, because the true AUC of a small test set is itself measured with noise (its patient-bootstrap "
+        "standard error, <code>true_se</code> in estimates.csv).</p>",
         *(f'<p class="note">{html.escape(note)}</p>' for note in found.notes),
     ]
     if not found.summary.empty:
@@ -292,6 +365,11 @@ def estimates_html(found: Estimates, figure: Path | None, results: Path) -> str:
         shown = unlabelled[["configuration", "arch", "test_set", "label", "method", "estimate", "ci_low",
                             "ci_high", "flag"]]  # fmt: skip
         parts += ["<h3>Unlabelled test sets: estimated AUC</h3>", frame_html(shown)]
+    signals = found.table.loc[(found.table["metric"] == "auc") & (found.table["method"] == "cbpe")]
+    if not signals.empty:  # one row per model, test set and label: the flag and what raised it
+        keys = [k for k in ("configuration", "arch", "seed", "test_set", "label") if k in signals]
+        parts += ["<h3>The flag's signals (per model, test set and label)</h3>",
+                  frame_html(signals[[*keys, "flag", "flag_reasons", *SIGNALS, "embedding_note"]])]  # fmt: skip
     parts.append('<p class="meta">Behind this section: <a href="estimates.csv">estimates.csv</a>, '
                  '<a href="estimates_summary.csv">estimates_summary.csv</a>.</p>')  # fmt: skip
     return "\n".join(parts)

@@ -33,10 +33,27 @@ Methods (the registry :data:`METHODS`; what each estimates is in :data:`PROVIDES
   ``Phi(a probit(acc_home) + b)``. It estimates accuracy at the Youden threshold only (the paper's metric).
 
 The trust flag (:func:`trust_signals`) needs no labels either; it is raised for a model, target and label when
-any of: the methods' AUC estimates spread more than :data:`MAX_SPREAD` (0.05); the EM prevalence on the target
-differs from EM's estimate on the home images by an odds ratio beyond :data:`MAX_PREVALENCE_ODDS` (2); or more
-than :data:`MAX_OUTSIDE` (10 %) of the target scores fall outside the home scores' 1st-99th percentile range.
-Every estimate of that model, target and label carries the flag.
+any of its signals passes its limit (each signal is a column of ``estimates.csv``, so the limits can be tuned):
+
+* ``spread`` > :data:`MAX_SPREAD`: the AUC estimates of :data:`SPREAD_METHODS` disagree by more than twice the
+  tolerance of 0.05, so at least one of them misses the truth by more than 0.05, whatever the truth. ``atc`` and
+  ``cm_atc`` are left out: on weak models their AUC collapses to 0 or 1 (a share above a cut-off), so they
+  disagreed with the others on every fold of a six-hospital run and the flag said nothing;
+* ``prevalence_odds`` > :data:`MAX_PREVALENCE_ODDS`: the mean calibrated probability on the target (CBPE's
+  prevalence) differs from the same mean at home by that odds ratio. EM's prevalence is not used here: on weak
+  models it runs to 0 or 1, at home as on the target. The mean moves less than the prevalence it follows (by
+  the model's discrimination), hence a limit below EM's former 2;
+* ``outside`` > :data:`MAX_OUTSIDE`: that share of the target scores falls outside the home scores' 1st-99th
+  percentile range;
+* ``embedding_auc`` > :data:`MAX_EMBEDDING_AUC`: a domain classifier tells the target's images from the home
+  validation images (:func:`cxrgen.shift.embedding_distance.domain_auc`); NaN where no embeddings exist.
+
+Every estimate of that model, target and label carries the flag. One more signal is reported, not flagged:
+``expected_se``, the Hanley-McNeil standard error of CBPE's AUC with CBPE's expected numbers of positive and
+negative images: how far even the labelled AUC of a target this small scatters. Above 0.074 (0.05 over the normal
+quartile 0.674) a perfect estimate more often than not misses the labelled AUC by more than 0.05; that is the
+target's size, not the estimator's failure (raising the flag on it too tripled the false alarms on the
+six-hospital runs, docs/howto/before-the-labels.md).
 """
 
 from __future__ import annotations
@@ -64,9 +81,15 @@ Calibration = Literal["temperature", "isotonic"]
 #: (metric, rule): ``rule`` names the home threshold for thresholded metrics, "" for AUC and prevalence.
 Key = tuple[str, str]
 
-MAX_SPREAD = 0.05
-MAX_PREVALENCE_ODDS = 2.0
+#: The trust flag's limits (module docstring); the tolerance of an AUC estimate is 0.05.
+MAX_SPREAD = 0.10
+MAX_PREVALENCE_ODDS = 1.5
 MAX_OUTSIDE = 0.10
+MAX_EMBEDDING_AUC = 0.8
+#: ``expected_se`` above which a target is too small to check an AUC estimate within 0.05 (reported, not flagged).
+SMALL_TARGET_SE = 0.074
+#: Methods whose AUC estimates the ``spread`` signal compares.
+SPREAD_METHODS: tuple[str, ...] = ("cbpe", "doc", "cm_doc", "em_prevalence")
 #: Thresholds of the confusion-matrix ROC (``cm_atc``, ``cm_doc``).
 GRID = 101
 _EPS = 1e-6
@@ -82,8 +105,6 @@ class Home:
         q: Calibrated probabilities [M].
         calibrate: Maps raw scores to calibrated probabilities (non-decreasing).
         prevalence: Home prevalence, in (0, 1).
-        estimated_prevalence: EM's prevalence estimate on the home images themselves: the reference of the
-            flag's prevalence signal (a miscalibrated model's estimate is compared with its own estimate at home).
         auc: Home AUC.
         thresholds: Rule (``youden``, ``sensitivity90``) -> raw threshold (predict positive when ``p >= t``).
         score_range: 1st and 99th percentile of the raw home scores.
@@ -94,7 +115,6 @@ class Home:
     q: FloatArray
     calibrate: Callable[[FloatArray], FloatArray]
     prevalence: float
-    estimated_prevalence: float
     auc: float
     thresholds: dict[str, float]
     score_range: tuple[float, float]
@@ -130,9 +150,7 @@ def fit_home(y: ArrayLike, p: ArrayLike, calibrate: Calibration = "temperature")
     thresholds: dict[str, float] = {rule: choose_threshold(ya, pa, rule) for rule in RULES}
     low, high = np.quantile(pa, [0.01, 0.99])
     q = fn(pa)
-    prevalence = float(ya.mean())
-    at_home = em_prior_shift(q, prevalence).prevalence
-    return Home(ya, pa, q, fn, prevalence, at_home, float(roc_auc_score(ya, pa)), thresholds,
+    return Home(ya, pa, q, fn, float(ya.mean()), float(roc_auc_score(ya, pa)), thresholds,
                 (float(low), float(high)))  # fmt: skip
 
 
@@ -475,19 +493,24 @@ def agreement_on_the_line(
 
 @dataclass(frozen=True)
 class TrustSignals:
-    """Label-free reasons to distrust the estimates of one model, target and label.
+    """Label-free reasons to distrust the estimates of one model, target and label (module docstring).
 
     Attributes:
-        spread: Largest minus smallest AUC estimate over the methods (NaN with fewer than two).
-        prevalence_odds: Odds ratio of the EM (else CBPE) prevalence estimate on the target to the same estimate on
-            the home images, >= 1 either way.
+        spread: Largest minus smallest AUC estimate over :data:`SPREAD_METHODS` (NaN with fewer than two).
+        prevalence_odds: Odds ratio of CBPE's prevalence (mean calibrated probability) on the target to the same
+            mean at home, >= 1 either way.
         outside: Share of target scores outside the home scores' 1st-99th percentile range.
+        expected_se: Hanley-McNeil standard error of CBPE's AUC with CBPE's expected class counts: the noise of
+            the target's own (labelled) AUC, foreseen without labels; reported, not a reason.
+        embedding_auc: Domain classifier AUC, home validation vs target embeddings; NaN without embeddings.
         reasons: The signals beyond their limits, e.g. ``["spread", "outside"]``; empty: trusted.
     """
 
     spread: float
     prevalence_odds: float
     outside: float
+    expected_se: float
+    embedding_auc: float
     reasons: tuple[str, ...]
 
     @property
@@ -495,19 +518,45 @@ class TrustSignals:
         return bool(self.reasons)
 
 
-def trust_signals(home: Home, p: ArrayLike, estimates: Sequence[Estimate]) -> TrustSignals:
-    """The flag's rule (module docstring): spread > 0.05, prevalence odds ratio > 2, or > 10 % outside."""
+def hanley_mcneil_se(auc: float, n_pos: float, n_neg: float) -> float:
+    """Hanley & McNeil (1982) standard error of an AUC from its value and class counts (counts below 1 count as 1).
+
+    Capped at 0.5, the AUC's half range: a set without expected positives says nothing.
+    """
+    if not (auc == auc and n_pos == n_pos and n_neg == n_neg):
+        return math.nan
+    n_pos, n_neg = max(n_pos, 1.0), max(n_neg, 1.0)
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (n_pos * n_neg)
+    return float(min(math.sqrt(max(var, 0.0)), 0.5))
+
+
+def trust_signals(
+    home: Home, p: ArrayLike, estimates: Sequence[Estimate], embedding_auc: float = math.nan
+) -> TrustSignals:
+    """The flag's signals and the reasons beyond their limits (module docstring).
+
+    Args:
+        home: The home fit the estimates used.
+        p: Target scores [N].
+        estimates: :func:`estimate_label`'s estimates for this target and label (CBPE's needed for the
+            prevalence and the expected standard error; without it those two are NaN).
+        embedding_auc: :func:`cxrgen.shift.embedding_distance.domain_auc` where embeddings exist.
+    """
     pa = np.asarray(p, dtype=np.float64)
-    aucs = [e.estimate for e in estimates if e.metric == "auc" and not math.isnan(e.estimate)]
+    found = {(e.method, e.metric): e.estimate for e in estimates if e.rule == ""}
+    aucs = [found[(m, "auc")] for m in SPREAD_METHODS if found.get((m, "auc"), math.nan) == found.get((m, "auc"))]
     spread = max(aucs) - min(aucs) if len(aucs) > 1 else math.nan
-    prevalence = {e.method: e.estimate for e in estimates if e.metric == "prevalence"}
-    target = prevalence.get("em_prevalence", prevalence.get("cbpe", math.nan))
-    odds = math.nan
-    if target == target:
-        clipped = float(np.clip(target, 1e-6, 1 - 1e-6))
-        # without EM: CBPE's mean q, compared with the mean q at home
-        reference = home.estimated_prevalence if "em_prevalence" in prevalence else float(np.mean(home.q))
-        odds = math.exp(abs(float(logit(clipped)) - float(logit(np.clip(reference, 1e-6, 1 - 1e-6)))))
+    prevalence = found.get(("cbpe", "prevalence"), math.nan)
+    odds = expected_se = math.nan
+    if prevalence == prevalence:
+
+        def clipped_logit(x: float) -> float:
+            return float(logit(np.clip(x, _EPS, 1 - _EPS)))
+
+        odds = math.exp(abs(clipped_logit(prevalence) - clipped_logit(float(np.mean(home.q)))))
+        expected_se = hanley_mcneil_se(found.get(("cbpe", "auc"), math.nan), prevalence * pa.size,
+                                       (1 - prevalence) * pa.size)  # fmt: skip
     low, high = home.score_range
     outside = float(np.mean((pa < low) | (pa > high))) if pa.size else math.nan
     reasons = tuple(
@@ -516,10 +565,11 @@ def trust_signals(home: Home, p: ArrayLike, estimates: Sequence[Estimate]) -> Tr
             ("spread", spread, MAX_SPREAD),
             ("prevalence", odds, MAX_PREVALENCE_ODDS),
             ("outside", outside, MAX_OUTSIDE),
+            ("embedding", embedding_auc, MAX_EMBEDDING_AUC),
         )
         if value > limit
     )
-    return TrustSignals(spread, odds, outside, reasons)
+    return TrustSignals(spread, odds, outside, expected_se, embedding_auc, reasons)
 
 
 def true_values(home: Home, y: ArrayLike, p: ArrayLike) -> dict[Key, float]:
@@ -552,6 +602,7 @@ __all__ = [
     "estimate_label",
     "expected_auc",
     "fit_home",
+    "hanley_mcneil_se",
     "look_up_method",
     "true_values",
     "trust_signals",
