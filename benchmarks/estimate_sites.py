@@ -26,11 +26,13 @@ from cxrgen.shift.estimates import (
     MAX_EMBEDDING_AUC,
     MAX_OUTSIDE,
     MAX_PREVALENCE_ODDS,
+    MAX_SCORE_SHIFT,
     MAX_SPREAD,
     SMALL_TARGET_SE,
 )
 
-LIMITS = dict(zip(SIGNALS, (MAX_SPREAD, MAX_PREVALENCE_ODDS, MAX_OUTSIDE, SMALL_TARGET_SE, MAX_EMBEDDING_AUC),
+LIMITS = dict(zip(SIGNALS, (MAX_SPREAD, MAX_PREVALENCE_ODDS, MAX_OUTSIDE, MAX_SCORE_SHIFT, SMALL_TARGET_SE,
+                              MAX_EMBEDDING_AUC),
                   strict=True))  # fmt: skip
 
 

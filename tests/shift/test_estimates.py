@@ -170,3 +170,37 @@ def test_the_flag_reads_its_signals_from_the_robust_methods_and_cbpe() -> None:
     odds = MAX_PREVALENCE_ODDS * 1.1 * mean_q / (1 - mean_q)
     moved = signals({"cbpe": 0.80}, odds / (1 + odds))
     assert moved.reasons == ("prevalence",) and moved.prevalence_odds == pytest.approx(MAX_PREVALENCE_ODDS * 1.1)
+
+
+def test_score_shift_rises_when_a_shortcut_reverses_and_stays_down_when_nothing_changes() -> None:
+    """A device on 80 % of home positives (5 % of negatives) moves to 80 % of target negatives (2 % of positives):
+    the scores' mean, range and the methods' agreement stay within their limits, the distribution's shape does not
+    (Kolmogorov-Smirnov D); a fresh draw of home raises nothing."""
+    from scipy.stats import ks_2samp
+
+    from cxrgen.shift.estimates import MAX_SCORE_SHIFT, TrustSignals
+
+    rng = np.random.default_rng(11)
+
+    def draw(n: int, device_if_positive: float, device_if_negative: float) -> tuple[np.ndarray, np.ndarray]:
+        y = (rng.random(n) < 0.1).astype(float)
+        device = rng.random(n) < np.where(y > 0, device_if_positive, device_if_negative)
+        return y, 1 / (1 + np.exp(-(3.0 * y + 1.5 * device - 3.0 + rng.normal(size=n))))
+
+    y, p = draw(3000, 0.8, 0.05)
+    home = fit_home(y, p)
+    assert home is not None
+    same_y, same = draw(1500, 0.8, 0.05)
+    rev_y, rev = draw(1500, 0.02, 0.8)
+
+    def signals(target: np.ndarray) -> tuple[TrustSignals, float]:
+        found = estimate_label(home, target, np.arange(target.size), ["cbpe", "doc", "em_prevalence"], n_boot=0)
+        return trust_signals(home, target, found), _value(found, "cbpe", "auc")
+
+    (calm, calm_cbpe), (moved, moved_cbpe) = signals(same), signals(rev)
+    assert calm.score_shift < 0.1 and not calm.flag, calm
+    assert abs(calm_cbpe - roc_auc_score(same_y, same)) < 0.02  # nothing changed: the estimate holds
+    assert moved.score_shift == pytest.approx(ks_2samp(home.p, rev).statistic)
+    assert moved.score_shift > MAX_SCORE_SHIFT and moved.reasons == ("score_shift",), moved
+    true_auc = roc_auc_score(rev_y, rev)
+    assert true_auc < home.auc - 0.1 and moved_cbpe - true_auc > 0.05  # the failure only score_shift catches

@@ -7,7 +7,7 @@ labelled ones when ``evaluation.estimate.labelled`` is true, where every estimat
 
 ``estimates.csv``: ``configuration, arch, [seed], test_set, label, method, metric, rule, estimate, ci_low,
 ci_high, true_value, true_se, error, covered, note, flag, flag_reasons`` and every signal of the flag
-(``spread, prevalence_odds, outside, expected_se, embedding_auc, embedding_note``), then ``labelled``. ``note``
+(``spread, prevalence_odds, outside, score_shift, expected_se, embedding_auc, embedding_note``), then ``labelled``. ``note``
 says why an estimate or a truth is NaN (the home validation set or the target holds one class of the label);
 ``true_se`` is the truth's own patient-bootstrap standard error (AUC rows): on a small target much of an error is
 the truth's noise, not the estimator's. Two baseline "methods" that need no estimator ride along on AUC rows of
@@ -42,6 +42,7 @@ from cxrgen.shift.estimates import (
     MAX_EMBEDDING_AUC,
     MAX_OUTSIDE,
     MAX_PREVALENCE_ODDS,
+    MAX_SCORE_SHIFT,
     MAX_SPREAD,
     METHODS,
     SMALL_TARGET_SE,
@@ -62,7 +63,7 @@ BASELINES = ("internal_auc", "other_hospitals_auc")
 #: An AUC estimate this far from the truth is a failure the flag should have caught.
 BIG_ERROR = 0.05
 #: The flag's signals, each a column of ``estimates.csv``.
-SIGNALS = ("spread", "prevalence_odds", "outside", "expected_se", "embedding_auc")
+SIGNALS = ("spread", "prevalence_odds", "outside", "score_shift", "expected_se", "embedding_auc")
 COLUMNS = ["configuration", "arch", "seed", "test_set", "label", "method", "metric", "rule", "estimate", "ci_low",
            "ci_high", "true_value", "true_se", "error", "covered", "note", "flag", "flag_reasons", *SIGNALS,
            "embedding_note", "labelled"]  # fmt: skip
@@ -177,6 +178,7 @@ def estimates_table(inputs: StudyInputs, predictions: list[Predictions]) -> Esti
                 trust = {
                     "flag": signals.flag, "flag_reasons": ";".join(signals.reasons), "spread": signals.spread,
                     "prevalence_odds": signals.prevalence_odds, "outside": signals.outside,
+                    "score_shift": signals.score_shift,
                     "expected_se": signals.expected_se, "embedding_auc": signals.embedding_auc,
                     "embedding_note": why or None, "labelled": labelled,
                 }  # fmt: skip
@@ -317,7 +319,9 @@ FLAG_RULE = (
     f"The flag is raised when the AUC estimates of {', '.join(SPREAD_METHODS)} spread by more than {MAX_SPREAD} "
     f"(so one of them misses by more than {MAX_SPREAD / 2}); the mean calibrated probability on the target moves "
     f"from home by an odds ratio beyond {MAX_PREVALENCE_ODDS}; more than {MAX_OUTSIDE:.0%} of the target scores "
-    f"fall outside the home scores' 1st-99th percentiles; or, where embeddings exist, a domain classifier tells "
+    f"fall outside the home scores' 1st-99th percentiles; the target scores' distribution differs from the home "
+    f"validation scores' by a Kolmogorov-Smirnov statistic D above {MAX_SCORE_SHIFT} (black-box shift detection, "
+    f"Rabanser et al. 2019; the effect size, not the p-value); or, where embeddings exist, a domain classifier tells "
     f"the target's images from the home validation images with a cross-validated AUC above {MAX_EMBEDDING_AUC}. "
     f"Not flagged but shown: expected_se, how far the labelled AUC of a target this small would itself scatter "
     f"(above {SMALL_TARGET_SE}, even a perfect estimate misses it by more than 0.05 more often than not)."

@@ -45,6 +45,13 @@ any of its signals passes its limit (each signal is a column of ``estimates.csv`
   the model's discrimination), hence a limit below EM's former 2;
 * ``outside`` > :data:`MAX_OUTSIDE`: that share of the target scores falls outside the home scores' 1st-99th
   percentile range;
+* ``score_shift`` > :data:`MAX_SCORE_SHIFT`: the two-sample Kolmogorov-Smirnov statistic ``D`` between the home
+  validation scores and the target scores of the label (black-box shift detection on the model's outputs, Rabanser
+  et al. 2019, "Failing Loudly"). Its effect size is used, not its p-value, which rejects on any large set. It is
+  the signal that rises when a learned shortcut reverses: the device then sits on negatives, whose scores climb
+  while the positives' fall, so the score distribution changes shape while its mean (``prevalence_odds``) and
+  range (``outside``) barely move (a six-hospital study: D up to 0.22 where CBPE's error stayed within 0.05 but
+  for one fold the prevalence signal flagged anyway; the reversed-shortcut test: D = 0.39);
 * ``embedding_auc`` > :data:`MAX_EMBEDDING_AUC`: a domain classifier tells the target's images from the home
   validation images (:func:`cxrgen.shift.embedding_distance.domain_auc`); NaN where no embeddings exist.
 
@@ -67,7 +74,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import logit
-from scipy.stats import norm
+from scipy.stats import ks_2samp, norm
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 
@@ -85,6 +92,7 @@ Key = tuple[str, str]
 MAX_SPREAD = 0.10
 MAX_PREVALENCE_ODDS = 1.5
 MAX_OUTSIDE = 0.10
+MAX_SCORE_SHIFT = 0.30
 MAX_EMBEDDING_AUC = 0.8
 #: ``expected_se`` above which a target is too small to check an AUC estimate within 0.05 (reported, not flagged).
 SMALL_TARGET_SE = 0.074
@@ -500,6 +508,7 @@ class TrustSignals:
         prevalence_odds: Odds ratio of CBPE's prevalence (mean calibrated probability) on the target to the same
             mean at home, >= 1 either way.
         outside: Share of target scores outside the home scores' 1st-99th percentile range.
+        score_shift: Kolmogorov-Smirnov ``D``, home validation scores vs target scores (NaN without target scores).
         expected_se: Hanley-McNeil standard error of CBPE's AUC with CBPE's expected class counts: the noise of
             the target's own (labelled) AUC, foreseen without labels; reported, not a reason.
         embedding_auc: Domain classifier AUC, home validation vs target embeddings; NaN without embeddings.
@@ -509,6 +518,7 @@ class TrustSignals:
     spread: float
     prevalence_odds: float
     outside: float
+    score_shift: float
     expected_se: float
     embedding_auc: float
     reasons: tuple[str, ...]
@@ -559,17 +569,19 @@ def trust_signals(
                                        (1 - prevalence) * pa.size)  # fmt: skip
     low, high = home.score_range
     outside = float(np.mean((pa < low) | (pa > high))) if pa.size else math.nan
+    score_shift = float(ks_2samp(home.p, pa).statistic) if pa.size else math.nan
     reasons = tuple(
         name
         for name, value, limit in (
             ("spread", spread, MAX_SPREAD),
             ("prevalence", odds, MAX_PREVALENCE_ODDS),
             ("outside", outside, MAX_OUTSIDE),
+            ("score_shift", score_shift, MAX_SCORE_SHIFT),
             ("embedding", embedding_auc, MAX_EMBEDDING_AUC),
         )
         if value > limit
     )
-    return TrustSignals(spread, odds, outside, expected_se, embedding_auc, reasons)
+    return TrustSignals(spread, odds, outside, score_shift, expected_se, embedding_auc, reasons)
 
 
 def true_values(home: Home, y: ArrayLike, p: ArrayLike) -> dict[Key, float]:
