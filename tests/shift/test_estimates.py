@@ -204,3 +204,23 @@ def test_score_shift_rises_when_a_shortcut_reverses_and_stays_down_when_nothing_
     assert moved.score_shift > MAX_SCORE_SHIFT and moved.reasons == ("score_shift",), moved
     true_auc = roc_auc_score(rev_y, rev)
     assert true_auc < home.auc - 0.1 and moved_cbpe - true_auc > 0.05  # the failure only score_shift catches
+
+
+def test_cm_auc_is_nan_with_a_reason_when_the_curve_degenerates() -> None:
+    """No target score reaches the home cut-off of CM-ATC's predicted positives: no expected true positive at any
+    threshold, so the curve lies on the x-axis; its area would be 0 from the added corner (1, 1) alone."""
+    from cxrgen.shift.estimates import NO_CURVE
+
+    rng = np.random.default_rng(5)
+    y = (rng.random(2000) < 0.2).astype(float)
+    p = 1 / (1 + np.exp(-(2.0 * y - 2.0 + rng.normal(size=2000))))
+    home = fit_home(y, p)
+    assert home is not None
+    low = np.quantile(p, 0.3) * rng.random(500)  # every target score below home's 30th percentile
+    found = estimate_label(home, low, np.arange(500), ["cm_atc", "cm_doc"], n_boot=20)
+    auc = {e.method: e for e in found if e.metric == "auc"}
+    assert np.isnan(auc["cm_atc"].estimate) and auc["cm_atc"].note == NO_CURVE
+    assert np.isnan(auc["cm_atc"].ci_low)  # every resample degenerate as well
+    normal = estimate_label(home, p[:500], np.arange(500), ["cm_atc"], n_boot=0)
+    fine = next(e for e in normal if e.metric == "auc")
+    assert 0.6 < fine.estimate < 1.0 and fine.note == ""

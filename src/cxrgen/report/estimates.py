@@ -6,9 +6,9 @@ predictions (``runs/<c>/<a>/validation.parquet``); the estimates use the externa
 labelled ones when ``evaluation.estimate.labelled`` is true, where every estimate sits beside the truth.
 
 ``estimates.csv``: ``configuration, arch, [seed], test_set, label, method, metric, rule, estimate, ci_low,
-ci_high, true_value, true_se, error, covered, note, flag, flag_reasons`` and every signal of the flag
-(``spread, prevalence_odds, outside, score_shift, expected_se, embedding_auc, embedding_note``), then ``labelled``. ``note``
-says why an estimate or a truth is NaN (the home validation set or the target holds one class of the label);
+ci_high, true_value, true_se, error, covered, note, flag, flag_reasons`` and every signal of the flag (``spread,
+prevalence_odds, outside, score_shift, expected_se, embedding_auc, embedding_note``), then ``labelled``. ``note`` says
+why an estimate or a truth is NaN (the home validation set or the target holds one class of the label);
 ``true_se`` is the truth's own patient-bootstrap standard error (AUC rows): on a small target much of an error is
 the truth's noise, not the estimator's. Two baseline "methods" that need no estimator ride along on AUC rows of
 labelled sets: ``internal_auc`` (the model's AUC on its internal test set) and ``other_hospitals_auc`` (the mean
@@ -111,6 +111,7 @@ def _truth(home: Home | None, y: pd.Series, p: pd.Series, groups: pd.Series, n_b
 def _row(pred: Predictions, label: str, e: Estimate, truth: Truth, note: str = "") -> dict[str, object]:
     """One row; ``note`` says why the estimate is NaN, else the truth's reason is given where it is NaN."""
     true = truth.values.get((e.metric, e.rule), math.nan)
+    note = note or e.note
     if not note and truth.values and true != true:
         note = f"true {'AUC' if e.metric == 'auc' else e.metric} undefined: {truth.why or 'no images'}"
     return {

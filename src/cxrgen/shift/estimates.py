@@ -22,7 +22,10 @@ Methods (the registry :data:`METHODS`; what each estimates is in :data:`PROVIDES
   at a threshold, ATC (or DoC) is applied separately to the predicted positives (home PPV) and the predicted
   negatives (home NPV), which gives target TP, FP, TN, FN, hence sensitivity, specificity, PPV, NPV and prevalence.
   As in the paper, AUC is the trapezoid area of the ROC made of such matrices on a grid of thresholds (the
-  quantiles of the pooled home and target scores).
+  quantiles of the pooled home and target scores). Where a cell of the matrix stays empty at every threshold (e.g.
+  no target score reaches the home cut-off of the predicted positives: no expected true positive anywhere) the
+  curve runs along an edge of the unit square and its area, 0 or 1, comes from the corners added to it: NaN with
+  :data:`NO_CURVE` instead (the acquisition world's Consolidation gave CM-ATC an AUC of exactly 0 before).
 * ``em_prevalence`` -- Saerens et al. (2002) EM on the calibrated target probabilities
   (:func:`~cxrgen.shift.calibration_shift.em_prior_shift`): the target prevalence, and the prior-corrected
   probabilities' expected confusion matrix, hence AUC, sensitivity and specificity, and
@@ -50,8 +53,9 @@ any of its signals passes its limit (each signal is a column of ``estimates.csv`
   et al. 2019, "Failing Loudly"). Its effect size is used, not its p-value, which rejects on any large set. It is
   the signal that rises when a learned shortcut reverses: the device then sits on negatives, whose scores climb
   while the positives' fall, so the score distribution changes shape while its mean (``prevalence_odds``) and
-  range (``outside``) barely move (a six-hospital study: D up to 0.22 where CBPE's error stayed within 0.05 but
-  for one fold the prevalence signal flagged anyway; the reversed-shortcut test: D = 0.39);
+  range (``outside``) barely move (the reversed-shortcut test: D = 0.39 with every other signal below its limit).
+  On the six-hospital studies of docs/howto/before-the-labels.md every row with D above the limit and an error
+  within 0.05 was flagged by the other signals already: it added hits, no false alarms;
 * ``embedding_auc`` > :data:`MAX_EMBEDDING_AUC`: a domain classifier tells the target's images from the home
   validation images (:func:`cxrgen.shift.embedding_distance.domain_auc`); NaN where no embeddings exist.
 
@@ -308,6 +312,21 @@ def _cm_counts(home: Home, p: FloatArray, q: FloatArray, w: FloatArray, t: float
     return {"tp": tp, "fp": n_pos - tp, "tn": tn, "fn": n_neg - tn}
 
 
+def _curve_area(tpr: FloatArray, fpr: FloatArray, proper: NDArray[np.bool_]) -> FloatArray:
+    """Trapezoid area per column of the ROC points [points, B], undefined points left out; NaN where not
+    ``proper``: a cell of the confusion matrix stayed empty at every threshold, so the curve runs along an edge of
+    the unit square and its area (0 or 1) is set by the corners (0, 0) and (1, 1) added to it, not by the target."""
+    area = np.full(tpr.shape[1], np.nan)
+    for j in np.flatnonzero(proper):
+        ok = ~(np.isnan(tpr[:, j]) | np.isnan(fpr[:, j]))
+        area[j] = np.trapezoid(tpr[ok, j], fpr[ok, j])
+    return area
+
+
+#: Why a ``cm_atc`` / ``cm_doc`` AUC is NaN (:attr:`Estimate.note`).
+NO_CURVE = "no ROC curve: a cell of the estimated confusion matrix (TP, FP, TN or FN) is empty at every threshold"
+
+
 def _cm(kind: str) -> Callable[[Home, FloatArray, FloatArray], dict[Key, FloatArray]]:
     def method(home: Home, p: FloatArray, w: FloatArray) -> dict[Key, FloatArray]:
         q = home.calibrate(p)
@@ -320,15 +339,17 @@ def _cm(kind: str) -> Callable[[Home, FloatArray, FloatArray], dict[Key, FloatAr
                 if rule == "youden":
                     out[("prevalence", "")] = rates["prevalence"]
         grid = np.unique(np.quantile(np.concatenate([home.p, p]), np.linspace(0, 1, GRID)))[::-1]
-        tpr = [np.zeros(w.shape[0])]
-        fpr = [np.zeros(w.shape[0])]
+        b = w.shape[0]
+        tpr, fpr = [np.zeros(b)], [np.zeros(b)]
+        seen = {cell: np.zeros(b, dtype=bool) for cell in ("tp", "fp", "tn", "fn")}
         for t in grid:  # thresholds decreasing: the curve from (0, 0) towards (1, 1)
             c = _cm_counts(home, p, q, w, float(t), kind)
-            tpr.append(np.nan_to_num(_div(c["tp"], c["tp"] + c["fn"])))
-            fpr.append(np.nan_to_num(_div(c["fp"], c["fp"] + c["tn"])))
-        tpr.append(np.ones(w.shape[0]))
-        fpr.append(np.ones(w.shape[0]))
-        out[("auc", "")] = np.trapezoid(np.vstack(tpr), np.vstack(fpr), axis=0)
+            tpr.append(_div(c["tp"], c["tp"] + c["fn"]))  # NaN where the matrix holds no expected positive
+            fpr.append(_div(c["fp"], c["fp"] + c["tn"]))
+            seen = {cell: seen[cell] | (c[cell] > 0) for cell in seen}
+        tpr.append(np.ones(b))
+        fpr.append(np.ones(b))
+        out[("auc", "")] = _curve_area(np.vstack(tpr), np.vstack(fpr), np.all(list(seen.values()), axis=0))
         return out
 
     return method
@@ -384,7 +405,8 @@ def look_up_method(name: str) -> str:
 
 @dataclass(frozen=True)
 class Estimate:
-    """One label-free estimate with its patient-bootstrap interval (NaN bounds when ``n_boot`` is 0)."""
+    """One label-free estimate with its patient-bootstrap interval (NaN bounds when ``n_boot`` is 0) and, where
+    it is NaN for a reason of the method's own, ``note``."""
 
     method: str
     metric: str
@@ -392,6 +414,7 @@ class Estimate:
     estimate: float
     ci_low: float
     ci_high: float
+    note: str = ""
 
 
 def _boot(fn: Callable[[FloatArray], dict[Key, FloatArray]], n: int, groups: ArrayLike, n_boot: int,
@@ -440,7 +463,8 @@ def estimate_label(
             return method(home, pa, w)
 
         for (metric, rule), value, low, high in _boot(run, pa.size, groups, n_boot, seed, ci):
-            out.append(Estimate(name, metric, rule, value, low, high))
+            note = NO_CURVE if name.startswith("cm_") and metric == "auc" and value != value else ""
+            out.append(Estimate(name, metric, rule, value, low, high, note))
     return out
 
 
