@@ -109,11 +109,13 @@ def _truth(home: Home | None, y: pd.Series, p: pd.Series, groups: pd.Series, n_b
 
 
 def _row(pred: Predictions, label: str, e: Estimate, truth: Truth, note: str = "") -> dict[str, object]:
-    """One row; ``note`` says why the estimate is NaN, else the truth's reason is given where it is NaN."""
+    """One row; ``note`` says why nothing was estimated, else the estimate's own reason (:attr:`Estimate.note`)
+    and the truth's reason where either is NaN."""
     true = truth.values.get((e.metric, e.rule), math.nan)
-    note = note or e.note
-    if not note and truth.values and true != true:
-        note = f"true {'AUC' if e.metric == 'auc' else e.metric} undefined: {truth.why or 'no images'}"
+    if not note:
+        why_true = truth.values and true != true
+        note = "; ".join(filter(None, [e.note, f"true {'AUC' if e.metric == 'auc' else e.metric} undefined: "
+                                                f"{truth.why or 'no images'}" if why_true else ""]))  # fmt: skip
     return {
         "configuration": pred.configuration, "arch": pred.arch, "seed": pred.seed, "test_set": pred.test_set,
         "label": label, "method": e.method, "metric": e.metric, "rule": e.rule, "estimate": e.estimate,
