@@ -135,7 +135,11 @@ def decode(path: Path | str, bits_stored: int | None = None) -> np.ndarray:
         raise ImageError(path, f"cannot read file ({exc.strerror})") from exc
     if size == 0:
         raise ImageError(path, "empty file (0 bytes)")
-    if is_dicom(path):
+    try:
+        dicom = is_dicom(path)
+    except OSError as exc:  # a directory or an unreadable file: excluded with its reason, never the end of a build
+        raise ImageError(path, f"cannot read file ({exc.strerror})") from exc
+    if dicom:
         dicom_pixels = dicom_size(path)
         if dicom_pixels is not None:
             check_pixel_count(dicom_pixels, path, MAX_PIXELS_CEILING)
