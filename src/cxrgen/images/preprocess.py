@@ -42,6 +42,7 @@ from cxrgen.images.decode import (
     png_significant_bits,
     scale_high_bit_depth,
 )
+from cxrgen.images.png import decode_gray8
 
 Engine = Literal["skimage", "opencv", "exact", "torch"]
 ENGINES: tuple[Engine, ...] = ("skimage", "opencv", "exact", "torch")
@@ -150,6 +151,10 @@ def decode(path: Path | str, bits_stored: int | None = None) -> np.ndarray:
     try:
         with Image.open(path, formats=FORMATS) as image:
             check_pixel_count(image.size, path, MAX_PIXELS_CEILING)
+            if image.format == "PNG" and image.mode == "L":
+                pixels = decode_gray8(path)  # the same pixels, twice as fast; None: Pillow reads it
+                if pixels is not None:
+                    return pixels.astype(np.float32) / np.float32(255)
             image.load()
             return _to_gray(image, path, bits_stored)
     except Image.DecompressionBombError as exc:
