@@ -44,6 +44,7 @@ from cxrgen.images.clahe import compile_ahead
 from cxrgen.images.preprocess import ENGINES, PREPROCESS_VERSION, Engine, ImageError, decode, preprocess_array
 from cxrgen.study.layout import StudyDir
 from cxrgen.utils.fileio import make_temporary_dir, publish_dir, write_parquet, write_text
+from cxrgen.utils.heap import reused_heap
 from cxrgen.utils.lock import LOCK_NAME
 from cxrgen.utils.threads import pin_one_thread, worker_pool
 
@@ -157,20 +158,21 @@ def _chunk_worker(
         batched, todo = preprocess_paths(paths, size, device, clahe)
         for offset, image in batched.items():
             images[start + offset] = image
-    for offset in todo:
-        row, path = start + offset, paths[offset]
-        early = precheck(path, check.max_pixels) if check is not None else None
-        try:
-            gray = decode(path, bits[offset] if bits else None)
-        except ImageError as exc:
-            images[row] = 0
-            failures.append((row, exc.reason))
-            verdict: str | None = early or exc.reason
-        else:
-            images[row] = preprocess_array(gray, size, engine, clahe)
-            verdict = early or (degenerate_reason(gray) if check is not None else None)
-        if check is not None and verdict is not None:
-            excluded.append((row, verdict))
+    with reused_heap():  # each image's arrays reuse the last one's pages
+        for offset in todo:
+            row, path = start + offset, paths[offset]
+            early = precheck(path, check.max_pixels) if check is not None else None
+            try:
+                gray = decode(path, bits[offset] if bits else None)
+            except ImageError as exc:
+                images[row] = 0
+                failures.append((row, exc.reason))
+                verdict: str | None = early or exc.reason
+            else:
+                images[row] = preprocess_array(gray, size, engine, clahe)
+                verdict = early or (degenerate_reason(gray) if check is not None else None)
+            if check is not None and verdict is not None:
+                excluded.append((row, verdict))
     images.flush()
     del images
     if check is None:
