@@ -75,3 +75,25 @@ def test_a_broken_png_keeps_its_reason_and_libpng_stays_quiet(
     with pytest.raises(ImageError, match="truncated or corrupt"):
         decode(broken)
     assert capfd.readouterr().err == ""
+
+
+def test_damaged_files_get_pillows_verdict(tmp_path: Path, realdata: Path) -> None:
+    # random truncations and bit flips of a real NIH PNG: decoded to Pillow's pixels or refused, as Pillow does
+    original = sorted((realdata / "nih" / "images_1024").glob("*.png"))[0].read_bytes()
+    rng = np.random.default_rng(30)
+    damaged = tmp_path / "damaged.png"
+    for _ in range(40):
+        data = bytearray(original)
+        if rng.random() < 0.5:
+            data = data[: int(rng.integers(8, len(data)))]
+        else:
+            data[int(rng.integers(8, len(data)))] ^= 1 << int(rng.integers(8))
+        damaged.write_bytes(bytes(data))
+        try:
+            with Image.open(damaged) as image:
+                expected = np.asarray(image.convert("L"), dtype=np.float32) / np.float32(255)
+        except (OSError, SyntaxError, ValueError):
+            with pytest.raises(ImageError):
+                decode(damaged)
+        else:
+            np.testing.assert_array_equal(decode(damaged), expected)
