@@ -89,3 +89,62 @@ def test_excluded_test_counts(study: tuple[pd.DataFrame, dict[str, Path]], tmp_p
     counts = verify.excluded_test_counts(excluded, splits).set_index("dataset")
     assert counts.loc["a"].tolist() == [2, 1, 1]  # images, excluded, kept
     assert counts.loc["b"].tolist() == [1, 1, 0]
+
+
+def _hostile(root: Path) -> pd.DataFrame:
+    """Dataset ``a`` with every kind of image verify excludes, and one it keeps whose decode fails nowhere."""
+    good = Image.fromarray((np.arange(40 * 36).reshape(40, 36) % 256).astype(np.uint8))
+    png = root / "good.png"
+    root.mkdir(parents=True)
+    good.save(png)
+    broken = {
+        1: b"",  # empty
+        2: None,  # missing
+        3: png.read_bytes()[:60],  # truncated
+        4: b"GIF89a-not-really",  # not an image
+        8: None,  # a directory, made below
+    }
+    rows = _dataset(root, "a", 10, broken)
+    png.unlink()
+    Image.fromarray(np.full((40, 36), 7, dtype=np.uint8)).save(root / "img/005.png")  # one gray value
+    Image.fromarray(np.arange(20 * 20, dtype=np.uint8).reshape(20, 20)).save(root / "img/006.png")  # too small
+    Image.fromarray((np.arange(60 * 60) % 251).astype(np.uint8).reshape(60, 60)).save(root / "img/007.png")  # > cap
+    (root / "img/008.png").mkdir()  # a directory
+    return rows
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cache_build_checks_what_verify_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    from cxrgen.data import cache
+
+    rows = _hostile(tmp_path / "a")
+    other = _dataset(tmp_path / "b", "b", 3, {1: b""})  # a dataset no cache covers: verify decodes it
+    manifest, roots = pd.concat([rows, other], ignore_index=True), {"a": tmp_path / "a", "b": tmp_path / "b"}
+    cap = 3000  # 40 x 36 passes, 60 x 60 does not
+    alone = verify.verify_manifest(manifest, roots, tmp_path / "alone", workers=1, max_pixels=cap)
+    assert set(alone["image_id"]) == {f"a:00{i}" for i in range(1, 9)} | {"b:001"}
+    monkeypatch.setattr(cache, "CHUNK", 4)  # several chunks, over 2 processes with workers=2
+    checked = verify.Verified(cap)
+    fused = cache.build_cache(rows, roots["a"], tmp_path / "fused", "a", 16, "exact", True, workers, verified=checked)
+    plain = cache.build_cache(rows, roots["a"], tmp_path / "plain", "a", 16, "exact", True, workers)
+    assert (fused / cache.IMAGES).read_bytes() == (plain / cache.IMAGES).read_bytes()  # the cache's bytes stay
+    pd.testing.assert_frame_equal(pd.read_parquet(fused / cache.INDEX), pd.read_parquet(plain / cache.INDEX))
+    assert checked.checked == {"a": set(rows["image_id"])}
+    decoded: list[str] = []
+    real = verify.decode
+    monkeypatch.setattr(verify, "decode", lambda path, bits=None: decoded.append(str(path)) or real(path, bits))
+    together = verify.verify_manifest(manifest, roots, tmp_path / "together", workers=1, max_pixels=cap,
+                                      verified=checked)  # fmt: skip
+    pd.testing.assert_frame_equal(together, alone)
+    assert decoded == [str(roots["b"] / p) for p in other["path"]]  # only the images no cache build read
+
+
+def test_checks_made_at_another_cap_are_not_used(tmp_path: Path) -> None:
+    from cxrgen.data import cache
+
+    rows = _hostile(tmp_path / "a")
+    checked = verify.Verified(10**6)
+    cache.build_cache(rows, tmp_path / "a", tmp_path, "a", 16, "exact", True, 1, verified=checked)
+    excluded = verify.verify_manifest(rows, {"a": tmp_path / "a"}, tmp_path, workers=1, max_pixels=3000,
+                                      verified=checked)  # fmt: skip
+    assert "a:007" in set(excluded["image_id"])  # the 60 x 60 image, over this cap

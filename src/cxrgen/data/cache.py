@@ -32,18 +32,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from cxrgen.data.verify import default_workers, stated_bits_list
+from cxrgen.data.verify import Verified, default_workers, degenerate_reason, outside_root, precheck, stated_bits_list
 from cxrgen.errors import CxrgenError
 from cxrgen.images.clahe import compile_ahead
-from cxrgen.images.preprocess import ENGINES, PREPROCESS_VERSION, Engine, ImageError, preprocess
+from cxrgen.images.preprocess import ENGINES, PREPROCESS_VERSION, Engine, ImageError, decode, preprocess_array
 from cxrgen.study.layout import StudyDir
 from cxrgen.utils.fileio import make_temporary_dir, publish_dir, write_parquet, write_text
+from cxrgen.utils.heap import reused_heap
 from cxrgen.utils.lock import LOCK_NAME
 from cxrgen.utils.threads import pin_one_thread, worker_pool
 
@@ -112,7 +113,23 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-ChunkResult = tuple[int, list[tuple[int, str]], int]
+class Check(NamedTuple):
+    """What a chunk needs to do verify's checks on the images it decodes anyway (see :class:`Verified`)."""
+
+    max_pixels: int
+    real_root: str
+
+
+class ChunkResult(NamedTuple):
+    """One finished chunk: its failed (row, reason) pairs, the images of a ``torch`` chunk that went through the CPU
+    engine, and with a :class:`Check` the rows verify must exclude (row, reason) and how many resolve outside
+    the root."""
+
+    chunk_id: int
+    failures: list[tuple[int, str]]
+    fallback: int
+    excluded: list[tuple[int, str]] | None = None
+    outside: int = 0
 
 
 def _chunk_worker(
@@ -125,15 +142,15 @@ def _chunk_worker(
     clahe: bool,
     device: str = "cpu",
     bits: Sequence[int | None] = (),
+    check: Check | None = None,
 ) -> ChunkResult:
     """Preprocess one chunk into rows ``start ...`` of the memmap and flush it (``bits``: the bit depth the dataset
-    states per image, None where unknown; empty: none stated).
-
-    Returns:
-        (chunk id, failed (row, reason) pairs, images of a ``torch`` chunk that went through the CPU engine).
+    states per image, None where unknown; empty: none stated); with ``check``, also verify each image from the
+    same decode (an engine other than ``torch``, whose batches never decode on the CPU).
     """
     images = np.load(images_path, mmap_mode="r+")
     failures: list[tuple[int, str]] = []
+    excluded: list[tuple[int, str]] = []
     todo: Sequence[int] = range(len(paths))
     if engine == "torch":
         from cxrgen.images.gpu import preprocess_paths  # torch loads only where this engine runs
@@ -141,16 +158,27 @@ def _chunk_worker(
         batched, todo = preprocess_paths(paths, size, device, clahe)
         for offset, image in batched.items():
             images[start + offset] = image
-    for offset in todo:
-        try:
-            depth = bits[offset] if bits else None
-            images[start + offset] = preprocess(paths[offset], size, engine, clahe, bits_stored=depth)
-        except ImageError as exc:
-            images[start + offset] = 0
-            failures.append((start + offset, exc.reason))
+    with reused_heap():  # each image's arrays reuse the last one's pages
+        for offset in todo:
+            row, path = start + offset, paths[offset]
+            early = precheck(path, check.max_pixels) if check is not None else None
+            try:
+                gray = decode(path, bits[offset] if bits else None)
+            except ImageError as exc:
+                images[row] = 0
+                failures.append((row, exc.reason))
+                verdict: str | None = early or exc.reason
+            else:
+                images[row] = preprocess_array(gray, size, engine, clahe)
+                verdict = early or (degenerate_reason(gray) if check is not None else None)
+            if check is not None and verdict is not None:
+                excluded.append((row, verdict))
     images.flush()
     del images
-    return chunk_id, failures, len(todo) if engine == "torch" else 0
+    if check is None:
+        return ChunkResult(chunk_id, failures, len(todo) if engine == "torch" else 0)
+    outside = sum(outside_root(path, check.real_root) for path in paths)
+    return ChunkResult(chunk_id, failures, 0, excluded, outside)
 
 
 def _single_thread_opencv() -> None:
@@ -287,6 +315,7 @@ def build_cache(
     progress: Progress | None = None,
     chunk_size: int = CHUNK,
     device: str = "cpu",
+    verified: Verified | None = None,
 ) -> Path:
     """Build (or find) the cache of one dataset at one size and preprocessing.
 
@@ -305,6 +334,8 @@ def build_cache(
         progress: called with (images done, images in all) at the start and after each chunk.
         chunk_size: images per chunk for a new build (a resumed build keeps its own).
         device: where engine ``torch`` runs, ``cpu`` or ``cuda`` (each worker process drives the device).
+        verified: where the images this call decodes are also checked as verify checks them (at its
+            ``max_pixels``), so that verify need not decode them again; ignored for engine ``torch``.
 
     Returns:
         The final cache folder once every chunk is done (by this or other shards); otherwise the
@@ -358,18 +389,21 @@ def build_cache(
         progress(count, len(rows))
     log.info("cache %s: %d of %d chunk(s) to do", final.name, len(todo), n_chunks)
     paths = [str(root / p) for p in rows["path"]]
+    check = Check(verified.max_pixels, os.path.realpath(root)) if verified is not None and engine != "torch" else None
     tasks = [
         (str(partial / IMAGES), c, c * chunk_size, paths[c * chunk_size : (c + 1) * chunk_size], size, engine, clahe,
-         device, bits[c * chunk_size : (c + 1) * chunk_size])
+         device, bits[c * chunk_size : (c + 1) * chunk_size], check)
         for c in todo
     ]  # fmt: skip
     progress_log = _ProgressLog(partial / _progress_name(shard))
     fallback = 0
     try:
-        for chunk_id, failures, chunk_fallback in _run(tasks, workers or default_workers()):
-            progress_log.record(chunk_id, failures, chunk_fallback)
-            fallback += chunk_fallback
-            count += min(chunk_size, len(rows) - chunk_id * chunk_size)
+        for result in _run(tasks, workers or default_workers()):
+            progress_log.record(result.chunk_id, result.failures, result.fallback)
+            fallback += result.fallback
+            if verified is not None and result.excluded is not None:
+                _add_verified(verified, dataset, rows["image_id"], result, chunk_size)
+            count += min(chunk_size, len(rows) - result.chunk_id * chunk_size)
             if progress is not None:
                 progress(count, len(rows))
     finally:
@@ -386,6 +420,14 @@ def build_cache(
             log.info("cache %s: %d of %d chunk(s) done; other shards finish it", final.name, len(done), n_chunks)
             return partial
         return _finalize(partial, final, meta, done)
+
+
+def _add_verified(verified: Verified, dataset: str, ids: pd.Series, result: ChunkResult, chunk_size: int) -> None:
+    """Record a checked chunk's verdicts by image id."""
+    start = result.chunk_id * chunk_size
+    verified.checked.setdefault(dataset, set()).update(ids.iloc[start : start + chunk_size])
+    verified.reasons.update((str(ids.iloc[row]), reason) for row, reason in result.excluded or ())
+    verified.outside += result.outside
 
 
 def _engine_library(engine: str, device: str) -> str:
@@ -428,7 +470,7 @@ def _cache_lock(final: Path) -> Iterator[None]:
         os.close(fd)  # releases the flock
 
 
-TaskArgs = tuple[str, int, int, Sequence[str], int, Engine, bool, str, Sequence[int | None]]
+TaskArgs = tuple[str, int, int, Sequence[str], int, Engine, bool, str, Sequence[int | None], Check | None]
 
 
 def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[ChunkResult]:

@@ -2,6 +2,8 @@
 
 Training sets drop excluded images; test sets lose them too, but never silently: :func:`excluded_test_counts`
 gives, per test set, how many images it had and how many were excluded, for the caller to print and record.
+A pass that decodes the images anyway (the cache build) checks them on the way, into a :class:`Verified`, and
+verify decodes only the rest: each image is decoded once per ``prepare``, not once to check and again to cache.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -83,18 +86,52 @@ def header_pixels(path: str) -> tuple[int, int] | None:
         return None  # decode gives the reason
 
 
-def check_image(path: str, max_pixels: int, bits_stored: int | None = None) -> str | None:
-    """Why one image must be excluded, or None when it is usable (``bits_stored``: the depth the dataset states)."""
+def precheck(path: str, max_pixels: int) -> str | None:
+    """Why one image must be excluded before decoding it: the file itself, or the pixel count its header declares."""
     reason = file_reason(path)
     if reason is not None:
         return reason
+    size = header_pixels(path)
     try:
-        size = header_pixels(path)
         if size is not None:
             check_pixel_count(size, path, max_pixels)
+    except ImageError as exc:
+        return exc.reason
+    return None
+
+
+def check_image(path: str, max_pixels: int, bits_stored: int | None = None) -> str | None:
+    """Why one image must be excluded, or None when it is usable (``bits_stored``: the depth the dataset states)."""
+    reason = precheck(path, max_pixels)
+    if reason is not None:
+        return reason
+    try:
         return degenerate_reason(decode(path, bits_stored))
     except ImageError as exc:
         return exc.reason
+
+
+def outside_root(path: str, real_root: str) -> bool:
+    """Whether ``path`` resolves (through symbolic links) outside its dataset's real root."""
+    return not os.path.realpath(path).startswith(real_root + os.sep)
+
+
+@dataclass
+class Verified:
+    """Verify's findings on images a pass that decodes them anyway (the cache build) has checked, at the study's
+    ``max_pixels``: :func:`verify_manifest` decodes only the images not in ``checked``.
+
+    Attributes:
+        max_pixels: the pixel cap the checks used.
+        checked: dataset -> the image ids checked.
+        reasons: image id -> why it must be excluded (only the excluded ones).
+        outside: how many of the checked images resolve outside their dataset root.
+    """
+
+    max_pixels: int
+    checked: dict[str, set[str]] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    outside: int = 0
 
 
 #: One image to check: image id, absolute path, its dataset's real root, the bit depth its dataset states (or None).
@@ -110,8 +147,7 @@ def _check_chunk(items: Sequence[Item], max_pixels: int) -> tuple[list[tuple[str
         reason = check_image(path, max_pixels, bits)
         if reason is not None:
             failures.append((image_id, reason))
-        if not os.path.realpath(path).startswith(root + os.sep):
-            outside += 1
+        outside += outside_root(path, root)
     return failures, outside
 
 
@@ -132,6 +168,7 @@ def verify_manifest(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    verified: Verified | None = None,
 ) -> pd.DataFrame:
     """Decode every manifest image once, in parallel, and write ``<study_dir>/excluded.csv`` atomically.
 
@@ -148,6 +185,7 @@ def verify_manifest(
         study_dir: where ``excluded.csv`` goes.
         workers: processes; None = all cores, 1 = in this process.
         progress: called with (images checked, images in all) after each chunk, for a progress bar.
+        verified: images already checked at the same ``max_pixels`` (by the cache build), not decoded again.
 
     Returns:
         The excluded images: ``dataset, image_id, path, reason``, in manifest order (empty when all decode).
@@ -157,18 +195,24 @@ def verify_manifest(
         raise CxrgenError(f"verify: no root folder given for dataset(s) {', '.join(missing)}")
     real_roots = {name: os.path.realpath(root) for name, root in roots.items()}
     bits = stated_bits_list(manifest)
+    if verified is not None and verified.max_pixels != max_pixels:
+        verified = None  # checked at another cap: its verdicts do not hold here
+    checked = verified.checked if verified is not None else {}
     items: list[Item] = [
         (image_id, str(Path(roots[dataset]) / path), real_roots[dataset], depth)
         for dataset, image_id, path, depth in zip(
             manifest["dataset"], manifest["image_id"], manifest["path"], bits, strict=True
         )
+        if image_id not in checked.get(dataset, ())
     ]
     workers = workers or default_workers()
-    total, done = len(items), 0
-    reasons: dict[str, str] = {}
+    total, done = len(manifest), len(manifest) - len(items)
+    reasons: dict[str, str] = dict(verified.reasons) if verified is not None else {}
+    outside = verified.outside if verified is not None else 0
     chunks = list(_chunks(items, CHUNK))
     check = functools.partial(_check_chunk, max_pixels=max_pixels)
-    outside = 0
+    if progress is not None and done:
+        progress(done, total)
     with contextlib.ExitStack() as stack:
         if workers == 1 or len(chunks) <= 1:
             results: Iterator[tuple[list[tuple[str, str]], int]] = map(check, chunks)

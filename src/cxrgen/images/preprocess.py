@@ -27,8 +27,6 @@ from typing import Literal
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from skimage.exposure import equalize_adapthist
-from skimage.transform import resize as skimage_resize
 
 from cxrgen.errors import CxrgenError
 from cxrgen.images import clahe as exact_clahe
@@ -42,6 +40,7 @@ from cxrgen.images.decode import (
     png_significant_bits,
     scale_high_bit_depth,
 )
+from cxrgen.images.png import decode_gray8
 
 Engine = Literal["skimage", "opencv", "exact", "torch"]
 ENGINES: tuple[Engine, ...] = ("skimage", "opencv", "exact", "torch")
@@ -135,7 +134,11 @@ def decode(path: Path | str, bits_stored: int | None = None) -> np.ndarray:
         raise ImageError(path, f"cannot read file ({exc.strerror})") from exc
     if size == 0:
         raise ImageError(path, "empty file (0 bytes)")
-    if is_dicom(path):
+    try:
+        dicom = is_dicom(path)
+    except OSError as exc:  # a directory or an unreadable file: excluded with its reason, never the end of a build
+        raise ImageError(path, f"cannot read file ({exc.strerror})") from exc
+    if dicom:
         dicom_pixels = dicom_size(path)
         if dicom_pixels is not None:
             check_pixel_count(dicom_pixels, path, MAX_PIXELS_CEILING)
@@ -146,6 +149,10 @@ def decode(path: Path | str, bits_stored: int | None = None) -> np.ndarray:
     try:
         with Image.open(path, formats=FORMATS) as image:
             check_pixel_count(image.size, path, MAX_PIXELS_CEILING)
+            if image.format == "PNG" and image.mode == "L":
+                pixels = decode_gray8(path)  # the same pixels, twice as fast; None: Pillow reads it
+                if pixels is not None:
+                    return pixels.astype(np.float32) / np.float32(255)
             image.load()
             return _to_gray(image, path, bits_stored)
     except Image.DecompressionBombError as exc:
@@ -160,6 +167,8 @@ def decode(path: Path | str, bits_stored: int | None = None) -> np.ndarray:
 
 def clahe_skimage(image: np.ndarray) -> np.ndarray:
     """scikit-image CLAHE with its defaults (the paper's): float32 [H, W] in [0, 1], min-max stretched."""
+    from skimage.exposure import equalize_adapthist  # only this engine needs it: 0.2 s of CPU to import
+
     return np.asarray(equalize_adapthist(image), dtype=np.float32)
 
 
@@ -202,7 +211,9 @@ def _edge_weights(n_in: int, n_out: int) -> np.ndarray:
 
 def resize_skimage(image: np.ndarray, size: int) -> np.ndarray:
     """The paper's resize to [size, size]: linear, Gaussian anti-aliasing, zero padding; float32."""
-    out = skimage_resize(image, (size, size), order=1, anti_aliasing=True, mode="constant", cval=0)
+    from skimage.transform import resize  # only this engine needs it (with scipy.ndimage)
+
+    out = resize(image, (size, size), order=1, anti_aliasing=True, mode="constant", cval=0)
     return np.asarray(out, dtype=np.float32)
 
 

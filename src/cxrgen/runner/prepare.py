@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
@@ -18,6 +18,9 @@ from cxrgen.data.splits import make_splits
 from cxrgen.study.config import StudyConfig, dump_resolved
 from cxrgen.study.workspace import Study
 from cxrgen.utils.fileio import parquet_metadata, write_csv, write_parquet, write_text
+
+if TYPE_CHECKING:
+    from cxrgen.data.verify import Verified
 
 Stage = Literal["manifest", "splits", "verify", "cache"]
 STAGES: tuple[Stage, ...] = ("manifest", "splits", "verify", "cache")
@@ -51,8 +54,15 @@ def write_if_changed(frame: pd.DataFrame, path: Path, metadata: dict[str, str] |
     write_parquet(frame, path, {**(metadata or {}), "cxrgen_digest": digest})
 
 
-def run_verify(study: Study, manifest: pd.DataFrame, workers: int | None, progress: Progress | None) -> pd.DataFrame:
-    """Decode every image once; skipped when ``excluded.csv`` was made from the same rows and image files.
+def run_verify(
+    study: Study,
+    manifest: pd.DataFrame,
+    workers: int | None,
+    progress: Progress | None,
+    verified: Verified | None = None,
+) -> pd.DataFrame:
+    """Decode every image once (but those in ``verified``, checked by the cache build that decoded them); skipped
+    when ``excluded.csv`` was made from the same rows and image files.
 
     The files enter by size and modification time, so a replaced (repaired) image is checked again.
     """
@@ -73,8 +83,9 @@ def run_verify(study: Study, manifest: pd.DataFrame, workers: int | None, progre
     roots = {name: ds.root for name, ds in config.datasets.items()}
     report = (lambda done, total: progress("verify", done, total)) if progress else None
     excluded = verify_manifest(
-        manifest, roots, layout.path, workers=workers, progress=report, max_pixels=config.verify.max_pixels
-    )
+        manifest, roots, layout.path, workers=workers, progress=report, max_pixels=config.verify.max_pixels,
+        verified=verified,
+    )  # fmt: skip
     write_text(stamp, json.dumps({"manifest_digest": digest, "excluded": len(excluded)}))
     return excluded
 
@@ -99,6 +110,7 @@ def ensure_caches(
     workers: int | None = None,
     shard: tuple[int, int] | None = None,
     progress: Progress | None = None,
+    verified: Verified | None = None,
 ) -> dict[tuple[str, int], Path]:
     """Build every cache the study needs: each dataset used by a configuration x each input size.
 
@@ -113,6 +125,7 @@ def ensure_caches(
         workers: processes per cache; None = all cores.
         shard: ``(k, n)``: this job's share of every cache (see :func:`cxrgen.data.cache.build_cache`).
         progress: called with (cache key, images done, images in all).
+        verified: collects verify's checks of the images the builds decode (see :class:`cxrgen.data.verify.Verified`).
 
     Returns:
         (dataset, size) -> cache folder (a ``.partial`` folder while other shards still work on it).
@@ -131,7 +144,7 @@ def ensure_caches(
             report = (lambda done, total, key=key: progress(key, done, total)) if progress else None
             folders[(dataset, size)] = build_cache(
                 rows, config.datasets[dataset].root, study.dir.path, dataset, size, engine, clahe, workers, shard,
-                report, device=config.preprocess.device,
+                report, device=config.preprocess.device, verified=verified,
             )  # fmt: skip
     return folders
 
@@ -142,12 +155,13 @@ def run_cache(
     workers: int | None,
     shard: tuple[int, int] | None,
     progress: Progress | None,
+    verified: Verified | None = None,
 ) -> list[Path]:
     """Build the preprocessed caches every architecture of the study needs (at its input size)."""
     config = study.config
     sizes = {arch: config.input_size(arch) for arch in config.architectures}
     report = (lambda key, done, total: progress(f"cache {key}", done, total)) if progress else None
-    folders = ensure_caches(study, manifest, sizes, workers=workers, shard=shard, progress=report)
+    folders = ensure_caches(study, manifest, sizes, workers=workers, shard=shard, progress=report, verified=verified)
     return list(folders.values())
 
 
@@ -162,7 +176,9 @@ def run_prepare(
     """Run the preparation stages up to and including ``until``.
 
     The manifest and splits need only the metadata files; they are recomputed (seconds) and rewritten only when
-    their content changed. Verify and cache read every image once and skip work already done.
+    their content changed. Verify and cache skip work already done; together they decode each image once: up to
+    the cache, the cache builds come first and check the images they decode, and verify decodes only the rest
+    (images of datasets no configuration uses, chunks another shard or an earlier run built, engine ``torch``).
     """
     config, layout = study.config, study.dir
     layout.path.mkdir(parents=True, exist_ok=True)
@@ -181,11 +197,15 @@ def run_prepare(
     prepared.cohort = describe(manifest, splits, list(config.labels), notes)
     if STAGES.index(until) < STAGES.index("verify"):
         return prepared
-    from cxrgen.data.verify import excluded_test_counts
+    from cxrgen.data.verify import Verified, excluded_test_counts
 
-    prepared.excluded = run_verify(study, manifest, workers, progress)
+    verified = None
+    if until == "cache" and config.preprocess.engine != "torch":
+        verified = Verified(config.verify.max_pixels)
+        prepared.caches = run_cache(study, manifest, workers, shard, progress, verified)
+    prepared.excluded = run_verify(study, manifest, workers, progress, verified)
     prepared.excluded_tests = excluded_test_counts(prepared.excluded, splits)
     check_test_sets(config, splits, prepared.excluded)
-    if until == "cache":
+    if until == "cache" and verified is None:
         prepared.caches = run_cache(study, manifest, workers, shard, progress)
     return prepared

@@ -41,7 +41,7 @@ def worker_context() -> ForkServerContext:
 
     forkserver, because workers must not inherit a parent that may hold torch or OpenMP threads. The preload is set
     here, before any pool exists: the forkserver reads it only when it starts, and whichever pool comes first
-    starts it for all (``prepare`` runs verify's pool, then one cache pool per dataset and size). Measured with
+    starts it for all (``prepare`` runs one cache pool per dataset and size, then verify's for the rest). Measured with
     ``benchmarks/prepare_pools.py`` (1,321 synthetic images, 2 workers): ``prepare --until cache`` 4.5 s with the
     preload, 6.6 s without.
     """
