@@ -82,6 +82,21 @@ def roc_curve_points(
     )
 
 
+def _score_blocks(y: FloatArray, p: FloatArray) -> tuple[IntArray, int]:
+    """Block of each image along the ascending scores, and the number of blocks (see :func:`_group_matrices`)."""
+    pos = y == 1
+    _, value_idx = np.unique(p, return_inverse=True)  # dense ascending code of each distinct score
+    value_idx = value_idx.ravel()
+    n_distinct = int(value_idx.max()) + 1 if p.size else 0
+    has_pos = np.bincount(value_idx[pos], minlength=n_distinct) > 0
+    has_neg = np.bincount(value_idx[~pos], minlength=n_distinct) > 0
+    kind = has_pos.astype(np.int8) + 2 * has_neg.astype(np.int8)  # 1 positive only, 2 negative only, 3 both
+    new_block = np.r_[True, (kind[1:] != kind[:-1]) | (kind[1:] == 3)] if n_distinct else np.empty(0, bool)
+    block_of_value = np.cumsum(new_block) - 1
+    n_blocks = int(block_of_value[-1]) + 1 if n_distinct else 0
+    return block_of_value[value_idx].astype(np.int64), n_blocks
+
+
 def _group_matrices(
     y: FloatArray, p: FloatArray, rows: IntArray, n_rows: int
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -95,22 +110,57 @@ def _group_matrices(
     vector over rows by these matrices gives the weighted positives / negatives in each block.
     """
     pos = y == 1
-    _, value_idx = np.unique(p, return_inverse=True)  # dense ascending code of each distinct score
-    value_idx = value_idx.ravel()
-    n_distinct = int(value_idx.max()) + 1 if p.size else 0
-    has_pos = np.bincount(value_idx[pos], minlength=n_distinct) > 0
-    has_neg = np.bincount(value_idx[~pos], minlength=n_distinct) > 0
-    kind = has_pos.astype(np.int8) + 2 * has_neg.astype(np.int8)  # 1 positive only, 2 negative only, 3 both
-    new_block = np.r_[True, (kind[1:] != kind[:-1]) | (kind[1:] == 3)] if n_distinct else np.empty(0, bool)
-    block_of_value = np.cumsum(new_block) - 1
-    value_idx = block_of_value[value_idx]
-    n_values = int(block_of_value[-1]) + 1 if n_distinct else 0
+    block, n_blocks = _score_blocks(y, p)
 
     def count(mask: NDArray[np.bool_]) -> sp.csr_matrix:
         data = np.ones(int(mask.sum()), dtype=np.float64)
-        return sp.coo_matrix((data, (rows[mask], value_idx[mask])), shape=(n_rows, n_values)).tocsr()
+        return sp.coo_matrix((data, (rows[mask], block[mask])), shape=(n_rows, n_blocks)).tocsr()
 
     return count(pos), count(~pos)
+
+
+@dataclass(frozen=True)
+class PatientBlocks:
+    """Positive and negative images per (block of sorted scores, patient), [G, P] integer matrices.
+
+    A patient resample's AUC is two sparse products of these with its patient multiplicities, one prefix sum
+    and one dot product, all in integers (:meth:`aucs`): the images are sorted once, when this is built, and
+    never expanded into per-image weights. Build with :func:`patient_blocks`.
+    """
+
+    pos: sp.csr_matrix
+    neg: sp.csr_matrix
+
+    def aucs(self, counts_t: NDArray[np.int32]) -> FloatArray:
+        """AUCs [b] of ``b`` resamples given as patient multiplicities ``counts_t`` [P, b] (C-contiguous int32).
+
+        The same numbers as :func:`_auc_from_group_weights` on float weights: every count, prefix sum and product
+        is an integer (twice the numerator, so ties' halves stay whole), exact in int32 / int64, and the AUC is one
+        correctly rounded division of the same two exact numbers. NaN where a resample has no positive or no
+        negative.
+        """
+        g_pos = self.pos @ counts_t  # [G, b] weighted positives per block
+        g_neg = self.neg @ counts_t
+        twice_below = 2 * np.cumsum(g_neg, axis=0, dtype=np.int32) - g_neg  # 2 x (negatives below) + ties
+        num2 = np.einsum("gb,gb->b", g_pos, twice_below, dtype=np.int64, casting="safe")
+        den2 = 2 * g_pos.sum(axis=0, dtype=np.int64) * g_neg.sum(axis=0, dtype=np.int64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc = num2.astype(np.float64) / den2.astype(np.float64)
+        auc[den2 <= 0] = np.nan
+        return np.asarray(auc, dtype=np.float64)
+
+
+def patient_blocks(y: FloatArray, p: FloatArray, patients: IntArray, n_patients: int) -> PatientBlocks:
+    """:class:`PatientBlocks` of labelled images (``y`` in {0, 1}, no NaN) with patient index ``patients``."""
+    pos = y == 1
+    block, n_blocks = _score_blocks(y, p)
+
+    def count(mask: NDArray[np.bool_]) -> sp.csr_matrix:
+        data = np.ones(int(mask.sum()), dtype=np.int32)
+        shape = (n_blocks, n_patients)
+        return sp.coo_matrix((data, (block[mask], patients[mask])), shape=shape).tocsr()
+
+    return PatientBlocks(count(pos), count(~pos))
 
 
 def _auc_from_group_weights(g_pos: FloatArray, g_neg: FloatArray) -> FloatArray:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
+import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import roc_auc_score
 
 from cxrgen.metrics._arrays import FloatArray, IntArray, _masked, _one_class
-from cxrgen.metrics.auc import _auc_from_group_weights, _group_matrices
+from cxrgen.metrics.auc import PatientBlocks, patient_blocks
 
 #: Resamples processed together by :func:`clustered_bootstrap_auc`. Fixed (not a parameter) so that the
 #: random stream, hence the result for a given seed, never depends on a tuning knob.
@@ -21,7 +22,6 @@ _BOOT_CHUNK = 64
 _RESAMPLES_KEPT = 32
 
 
-@functools.lru_cache(maxsize=_RESAMPLES_KEPT)
 def _drawn_counts(n_patients: int, n_boot: int, seed: int) -> NDArray[np.integer]:
     """Multiplicity of every patient in every resample [n_boot, P], read-only; drawn once per (P, n_boot, seed).
 
@@ -29,6 +29,19 @@ def _drawn_counts(n_patients: int, n_boot: int, seed: int) -> NDArray[np.integer
     generator of ``seed``, in chunks of :data:`_BOOT_CHUNK` resamples. Kept as the smallest unsigned integer type
     that holds them (a patient drawn more than 255 times in one resample is vanishingly rare but handled).
     """
+    return _drawn(n_patients, n_boot, seed)[0]
+
+
+def generator_after_draws(n_patients: int, n_boot: int, seed: int) -> np.random.Generator:
+    """The generator of ``seed`` as it stands after :func:`_drawn_counts` drew its resamples (for draws that follow
+    them in the same stream, as the seed draws of :func:`cxrgen.metrics.clustered.resampled_aucs`)."""
+    rng = np.random.default_rng(seed)
+    rng.bit_generator.state = _drawn(n_patients, n_boot, seed)[1]
+    return rng
+
+
+@functools.lru_cache(maxsize=_RESAMPLES_KEPT)
+def _drawn(n_patients: int, n_boot: int, seed: int) -> tuple[NDArray[np.integer], dict[str, Any]]:
     counts: NDArray[np.integer] = np.empty((n_boot, n_patients), dtype=np.uint16 if n_patients > 255 else np.uint8)
     rng = np.random.default_rng(seed)
     for start in range(0, n_boot, _BOOT_CHUNK):
@@ -40,7 +53,7 @@ def _drawn_counts(n_patients: int, n_boot: int, seed: int) -> NDArray[np.integer
             counts = counts.astype(np.int64)
         counts[start : start + b] = block
     counts.flags.writeable = False
-    return counts
+    return counts, rng.bit_generator.state
 
 
 @dataclass(frozen=True)
@@ -84,15 +97,33 @@ class PatientResample:
         out: FloatArray = np.vstack(sums).astype(np.float64, copy=False)
         return out if v.ndim == 2 else out[0]
 
+    def columns(self) -> Iterator[NDArray[np.int32]]:
+        """The counts as C-contiguous int32 blocks [P, b] of at most :data:`_BOOT_CHUNK` resamples, in order (the
+        operand of :meth:`cxrgen.metrics.auc.PatientBlocks.aucs`)."""
+        yield from resample_columns(self.counts)
+
     def image_weights(self) -> Iterator[FloatArray]:
         """The resamples as image weights [b, N] (weight = the image's patient's multiplicity), in chunks."""
         for chunk in self.chunks():
             yield chunk[:, self.codes]
 
 
+def resample_columns(counts: NDArray[np.integer]) -> Iterator[NDArray[np.int32]]:
+    """``counts`` [n_boot, P] as C-contiguous int32 blocks [P, b] of at most :data:`_BOOT_CHUNK` resamples."""
+    for start in range(0, counts.shape[0], _BOOT_CHUNK):
+        yield np.ascontiguousarray(counts[start : start + _BOOT_CHUNK].T, dtype=np.int32)
+
+
 def patient_codes(groups: ArrayLike) -> tuple[IntArray, int]:
-    """Patient index of each image (sorted unique ids, as ``np.unique``) and the number of patients."""
-    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    """Patient index of each image (sorted unique ids, as ``np.unique``) and the number of patients.
+
+    By hashing (``pandas.factorize``) and sorting only the distinct ids: string ids sorted image by image cost
+    more than the bootstrap they feed. ``np.unique`` where factorize cannot give its codes (missing ids).
+    """
+    g = np.asarray(groups)
+    codes, _ = pd.factorize(g.ravel(), sort=True)
+    if codes.size and codes.min() < 0:
+        codes = np.unique(g, return_inverse=True)[1]
     codes = codes.astype(np.int64).ravel()
     return codes, int(codes.max()) + 1 if codes.size else 0
 
@@ -191,28 +222,26 @@ def clustered_bootstrap_auc(
     codes, n_pat = patient_codes(g)
 
     point = np.full(n_labels, np.nan)
-    mats: list[tuple[sp.csr_matrix, sp.csr_matrix] | None] = []
+    blocks: list[PatientBlocks | None] = []
     for j in range(n_labels):
         keep = ~np.isnan(ya[:, j])
         ym, pm = _masked(ya[:, j], pa[:, j], names[j])
         if _one_class(ym, names[j]):
-            mats.append(None)
+            blocks.append(None)
             continue
         point[j] = float(roc_auc_score(ym, pm))
-        mats.append(_group_matrices(ym, pm, codes[keep], n_pat))
+        blocks.append(patient_blocks(ym, pm, codes[keep], n_pat))
 
     samples = np.full((n_boot, n_labels), np.nan)
-    if any(m is not None for m in mats):
+    if any(m is not None for m in blocks):
         counts = _drawn_counts(n_pat, n_boot, seed)  # the test set's one resample, shared with its other analyses
-        for start in range(0, n_boot, _BOOT_CHUNK):
-            counts_f = counts[start : start + _BOOT_CHUNK].astype(np.float64)  # [b, P] multiplicity of each patient
-            b = counts_f.shape[0]
-            for j, m in enumerate(mats):
-                if m is None:
-                    continue
-                g_pos = np.asarray(counts_f @ m[0])  # [b, G] weighted positives per score
-                g_neg = np.asarray(counts_f @ m[1])
-                samples[start : start + b, j] = _auc_from_group_weights(g_pos, g_neg)
+        start = 0
+        for columns in resample_columns(counts):  # [P, b] multiplicity of each patient
+            b = columns.shape[1]
+            for j, m in enumerate(blocks):
+                if m is not None:
+                    samples[start : start + b, j] = m.aucs(columns)
+            start += b
 
     valid = ~np.isnan(samples)
     n_valid = valid.sum(axis=0)
