@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,13 +15,17 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import roc_auc_score
 
 from cxrgen.metrics._arrays import FloatArray, IntArray, _masked, _one_class
-from cxrgen.metrics.auc import PatientBlocks, patient_blocks
+from cxrgen.metrics.auc import patient_blocks
 
 #: Resamples processed together by :func:`clustered_bootstrap_auc`. Fixed (not a parameter) so that the
 #: random stream, hence the result for a given seed, never depends on a tuning knob.
 _BOOT_CHUNK = 64
 #: Patient counts kept for reuse (a test set's resample, its subgroups'); each is at most n_boot x P bytes.
 _RESAMPLES_KEPT = 32
+#: Resampled AUCs kept for reuse by content (n_boot x 8 bytes each): the report's sections score the same file
+#: and label on the same resample several times (AUC table, overview, seeds, comparisons, protocols).
+_AUCS_KEPT = 4096
+_known_aucs: OrderedDict[bytes, FloatArray] = OrderedDict()
 
 
 def _drawn_counts(n_patients: int, n_boot: int, seed: int) -> NDArray[np.integer]:
@@ -41,7 +47,7 @@ def generator_after_draws(n_patients: int, n_boot: int, seed: int) -> np.random.
 
 
 @functools.lru_cache(maxsize=_RESAMPLES_KEPT)
-def _drawn(n_patients: int, n_boot: int, seed: int) -> tuple[NDArray[np.integer], dict[str, Any]]:
+def _drawn(n_patients: int, n_boot: int, seed: int) -> tuple[NDArray[np.integer], Mapping[str, Any]]:
     counts: NDArray[np.integer] = np.empty((n_boot, n_patients), dtype=np.uint16 if n_patients > 255 else np.uint8)
     rng = np.random.default_rng(seed)
     for start in range(0, n_boot, _BOOT_CHUNK):
@@ -97,11 +103,6 @@ class PatientResample:
         out: FloatArray = np.vstack(sums).astype(np.float64, copy=False)
         return out if v.ndim == 2 else out[0]
 
-    def columns(self) -> Iterator[NDArray[np.int32]]:
-        """The counts as C-contiguous int32 blocks [P, b] of at most :data:`_BOOT_CHUNK` resamples, in order (the
-        operand of :meth:`cxrgen.metrics.auc.PatientBlocks.aucs`)."""
-        yield from resample_columns(self.counts)
-
     def image_weights(self) -> Iterator[FloatArray]:
         """The resamples as image weights [b, N] (weight = the image's patient's multiplicity), in chunks."""
         for chunk in self.chunks():
@@ -112,6 +113,45 @@ def resample_columns(counts: NDArray[np.integer]) -> Iterator[NDArray[np.int32]]
     """``counts`` [n_boot, P] as C-contiguous int32 blocks [P, b] of at most :data:`_BOOT_CHUNK` resamples."""
     for start in range(0, counts.shape[0], _BOOT_CHUNK):
         yield np.ascontiguousarray(counts[start : start + _BOOT_CHUNK].T, dtype=np.int32)
+
+
+def resampled_aucs_of(
+    scored: Sequence[tuple[FloatArray, FloatArray, IntArray]], n_patients: int, n_boot: int, seed: int
+) -> list[FloatArray]:
+    """AUC [n_boot] of each ``(y, p, patients)`` on the patient resample of ``(n_patients, n_boot, seed)``.
+
+    Each item is labelled images only (``y`` in {0, 1} with both classes, ``p`` their scores, ``patients`` their
+    patient index in 0..n_patients-1). Results are remembered by the content of the item and the resample, so an
+    analysis that scores the same images again gets the same array (read-only) without a second pass; those not
+    known are computed together, in one pass over the resample's chunks.
+    """
+    keys = [_aucs_key(y, p, patients, n_patients, n_boot, seed) for y, p, patients in scored]
+    todo = list(dict.fromkeys(key for key in keys if key not in _known_aucs))
+    if todo:
+        first = {key: keys.index(key) for key in todo}
+        blocks = [patient_blocks(*scored[first[key]], n_patients) for key in todo]
+        out = np.empty((len(todo), n_boot))
+        start = 0
+        for columns in resample_columns(_drawn_counts(n_patients, n_boot, seed)):
+            b = columns.shape[1]
+            for r, block in enumerate(blocks):
+                out[r, start : start + b] = block.aucs(columns)
+            start += b
+        out.flags.writeable = False
+        for r, key in enumerate(todo):
+            _known_aucs[key] = out[r]
+    for key in keys:
+        _known_aucs.move_to_end(key)
+    while len(_known_aucs) > _AUCS_KEPT:
+        _known_aucs.popitem(last=False)
+    return [_known_aucs[key] for key in keys]
+
+
+def _aucs_key(y: FloatArray, p: FloatArray, patients: IntArray, n_patients: int, n_boot: int, seed: int) -> bytes:
+    digest = hashlib.blake2b(f"{n_patients},{n_boot},{seed},{y.size}".encode(), digest_size=20)
+    for array, dtype in ((y, np.float64), (p, np.float64), (patients, np.int64)):
+        digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+    return digest.digest()
 
 
 def patient_codes(groups: ArrayLike) -> tuple[IntArray, int]:
@@ -222,26 +262,19 @@ def clustered_bootstrap_auc(
     codes, n_pat = patient_codes(g)
 
     point = np.full(n_labels, np.nan)
-    blocks: list[PatientBlocks | None] = []
+    scored: dict[int, tuple[FloatArray, FloatArray, IntArray]] = {}
     for j in range(n_labels):
         keep = ~np.isnan(ya[:, j])
         ym, pm = _masked(ya[:, j], pa[:, j], names[j])
         if _one_class(ym, names[j]):
-            blocks.append(None)
             continue
         point[j] = float(roc_auc_score(ym, pm))
-        blocks.append(patient_blocks(ym, pm, codes[keep], n_pat))
+        scored[j] = (ym, pm, codes[keep])
 
     samples = np.full((n_boot, n_labels), np.nan)
-    if any(m is not None for m in blocks):
-        counts = _drawn_counts(n_pat, n_boot, seed)  # the test set's one resample, shared with its other analyses
-        start = 0
-        for columns in resample_columns(counts):  # [P, b] multiplicity of each patient
-            b = columns.shape[1]
-            for j, m in enumerate(blocks):
-                if m is not None:
-                    samples[start : start + b, j] = m.aucs(columns)
-            start += b
+    # The test set's one resample, shared with its other analyses (and their AUCs with this one's).
+    for j, aucs in zip(scored, resampled_aucs_of(list(scored.values()), n_pat, n_boot, seed), strict=True):
+        samples[:, j] = aucs
 
     valid = ~np.isnan(samples)
     n_valid = valid.sum(axis=0)

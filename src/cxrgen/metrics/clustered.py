@@ -26,14 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import roc_auc_score
 
 from cxrgen.metrics._arrays import _masked, _one_class, _two_sided_p
-from cxrgen.metrics.auc import PatientBlocks, patient_blocks
-from cxrgen.metrics.bootstrap import (
-    _BOOT_CHUNK,
-    _drawn_counts,
-    generator_after_draws,
-    patient_codes,
-    resample_columns,
-)
+from cxrgen.metrics.bootstrap import _BOOT_CHUNK, generator_after_draws, patient_codes, resampled_aucs_of
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -80,18 +73,13 @@ def resampled_aucs(
     ym = _masked(ya, sc[0], name)[0]
     if _one_class(ym, name):
         return point, samples, np.random.default_rng(seed)
-    blocks: list[PatientBlocks] = []
+    scored = []
     for r in range(k):
         pm = _masked(ya, sc[r], name)[1]
         point[r] = float(roc_auc_score(ym, pm))
-        blocks.append(patient_blocks(ym, pm, codes, n_pat))
+        scored.append((ym, pm, codes))
     # The draws of clustered_bootstrap_auc on the same patients (same generator, same chunks), drawn once.
-    start = 0
-    for columns in resample_columns(_drawn_counts(n_pat, n_boot, seed)):
-        b = columns.shape[1]
-        for r, block in enumerate(blocks):
-            samples[start : start + b, r] = block.aucs(columns)
-        start += b
+    samples[:] = np.column_stack(resampled_aucs_of(scored, n_pat, n_boot, seed))
     return point, samples, generator_after_draws(n_pat, n_boot, seed)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from cxrgen.metrics import PatientResample, patient_resample, roc_auc
-from cxrgen.metrics.auc import patient_blocks
+from cxrgen.metrics.bootstrap import resampled_aucs_of
 from cxrgen.shift.ratios import percentile_interval
 from cxrgen.sources.labels import BlankPolicy, Policy, apply_policy
 
@@ -145,7 +145,8 @@ def protocol_differences(
 
 
 def _resampled(y: np.ndarray, p: np.ndarray, resample: PatientResample) -> np.ndarray:
-    """AUC [n_boot] of the labelled images on every patient resample (the images sorted once, by score)."""
+    """AUC [n_boot] of the labelled images on every patient resample (those of the AUC table when the targets are
+    the study's: computed once)."""
     keep = ~np.isnan(y)
-    blocks = patient_blocks(y[keep], p[keep], resample.codes[keep], resample.n_patients)
-    return np.concatenate([blocks.aucs(columns) for columns in resample.columns()])
+    scored = [(y[keep], p[keep], resample.codes[keep])]
+    return resampled_aucs_of(scored, resample.n_patients, resample.n_boot, resample.seed)[0]
