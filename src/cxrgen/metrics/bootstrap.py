@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from sklearn.metrics import roc_auc_score
 
 from cxrgen.metrics._arrays import FloatArray, IntArray, _masked, _one_class
-from cxrgen.metrics.auc import patient_blocks
+from cxrgen.metrics.auc import labelled_auc, patient_blocks
 
 #: Resamples processed together by :func:`clustered_bootstrap_auc`. Fixed (not a parameter) so that the
 #: random stream, hence the result for a given seed, never depends on a tuning knob.
@@ -88,10 +87,10 @@ class PatientResample:
     def n_patients(self) -> int:
         return int(self.counts.shape[1])
 
-    def chunks(self) -> Iterator[FloatArray]:
-        """The counts as float64 blocks [b, P] of at most :data:`_BOOT_CHUNK` resamples, in order."""
+    def chunks(self, dtype: type[np.floating[Any]] = np.float64) -> Iterator[NDArray[np.floating[Any]]]:
+        """The counts as float blocks [b, P] of at most :data:`_BOOT_CHUNK` resamples, in order."""
         for start in range(0, self.n_boot, _BOOT_CHUNK):
-            yield self.counts[start : start + _BOOT_CHUNK].astype(np.float64)
+            yield self.counts[start : start + _BOOT_CHUNK].astype(dtype)
 
     def per_patient(self, values: ArrayLike) -> FloatArray:
         """Sums of per-image ``values`` [K, N] (or [N]) over each patient's images: [K, P] (or [P])."""
@@ -106,13 +105,18 @@ class PatientResample:
     def image_weights(self) -> Iterator[FloatArray]:
         """The resamples as image weights [b, N] (weight = the image's patient's multiplicity), in chunks."""
         for chunk in self.chunks():
-            yield chunk[:, self.codes]
+            yield np.asarray(chunk[:, self.codes], dtype=np.float64)
 
 
-def resample_columns(counts: NDArray[np.integer]) -> Iterator[NDArray[np.int32]]:
-    """``counts`` [n_boot, P] as C-contiguous int32 blocks [P, b] of at most :data:`_BOOT_CHUNK` resamples."""
-    for start in range(0, counts.shape[0], _BOOT_CHUNK):
-        yield np.ascontiguousarray(counts[start : start + _BOOT_CHUNK].T, dtype=np.int32)
+@functools.lru_cache(maxsize=_RESAMPLES_KEPT)
+def _columns(n_patients: int, n_boot: int, seed: int) -> tuple[NDArray[np.integer], ...]:
+    """:func:`_drawn_counts` as C-contiguous blocks [P, b] of at most :data:`_BOOT_CHUNK` resamples, in order: the
+    operand of :meth:`cxrgen.metrics.auc.PatientBlocks.aucs`, transposed once per resample, not once per use."""
+    counts = _drawn_counts(n_patients, n_boot, seed)
+    blocks = tuple(np.ascontiguousarray(counts[s : s + _BOOT_CHUNK].T) for s in range(0, n_boot, _BOOT_CHUNK))
+    for block in blocks:
+        block.flags.writeable = False
+    return blocks
 
 
 def resampled_aucs_of(
@@ -132,7 +136,7 @@ def resampled_aucs_of(
         blocks = [patient_blocks(*scored[first[key]], n_patients) for key in todo]
         out = np.empty((len(todo), n_boot))
         start = 0
-        for columns in resample_columns(_drawn_counts(n_patients, n_boot, seed)):
+        for columns in _columns(n_patients, n_boot, seed):
             b = columns.shape[1]
             for r, block in enumerate(blocks):
                 out[r, start : start + b] = block.aucs(columns)
@@ -268,7 +272,7 @@ def clustered_bootstrap_auc(
         ym, pm = _masked(ya[:, j], pa[:, j], names[j])
         if _one_class(ym, names[j]):
             continue
-        point[j] = float(roc_auc_score(ym, pm))
+        point[j] = labelled_auc(ym, pm)
         scored[j] = (ym, pm, codes[keep])
 
     samples = np.full((n_boot, n_labels), np.nan)

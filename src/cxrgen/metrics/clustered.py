@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sklearn.metrics import roc_auc_score
 
 from cxrgen.metrics._arrays import _masked, _one_class, _two_sided_p
+from cxrgen.metrics.auc import labelled_auc
 from cxrgen.metrics.bootstrap import _BOOT_CHUNK, generator_after_draws, patient_codes, resampled_aucs_of
 
 FloatArray = NDArray[np.float64]
@@ -76,7 +76,7 @@ def resampled_aucs(
     scored = []
     for r in range(k):
         pm = _masked(ya, sc[r], name)[1]
-        point[r] = float(roc_auc_score(ym, pm))
+        point[r] = labelled_auc(ym, pm)
         scored.append((ym, pm, codes))
     # The draws of clustered_bootstrap_auc on the same patients (same generator, same chunks), drawn once.
     samples[:] = np.column_stack(resampled_aucs_of(scored, n_pat, n_boot, seed))
