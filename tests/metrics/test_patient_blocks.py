@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from cxrgen.metrics import clustered_bootstrap_auc, patient_resample
-from cxrgen.metrics.auc import _auc_from_group_weights, _group_matrices, patient_blocks
+from cxrgen.metrics.auc import _auc_from_group_weights, _group_matrices, labelled_auc, patient_blocks
 from cxrgen.metrics.bootstrap import patient_codes, resampled_aucs_of
 from cxrgen.shift.ratios import bootstrap_ratios
 
@@ -62,3 +63,14 @@ def test_single_precision_ratio_sums_equal_double_precision() -> None:
     with np.errstate(invalid="ignore", divide="ignore"):
         expected = np.vstack([(c @ num_p) / (c @ den_p) for c in resample.chunks()])
     assert np.array_equal(boot.samples, expected, equal_nan=True)
+
+
+def test_point_auc_is_roc_auc_score_bit_for_bit() -> None:
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(4, 2000))
+        y = (rng.random(n) < rng.uniform(0.05, 0.95)).astype(float)
+        if y.min() == y.max():
+            continue
+        p = np.round(rng.random(n), int(rng.integers(1, 7)))  # from heavy ties to none
+        assert labelled_auc(y, p) == roc_auc_score(y, p)
