@@ -212,7 +212,10 @@ def time_report(folder: Path, extra: list[str]) -> dict[str, float]:
     """Run ``cxrgen report`` in a child interpreter; its wall and CPU seconds and peak memory."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cxrgen", "report", str(folder), *extra], check=True, capture_output=True)
+    command = [sys.executable, "-m", "cxrgen", "report", str(folder), *extra]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"cxrgen report {folder} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
