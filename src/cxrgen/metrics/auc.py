@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
+from sklearn.metrics import auc as area_under
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from cxrgen.metrics._arrays import FloatArray, IntArray, _as_1d, _masked, _one_class
+
+#: Point AUCs kept for reuse by content: the report scores one file's label in several sections.
+_POINTS_KEPT = 4096
+_known_points: OrderedDict[bytes, float] = OrderedDict()
+
+
+def labelled_auc(y: FloatArray, p: FloatArray) -> float:
+    """``roc_auc_score`` of labelled images (``y`` in {0, 1}, both classes), remembered by the images' content.
+
+    Computed as scikit-learn's binary path does it, the trapezoid area under ``roc_curve`` (the same number), without
+    the multiclass target checks that cost more than the AUC on a subgroup's few thousand images.
+    """
+    digest = hashlib.blake2b(str(y.size).encode(), digest_size=20)
+    for array in (y, p):
+        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+    key = digest.digest()
+    if key not in _known_points:
+        fpr, tpr, _ = roc_curve(y, p)
+        _known_points[key] = float(area_under(fpr, tpr))
+        if len(_known_points) > _POINTS_KEPT:
+            _known_points.popitem(last=False)
+    _known_points.move_to_end(key)
+    return _known_points[key]
 
 
 def roc_auc(y: ArrayLike, p: ArrayLike, *, name: str = "label") -> float:
@@ -29,7 +55,7 @@ def roc_auc(y: ArrayLike, p: ArrayLike, *, name: str = "label") -> float:
     ya, pa = _masked(y, p, name)
     if _one_class(ya, name):
         return math.nan
-    return float(roc_auc_score(ya, pa))
+    return labelled_auc(ya, pa)
 
 
 def auc_per_label(y: ArrayLike, p: ArrayLike, labels: Sequence[str] | None = None) -> FloatArray:
@@ -82,6 +108,21 @@ def roc_curve_points(
     )
 
 
+def _score_blocks(y: FloatArray, p: FloatArray) -> tuple[IntArray, int]:
+    """Block of each image along the ascending scores, and the number of blocks (see :func:`_group_matrices`)."""
+    pos = y == 1
+    _, value_idx = np.unique(p, return_inverse=True)  # dense ascending code of each distinct score
+    value_idx = value_idx.ravel()
+    n_distinct = int(value_idx.max()) + 1 if p.size else 0
+    has_pos = np.bincount(value_idx[pos], minlength=n_distinct) > 0
+    has_neg = np.bincount(value_idx[~pos], minlength=n_distinct) > 0
+    kind = has_pos.astype(np.int8) + 2 * has_neg.astype(np.int8)  # 1 positive only, 2 negative only, 3 both
+    new_block = np.r_[True, (kind[1:] != kind[:-1]) | (kind[1:] == 3)] if n_distinct else np.empty(0, bool)
+    block_of_value = np.cumsum(new_block) - 1
+    n_blocks = int(block_of_value[-1]) + 1 if n_distinct else 0
+    return block_of_value[value_idx].astype(np.int64), n_blocks
+
+
 def _group_matrices(
     y: FloatArray, p: FloatArray, rows: IntArray, n_rows: int
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -95,22 +136,58 @@ def _group_matrices(
     vector over rows by these matrices gives the weighted positives / negatives in each block.
     """
     pos = y == 1
-    _, value_idx = np.unique(p, return_inverse=True)  # dense ascending code of each distinct score
-    value_idx = value_idx.ravel()
-    n_distinct = int(value_idx.max()) + 1 if p.size else 0
-    has_pos = np.bincount(value_idx[pos], minlength=n_distinct) > 0
-    has_neg = np.bincount(value_idx[~pos], minlength=n_distinct) > 0
-    kind = has_pos.astype(np.int8) + 2 * has_neg.astype(np.int8)  # 1 positive only, 2 negative only, 3 both
-    new_block = np.r_[True, (kind[1:] != kind[:-1]) | (kind[1:] == 3)] if n_distinct else np.empty(0, bool)
-    block_of_value = np.cumsum(new_block) - 1
-    value_idx = block_of_value[value_idx]
-    n_values = int(block_of_value[-1]) + 1 if n_distinct else 0
+    block, n_blocks = _score_blocks(y, p)
 
     def count(mask: NDArray[np.bool_]) -> sp.csr_matrix:
         data = np.ones(int(mask.sum()), dtype=np.float64)
-        return sp.coo_matrix((data, (rows[mask], value_idx[mask])), shape=(n_rows, n_values)).tocsr()
+        return sp.coo_matrix((data, (rows[mask], block[mask])), shape=(n_rows, n_blocks)).tocsr()
 
     return count(pos), count(~pos)
+
+
+@dataclass(frozen=True)
+class PatientBlocks:
+    """Positive and negative images per (block of sorted scores, patient), [G, P] integer matrices.
+
+    A patient resample's AUC is two sparse products of these with its patient multiplicities, one prefix sum
+    and one dot product, all in integers (:meth:`aucs`): the images are sorted once, when this is built, and
+    never expanded into per-image weights. Build with :func:`patient_blocks`.
+    """
+
+    pos: sp.csr_matrix
+    neg: sp.csr_matrix
+
+    def aucs(self, counts_t: NDArray[np.integer]) -> FloatArray:
+        """AUCs [b] of ``b`` resamples given as patient multiplicities ``counts_t`` [P, b] (C-contiguous unsigned
+        8 or 16-bit integers, or int32).
+
+        The same numbers as :func:`_auc_from_group_weights` on float weights: every count, prefix sum and product
+        is an integer (twice the numerator, so ties' halves stay whole), exact in int32 / int64, and the AUC is one
+        correctly rounded division of the same two exact numbers. NaN where a resample has no positive or no
+        negative.
+        """
+        g_pos = self.pos @ counts_t  # [G, b] weighted positives per block
+        g_neg = self.neg @ counts_t
+        twice_below = 2 * np.cumsum(g_neg, axis=0, dtype=np.int32) - g_neg  # 2 x (negatives below) + ties
+        num2 = np.einsum("gb,gb->b", g_pos, twice_below, dtype=np.int64, casting="safe")
+        den2 = 2 * g_pos.sum(axis=0, dtype=np.int64) * g_neg.sum(axis=0, dtype=np.int64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc = num2.astype(np.float64) / den2.astype(np.float64)
+        auc[den2 <= 0] = np.nan
+        return np.asarray(auc, dtype=np.float64)
+
+
+def patient_blocks(y: FloatArray, p: FloatArray, patients: IntArray, n_patients: int) -> PatientBlocks:
+    """:class:`PatientBlocks` of labelled images (``y`` in {0, 1}, no NaN) with patient index ``patients``."""
+    pos = y == 1
+    block, n_blocks = _score_blocks(y, p)
+
+    def count(mask: NDArray[np.bool_]) -> sp.csr_matrix:
+        data = np.ones(int(mask.sum()), dtype=np.int32)
+        shape = (n_blocks, n_patients)
+        return sp.coo_matrix((data, (block[mask], patients[mask])), shape=shape).tocsr()
+
+    return PatientBlocks(count(pos), count(~pos))
 
 
 def _auc_from_group_weights(g_pos: FloatArray, g_neg: FloatArray) -> FloatArray:

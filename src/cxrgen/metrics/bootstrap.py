@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
+import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from sklearn.metrics import roc_auc_score
 
 from cxrgen.metrics._arrays import FloatArray, IntArray, _masked, _one_class
-from cxrgen.metrics.auc import _auc_from_group_weights, _group_matrices
+from cxrgen.metrics.auc import labelled_auc, patient_blocks
 
 #: Resamples processed together by :func:`clustered_bootstrap_auc`. Fixed (not a parameter) so that the
 #: random stream, hence the result for a given seed, never depends on a tuning knob.
 _BOOT_CHUNK = 64
 #: Patient counts kept for reuse (a test set's resample, its subgroups'); each is at most n_boot x P bytes.
 _RESAMPLES_KEPT = 32
+#: Resampled AUCs kept for reuse by content (n_boot x 8 bytes each): the report's sections score the same file
+#: and label on the same resample several times (AUC table, overview, seeds, comparisons, protocols).
+_AUCS_KEPT = 4096
+_known_aucs: OrderedDict[bytes, FloatArray] = OrderedDict()
 
 
-@functools.lru_cache(maxsize=_RESAMPLES_KEPT)
 def _drawn_counts(n_patients: int, n_boot: int, seed: int) -> NDArray[np.integer]:
     """Multiplicity of every patient in every resample [n_boot, P], read-only; drawn once per (P, n_boot, seed).
 
@@ -29,6 +34,19 @@ def _drawn_counts(n_patients: int, n_boot: int, seed: int) -> NDArray[np.integer
     generator of ``seed``, in chunks of :data:`_BOOT_CHUNK` resamples. Kept as the smallest unsigned integer type
     that holds them (a patient drawn more than 255 times in one resample is vanishingly rare but handled).
     """
+    return _drawn(n_patients, n_boot, seed)[0]
+
+
+def generator_after_draws(n_patients: int, n_boot: int, seed: int) -> np.random.Generator:
+    """The generator of ``seed`` as it stands after :func:`_drawn_counts` drew its resamples (for draws that follow
+    them in the same stream, as the seed draws of :func:`cxrgen.metrics.clustered.resampled_aucs`)."""
+    rng = np.random.default_rng(seed)
+    rng.bit_generator.state = _drawn(n_patients, n_boot, seed)[1]
+    return rng
+
+
+@functools.lru_cache(maxsize=_RESAMPLES_KEPT)
+def _drawn(n_patients: int, n_boot: int, seed: int) -> tuple[NDArray[np.integer], Mapping[str, Any]]:
     counts: NDArray[np.integer] = np.empty((n_boot, n_patients), dtype=np.uint16 if n_patients > 255 else np.uint8)
     rng = np.random.default_rng(seed)
     for start in range(0, n_boot, _BOOT_CHUNK):
@@ -40,7 +58,7 @@ def _drawn_counts(n_patients: int, n_boot: int, seed: int) -> NDArray[np.integer
             counts = counts.astype(np.int64)
         counts[start : start + b] = block
     counts.flags.writeable = False
-    return counts
+    return counts, rng.bit_generator.state
 
 
 @dataclass(frozen=True)
@@ -69,10 +87,10 @@ class PatientResample:
     def n_patients(self) -> int:
         return int(self.counts.shape[1])
 
-    def chunks(self) -> Iterator[FloatArray]:
-        """The counts as float64 blocks [b, P] of at most :data:`_BOOT_CHUNK` resamples, in order."""
+    def chunks(self, dtype: type[np.floating[Any]] = np.float64) -> Iterator[NDArray[np.floating[Any]]]:
+        """The counts as float blocks [b, P] of at most :data:`_BOOT_CHUNK` resamples, in order."""
         for start in range(0, self.n_boot, _BOOT_CHUNK):
-            yield self.counts[start : start + _BOOT_CHUNK].astype(np.float64)
+            yield self.counts[start : start + _BOOT_CHUNK].astype(dtype)
 
     def per_patient(self, values: ArrayLike) -> FloatArray:
         """Sums of per-image ``values`` [K, N] (or [N]) over each patient's images: [K, P] (or [P])."""
@@ -87,12 +105,69 @@ class PatientResample:
     def image_weights(self) -> Iterator[FloatArray]:
         """The resamples as image weights [b, N] (weight = the image's patient's multiplicity), in chunks."""
         for chunk in self.chunks():
-            yield chunk[:, self.codes]
+            yield np.asarray(chunk[:, self.codes], dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=_RESAMPLES_KEPT)
+def _columns(n_patients: int, n_boot: int, seed: int) -> tuple[NDArray[np.integer], ...]:
+    """:func:`_drawn_counts` as C-contiguous blocks [P, b] of at most :data:`_BOOT_CHUNK` resamples, in order: the
+    operand of :meth:`cxrgen.metrics.auc.PatientBlocks.aucs`, transposed once per resample, not once per use."""
+    counts = _drawn_counts(n_patients, n_boot, seed)
+    blocks = tuple(np.ascontiguousarray(counts[s : s + _BOOT_CHUNK].T) for s in range(0, n_boot, _BOOT_CHUNK))
+    for block in blocks:
+        block.flags.writeable = False
+    return blocks
+
+
+def resampled_aucs_of(
+    scored: Sequence[tuple[FloatArray, FloatArray, IntArray]], n_patients: int, n_boot: int, seed: int
+) -> list[FloatArray]:
+    """AUC [n_boot] of each ``(y, p, patients)`` on the patient resample of ``(n_patients, n_boot, seed)``.
+
+    Each item is labelled images only (``y`` in {0, 1} with both classes, ``p`` their scores, ``patients`` their
+    patient index in 0..n_patients-1). Results are remembered by the content of the item and the resample, so an
+    analysis that scores the same images again gets the same array (read-only) without a second pass; those not
+    known are computed together, in one pass over the resample's chunks.
+    """
+    keys = [_aucs_key(y, p, patients, n_patients, n_boot, seed) for y, p, patients in scored]
+    todo = list(dict.fromkeys(key for key in keys if key not in _known_aucs))
+    if todo:
+        first = {key: keys.index(key) for key in todo}
+        blocks = [patient_blocks(*scored[first[key]], n_patients) for key in todo]
+        out = np.empty((len(todo), n_boot))
+        start = 0
+        for columns in _columns(n_patients, n_boot, seed):
+            b = columns.shape[1]
+            for r, block in enumerate(blocks):
+                out[r, start : start + b] = block.aucs(columns)
+            start += b
+        out.flags.writeable = False
+        for r, key in enumerate(todo):
+            _known_aucs[key] = out[r]
+    for key in keys:
+        _known_aucs.move_to_end(key)
+    while len(_known_aucs) > _AUCS_KEPT:
+        _known_aucs.popitem(last=False)
+    return [_known_aucs[key] for key in keys]
+
+
+def _aucs_key(y: FloatArray, p: FloatArray, patients: IntArray, n_patients: int, n_boot: int, seed: int) -> bytes:
+    digest = hashlib.blake2b(f"{n_patients},{n_boot},{seed},{y.size}".encode(), digest_size=20)
+    for array, dtype in ((y, np.float64), (p, np.float64), (patients, np.int64)):
+        digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+    return digest.digest()
 
 
 def patient_codes(groups: ArrayLike) -> tuple[IntArray, int]:
-    """Patient index of each image (sorted unique ids, as ``np.unique``) and the number of patients."""
-    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    """Patient index of each image (sorted unique ids, as ``np.unique``) and the number of patients.
+
+    By hashing (``pandas.factorize``) and sorting only the distinct ids: string ids sorted image by image cost
+    more than the bootstrap they feed. ``np.unique`` where factorize cannot give its codes (missing ids).
+    """
+    g = np.asarray(groups)
+    codes, _ = pd.factorize(g.ravel(), sort=True)
+    if codes.size and codes.min() < 0:
+        codes = np.unique(g, return_inverse=True)[1]
     codes = codes.astype(np.int64).ravel()
     return codes, int(codes.max()) + 1 if codes.size else 0
 
@@ -191,28 +266,19 @@ def clustered_bootstrap_auc(
     codes, n_pat = patient_codes(g)
 
     point = np.full(n_labels, np.nan)
-    mats: list[tuple[sp.csr_matrix, sp.csr_matrix] | None] = []
+    scored: dict[int, tuple[FloatArray, FloatArray, IntArray]] = {}
     for j in range(n_labels):
         keep = ~np.isnan(ya[:, j])
         ym, pm = _masked(ya[:, j], pa[:, j], names[j])
         if _one_class(ym, names[j]):
-            mats.append(None)
             continue
-        point[j] = float(roc_auc_score(ym, pm))
-        mats.append(_group_matrices(ym, pm, codes[keep], n_pat))
+        point[j] = labelled_auc(ym, pm)
+        scored[j] = (ym, pm, codes[keep])
 
     samples = np.full((n_boot, n_labels), np.nan)
-    if any(m is not None for m in mats):
-        counts = _drawn_counts(n_pat, n_boot, seed)  # the test set's one resample, shared with its other analyses
-        for start in range(0, n_boot, _BOOT_CHUNK):
-            counts_f = counts[start : start + _BOOT_CHUNK].astype(np.float64)  # [b, P] multiplicity of each patient
-            b = counts_f.shape[0]
-            for j, m in enumerate(mats):
-                if m is None:
-                    continue
-                g_pos = np.asarray(counts_f @ m[0])  # [b, G] weighted positives per score
-                g_neg = np.asarray(counts_f @ m[1])
-                samples[start : start + b, j] = _auc_from_group_weights(g_pos, g_neg)
+    # The test set's one resample, shared with its other analyses (and their AUCs with this one's).
+    for j, aucs in zip(scored, resampled_aucs_of(list(scored.values()), n_pat, n_boot, seed), strict=True):
+        samples[:, j] = aucs
 
     valid = ~np.isnan(samples)
     n_valid = valid.sum(axis=0)

@@ -22,18 +22,18 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
-from sklearn.metrics import roc_auc_score
 
 from cxrgen.metrics._arrays import _masked, _one_class, _two_sided_p
-from cxrgen.metrics.auc import _auc_from_group_weights, _group_matrices
+from cxrgen.metrics.auc import labelled_auc
+from cxrgen.metrics.bootstrap import _BOOT_CHUNK, generator_after_draws, patient_codes, resampled_aucs_of
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-#: Resamples processed together; fixed so that the random stream never depends on a tuning knob.
-_CHUNK = 64
+#: Resamples drawn together (those of :func:`cxrgen.metrics.patient_resample`); fixed so that the random stream
+#: never depends on a tuning knob.
+_CHUNK = _BOOT_CHUNK
 
 __all__ = ["ClusteredPairedResult", "SeedBootstrapResult", "clustered_paired_bootstrap", "resampled_aucs",
            "seed_bootstrap_auc"]
@@ -65,32 +65,22 @@ def resampled_aucs(
         raise ValueError(f"groups must be [N] with N = {ya.size}, got {g.shape}")
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2, got {n_boot}")
-    rng = np.random.default_rng(seed)
     keep = ~np.isnan(ya)
-    _, codes = np.unique(g[keep], return_inverse=True)
-    codes = codes.astype(np.int64).ravel()
-    n_pat = int(codes.max()) + 1 if codes.size else 0
+    codes, n_pat = patient_codes(g[keep])
     k = sc.shape[0]
     point = np.full(k, np.nan)
     samples = np.full((n_boot, k), np.nan)
     ym = _masked(ya, sc[0], name)[0]
     if _one_class(ym, name):
-        return point, samples, rng
-    mats: list[tuple[sp.csr_matrix, sp.csr_matrix]] = []
+        return point, samples, np.random.default_rng(seed)
+    scored = []
     for r in range(k):
         pm = _masked(ya, sc[r], name)[1]
-        point[r] = float(roc_auc_score(ym, pm))
-        mats.append(_group_matrices(ym, pm, codes, n_pat))
-    for start in range(0, n_boot, _CHUNK):
-        b = min(_CHUNK, n_boot - start)
-        draws = rng.integers(0, n_pat, size=(b, n_pat))
-        offsets = (np.arange(b, dtype=np.int64) * n_pat)[:, None]
-        counts = np.bincount((draws + offsets).ravel(), minlength=b * n_pat).reshape(b, n_pat).astype(np.float64)
-        for r, (m_pos, m_neg) in enumerate(mats):
-            samples[start : start + b, r] = _auc_from_group_weights(
-                np.asarray(counts @ m_pos), np.asarray(counts @ m_neg)
-            )
-    return point, samples, rng
+        point[r] = labelled_auc(ym, pm)
+        scored.append((ym, pm, codes))
+    # The draws of clustered_bootstrap_auc on the same patients (same generator, same chunks), drawn once.
+    samples[:] = np.column_stack(resampled_aucs_of(scored, n_pat, n_boot, seed))
+    return point, samples, generator_after_draws(n_pat, n_boot, seed)
 
 
 def _drawn_means(samples: FloatArray, draws: IntArray) -> FloatArray:

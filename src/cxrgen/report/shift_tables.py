@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from cxrgen.shift.borderline import borderline_trend, threshold_errors
 from cxrgen.shift.calibration_shift import apply_temperature, em_prior_shift, fit_temperature
 from cxrgen.shift.label_files import LabelFiles
 from cxrgen.shift.operating_points import METRICS, RULES, choose_threshold, operating_point
-from cxrgen.shift.protocols import get_protocol, paired_protocol_difference, protocol_targets
+from cxrgen.shift.protocols import get_protocol, protocol_differences, protocol_targets
 from cxrgen.shift.shortcut import device_shortcut
 from cxrgen.shift.subgroups import subgroup_gaps, subgroup_table, view_note
 from cxrgen.study.config import StudyConfig
@@ -168,20 +169,21 @@ def _protocol_targets(
 def _protocol_rows(
     pred: Predictions, frame: pd.DataFrame, config: StudyConfig, label_files: LabelFiles
 ) -> list[dict[str, object]]:
-    """Per protocol and label: AUC under the study's targets and the protocol's, paired patient bootstrap."""
+    """Per protocol and label: AUC under the study's targets and the protocol's, paired patient bootstrap (each
+    label's study AUCs computed once for all its protocols)."""
     ev = config.evaluation
-    rows = []
-    for protocol in ev.protocols:
-        for label in pred.labels:
-            y_alt = _protocol_targets(frame, label, protocol, config, label_files)
-            if y_alt is None:
-                continue
-            diff = paired_protocol_difference(
-                frame[f"y_{label}"], y_alt, frame[f"p_{label}"], frame["patient_id"],
-                n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci, name=label,
-            )  # fmt: skip
-            rows.append({"label": label, "protocol": protocol, **diff})
-    return rows
+    found: dict[tuple[str, str], Mapping[str, float]] = {}
+    for label in pred.labels:
+        targets = {protocol: _protocol_targets(frame, label, protocol, config, label_files)
+                   for protocol in ev.protocols}
+        asked = {protocol: y for protocol, y in targets.items() if y is not None}
+        diffs = protocol_differences(
+            frame[f"y_{label}"], list(asked.values()), frame[f"p_{label}"], frame["patient_id"],
+            n_boot=ev.bootstrap, seed=ev.seed, ci=ev.ci, name=label,
+        )  # fmt: skip
+        found.update(((protocol, label), diff) for protocol, diff in zip(asked, diffs, strict=True))
+    return [{"label": label, "protocol": protocol, **found[protocol, label]}
+            for protocol in ev.protocols for label in pred.labels if (protocol, label) in found]
 
 
 def _device_column(frame: pd.DataFrame) -> tuple[pd.Series, str]:

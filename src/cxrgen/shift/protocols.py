@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from cxrgen.metrics import patient_resample, roc_auc
-from cxrgen.metrics.auc import _auc_from_group_weights, _group_matrices
+from cxrgen.metrics import PatientResample, patient_resample, roc_auc
+from cxrgen.metrics.bootstrap import resampled_aucs_of
 from cxrgen.shift.ratios import percentile_interval
 from cxrgen.sources.labels import BlankPolicy, Policy, apply_policy
 
@@ -100,25 +100,53 @@ def paired_protocol_difference(
     the same numbers as :func:`cxrgen.metrics.weighted_auc` with dense per-image weights.
     Returns ``auc_study, auc_protocol, difference, ci_low, ci_high, n_pos, n_neg`` (counts under the protocol).
     """
-    ys, yp = np.asarray(y_study, dtype=np.float64), np.asarray(y_protocol, dtype=np.float64)
+    return protocol_differences(y_study, [y_protocol], p, groups, n_boot=n_boot, seed=seed, ci=ci, name=name)[0]
+
+
+def protocol_differences(
+    y_study: ArrayLike,
+    y_protocols: Sequence[ArrayLike],
+    p: ArrayLike,
+    groups: ArrayLike,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    name: str = "label",
+) -> list[Mapping[str, float]]:
+    """:func:`paired_protocol_difference` of one label's scores under each of several protocols' targets.
+
+    The study's AUC and its resampled AUCs are computed once for all protocols (they do not depend on the
+    protocol), and the patients' resample is drawn once: the numbers are those of one call per protocol.
+    """
+    ys = np.asarray(y_study, dtype=np.float64)
     pa = np.asarray(p, dtype=np.float64)
-    auc_s, auc_p = roc_auc(ys, pa, name=name), roc_auc(yp, pa, name=name)
-    out = {
-        "auc_study": auc_s, "auc_protocol": auc_p, "difference": auc_p - auc_s, "ci_low": math.nan,
-        "ci_high": math.nan, "n_pos": float((yp == 1).sum()), "n_neg": float((yp == 0).sum()),
-    }  # fmt: skip
-    if n_boot < 1 or math.isnan(auc_s) or math.isnan(auc_p):
-        return out
-    resample = patient_resample(groups, n_boot=n_boot, seed=seed)
-    mats = []
-    for y in (yp, ys):
-        keep = ~np.isnan(y)
-        mats.append(_group_matrices(y[keep], pa[keep], resample.codes[keep], resample.n_patients))
-    chunks = [
-        _auc_from_group_weights(np.asarray(c @ mats[0][0]), np.asarray(c @ mats[0][1]))
-        - _auc_from_group_weights(np.asarray(c @ mats[1][0]), np.asarray(c @ mats[1][1]))
-        for c in resample.chunks()
-    ]
-    lo, hi = percentile_interval(np.concatenate(chunks)[:, None], ci)
-    out.update(ci_low=float(lo[0]), ci_high=float(hi[0]))
+    auc_s = roc_auc(ys, pa, name=name)
+    resample: PatientResample | None = None
+    study: np.ndarray | None = None
+    out: list[Mapping[str, float]] = []
+    for y_protocol in y_protocols:
+        yp = np.asarray(y_protocol, dtype=np.float64)
+        auc_p = roc_auc(yp, pa, name=name)
+        row = {
+            "auc_study": auc_s, "auc_protocol": auc_p, "difference": auc_p - auc_s, "ci_low": math.nan,
+            "ci_high": math.nan, "n_pos": float((yp == 1).sum()), "n_neg": float((yp == 0).sum()),
+        }  # fmt: skip
+        out.append(row)
+        if n_boot < 1 or math.isnan(auc_s) or math.isnan(auc_p):
+            continue
+        if resample is None:
+            resample = patient_resample(groups, n_boot=n_boot, seed=seed)
+        if study is None:
+            study = _resampled(ys, pa, resample)
+        lo, hi = percentile_interval((_resampled(yp, pa, resample) - study)[:, None], ci)
+        row.update(ci_low=float(lo[0]), ci_high=float(hi[0]))
     return out
+
+
+def _resampled(y: np.ndarray, p: np.ndarray, resample: PatientResample) -> np.ndarray:
+    """AUC [n_boot] of the labelled images on every patient resample (those of the AUC table when the targets are
+    the study's: computed once)."""
+    keep = ~np.isnan(y)
+    scored = [(y[keep], p[keep], resample.codes[keep])]
+    return resampled_aucs_of(scored, resample.n_patients, resample.n_boot, resample.seed)[0]

@@ -10,11 +10,12 @@ none, internal vs external on one set) are paired.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from cxrgen.metrics import patient_resample
+from cxrgen.metrics import PatientResample, patient_resample
 
 FloatArray = NDArray[np.float64]
 
@@ -50,6 +51,14 @@ def _ratio(num: FloatArray, den: FloatArray) -> FloatArray:
     return np.where(den > 0, out, np.nan)
 
 
+def _exact_float(resample: PatientResample, sums_p: FloatArray) -> type[np.floating[Any]]:
+    """float32 where every partial sum of a resample's products with ``sums_p`` [P, K] (whole numbers) stays below
+    2**24 in size, so that single precision holds each exactly (the same numbers as float64 at half the traffic);
+    float64 otherwise."""
+    largest = float(resample.counts.max(initial=0)) * float(np.abs(sums_p).sum(axis=0).max(initial=0.0))
+    return np.float32 if largest < 2.0**24 else np.float64
+
+
 def bootstrap_ratios(
     numerators: ArrayLike, denominators: ArrayLike, groups: ArrayLike, *, n_boot: int, seed: int
 ) -> RatioBootstrap:
@@ -72,8 +81,14 @@ def bootstrap_ratios(
     resample = patient_resample(groups, n_boot=n_boot, seed=seed)
     if np.array_equal(num, np.round(num)) and np.array_equal(den, np.round(den)):
         # Integer contributions (counts of images): per-patient sums give the dense weights' sums exactly.
-        num_p, den_p = resample.per_patient(num).T, resample.per_patient(den).T  # [P, K]
-        chunks = [_ratio(c @ num_p, c @ den_p) for c in resample.chunks()]
+        k = num.shape[0]
+        sums_p = np.hstack([resample.per_patient(num).T, resample.per_patient(den).T])  # [P, 2K]
+        dtype = _exact_float(resample, sums_p)
+        sums_p = sums_p.astype(dtype)
+        chunks = []
+        for c in resample.chunks(dtype):
+            sums = (c @ sums_p).astype(np.float64)  # [b, 2K] whole numbers, exact in either precision
+            chunks.append(_ratio(sums[:, :k], sums[:, k:]))
     else:  # fractional contributions: keep the image-weight products, whose rounding the tests pin
         chunks = [_ratio(w @ num.T, w @ den.T) for w in resample.image_weights()]
     return RatioBootstrap(point, np.vstack(chunks))
