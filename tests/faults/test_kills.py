@@ -8,11 +8,14 @@ folder; each test makes sure the stages before it are done, so any of them can a
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,9 +136,25 @@ def _kill_and_rerun(
         proc = start(*args, cwd=cwd)
     assert proc.returncode == -signal.SIGKILL
     print(f"{args[0]} {' '.join(args[1:4])}: killed after {delay:.3f} s (attempt {tries})")
+    assert _orphans(cwd) == [], f"{args[0]}: its worker processes outlived it"
     assert check_complete(cwd) > 0
     ok(cxrgen(*args, cwd=cwd))
     assert check_complete(cwd) > 0
+
+
+def _orphans(cwd: Path, wait: float = 5.0) -> list[str]:
+    """Processes still working in ``cwd`` (a killed command's workers) after ``wait`` seconds: none may outlive it."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(proc / "cwd")).is_relative_to(cwd):
+                    command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    found.append(f"{proc.name}: {command}")
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 def _ensure_synthesized(chain: Path) -> None:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cxrgen.utils.fileio import write_bytes
+from cxrgen.utils.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,10 @@ def _execute(index: int) -> _Outcome:
 
 
 def _init_worker() -> None:
+    """One thread per worker, and no worker outliving a report killed outright (it would sleep on forever)."""
     from threadpoolctl import threadpool_limits
+
+    die_with_parent()
 
     global _LIMITS  # kept alive for the worker's life
     _LIMITS = threadpool_limits(limits=1)
