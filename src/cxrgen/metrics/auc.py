@@ -21,19 +21,71 @@ _POINTS_KEPT = 4096
 _known_points: OrderedDict[bytes, float] = OrderedDict()
 
 
+def _sorted_auc(y: FloatArray, p: FloatArray) -> float:
+    """``roc_auc_score`` of labelled images already sorted by descending score, by scikit-learn's own steps.
+
+    The counts at the last image of each distinct score, ``drop_intermediate`` (collinear points), the prepended
+    (0, 0) point, the rates and the trapezoid are those of ``roc_curve`` and ``auc``, so the number is the same to
+    the bit. The order of tied images does not matter: only the counts at a tie's last image are read.
+    """
+    ends = np.r_[np.flatnonzero(np.diff(p)), y.size - 1]
+    tps = np.cumsum(y, dtype=np.float64)[ends]
+    fps = 1 + ends.astype(np.float64) - tps
+    if fps.shape[0] > 2:
+        corner = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        fps, tps = fps[corner], tps[corner]
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    return float(area_under(fps / fps[-1], tps / tps[-1]))
+
+
+class SortedScores:
+    """One label's scores sorted once, descending, as scikit-learn sorts them; the AUC of any subset reads them.
+
+    A subset taken in this order is the order scikit-learn gives the subset alone (a stable sort restricted to a
+    subsequence keeps the ties' relative order), so subgroups and protocols need no sort of their own.
+    """
+
+    def __init__(self, p: ArrayLike) -> None:
+        self.p = _as_1d(p, "p")
+        self.order = np.argsort(self.p, kind="mergesort")[::-1]
+        self.sorted_p = self.p[self.order]
+
+    def auc(self, y: ArrayLike, subset: ArrayLike | None = None, *, name: str = "label") -> float:
+        """:func:`roc_auc` of ``y`` [N] (0, 1 or NaN) on the images ``subset`` (bool mask [N] or indices; all if None).
+
+        Same checks, errors and :class:`OneClassWarning` as :func:`roc_auc`, without sorting the subset.
+        """
+        ya = _as_1d(y, "y")
+        if ya.shape != self.p.shape:
+            raise ValueError(f"{name}: y and p differ in length ({ya.size} vs {self.p.size})")
+        take = ~np.isnan(ya)
+        if subset is not None:
+            chosen = np.asarray(subset)
+            inside = chosen
+            if chosen.dtype != np.bool_:
+                inside = np.zeros(ya.size, dtype=bool)
+                inside[chosen] = True
+            take &= inside
+        _masked(ya[take], self.p[take], name)  # the checks and errors of roc_auc
+        ys = ya[self.order][take[self.order]]
+        if _one_class(ys, name):
+            return math.nan
+        return _sorted_auc(ys, self.sorted_p[take[self.order]])
+
+
 def labelled_auc(y: FloatArray, p: FloatArray) -> float:
     """``roc_auc_score`` of labelled images (``y`` in {0, 1}, both classes), remembered by the images' content.
 
-    Computed as scikit-learn's binary path does it, the trapezoid area under ``roc_curve`` (the same number), without
-    the multiclass target checks that cost more than the AUC on a subgroup's few thousand images.
+    Computed by scikit-learn's binary steps (:func:`_sorted_auc`, the same number) without the multiclass target
+    checks that cost more than the AUC on a subgroup's few thousand images.
     """
     digest = hashlib.blake2b(str(y.size).encode(), digest_size=20)
     for array in (y, p):
         digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
     key = digest.digest()
     if key not in _known_points:
-        fpr, tpr, _ = roc_curve(y, p)
-        _known_points[key] = float(area_under(fpr, tpr))
+        order = np.argsort(p, kind="mergesort")[::-1]
+        _known_points[key] = _sorted_auc(np.asarray(y, dtype=np.float64)[order], np.asarray(p, np.float64)[order])
         if len(_known_points) > _POINTS_KEPT:
             _known_points.popitem(last=False)
     _known_points.move_to_end(key)

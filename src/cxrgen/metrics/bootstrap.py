@@ -223,6 +223,7 @@ def clustered_bootstrap_auc(
     seed: int = 0,
     ci: float = 0.95,
     labels: Sequence[str] | None = None,
+    points: Sequence[float] | None = None,
 ) -> BootstrapResult:
     """Percentile bootstrap CIs of AUC that resample patients, not images.
 
@@ -240,6 +241,8 @@ def clustered_bootstrap_auc(
         seed: Seed of the :class:`numpy.random.Generator`; same seed, same intervals.
         ci: Confidence level of the percentile interval.
         labels: Label names for warnings (default ``label 0``, ``label 1``...).
+        points: The labels' AUCs on these images when the caller has them (from a
+            :class:`cxrgen.metrics.auc.SortedScores` of a whole file, for a subgroup): spares sorting the subset again.
 
     Returns:
         A :class:`BootstrapResult`. Labels with one class get NaN everywhere, ``n_degenerate == n_boot``
@@ -262,6 +265,8 @@ def clustered_bootstrap_auc(
     names = list(labels) if labels is not None else [f"label {j}" for j in range(n_labels)]
     if len(names) != n_labels:
         raise ValueError(f"{len(names)} label names for {n_labels} columns")
+    if points is not None and len(points) != n_labels:
+        raise ValueError(f"{len(points)} point AUCs for {n_labels} columns")
 
     codes, n_pat = patient_codes(g)
 
@@ -272,7 +277,7 @@ def clustered_bootstrap_auc(
         ym, pm = _masked(ya[:, j], pa[:, j], names[j])
         if _one_class(ym, names[j]):
             continue
-        point[j] = labelled_auc(ym, pm)
+        point[j] = labelled_auc(ym, pm) if points is None else float(points[j])
         scored[j] = (ym, pm, codes[keep])
 
     samples = np.full((n_boot, n_labels), np.nan)

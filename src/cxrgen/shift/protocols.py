@@ -19,7 +19,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from cxrgen.metrics import PatientResample, patient_resample, roc_auc
+from cxrgen.metrics import PatientResample, patient_resample
+from cxrgen.metrics.auc import SortedScores
 from cxrgen.metrics.bootstrap import resampled_aucs_of
 from cxrgen.shift.ratios import percentile_interval
 from cxrgen.sources.labels import BlankPolicy, Policy, apply_policy
@@ -117,17 +118,19 @@ def protocol_differences(
     """:func:`paired_protocol_difference` of one label's scores under each of several protocols' targets.
 
     The study's AUC and its resampled AUCs are computed once for all protocols (they do not depend on the
-    protocol), and the patients' resample is drawn once: the numbers are those of one call per protocol.
+    protocol), and the patients' resample is drawn once: the numbers are those of one call per protocol. The scores
+    are sorted once: every protocol's AUC reads its labelled images in that order.
     """
     ys = np.asarray(y_study, dtype=np.float64)
     pa = np.asarray(p, dtype=np.float64)
-    auc_s = roc_auc(ys, pa, name=name)
+    scores = SortedScores(pa)
+    auc_s = scores.auc(ys, name=name)
     resample: PatientResample | None = None
     study: np.ndarray | None = None
     out: list[Mapping[str, float]] = []
     for y_protocol in y_protocols:
         yp = np.asarray(y_protocol, dtype=np.float64)
-        auc_p = roc_auc(yp, pa, name=name)
+        auc_p = scores.auc(yp, name=name)
         row = {
             "auc_study": auc_s, "auc_protocol": auc_p, "difference": auc_p - auc_s, "ci_low": math.nan,
             "ci_high": math.nan, "n_pos": float((yp == 1).sum()), "n_neg": float((yp == 0).sum()),

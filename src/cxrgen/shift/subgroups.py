@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cxrgen.metrics import OneClassWarning, clustered_bootstrap_auc, holm, unpaired_auc_test
+from cxrgen.metrics.auc import SortedScores
 from cxrgen.shift.operating_points import operating_point
 
 MIN_PER_CLASS = 20
@@ -94,9 +95,13 @@ def subgroup_table(
         ``status`` is ``ok`` or ``too few`` (then the AUC columns are NaN).
     """
     rows = []
+    # Each label's scores sorted once for the file: a subgroup's AUC reads its images in that order.
+    scores = {label: SortedScores(frame[f"p_{label}"].to_numpy(dtype=float)) for label in labels}
+    targets = {label: frame[f"y_{label}"].to_numpy(dtype=float) for label in labels}
     for family, member in subgroup_memberships(frame).items():
         for subgroup in [s for s in dict.fromkeys(member.dropna()) if isinstance(s, str)]:
-            part = frame.loc[(member == subgroup).to_numpy()]
+            inside = (member == subgroup).to_numpy()
+            part = frame.loc[inside]
             for label in labels:
                 y = part[f"y_{label}"].to_numpy(dtype=float)
                 n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
@@ -127,6 +132,7 @@ def subgroup_table(
                             seed=seed,
                             ci=ci,
                             labels=[label],
+                            points=[scores[label].auc(targets[label], inside, name=label)],
                         )
                     row.update(
                         auc=float(boot.auc[0]),
