@@ -465,9 +465,12 @@ def plan(
     excluded = opened.dir.excluded
     skipped = pd.read_csv(excluded, dtype=str, keep_default_na=False)["image_id"] if excluded.is_file() else []
     table = plan_table(config, prepared.manifest, prepared.splits, excluded=set(skipped))
-    print_frame(table, f"{config.name}: {len(table)} run(s); external sets are each dataset's test split")
+    print_frame(table, f"{config.name}: {len(table)} run(s); external sets are a dataset's test split, or the "
+                       "whole dataset where a line below says so")
     for line in split_notes(config):
         console.print(line, markup=False, highlight=False)
+
+
 def submit_study(study: Study, launcher: str, only: str | None) -> None:
     """``cxrgen study --launcher submitit-local|slurm``: every run a job; see ``cxrgen.runner.launch``."""
     from cxrgen.runner.launch import LAUNCHERS, launch_study
