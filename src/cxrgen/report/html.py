@@ -60,14 +60,20 @@ def _cell(value: object, digits: int) -> str:
         if value != value:  # NaN: an undefined statistic, shown empty
             return ""
         return f"{value:.1e}" if value != 0 and abs(value) < 10.0**-digits else f"{value:.{digits}f}"
-    return "" if value is None or value is pd.NA else esc(value)
+    return "" if value is None or value is pd.NA else _breakable(value)
+
+
+def _breakable(name: object) -> str:
+    """A name that may wrap after its underscores: ``prevalence_Atelectasis`` headers and ``padchest_all`` cells of
+    a study with many datasets would otherwise widen their table past a 1280 px window."""
+    return esc(name).replace("_", "_<wbr>")
 
 
 def frame_html(frame: pd.DataFrame, digits: int = 3, highlight: Sequence[bool] | None = None) -> str:
     """A plain HTML table; rows flagged in ``highlight`` get ``class="sig"``. Tiny numbers switch to 1.2e-05."""
     if frame.empty:
         return "<p>(none)</p>"
-    head = "".join(f"<th>{esc(c)}</th>" for c in frame.columns)
+    head = "".join(f"<th>{_breakable(c)}</th>" for c in frame.columns)
     flags = list(highlight) if highlight is not None else [False] * len(frame)
     rows = []
     for flag, values in zip(flags, frame.itertuples(index=False, name=None), strict=True):
