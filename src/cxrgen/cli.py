@@ -1,5 +1,6 @@
 """The ``cxrgen`` command: one sub-command per stage. Nothing imports this module."""
 
+# Each command imports its machinery (pandas, the study file's models, the runners) in its body: --help answers at once.
 from __future__ import annotations
 
 import contextlib
@@ -10,9 +11,8 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -20,10 +20,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from cxrgen.errors import CxrgenError
-from cxrgen.runner.prepare import Stage
-from cxrgen.study.workspace import Study
+from cxrgen.runner.stages import Stage
 from cxrgen.utils.interrupts import Interrupted, as_interrupted, raise_on_signals
 from cxrgen.utils.notes import ConsoleFilter, Tally
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from cxrgen.study.workspace import Study
 
 #: ``cxrgen --help`` lists the commands in the order a user meets them; commands not named here come last.
 STAGE_ORDER = (
@@ -140,6 +144,8 @@ def quiet_lightning() -> None:
 
 
 def print_frame(frame: pd.DataFrame, title: str) -> None:
+    import pandas as pd
+
     table = Table(title=title, show_lines=False)
     for column in frame.columns:
         table.add_column(str(column), justify="right" if pd.api.types.is_numeric_dtype(frame[column]) else "left")
@@ -187,6 +193,7 @@ def prepare(
     """Metadata -> manifest, splits, image check and the preprocessed cache."""
     from cxrgen.runner.prepare import run_prepare
     from cxrgen.study.config import check_dataset_roots
+    from cxrgen.study.workspace import Study
     from cxrgen.utils.lock import study_lock
 
     opened = Study.load(study)
@@ -359,6 +366,8 @@ def models(
     labels: Annotated[int, typer.Option(help="Outputs of the classifier (the paper: 5).")] = 5,
 ) -> None:
     """The paper's architectures (input size, trainable parameters beside the paper's); any timm model works too."""
+    import pandas as pd
+
     from cxrgen.models.registry import models_table
 
     print_frame(pd.DataFrame(models_table(num_labels=labels)), "architectures")
@@ -389,6 +398,7 @@ def train(
 ) -> None:
     """Train one run; a rerun resumes from last.ckpt, a finished run returns at once."""
     from cxrgen.learn.train import train_run
+    from cxrgen.study.workspace import Study
 
     quiet_lightning()
     opened = Study.load(study)
@@ -408,6 +418,8 @@ def predict(
     seed: Annotated[int | None, typer.Option(help="One of train.seeds (default: the first).")] = None,
 ) -> None:
     """Predictions of a run's best.ckpt on its test sets -> runs/<configuration>/<arch>/predictions/."""
+    from cxrgen.study.workspace import Study
+
     opened = Study.load(study)
     conf = opened.config.configuration(configuration)
     check_seed(opened, seed)
@@ -434,6 +446,7 @@ def study(
     """Prepare, then train, predict and evaluate every configuration x architecture; resumable."""
     from cxrgen.runner.study import run_study, summary
     from cxrgen.study.config import check_dataset_roots
+    from cxrgen.study.workspace import Study
 
     quiet_lightning()
     opened = Study.load(study)
@@ -452,9 +465,12 @@ def plan(
     study: Annotated[Path, typer.Argument(help="The study YAML file.")],
 ) -> None:
     """Every run with its training and test sets and image / patient counts, before any training."""
+    import pandas as pd
+
     from cxrgen.runner.plan import plan_table, split_notes
     from cxrgen.runner.prepare import run_prepare
     from cxrgen.study.config import check_dataset_roots
+    from cxrgen.study.workspace import Study
 
     opened = Study.load(study)
     config = opened.config
@@ -486,6 +502,8 @@ def submit_study(study: Study, launcher: str, only: str | None) -> None:
 
 
 def status_table(study_dir: Path) -> Table:
+    import pandas as pd
+
     from cxrgen.runner.status import counts, study_status
 
     frame = study_status(study_dir)
@@ -531,6 +549,7 @@ def embed(
 ) -> None:
     """Embed every image once per frozen backbone (linear-probe architectures); resumable and shardable."""
     from cxrgen.learn.embed import embed_study
+    from cxrgen.study.workspace import Study
 
     with progress_bars() as progress:
         folders = embed_study(Study.load(study), arch=arch, device=device, shard=parse_shard(shard), progress=progress)

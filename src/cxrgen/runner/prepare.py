@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -15,6 +15,7 @@ from cxrgen.data.checks import check_test_sets
 from cxrgen.data.cohort import describe
 from cxrgen.data.manifest import build_manifest_with_notes
 from cxrgen.data.splits import make_splits
+from cxrgen.runner.stages import STAGES, Stage
 from cxrgen.study.config import StudyConfig, dump_resolved
 from cxrgen.study.workspace import Study
 from cxrgen.utils.fileio import parquet_metadata, write_csv, write_parquet, write_text
@@ -22,8 +23,6 @@ from cxrgen.utils.fileio import parquet_metadata, write_csv, write_parquet, writ
 if TYPE_CHECKING:
     from cxrgen.data.verify import Verified
 
-Stage = Literal["manifest", "splits", "verify", "cache"]
-STAGES: tuple[Stage, ...] = ("manifest", "splits", "verify", "cache")
 #: Called with (task, done, total) as verify and cache make progress.
 Progress = Callable[[str, int, int], None]
 

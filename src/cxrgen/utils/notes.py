@@ -20,8 +20,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # the CLI installs the tally and the filter before every command, --help included: no pandas
+    import pandas as pd
 
 #: ``/path/module.py:44: OneClassWarning: message`` as :func:`warnings.formatwarning` writes it (first line).
 _PY_WARNING = re.compile(r"^(?P<path>.+?):(?P<line>\d+): (?P<category>\w+): (?P<message>.*)$", re.DOTALL)
@@ -90,6 +92,8 @@ class Tally(logging.Handler):
 
     def frame(self) -> pd.DataFrame:
         """``category, count, message`` per kind, most frequent first (``notes.csv``)."""
+        import pandas as pd
+
         rows = [{"category": k.category, "count": k.count, "message": k.first}
                 for k in sorted(self.kinds.values(), key=lambda k: -k.count)]
         return pd.DataFrame(rows, columns=["category", "count", "message"])
