@@ -1,7 +1,8 @@
 """A small fake study directory for the report tests: config, manifest, splits, predictions with known signal.
 
 Three hospitals: ``alpha`` and ``beta`` train, ``gamma`` is external. Two configurations (``alpha`` trained on one
-dataset, ``both`` on two), each with an internal and an external predictions file per architecture. Predictions
+dataset, ``both`` on two), each with an internal and an external predictions file per architecture. Other shapes
+(datasets, configurations, labels, views) are parameters of :func:`make_study`. Predictions
 carry a strong signal internally and a weaker one externally, so the generalization gap is positive by
 construction. Everything comes from one seeded generator: same seed, same files.
 """
@@ -9,8 +10,9 @@ construction. Everything comes from one seeded generator: same seed, same files.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,12 +31,27 @@ CONFIGURATIONS = (
 SIGNAL = {"internal": 1.6, "external": 0.8}
 
 
-def manifest_and_splits(rng: np.random.Generator, patients: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """1-3 images per patient; about 30 % of alpha/beta patients in test, all of gamma; a few NaN labels."""
+def external_only(configurations: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Datasets only ever tested externally (``gamma`` by default), in order of first mention."""
+    trained = {str(d) for conf in configurations for d in conf["train"]}
+    named = [str(d) for conf in configurations for d in conf["external"]]
+    return [d for d in dict.fromkeys(named) if d not in trained]
+
+
+def manifest_and_splits(
+    rng: np.random.Generator,
+    patients: int,
+    datasets: Sequence[str] = DATASETS,
+    labels: Sequence[str] = LABELS,
+    views: Sequence[str] = ("PA",),
+    external: Sequence[str] = ("gamma",),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """1-3 images per patient; about 30 % of the training hospitals' patients in test, all of an external-only
+    hospital's (``external``); a few NaN labels. With several ``views``, each image draws one."""
     rows = []
-    for dataset in DATASETS:
+    for dataset in datasets:
         for i in range(patients):
-            test = dataset == "gamma" or rng.random() < 0.3
+            test = dataset in external or rng.random() < 0.3
             for j in range(int(rng.integers(1, 4))):
                 row: dict[str, object] = {
                     "dataset": dataset,
@@ -42,14 +59,14 @@ def manifest_and_splits(rng: np.random.Generator, patients: int) -> tuple[pd.Dat
                     "path": f"images/{i:04d}_{j}.png",
                     "patient_id": f"{dataset}:{i:04d}",
                     "study_id": f"{dataset}:{i:04d}",
-                    "view": "PA",
+                    "view": str(rng.choice(list(views))) if len(views) > 1 else views[0],
                     "frontal": True,
                     "sex": str(rng.choice(["M", "F", "U"], p=[0.5, 0.45, 0.05])),
                     "age": float(rng.integers(18, 95)),
-                    "official_split": "test" if dataset == "gamma" else "",
+                    "official_split": "test" if dataset in external else "",
                     "split": "test" if test else str(rng.choice(["train", "val"], p=[0.9, 0.1])),
                 }
-                for k, label in enumerate(LABELS):
+                for k, label in enumerate(labels):
                     y = float(rng.random() < 0.3 + 0.1 * k)
                     row[f"raw_{label}"] = y
                     row[label] = np.nan if rng.random() < 0.03 else y
@@ -59,10 +76,12 @@ def manifest_and_splits(rng: np.random.Generator, patients: int) -> tuple[pd.Dat
     return frame.drop(columns="split"), splits
 
 
-def predictions(test: pd.DataFrame, strength: float, rng: np.random.Generator) -> pd.DataFrame:
+def predictions(
+    test: pd.DataFrame, strength: float, rng: np.random.Generator, labels: Sequence[str] = LABELS
+) -> pd.DataFrame:
     """``image_id, patient_id, y_<label>, p_<label>`` with ``p = sigmoid(strength (2y - 1) + noise)``."""
     out = pd.DataFrame({"image_id": test["image_id"].to_numpy(), "patient_id": test["patient_id"].to_numpy()})
-    for label in LABELS:
+    for label in labels:
         y = test[label].to_numpy(dtype=np.float64)
         logit = strength * (2.0 * np.nan_to_num(y) - 1.0) + rng.normal(size=len(y))
         out[f"y_{label}"] = y
@@ -81,6 +100,10 @@ def make_study(
     image_size: int | None = None,
     seeds: Sequence[int] | None = None,
     unlabelled_external: bool = False,
+    datasets: Sequence[str] = DATASETS,
+    configurations: Sequence[Mapping[str, Any]] = CONFIGURATIONS,
+    labels: Sequence[str] = LABELS,
+    views: Sequence[str] = ("PA",),
 ) -> Path:
     """Write a study directory under ``root / "study"`` and return it.
 
@@ -95,17 +118,23 @@ def make_study(
         seeds: ``train.seeds``; with several, one predictions folder per seed (``<arch>/seed-<N>/``).
         unlabelled_external: ``gamma`` has no labels (an unlabelled external hospital): NaN in the manifest's label
             columns and in every ``y_`` column of its predictions.
+        datasets: Dataset (hospital) names, each with ``patients`` patients.
+        configurations: ``name``, ``train``, ``internal``, ``external`` per configuration; a dataset only ever
+            named under ``external`` is tested whole (``gamma`` in the default two).
+        labels: The study's labels (their prevalences rise from 0.3 in steps of 0.1).
+        views: View names each image draws from (only ``PA`` by default, drawing nothing).
     """
     rng = np.random.default_rng(seed)
     study = root / "study"
-    manifest, splits = manifest_and_splits(rng, patients)
+    external_sets = external_only(configurations)
+    manifest, splits = manifest_and_splits(rng, patients, datasets, labels, views, external_sets)
     data: dict[str, object] = {
         "name": "fake",
         "out": str(study),
-        "datasets": {d: {"reader": "nih", "root": str(root / "data" / d)} for d in DATASETS},
-        "labels": LABELS,
+        "datasets": {d: {"reader": "nih", "root": str(root / "data" / d)} for d in datasets},
+        "labels": list(labels),
         "architectures": list(archs),
-        "configurations": list(CONFIGURATIONS),
+        "configurations": [dict(conf) for conf in configurations],
         "evaluation": {"bootstrap": 100, "ci": 0.95, "seed": 0},
         "review": {"label": "Cardiomegaly", "per_kind": 2},
         "preprocess": {"clahe": False, "engine": "opencv", "size": image_size},
@@ -122,28 +151,28 @@ def make_study(
         }
     if unlabelled_external:
         gamma = manifest["dataset"] == "gamma"
-        manifest.loc[gamma, [*LABELS, *(f"raw_{label}" for label in LABELS)]] = np.nan
+        manifest.loc[gamma, [*labels, *(f"raw_{label}" for label in labels)]] = np.nan
     config = StudyConfig.model_validate(data)
     study.mkdir(parents=True)
     (study / "config.yaml").write_text(dump_resolved(config), encoding="utf-8")
     manifest.to_parquet(study / "manifest.parquet", index=False)
     splits.to_parquet(study / "splits.parquet", index=False)
-    bad = manifest.loc[manifest["dataset"] == "gamma"].head(2)
+    bad = manifest.loc[manifest["dataset"] == (external_sets[0] if external_sets else "gamma")].head(2)
     bad.assign(reason="truncated")[["dataset", "image_id", "path", "reason"]].to_csv(
         study / "excluded.csv", index=False
     )
     tested = manifest.merge(splits, on=["image_id", "dataset"])
     tested = tested.loc[(tested["split"] == "test") & ~tested["image_id"].isin(bad["image_id"])]
     seed_dirs = [f"seed-{s}" for s in seeds] if seeds is not None and len(seeds) > 1 else [""]
-    for conf, arch, seed_dir in itertools.product(CONFIGURATIONS, archs, seed_dirs):
+    for conf, arch, seed_dir in itertools.product(configurations, archs, seed_dirs):
         folder = study / "runs" / str(conf["name"]) / arch / seed_dir / "predictions"
         folder.mkdir(parents=True)
         internal = tested.loc[tested["dataset"].isin(conf["internal"])]
-        predictions(internal, SIGNAL["internal"], rng).to_parquet(folder / "internal.parquet", index=False)
+        predictions(internal, SIGNAL["internal"], rng, labels).to_parquet(folder / "internal.parquet", index=False)
         for dataset in conf["external"]:
             external = tested.loc[tested["dataset"] == dataset]
             strength = SIGNAL["external"] * (1.3 if conf["name"] == "both" else 1.0)
-            predictions(external, strength, rng).to_parquet(folder / f"{dataset}.parquet", index=False)
+            predictions(external, strength, rng, labels).to_parquet(folder / f"{dataset}.parquet", index=False)
     if images:
         for row in manifest.itertuples(index=False):
             path = root / "data" / row.dataset / row.path

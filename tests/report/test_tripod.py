@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from cxrgen.report import build_report
-from cxrgen.report.tripod import CHECKLIST, FILLED, TO_WRITE, counts
+from cxrgen.report.html import frame_html
+from cxrgen.report.tripod import CHECKLIST, FILLED, TO_WRITE, counts, development_view, role_text
+from cxrgen.study.config import StudyConfig
 from helpers.report_study import DATASETS, make_study
 
 #: Sub-items the study's own files answer: they must be filled on a demo-like study.
@@ -88,6 +90,54 @@ def test_filled_rows_carry_the_numbers(checklist: pd.DataFrame, results: Path) -
     shift = pd.read_csv(results / "development_vs_evaluation.csv")
     assert list(shift["dataset"]) == list(DATASETS)
     assert {"role", "prevalence_Cardiomegaly", "age_mean", "female_pct", "views"} <= set(shift.columns)
+
+
+def test_each_role_lists_its_configurations_once(results: Path) -> None:
+    """Roles played in the same configurations share one list, in the CSV and on the page (a six-hospital
+    leave-one-out study listed every role once per configuration, 300 characters per cell)."""
+    shift = pd.read_csv(results / "development_vs_evaluation.csv").set_index("dataset")
+    assert shift["role"].to_dict() == {
+        "alpha": "development and internal testing: alpha, both",
+        "beta": "development and internal testing: both",
+        "gamma": "external testing: alpha, both",
+    }
+    page = (results / "report.html").read_text(encoding="utf-8")
+    section = page.split('<h2 id="development-versus-evaluation-data">')[1].split("<h2")[0]
+    assert '<td class="key">external testing: alpha, both</td>' in section
+    assert "<th>age, mean (SD)</th>" in section and "age_<wbr>mean" not in section
+    assert {"age_mean", "age_sd"} <= set(shift.columns)  # the CSV keeps the numbers
+
+
+def test_role_text_groups_roles_by_their_configurations() -> None:
+    config = StudyConfig.model_validate({
+        "name": "roles", "out": "/nonexistent/roles", "labels": ["Edema"],
+        "datasets": {d: {"reader": "nih", "root": f"/nonexistent/{d}"} for d in ("a", "b", "c", "d")},
+        "configurations": [{"name": "c1", "train": ["a", "b"], "internal": ["a"], "external": ["c"]},
+                           {"name": "c2", "train": ["a"], "internal": ["a"], "external": ["b"]}],
+    })  # fmt: skip
+    assert role_text(config) == {
+        "a": "development and internal testing: c1, c2",
+        "b": "development: c1; external testing: c2",
+        "c": "external testing: c1",
+        "d": "not used",
+    }
+
+
+def test_development_view_and_prose_cells() -> None:
+    table = pd.DataFrame({"dataset": ["padchest_all", "x"], "role": ["external testing: loo-pad_chest", "not used"],
+                          "images": [3, 4], "age_mean": [63.1, float("nan")], "age_sd": [15.64, float("nan")],
+                          "female_pct": [43.9, 50.0], "views": ["PA 60 %, AP 40 %", "PA 100 %"],
+                          "devices_pct": [float("nan"), 21.04]})  # fmt: skip
+    view = development_view(table)
+    assert list(view.columns) == ["dataset", "role", "images", "age, mean (SD)", "female %", "views", "devices %"]
+    assert view.iloc[0].tolist() == ["padchest_all", "external testing: loo-pad_chest", 3, "63.1 (15.6)", "43.9",
+                                     "PA 60\u00a0%, AP 40\u00a0%", ""]  # fmt: skip
+    assert view.iloc[1, 3:].tolist() == ["", "50.0", "PA 100\u00a0%", "21.0"]
+    html = frame_html(view.iloc[:1], text=("dataset", "role"))
+    # prose: left-aligned; wraps at spaces and underscores, never inside a hyphenated name
+    assert ('<td class="key">external testing: <span class="whole">loo-pad_</span><wbr><span class="whole">chest'
+            "</span></td>") in html  # fmt: skip
+    assert '<td class="key">padchest_<wbr>all</td>' in html and '<th class="key">role</th>' in html
 
 
 def test_the_page_has_the_checklist_with_links(results: Path) -> None:

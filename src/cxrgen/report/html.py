@@ -31,7 +31,7 @@ padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right}
-th{background:#f3f3f3}td.key{text-align:left}table.left td,table.left th{text-align:left}
+th{background:#f3f3f3}td.key,th.key{text-align:left}table.left td,table.left th{text-align:left}
 td.paper{color:#666;font-style:italic}span.ci{color:#666;font-size:.9em}
 tr.sig td{background:#fff6d6}figure{margin:1em 0}img{max-width:100%}
 .note{color:#8a4b00}p.meta{color:#555;font-size:.9em}
@@ -39,6 +39,7 @@ td.supported{background:#e3f4e1}td.contradicted{background:#fbe0dd}td.inconclusi
 td.wrap{text-align:left;max-width:28em;white-space:normal}
 .unfinished{color:#fff;background:#b3261e;border-radius:3px;padding:0 .3em;font-size:.8em;font-weight:600}
 div.notice{border:2px solid #b3261e;background:#fdf0ef;padding:.3em 1em;margin:1em 0;overflow-wrap:anywhere}
+span.whole{white-space:nowrap}
 """
 
 
@@ -69,15 +70,31 @@ def _breakable(name: object) -> str:
     return esc(name).replace("_", "_<wbr>")
 
 
-def frame_html(frame: pd.DataFrame, digits: int = 3, highlight: Sequence[bool] | None = None) -> str:
-    """A plain HTML table; rows flagged in ``highlight`` get ``class="sig"``. Tiny numbers switch to 1.2e-05."""
+def _prose(text: object) -> str:
+    """Text that wraps at its spaces and after underscores but never inside a hyphenated word: a list of
+    configuration names (``loo-chexpert, loo-nih``) reads as names, not as ``loo-`` at the end of a line."""
+    whole, words = '<span class="whole">', []
+    for word in str(text).split(" "):
+        shown = _breakable(word)
+        words.append(f"{whole}{shown.replace('<wbr>', f'</span><wbr>{whole}')}</span>" if "-" in word else shown)
+    return " ".join(words)
+
+
+def frame_html(
+    frame: pd.DataFrame, digits: int = 3, highlight: Sequence[bool] | None = None, text: Collection[str] = ()
+) -> str:
+    """A plain HTML table; rows flagged in ``highlight`` get ``class="sig"``. Tiny numbers switch to 1.2e-05.
+    Columns named in ``text`` hold prose: left-aligned, wrapped at spaces, hyphenated names kept whole."""
     if frame.empty:
         return "<p>(none)</p>"
-    head = "".join(f"<th>{_breakable(c)}</th>" for c in frame.columns)
+    prose = [c in text for c in frame.columns]
+    head = "".join(f'<th class="key">{_breakable(c)}</th>' if p else f"<th>{_breakable(c)}</th>"
+                   for c, p in zip(frame.columns, prose, strict=True))  # fmt: skip
     flags = list(highlight) if highlight is not None else [False] * len(frame)
     rows = []
     for flag, values in zip(flags, frame.itertuples(index=False, name=None), strict=True):
-        cells = "".join(f"<td>{_cell(v, digits)}</td>" for v in values)
+        cells = "".join(f'<td class="key">{_prose(v)}</td>' if p and isinstance(v, str)
+                        else f"<td>{_cell(v, digits)}</td>" for v, p in zip(values, prose, strict=True))  # fmt: skip
         rows.append(f'<tr class="sig">{cells}</tr>' if flag else f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 

@@ -33,6 +33,7 @@ from cxrgen.report.html import (
 from cxrgen.report.naming import model_label, random_weights_note
 from cxrgen.report.overview import LabelFree, describe_labels, overview_display
 from cxrgen.report.tables import format_interval
+from cxrgen.report.tripod import development_view
 from cxrgen.study.config import StudyConfig
 from cxrgen.utils.notes import Tally
 
@@ -218,11 +219,11 @@ def development(table: pd.DataFrame) -> Section:
     """Development versus evaluation data per dataset (TRIPOD+AI 16 and 20c)."""
     if table.empty:
         return Section("Development versus evaluation data", "")
-    note = ("<p>Per dataset, its role in the study and what differs between development and evaluation data: "
-            "observed prevalence per label (NaN: not recorded), age, sex, views, devices (Support Devices label "
-            "where recorded).</p>")
-    return Section("Development versus evaluation data", note + frame_html(table, digits=3),
-                   ("development_vs_evaluation.csv",))
+    note = ("<p>Per dataset, its role in the study (each role with the configurations it is played in) and what "
+            "differs between development and evaluation data: observed prevalence per label (empty: not recorded), "
+            "age, sex, views, devices (Support Devices label where recorded).</p>")
+    shown = frame_html(development_view(table), digits=3, text=("dataset", "role", "views"))
+    return Section("Development versus evaluation data", note + shown, ("development_vs_evaluation.csv",))
 
 
 def tripod(checklist: pd.DataFrame) -> Section:

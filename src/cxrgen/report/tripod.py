@@ -175,28 +175,43 @@ def sample_size_table(auc: pd.DataFrame, calibration: pd.DataFrame) -> pd.DataFr
     return table[[*SAMPLE_SIZE_COLUMNS[:5], *extra, *SAMPLE_SIZE_COLUMNS[5:]]]
 
 
-def _roles(config: StudyConfig) -> dict[str, list[str]]:
-    roles: dict[str, list[str]] = {name: [] for name in config.datasets}
+#: (configuration field, role in TRIPOD+AI/CLAIM wording), in the order roles are listed.
+_ROLES = (("train", "development"), ("internal", "internal testing"), ("external", "external testing"))
+
+
+def role_text(config: StudyConfig) -> dict[str, str]:
+    """Dataset -> its roles in the study, each with the configurations it plays it in, in the configurations' order:
+    roles played in the same configurations share one list (``development and internal testing: loo-nih,
+    loo-mimic; external testing: loo-brax``); ``not used`` for a dataset no configuration names. Complete, yet
+    short enough for a table cell of a many-configuration study (a leave-one-out design lists each name once per
+    role set, not once per role and configuration)."""
+    played: dict[str, dict[str, list[str]]] = {name: {} for name in config.datasets}
     for conf in config.configurations:
-        for name in conf.train:
-            roles.setdefault(name, []).append(f"development ({conf.name})")
-        for name in conf.internal:
-            roles.setdefault(name, []).append(f"internal testing ({conf.name})")
-        for name in conf.external:
-            roles.setdefault(name, []).append(f"external testing ({conf.name})")
-    return {name: list(dict.fromkeys(r)) for name, r in roles.items()}
+        for field, role in _ROLES:
+            for name in getattr(conf, field):
+                confs = played.setdefault(name, {}).setdefault(role, [])
+                if conf.name not in confs:
+                    confs.append(conf.name)
+    out = {}
+    for name, roles in played.items():
+        groups: dict[tuple[str, ...], list[str]] = {}  # configurations -> the roles played in exactly those
+        for _, role in _ROLES:
+            if role in roles:
+                groups.setdefault(tuple(roles[role]), []).append(role)
+        out[name] = "; ".join(f"{' and '.join(r)}: {', '.join(c)}" for c, r in groups.items()) or "not used"
+    return out
 
 
 def development_table(inputs: StudyInputs) -> pd.DataFrame:
     """Development versus evaluation data, one row per dataset (``results/development_vs_evaluation.csv``):
     role, images, patients, observed prevalence per label (NaN: not recorded), age, sex, views, devices."""
     config, manifest = inputs.config, inputs.manifest
-    roles = _roles(config)
+    roles = role_text(config)
     rows = []
     for name, part in manifest.groupby("dataset", sort=False):
         row: dict[str, object] = {
             "dataset": name,
-            "role": "; ".join(roles.get(str(name), [])) or "not used",
+            "role": roles.get(str(name), "not used"),
             "images": len(part),
             "patients": int(part["patient_id"].nunique()),
         }
@@ -214,6 +229,37 @@ def development_table(inputs: StudyInputs) -> pd.DataFrame:
                               if device is not None and device.notna().any() else np.nan)  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def development_view(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`development_table` as ``report.html`` shows it: age as ``mean (SD)`` in one column, percentages to one
+    decimal (the CSV keeps ``age_mean``, ``age_sd``, ``female_pct`` and ``devices_pct`` as numbers). One column
+    fewer lets the table of a twelve-dataset, five-label study fit a 1280 px window with room for the role."""
+
+    def one(value: object) -> str:
+        number = pd.to_numeric(value, errors="coerce")
+        return "" if pd.isna(number) else f"{float(number):.1f}"
+
+    def age(mean: object, sd: object) -> str:
+        m, s = one(mean), one(sd)
+        return f"{m} ({s})" if m and s else m
+
+    view = table.drop(columns=["age_mean", "age_sd", "female_pct", "devices_pct"], errors="ignore")
+    at = list(view.columns).index("views") if "views" in view else len(view.columns)
+    extra = {}
+    if "age_mean" in table:
+        sd = table["age_sd"] if "age_sd" in table else pd.Series(np.nan, index=table.index)
+        extra["age, mean (SD)"] = [age(m, s) for m, s in zip(table["age_mean"], sd, strict=True)]
+    if "female_pct" in table:
+        extra["female %"] = [one(v) for v in table["female_pct"]]
+    for name, values in extra.items():
+        view.insert(at, name, values)
+        at += 1
+    if "devices_pct" in table:
+        view["devices %"] = [one(v) for v in table["devices_pct"]]
+    if "views" in view:  # "AP 48 %": the per cent sign stays with its number
+        view["views"] = view["views"].astype(str).str.replace(" %", "\u00a0%", regex=False)
+    return view
 
 
 def tripod_checklist(t: TripodInputs) -> pd.DataFrame:
@@ -235,7 +281,7 @@ def _filled(t: TripodInputs) -> dict[str, tuple[str, str]]:
     """sub-item -> (content, link to the report's section) for every sub-item the study answers."""
     inputs, config = t.inputs, t.inputs.config
     manifest = inputs.manifest
-    roles = _roles(config)
+    roles = role_text(config)
     archs = list(dict.fromkeys([*config.architectures, *(p.arch for p in t.predictions)]))
     n_external = len({p.test_set for p in t.predictions if p.kind == "external"})
     train = config.train
@@ -249,7 +295,7 @@ def _filled(t: TripodInputs) -> dict[str, tuple[str, str]]:
     )
     out["4"] = (f"Development and testing of {len(archs)} architecture(s) ({', '.join(archs)}) in "
                 f"{len(config.configurations)} configuration(s): {design}.", "#results")
-    out["5a"] = ("; ".join(_source_text(inputs, str(name), roles.get(str(name), []))
+    out["5a"] = ("; ".join(_source_text(inputs, str(name), roles.get(str(name), "not used"))
                            for name in config.datasets), "#cohort")  # fmt: skip
     dates = _date_range(manifest)
     if dates:
@@ -357,14 +403,14 @@ def _tables(root: Path) -> Iterator[Path]:
                 yield entry
 
 
-def _source_text(inputs: StudyInputs, name: str, roles: list[str]) -> str:
+def _source_text(inputs: StudyInputs, name: str, roles: str) -> str:
     spec = inputs.config.datasets[name]
     part = inputs.manifest.loc[inputs.manifest["dataset"] == name]
     files = []
     for path in list(_tables(Path(spec.root)))[:10]:
         when = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y-%m-%d")
         files.append(f"{path.relative_to(spec.root)} sha256 {sha256_of(path)[:16]} (file date {when})")
-    return (f"{name} (reader {spec.reader}; {', '.join(roles) or 'not used'}): {len(part)} images of "
+    return (f"{name} (reader {spec.reader}; {roles}): {len(part)} images of "
             f"{part['patient_id'].nunique()} patients; metadata "
             + ("; ".join(files) if files else "tables not found under the root") )  # fmt: skip
 
