@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 
@@ -29,13 +30,15 @@ def describe(
         groups.sort(key=lambda item: order.get(str(item[0]), 9))
         for split, group in [*groups, ("all", part)]:
             sex = group["sex"].value_counts(normalize=True) * 100
+            # Shares of all images (unknown is the rest); undefined, not 0, where no image records a sex.
+            recorded = bool(group["sex"].isin(["M", "F"]).any())
             row: dict[str, object] = {
                 "dataset": dataset,
                 "split": split,
                 "images": len(group),
                 "patients": group["patient_id"].nunique(),
-                "male_pct": round(float(sex.get("M", 0.0)), 1),
-                "female_pct": round(float(sex.get("F", 0.0)), 1),
+                "male_pct": round(float(sex.get("M", 0.0)), 1) if recorded else np.nan,
+                "female_pct": round(float(sex.get("F", 0.0)), 1) if recorded else np.nan,
                 "age_mean": round(float(group["age"].mean()), 1),
                 "age_sd": round(float(group["age"].std()), 1),
             }

@@ -221,7 +221,8 @@ def development_table(inputs: StudyInputs) -> pd.DataFrame:
         age = pd.to_numeric(part["age"], errors="coerce")
         row["age_mean"], row["age_sd"] = round(float(age.mean()), 1), round(float(age.std()), 1)
         sex = part["sex"].astype(str).value_counts(normalize=True)
-        row["female_pct"] = round(100 * float(sex.get("F", 0.0)), 1)
+        recorded = bool(part["sex"].isin(["M", "F"]).any())  # none recorded: undefined, not 0 % female
+        row["female_pct"] = round(100 * float(sex.get("F", 0.0)), 1) if recorded else np.nan
         views = part["view"].fillna("unknown").astype(str).value_counts(normalize=True)
         row["views"] = ", ".join(f"{v} {100 * share:.0f} %" for v, share in views.items())
         device = part["device"] if "device" in part else part.get("Support Devices")
@@ -530,7 +531,9 @@ def _shift_text(table: pd.DataFrame, config: StudyConfig) -> str:
     for _, r in table.iterrows():  # label names hold spaces: a row by column name, not by attribute
         prev = ", ".join(f"{lab} {r[f'prevalence_{lab}']:.3f}" for lab in config.labels
                          if f"prevalence_{lab}" in table and not pd.isna(r[f"prevalence_{lab}"]))
-        cells.append(f"{r['dataset']} ({r['role']}): age {r['age_mean']} ± {r['age_sd']}, female {r['female_pct']} %, "
+        age = "not recorded" if pd.isna(r["age_mean"]) else f"{r['age_mean']} ± {r['age_sd']}"
+        female = "sex not recorded" if pd.isna(r["female_pct"]) else f"female {r['female_pct']} %"
+        cells.append(f"{r['dataset']} ({r['role']}): age {age}, {female}, "
                      f"views {r['views']}, prevalence {prev or 'not recorded'}")
     return "; ".join(cells) + ". Setting and eligibility are those of each dataset (5a, 6b); image statistics " \
         "are not tabulated."
