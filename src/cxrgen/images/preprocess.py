@@ -70,7 +70,8 @@ class ImageError(CxrgenError, ValueError):
 
 
 def _to_gray(image: Image.Image, path: Path, bits_stored: int | None = None) -> np.ndarray:
-    """Any Pillow mode -> float32 [H, W] in [0, 1]; 16-bit by the stated depth (see :func:`decode`), else / 65535."""
+    """Any Pillow mode -> gray [H, W]: 8-bit gray (one channel, or three that agree) as uint8 pixels, the rest
+    float32 in [0, 1]; 16-bit by the stated depth (see :func:`decode`), else / 65535."""
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         return scale_high_bit_depth(np.asarray(image, dtype=np.uint16), bits_stored or png_significant_bits(path))
@@ -82,13 +83,12 @@ def _to_gray(image: Image.Image, path: Path, bits_stored: int | None = None) -> 
         return scale_high_bit_depth(values, bits_stored or png_significant_bits(path))
     if mode in ("L", "1", "LA"):
         single = image.getchannel(0) if mode == "LA" else image.convert("L") if mode == "1" else image
-        gray = np.asarray(single, dtype=np.uint8)
-        return gray.astype(np.float32) / np.float32(255)
+        return np.asarray(single, dtype=np.uint8)
     if mode in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
         # Alpha carries no image content (NIH's RGBA files hold alpha 255 everywhere and R = G = B): dropped.
         rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
         if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-            return rgb[..., 0].astype(np.float32) / np.float32(255)
+            return np.ascontiguousarray(rgb[..., 0])
         return np.clip((rgb.astype(np.float32) / np.float32(255)) @ _LUMA, 0.0, 1.0)
     raise ImageError(path, f"unsupported pixel mode {mode!r}")
 
@@ -112,9 +112,28 @@ _PNG_FAILURES: tuple[type[BaseException], ...] = (SyntaxError, *PER_FILE_FAILURE
 
 
 def decode(path: Path | str, bits_stored: int | None = None) -> np.ndarray:
-    """Read a PNG, JPEG or DICOM file as float32 gray [H, W] in [0, 1].
+    """Read a PNG, JPEG or DICOM file as float32 gray [H, W] in [0, 1]: :func:`decode_pixels`, 8-bit pixels divided
+    by 255.
 
-    8-bit data are divided by 255; 16-bit data by ``2**bits - 1`` with ``bits`` the depth the dataset states
+    Raises:
+        ImageError: as :func:`decode_pixels`.
+    """
+    return as_float(decode_pixels(path, bits_stored))
+
+
+def as_float(gray: np.ndarray) -> np.ndarray:
+    """:func:`decode_pixels`' result as :func:`decode` returns it: uint8 pixels / 255 in float32, floats as they are."""
+    return gray.astype(np.float32) / np.float32(255) if gray.dtype == np.uint8 else gray
+
+
+def decode_pixels(path: Path | str, bits_stored: int | None = None) -> np.ndarray:
+    """Read a PNG, JPEG or DICOM file as gray [H, W]: uint8 pixels where the data are 8-bit gray, else float32 in
+    [0, 1] (:func:`as_float` turns the former into the latter).
+
+    8-bit data stay integers so that the ``exact`` engine can work from 256 levels (:func:`preprocess_pixels`),
+    sparing a float image; :func:`as_float` divides them by 255.
+
+    16-bit data are divided by ``2**bits - 1`` with ``bits`` the depth the dataset states
     (``bits_stored``, from the manifest's ``bits_stored`` column: PadChest's ``BitsStored_DICOM``), else the depth
     the PNG's ``sBIT`` chunk states, else 16 (never the image's own maximum: one hot pixel does not darken the
     rest). DICOM files go to :func:`cxrgen.images.decode.decode_dicom`, which reads the file's own BitsStored.
@@ -152,7 +171,7 @@ def decode(path: Path | str, bits_stored: int | None = None) -> np.ndarray:
             if image.format == "PNG" and image.mode == "L":
                 pixels = decode_gray8(path)  # the same pixels, twice as fast; None: Pillow reads it
                 if pixels is not None:
-                    return pixels.astype(np.float32) / np.float32(255)
+                    return pixels
             image.load()
             return _to_gray(image, path, bits_stored)
     except Image.DecompressionBombError as exc:
@@ -273,6 +292,26 @@ def preprocess_array(image: np.ndarray, size: int, engine: Engine = "skimage", c
     return to_uint8(resize_step(image, size))
 
 
+def preprocess_pixels(gray: np.ndarray, size: int, engine: Engine = "skimage", clahe: bool = True) -> np.ndarray:
+    """:func:`preprocess_array` of ``as_float(gray)`` for what :func:`decode_pixels` returns, bit for bit.
+
+    With CLAHE, the ``exact`` engine (and ``torch``'s per-image form) equalizes 8-bit pixels as they are
+    (:func:`cxrgen.images.clahe.equalize_gray8`) and hands the resize the extremes it knows; every other case
+    gets the float image.
+
+    Raises:
+        ValueError: unknown engine or a size below 1.
+    """
+    if engine not in _STEPS:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    if gray.dtype == np.uint8 and clahe and engine in ("exact", "torch"):
+        equalized, extremes = exact_clahe.equalize_gray8(gray)
+        return to_uint8(fast_resize.resize(equalized, size, extremes))
+    return preprocess_array(as_float(gray), size, engine, clahe)
+
+
 def preprocess(
     path: Path | str, size: int, engine: Engine = "skimage", clahe: bool = True, bits_stored: int | None = None
 ) -> np.ndarray:
@@ -286,4 +325,4 @@ def preprocess(
     """
     if engine not in _STEPS:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    return preprocess_array(decode(path, bits_stored), size, engine, clahe)
+    return preprocess_pixels(decode_pixels(path, bits_stored), size, engine, clahe)
