@@ -486,8 +486,7 @@ def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[ChunkResult]:
         for task in tasks:
             yield _chunk_worker(*task)
         return
-    if any(task[5] in ("exact", "torch") for task in tasks):
-        compile_ahead()  # numba compiles here, once per machine; every worker loads the kernels from its cache
+    compile_ahead()  # numba compiles here, once per machine; every worker loads the kernels from its cache
     # A signal or an error ends the workers at once; the chunks in flight are simply not recorded (a rerun redoes
     # them).
     with worker_pool(workers, initializer=_single_thread_opencv) as pool:

@@ -173,7 +173,8 @@ def _clip_histogram(hist: np.ndarray, clip_limit: int) -> None:
 def _tile_mappings(
     bins: np.ndarray, rows: np.ndarray, cols: np.ndarray, k_y: int, k_x: int, n_y: int, n_x: int, nbins: int, clip: int
 ) -> np.ndarray:
-    """Per tile the clipped, cumulated 14-bit mapping, edge-padded by one tile: [n_y + 2, n_x + 2, nbins].
+    """Per tile the clipped, cumulated 14-bit mapping, edge-padded by one tile: [n_y + 2, nbins, n_x + 2] (a bin's
+    values of neighbouring tiles side by side, as :func:`_interpolate` reads them).
 
     The tiles cover the image from its first pixel on and run past its end by less than a tile into the reflect
     padding; ``rows`` and ``cols`` give the image row and column of every tile row and column (see
@@ -181,7 +182,7 @@ def _tile_mappings(
     int64 mappings become float64 when weighted.
     """
     width = bins.shape[1]
-    maps = np.empty((n_y + 2, n_x + 2, nbins), dtype=np.float64)
+    maps = np.empty((n_y + 2, nbins, n_x + 2), dtype=np.float64)
     scale = (GRAY_LEVELS - 1) / (k_y * k_x)
     hist = np.empty(nbins, dtype=np.int64)
     for ty in range(n_y):
@@ -202,13 +203,12 @@ def _tile_mappings(
             for b in range(nbins):
                 total += hist[b]
                 value = min(total * scale, GRAY_LEVELS - 1.0)
-                maps[ty + 1, tx + 1, b] = np.trunc(value)  # astype(int): integral, exact in float64
+                maps[ty + 1, b, tx + 1] = np.trunc(value)  # astype(int): integral, exact in float64
     for ty in range(1, n_y + 1):  # edge padding, first along x ...
-        maps[ty, 0] = maps[ty, 1]
-        maps[ty, n_x + 1] = maps[ty, n_x]
-    for tx in range(n_x + 2):  # ... then along y, corners included
-        maps[0, tx] = maps[1, tx]
-        maps[n_y + 1, tx] = maps[n_y, tx]
+        maps[ty, :, 0] = maps[ty, :, 1]
+        maps[ty, :, n_x + 1] = maps[ty, :, n_x]
+    maps[0] = maps[1]  # ... then along y, corners included
+    maps[n_y + 1] = maps[n_y]
     return maps
 
 
@@ -232,15 +232,16 @@ def _interpolate(
         by = py // k_y
         cy = (py % k_y) / k_y
         iy = 1 - cy
+        top, bottom = maps[by], maps[by + 1]
         for x in range(width):
             bx = tile_x[x]
             cx = weight_x[x]
             ix = 1 - cx
             b = bins[y, x]
-            acc = np.float32(maps[by, bx, b] * (ix * iy))
-            acc += np.float32(maps[by, bx + 1, b] * (cx * iy))
-            acc += np.float32(maps[by + 1, bx, b] * (ix * cy))
-            acc += np.float32(maps[by + 1, bx + 1, b] * (cx * cy))
+            acc = np.float32(top[b, bx] * (ix * iy))
+            acc += np.float32(top[b, bx + 1] * (cx * iy))
+            acc += np.float32(bottom[b, bx] * (ix * cy))
+            acc += np.float32(bottom[b, bx + 1] * (cx * cy))
             value = np.uint16(acc)
             out[y, x] = value
             lowest = min(lowest, int(value))
@@ -295,12 +296,15 @@ def _reflected(length: int, before: int, after: int, count: int) -> np.ndarray:
 
 def compile_ahead() -> None:
     """Compile, or load from numba's disk cache, every kernel for what the engines pass (float32 images and
-    8-bit pixels).
+    8-bit pixels), and the PNG decoder's (:func:`cxrgen.images.png._unfilter`, which every engine uses).
 
     Called before worker processes start, so that they load the kernels rather than each compile them.
     """
+    from cxrgen.images import png  # it imports this module
+
     equalize_adapthist(np.linspace(0.0, 1.0, 64 * 48, dtype=np.float32).reshape(64, 48))
     equalize_gray8(np.arange(64 * 48, dtype=np.uint32).reshape(64, 48).astype(np.uint8))
+    png._unfilter(np.repeat(np.arange(5, dtype=np.uint8), 4), np.empty((5, 3), dtype=np.uint8))
 
 
 def equalize_adapthist(image: np.ndarray) -> np.ndarray:
