@@ -153,6 +153,7 @@ def test_every_row_filter_is_undone_as_libpng_and_pillow_do(tmp_path: Path) -> N
             assert fast is not None and np.array_equal(fast, pixels), (shape, filters)
             libpng = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
             np.testing.assert_array_equal(fast, libpng)
+            np.testing.assert_array_equal(decode_gray8(path, inflate=False), libpng)  # libpng's path, as before
 
 
 def test_streams_the_kernel_does_not_take_go_to_libpng(tmp_path: Path) -> None:

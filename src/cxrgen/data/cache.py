@@ -43,6 +43,7 @@ from cxrgen.errors import CxrgenError
 from cxrgen.images.clahe import compile_ahead
 from cxrgen.images.preprocess import (
     ENGINES,
+    NUMBA_ENGINES,
     PREPROCESS_VERSION,
     Engine,
     ImageError,
@@ -170,7 +171,9 @@ def _chunk_worker(
             row, path = start + offset, paths[offset]
             early = precheck(path, check.max_pixels) if check is not None else None
             try:
-                gray = decode_pixels(path, bits[offset] if bits else None)  # uint8 for 8-bit gray images
+                # uint8 for 8-bit gray images; PNGs inflated by a numba kernel where the engine loads numba anyway
+                inflate = engine in NUMBA_ENGINES and clahe
+                gray = decode_pixels(path, bits[offset] if bits else None, inflate=inflate)
             except ImageError as exc:
                 images[row] = 0
                 failures.append((row, exc.reason))
@@ -486,7 +489,8 @@ def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[ChunkResult]:
         for task in tasks:
             yield _chunk_worker(*task)
         return
-    compile_ahead()  # numba compiles here, once per machine; every worker loads the kernels from its cache
+    if any(task[5] in NUMBA_ENGINES for task in tasks):
+        compile_ahead()  # numba compiles here, once per machine; every worker loads the kernels from its cache
     # A signal or an error ends the workers at once; the chunks in flight are simply not recorded (a rerun redoes
     # them).
     with worker_pool(workers, initializer=_single_thread_opencv) as pool:
