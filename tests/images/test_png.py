@@ -144,7 +144,8 @@ def test_every_row_filter_is_undone_as_libpng_and_pillow_do(tmp_path: Path) -> N
     for shape in ((40, 33), (7, 1), (1, 9), (1, 1), (64, 64)):
         pixels = rng.integers(0, 256, shape).astype(np.uint8)
         pixels[: shape[0] // 2] //= 7  # smooth and noisy rows, both
-        for order in ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 2, 3, 4, 1], list(rng.integers(0, 5, shape[0]))):
+        orders = ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 2, 3, 4, 1], [4], [1, 4, 4], list(rng.integers(0, 5, shape[0])))
+        for order in orders:  # [4] and [1, 4, 4]: runs of Paeth rows, unfiltered two at a time
             filters = [int(order[y % len(order)]) for y in range(shape[0])]
             path = _filtered_png(tmp_path / "f.png", pixels, filters)
             with Image.open(path) as image:
