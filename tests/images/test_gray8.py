@@ -56,7 +56,7 @@ def test_gray8_clahe_is_bit_equal_to_the_float_path_and_to_skimage(name: str) ->
     pixels = _edge_cases()[name]
     gray = as_float(pixels)
     np.testing.assert_array_equal(gray, pixels.astype(np.float32) / np.float32(255))
-    np.testing.assert_array_equal(clahe._gray8_bins(pixels), clahe._gray_bins(gray))
+    np.testing.assert_array_equal(clahe._gray8_levels(pixels)[pixels], clahe._gray_bins(gray))
     equalized, (low, high) = clahe.equalize_gray8(pixels)
     reference = equalize_adapthist(gray).astype(np.float32)
     assert equalized.dtype == np.float32

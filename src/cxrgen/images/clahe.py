@@ -102,11 +102,12 @@ def _level_table(extremes: np.ndarray, scale: np.floating[Any]) -> tuple[int, np
 _GRAY8 = np.arange(256, dtype=np.float32) / np.float32(255)
 
 
-def _gray8_bins(pixels: np.ndarray) -> np.ndarray:
-    """:func:`_gray_bins` of ``pixels / np.float32(255)`` for 8-bit pixels, without that float image.
+def _gray8_levels(pixels: np.ndarray) -> np.ndarray:
+    """The bin of each of the 256 8-bit levels such that ``_gray8_levels(pixels)[pixels]`` is :func:`_gray_bins`
+    of ``pixels / np.float32(255)``: uint8 [256], without that float image.
 
     A bin depends on the pixel's value alone, so the per-pixel kernel runs on the 256 float32 gray values
-    (those the division gives, through the same arithmetic) and the pixels only index that table.
+    (those the division gives, through the same arithmetic); the CLAHE kernels look each pixel's bin up.
     """
     if pixels.ndim != 2 or pixels.dtype != np.uint8:
         raise ValueError(f"expected 2-D uint8 pixels, got {pixels.dtype} {pixels.shape}")
@@ -115,7 +116,11 @@ def _gray8_bins(pixels: np.ndarray) -> np.ndarray:
     low, table = _level_table(_GRAY8[[darkest, brightest]], scale)
     per_level = np.zeros(256, dtype=np.uint8)
     per_level[darkest : brightest + 1] = _lookup_bins(_GRAY8[None, darkest : brightest + 1], scale, low, table)[0]
-    return _gather(per_level, np.ascontiguousarray(pixels))
+    return per_level
+
+
+#: The bins as their own levels: what :func:`_equalize` gets with bins already computed.
+_SAME = np.arange(256, dtype=np.uint8)
 
 
 @_kernel
@@ -171,19 +176,29 @@ def _clip_histogram(hist: np.ndarray, clip_limit: int) -> None:
 
 @_kernel
 def _tile_mappings(
-    bins: np.ndarray, rows: np.ndarray, cols: np.ndarray, k_y: int, k_x: int, n_y: int, n_x: int, nbins: int, clip: int
+    codes: np.ndarray,
+    levels: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    k_y: int,
+    k_x: int,
+    n_y: int,
+    n_x: int,
+    nbins: int,
+    clip: int,
 ) -> np.ndarray:
     """Per tile the clipped, cumulated 14-bit mapping, edge-padded by one tile: [n_y + 2, nbins, n_x + 2] (a bin's
     values of neighbouring tiles side by side, as :func:`_interpolate` reads them).
 
     The tiles cover the image from its first pixel on and run past its end by less than a tile into the reflect
     padding; ``rows`` and ``cols`` give the image row and column of every tile row and column (see
-    :func:`_reflected`), so the padded image is never built. A band of tiles is counted row by row, each tile
+    :func:`_reflected`), so the padded image is never built. A pixel's bin is ``levels[codes[y, x]]`` (see
+    :func:`_equalize`). A band of tiles is counted row by row, each tile
     into two histograms (even and odd columns) so that a run of equal bins does not wait on its own increments:
     the same counts, 2-3x faster than tile by tile. Integers held as float64 (exact), as scikit-image's int64
     mappings become float64 when weighted.
     """
-    width = bins.shape[1]
+    width = codes.shape[1]
     maps = np.empty((n_y + 2, nbins, n_x + 2), dtype=np.float64)
     scale = (GRAY_LEVELS - 1) / (k_y * k_x)
     hist = np.empty(nbins, dtype=np.int64)
@@ -192,20 +207,20 @@ def _tile_mappings(
     for ty in range(n_y):
         counts[:] = 0
         for y in range(ty * k_y, (ty + 1) * k_y):
-            line = bins[rows[y]]
+            line = codes[rows[y]]
             for tx in range(inside):
                 even, odd = counts[tx, 0], counts[tx, 1]
                 x, end = tx * k_x, (tx + 1) * k_x
                 while x + 1 < end:
-                    even[line[x]] += 1
-                    odd[line[x + 1]] += 1
+                    even[levels[line[x]]] += 1
+                    odd[levels[line[x + 1]]] += 1
                     x += 2
                 if x < end:
-                    even[line[x]] += 1
+                    even[levels[line[x]]] += 1
             for tx in range(inside, n_x):
                 even = counts[tx, 0]
                 for x in range(tx * k_x, (tx + 1) * k_x):
-                    even[line[cols[x]]] += 1
+                    even[levels[line[cols[x]]]] += 1
         for tx in range(n_x):
             for b in range(nbins):
                 hist[b] = counts[tx, 0, b] + counts[tx, 1, b]
@@ -226,11 +241,11 @@ def _tile_mappings(
 
 @_kernel
 def _interpolate(
-    bins: np.ndarray, maps: np.ndarray, k_y: int, k_x: int, pad_y: int, pad_x: int
+    codes: np.ndarray, levels: np.ndarray, maps: np.ndarray, k_y: int, k_x: int, pad_y: int, pad_x: int
 ) -> tuple[np.ndarray, int, int]:
     """Bilinear blend of the four neighbouring tile mappings per pixel (lines 180-214): uint16 [H, W], with its
     smallest and largest value (what :func:`_stretch` needs, without two more passes)."""
-    height, width = bins.shape
+    height, width = codes.shape
     out = np.empty((height, width), dtype=np.uint16)
     lowest, highest = 65535, 0
     # Per column its tile and float64 weight x / k_x, as scikit-image's np.arange(k) / k.
@@ -249,7 +264,7 @@ def _interpolate(
             bx = tile_x[x]
             cx = weight_x[x]
             ix = 1 - cx
-            b = bins[y, x]
+            b = levels[codes[y, x]]
             acc = np.float32(top[b, bx] * (ix * iy))
             acc += np.float32(top[b, bx + 1] * (cx * iy))
             acc += np.float32(bottom[b, bx] * (ix * cy))
@@ -325,28 +340,32 @@ def equalize_adapthist(image: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: not a 2-D float image, or values outside [-1, 1] (as scikit-image).
     """
-    return _equalize(_gray_bins(image))[0]
+    return _equalize(_gray_bins(image), _SAME)[0]
 
 
 def equalize_gray8(pixels: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     """:func:`equalize_adapthist` of ``pixels / np.float32(255)`` for 2-D uint8 pixels, bit for bit, and the
     result's smallest and largest value (a resize that clips to them need not search them).
 
-    8-bit images are the common case; their bins come from a 256-entry table (:func:`_gray8_bins`) instead of
-    a float image and a rounding per pixel.
+    8-bit images are the common case; their bins come from a 256-entry table (:func:`_gray8_levels`) instead of
+    a float image and a rounding per pixel, looked up where the kernels read them.
+
+    Raises:
+        ValueError: not 2-D uint8 pixels.
     """
-    return _equalize(_gray8_bins(pixels))
+    return _equalize(np.ascontiguousarray(pixels), _gray8_levels(pixels))
 
 
-def _equalize(bins: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    """CLAHE from every pixel's bin: the stretched float32 image and its smallest and largest value."""
-    height, width = bins.shape
+def _equalize(codes: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """CLAHE from every pixel's bin, ``levels[codes]`` (uint8 [H, W] and [256]): the stretched float32 image and
+    its smallest and largest value."""
+    height, width = codes.shape
     kernel, before, after = tile_geometry(height, width)
     # scikit-image pads by reflection; its tiles start at before = kernel // 2 of the padded image, i.e. at the
     # image's first pixel, and n tiles cover the image rounded up to whole tiles.
     n_y, n_x = -(-height // kernel[0]), -(-width // kernel[1])
     rows = _reflected(height, before[0], after[0], n_y * kernel[0])
     cols = _reflected(width, before[1], after[1], n_x * kernel[1])
-    maps = _tile_mappings(bins, rows, cols, kernel[0], kernel[1], n_y, n_x, NBINS, clip_count(kernel))
-    equalized, low, high = _interpolate(bins, maps, kernel[0], kernel[1], before[0], before[1])
+    maps = _tile_mappings(codes, levels, rows, cols, kernel[0], kernel[1], n_y, n_x, NBINS, clip_count(kernel))
+    equalized, low, high = _interpolate(codes, levels, maps, kernel[0], kernel[1], before[0], before[1])
     return _stretch(equalized, low, high)
