@@ -15,7 +15,9 @@ Four engines produce the cached uint8 images:
   setting measured against scikit-image; it cannot reproduce it exactly) and a resize that reproduces
   scikit-image's to about 1e-7 (:func:`resize_opencv`), 10-30x faster in all.
 
-Every value between steps is float32 gray in [0, 1]; the last step rounds to uint8.
+Every value between steps is float32 gray in [0, 1]; the last step rounds to uint8. The cache decodes with
+:func:`decode_pixels`, which keeps 8-bit gray as uint8 pixels for the ``exact`` engine
+(:func:`preprocess_pixels`), the same uint8 output as :func:`decode` and :func:`preprocess_array` give.
 """
 
 from __future__ import annotations
