@@ -1,9 +1,9 @@
 """The common case of a chest X-ray PNG, 8-bit grayscale, decoded without Pillow.
 
 Decoding is most of what preprocessing a 1024 x 1024 NIH PNG costs once the ``exact`` engine has made CLAHE and
-the resize cheap: Pillow took 15.6 ms per image, OpenCV's libpng 8.6 ms, and zlib's inflate plus PNG's five row
-filters undone in a small compiled kernel (:func:`_unfilter`) about three quarters of libpng's time, for the same
-pixels (PNG is lossless: every decoder hands back the stored bytes). Only files of the plainest form take that
+the resize cheap: Pillow took 15.6 ms per image (9.2 ms on a later, quieter day), OpenCV's libpng 7.8-8.6 ms, and
+zlib's inflate plus PNG's five row filters undone in a small compiled kernel (:func:`_unfilter`) 5.7 ms, for the
+same pixels (PNG is lossless: every decoder hands back the stored bytes). Only files of the plainest form take that
 path: every chunk's CRC checked here first, ending in ``IEND``, no chunk outside :data:`PLAIN_CHUNKS` (an ``iCCP``
 profile, say, makes libpng warn), not interlaced, one zlib stream that inflates to exactly the filtered rows.
 Anything else the kernel does not take goes to libpng as before (libpng prints its errors and warnings on stderr,
