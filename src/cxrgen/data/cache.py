@@ -41,7 +41,15 @@ import pandas as pd
 from cxrgen.data.verify import Verified, default_workers, degenerate_reason, outside_root, precheck, stated_bits_list
 from cxrgen.errors import CxrgenError
 from cxrgen.images.clahe import compile_ahead
-from cxrgen.images.preprocess import ENGINES, PREPROCESS_VERSION, Engine, ImageError, decode, preprocess_array
+from cxrgen.images.preprocess import (
+    ENGINES,
+    NUMBA_ENGINES,
+    PREPROCESS_VERSION,
+    Engine,
+    ImageError,
+    decode_pixels,
+    preprocess_pixels,
+)
 from cxrgen.study.layout import StudyDir
 from cxrgen.utils.fileio import make_temporary_dir, publish_dir, write_parquet, write_text
 from cxrgen.utils.heap import reused_heap
@@ -163,13 +171,15 @@ def _chunk_worker(
             row, path = start + offset, paths[offset]
             early = precheck(path, check.max_pixels) if check is not None else None
             try:
-                gray = decode(path, bits[offset] if bits else None)
+                # uint8 for 8-bit gray images; PNGs inflated by a numba kernel where the engine loads numba anyway
+                inflate = engine in NUMBA_ENGINES and clahe
+                gray = decode_pixels(path, bits[offset] if bits else None, inflate=inflate)
             except ImageError as exc:
                 images[row] = 0
                 failures.append((row, exc.reason))
                 verdict: str | None = early or exc.reason
             else:
-                images[row] = preprocess_array(gray, size, engine, clahe)
+                images[row] = preprocess_pixels(gray, size, engine, clahe)
                 verdict = early or (degenerate_reason(gray) if check is not None else None)
             if check is not None and verdict is not None:
                 excluded.append((row, verdict))
@@ -479,7 +489,7 @@ def _run(tasks: Sequence[TaskArgs], workers: int) -> Iterable[ChunkResult]:
         for task in tasks:
             yield _chunk_worker(*task)
         return
-    if any(task[5] in ("exact", "torch") for task in tasks):
+    if any(task[5] in NUMBA_ENGINES for task in tasks):
         compile_ahead()  # numba compiles here, once per machine; every worker loads the kernels from its cache
     # A signal or an error ends the workers at once; the chunks in flight are simply not recorded (a rerun redoes
     # them).

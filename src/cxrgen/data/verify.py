@@ -65,12 +65,17 @@ def file_reason(path: str) -> str | None:
 
 def degenerate_reason(gray: np.ndarray) -> str | None:
     """An image with no content to learn from: too small, or one gray value (cached white by one engine and
-    black by the other, since CLAHE's min-max stretch of a constant is undefined)."""
+    black by the other, since CLAHE's min-max stretch of a constant is undefined).
+
+    ``gray``: :func:`decode`'s float image, or :func:`cxrgen.images.preprocess.decode_pixels`' uint8 pixels,
+    whose value is named as ``decode`` gives it (v / 255 in float32), so both word the reason alike.
+    """
     height, width = gray.shape[:2]
     if min(height, width) < MIN_SIDE:
         return f"degenerate image: {width} x {height} pixels, fewer than {MIN_SIDE} on a side"
     if float(gray.max()) == float(gray.min()):
-        return f"degenerate image: every pixel has the value {float(gray.min()):.4g}"
+        value = np.float32(gray.min()) / np.float32(255) if gray.dtype == np.uint8 else gray.min()
+        return f"degenerate image: every pixel has the value {float(value):.4g}"
     return None
 
 

@@ -50,14 +50,18 @@ def axis_operator(n_in: int, n_out: int) -> sparse.csr_matrix:
     return matrix.tocsr().astype(np.float32)
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """scikit-image's ``resize(order=1, anti_aliasing=True, mode="constant", cval=0)`` to [size, size]; float32."""
+def resize(image: np.ndarray, size: int, extremes: tuple[float, float] | None = None) -> np.ndarray:
+    """scikit-image's ``resize(order=1, anti_aliasing=True, mode="constant", cval=0)`` to [size, size]; float32.
+
+    ``extremes``: the image's smallest and largest value where the caller knows them (CLAHE's stretch does),
+    sparing two passes over the image; None: searched here.
+    """
     image = np.ascontiguousarray(image, dtype=np.float32)
     height, width = image.shape
     rows = axis_operator(height, size) @ image
     out = np.ascontiguousarray((axis_operator(width, size) @ rows.T).T, dtype=np.float32)
     # scikit-image clips to the input's range, widened to 0 only when 0 lies outside it but inside the output.
-    low, high = float(image.min()), float(image.max())
+    low, high = (float(image.min()), float(image.max())) if extremes is None else extremes
     if not low <= 0.0 <= high and float(out.min()) <= 0.0 <= float(out.max()):
         low, high = min(low, 0.0), max(high, 0.0)
     return np.clip(out, low, high, out=out)

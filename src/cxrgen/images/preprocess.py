@@ -15,7 +15,9 @@ Four engines produce the cached uint8 images:
   setting measured against scikit-image; it cannot reproduce it exactly) and a resize that reproduces
   scikit-image's to about 1e-7 (:func:`resize_opencv`), 10-30x faster in all.
 
-Every value between steps is float32 gray in [0, 1]; the last step rounds to uint8.
+Every value between steps is float32 gray in [0, 1]; the last step rounds to uint8. The cache decodes with
+:func:`decode_pixels`, which keeps 8-bit gray as uint8 pixels for the ``exact`` engine
+(:func:`preprocess_pixels`), the same uint8 output as :func:`decode` and :func:`preprocess_array` give.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from cxrgen.images.png import decode_gray8
 
 Engine = Literal["skimage", "opencv", "exact", "torch"]
 ENGINES: tuple[Engine, ...] = ("skimage", "opencv", "exact", "torch")
+#: The engines whose CPU CLAHE runs numba kernels: they also decode PNGs with one (``decode_pixels``' inflate).
+NUMBA_ENGINES: tuple[Engine, ...] = ("exact", "torch")
 
 #: Bumped whenever any function here changes its output; part of every cache fingerprint.
 PREPROCESS_VERSION = "3"  # 2: 16-bit PNGs scaled by the highest bit used; DICOM. 3: by sBIT, else the container
@@ -70,7 +74,8 @@ class ImageError(CxrgenError, ValueError):
 
 
 def _to_gray(image: Image.Image, path: Path, bits_stored: int | None = None) -> np.ndarray:
-    """Any Pillow mode -> float32 [H, W] in [0, 1]; 16-bit by the stated depth (see :func:`decode`), else / 65535."""
+    """Any Pillow mode -> gray [H, W]: 8-bit gray (one channel, or three that agree) as uint8 pixels, the rest
+    float32 in [0, 1]; 16-bit by the stated depth (see :func:`decode`), else / 65535."""
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         return scale_high_bit_depth(np.asarray(image, dtype=np.uint16), bits_stored or png_significant_bits(path))
@@ -82,13 +87,12 @@ def _to_gray(image: Image.Image, path: Path, bits_stored: int | None = None) -> 
         return scale_high_bit_depth(values, bits_stored or png_significant_bits(path))
     if mode in ("L", "1", "LA"):
         single = image.getchannel(0) if mode == "LA" else image.convert("L") if mode == "1" else image
-        gray = np.asarray(single, dtype=np.uint8)
-        return gray.astype(np.float32) / np.float32(255)
+        return np.asarray(single, dtype=np.uint8)
     if mode in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
         # Alpha carries no image content (NIH's RGBA files hold alpha 255 everywhere and R = G = B): dropped.
         rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
         if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-            return rgb[..., 0].astype(np.float32) / np.float32(255)
+            return np.ascontiguousarray(rgb[..., 0])
         return np.clip((rgb.astype(np.float32) / np.float32(255)) @ _LUMA, 0.0, 1.0)
     raise ImageError(path, f"unsupported pixel mode {mode!r}")
 
@@ -112,9 +116,29 @@ _PNG_FAILURES: tuple[type[BaseException], ...] = (SyntaxError, *PER_FILE_FAILURE
 
 
 def decode(path: Path | str, bits_stored: int | None = None) -> np.ndarray:
-    """Read a PNG, JPEG or DICOM file as float32 gray [H, W] in [0, 1].
+    """Read a PNG, JPEG or DICOM file as float32 gray [H, W] in [0, 1]: :func:`decode_pixels`, 8-bit pixels divided
+    by 255.
 
-    8-bit data are divided by 255; 16-bit data by ``2**bits - 1`` with ``bits`` the depth the dataset states
+    Raises:
+        ImageError: as :func:`decode_pixels`.
+    """
+    return as_float(decode_pixels(path, bits_stored))
+
+
+def as_float(gray: np.ndarray) -> np.ndarray:
+    """:func:`decode_pixels`' result as :func:`decode` returns it: uint8 pixels / 255 in float32, floats as they are."""
+    return gray.astype(np.float32) / np.float32(255) if gray.dtype == np.uint8 else gray
+
+
+def decode_pixels(path: Path | str, bits_stored: int | None = None, inflate: bool = True) -> np.ndarray:
+    """Read a PNG, JPEG or DICOM file as gray [H, W]: uint8 pixels where the data are 8-bit gray, else float32 in
+    [0, 1] (:func:`as_float` turns the former into the latter).
+
+    8-bit data stay integers so that the ``exact`` engine can work from 256 levels (:func:`preprocess_pixels`),
+    sparing a float image; :func:`as_float` divides them by 255. ``inflate``: see
+    :func:`cxrgen.images.png.decode_gray8` (the same pixels either way).
+
+    16-bit data are divided by ``2**bits - 1`` with ``bits`` the depth the dataset states
     (``bits_stored``, from the manifest's ``bits_stored`` column: PadChest's ``BitsStored_DICOM``), else the depth
     the PNG's ``sBIT`` chunk states, else 16 (never the image's own maximum: one hot pixel does not darken the
     rest). DICOM files go to :func:`cxrgen.images.decode.decode_dicom`, which reads the file's own BitsStored.
@@ -150,9 +174,9 @@ def decode(path: Path | str, bits_stored: int | None = None) -> np.ndarray:
         with Image.open(path, formats=FORMATS) as image:
             check_pixel_count(image.size, path, MAX_PIXELS_CEILING)
             if image.format == "PNG" and image.mode == "L":
-                pixels = decode_gray8(path)  # the same pixels, twice as fast; None: Pillow reads it
+                pixels = decode_gray8(path, inflate)  # the same pixels, 2-2.5x as fast; None: Pillow reads it
                 if pixels is not None:
-                    return pixels.astype(np.float32) / np.float32(255)
+                    return pixels
             image.load()
             return _to_gray(image, path, bits_stored)
     except Image.DecompressionBombError as exc:
@@ -273,6 +297,26 @@ def preprocess_array(image: np.ndarray, size: int, engine: Engine = "skimage", c
     return to_uint8(resize_step(image, size))
 
 
+def preprocess_pixels(gray: np.ndarray, size: int, engine: Engine = "skimage", clahe: bool = True) -> np.ndarray:
+    """:func:`preprocess_array` of ``as_float(gray)`` for what :func:`decode_pixels` returns, bit for bit.
+
+    With CLAHE, the ``exact`` engine (and ``torch``'s per-image form) equalizes 8-bit pixels as they are
+    (:func:`cxrgen.images.clahe.equalize_gray8`) and hands the resize the extremes it knows; every other case
+    gets the float image.
+
+    Raises:
+        ValueError: unknown engine or a size below 1.
+    """
+    if engine not in _STEPS:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    if gray.dtype == np.uint8 and clahe and engine in NUMBA_ENGINES:
+        equalized, extremes = exact_clahe.equalize_gray8(gray)
+        return to_uint8(fast_resize.resize(equalized, size, extremes))
+    return preprocess_array(as_float(gray), size, engine, clahe)
+
+
 def preprocess(
     path: Path | str, size: int, engine: Engine = "skimage", clahe: bool = True, bits_stored: int | None = None
 ) -> np.ndarray:
@@ -286,4 +330,5 @@ def preprocess(
     """
     if engine not in _STEPS:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    return preprocess_array(decode(path, bits_stored), size, engine, clahe)
+    gray = decode_pixels(path, bits_stored, inflate=engine in NUMBA_ENGINES and clahe)
+    return preprocess_pixels(gray, size, engine, clahe)
