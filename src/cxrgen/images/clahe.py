@@ -10,9 +10,9 @@ sequential redistribution and the per-pixel interpolation are loops that vectori
 table look-ups avoid NumPy's temporaries; numba compiles them to plain loops with no threads of its own).
 
 Compilation costs seconds per process (4 s alone on an idle core, 18 s each when two forkserver workers compiled
-at once on a loaded 2-core machine), so the kernels are cached on disk (``cache=True``, see :func:`_kernel`) and the
-cache builder calls :func:`compile_ahead` in the parent before it starts workers: on a machine whose cache is cold
-they compile once there, and every worker loads them (0.2-1 s).
+at once on a loaded 2-core machine), so the kernels are cached on disk (``cache=True``, see
+:func:`numba_kernel`) and the cache builder calls :func:`compile_ahead` in the parent before it starts workers:
+on a machine whose cache is cold they compile once there, and every worker loads them (0.2-1 s).
 
 Lines of ``skimage/exposure/_adapthist.py`` (scikit-image 0.26.0) followed, with where they land here:
 
@@ -57,7 +57,7 @@ CLIP_LIMIT = 0.01
 NBINS = 256
 
 
-def _kernel(function: Callable[..., Any]) -> Any:
+def numba_kernel(function: Callable[..., Any]) -> Any:
     """``numba.njit(cache=True, nogil=True)``, uncached where numba finds nowhere to write its cache.
 
     numba writes beside this file (``__pycache__``); in a read-only install, in ``$NUMBA_CACHE_DIR`` or the user's
@@ -128,7 +128,7 @@ def _gray8_levels(pixels: np.ndarray) -> np.ndarray:
 _SAME = np.arange(256, dtype=np.uint8)
 
 
-@_kernel
+@numba_kernel
 def _lookup_bins(image: np.ndarray, scale: float, low: int, table: np.ndarray) -> np.ndarray:
     """``table[rint(x * 65535) - low]`` per pixel, the product in the image's float type (``scale`` carries it)."""
     out = np.empty(image.shape, dtype=np.uint8)
@@ -139,7 +139,7 @@ def _lookup_bins(image: np.ndarray, scale: float, low: int, table: np.ndarray) -
     return out
 
 
-@_kernel
+@numba_kernel
 def _clip_histogram(hist: np.ndarray, clip_limit: int) -> None:
     """scikit-image's ``clip_histogram`` (lines 236-287) in place on one int64 histogram, overshoot included."""
     size = hist.size
@@ -179,7 +179,7 @@ def _clip_histogram(hist: np.ndarray, clip_limit: int) -> None:
             break
 
 
-@_kernel
+@numba_kernel
 def _tile_mappings(
     codes: np.ndarray,
     levels: np.ndarray,
@@ -244,7 +244,7 @@ def _tile_mappings(
     return maps
 
 
-@_kernel
+@numba_kernel
 def _interpolate(
     codes: np.ndarray, levels: np.ndarray, maps: np.ndarray, k_y: int, k_x: int, pad_y: int, pad_x: int
 ) -> tuple[np.ndarray, int, int]:
@@ -295,7 +295,7 @@ def _stretch(equalized: np.ndarray, low: int, high: int) -> tuple[np.ndarray, tu
     return _gather(table, equalized), (float(table[low]), float(table[high]))
 
 
-@_kernel
+@numba_kernel
 def _gather(table: np.ndarray, index: np.ndarray) -> np.ndarray:
     """``table[index]`` for a 2-D index, without NumPy's fancy-indexing overhead."""
     out = np.empty(index.shape, dtype=table.dtype)

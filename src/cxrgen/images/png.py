@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cxrgen.images.clahe import _kernel
+from cxrgen.images.clahe import numba_kernel
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Chunks libpng reads without a word: the image itself and metadata it does not interpret.
@@ -104,7 +104,7 @@ def _inflate(bodies: list[memoryview], size: tuple[int, int]) -> np.ndarray | No
     return pixels if _unfilter(np.frombuffer(raw, dtype=np.uint8), pixels) else None
 
 
-@_kernel
+@numba_kernel
 def _paeth(left: int, up: int, up_left: int) -> int:
     """PNG's Paeth predictor (spec 9.4): of left, up and up-left, the one nearest ``left + up - up_left``."""
     estimate = left + up - up_left
@@ -116,7 +116,7 @@ def _paeth(left: int, up: int, up_left: int) -> int:
     return up_left
 
 
-@_kernel
+@numba_kernel
 def _unfilter(raw: np.ndarray, out: np.ndarray) -> bool:
     """Undo PNG's per-row filters (None, Sub, Up, Average, Paeth; PNG spec 9.2-9.4) for one byte per pixel,
     into ``out``; False at a filter type beyond 4 (a damaged file: libpng's verdict).
