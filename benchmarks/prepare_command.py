@@ -169,7 +169,7 @@ import cxrgen.cli, cxrgen.runner.prepare  # loaded by every prepare command: cou
 began = time.process_time()
 from cxrgen.utils.threads import pin_one_thread
 from cxrgen.data.cache import build_cache
-from cxrgen.images.clahe import compile_ahead
+from cxrgen.images.preprocess import compile_ahead
 try:  # what the cache calls: 8-bit pixels as they are (issue 30); older code decodes to float
     from cxrgen.images.preprocess import decode_pixels as decode, preprocess_pixels as preprocess_array
 except ImportError:

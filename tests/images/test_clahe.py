@@ -20,6 +20,7 @@ from skimage.exposure._adapthist import clip_histogram
 
 from cxrgen.data import cache
 from cxrgen.images import clahe, png
+from cxrgen.images import preprocess as preprocessing
 from cxrgen.images.preprocess import decode, preprocess
 from cxrgen.study.config import PreprocessConfig, load_study
 
@@ -129,7 +130,7 @@ def _worker_threads() -> tuple[int, int, list[int], int, int, int]:
 
 
 def test_cache_workers_run_one_thread_each_and_load_the_kernels_compiled_ahead() -> None:
-    clahe.compile_ahead()  # what the cache builder does before it starts its workers
+    preprocessing.compile_ahead()  # what the cache builder does before it starts its workers
     context = multiprocessing.get_context("forkserver")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=cache._single_thread_opencv) as pool:
         opencv, numba_threads, blas, torch_threads, hits, misses = pool.submit(_worker_threads).result(timeout=120)

@@ -40,13 +40,13 @@ import pandas as pd
 
 from cxrgen.data.verify import Verified, default_workers, degenerate_reason, outside_root, precheck, stated_bits_list
 from cxrgen.errors import CxrgenError
-from cxrgen.images.clahe import compile_ahead
 from cxrgen.images.preprocess import (
     ENGINES,
     NUMBA_ENGINES,
     PREPROCESS_VERSION,
     Engine,
     ImageError,
+    compile_ahead,
     decode_pixels,
     preprocess_pixels,
 )

@@ -11,8 +11,8 @@ table look-ups avoid NumPy's temporaries; numba compiles them to plain loops wit
 
 Compilation costs seconds per process (4 s alone on an idle core, 18 s each when two forkserver workers compiled
 at once on a loaded 2-core machine), so the kernels are cached on disk (``cache=True``, see
-:func:`numba_kernel`) and the cache builder calls :func:`compile_ahead` in the parent before it starts workers:
-on a machine whose cache is cold they compile once there, and every worker loads them (0.2-1 s).
+:func:`cxrgen.images.kernels.numba_kernel`) and the cache builder calls :func:`compile_ahead` in the parent before
+it starts workers: on a machine whose cache is cold they compile once there, and every worker loads them (0.2-1 s).
 
 Lines of ``skimage/exposure/_adapthist.py`` (scikit-image 0.26.0) followed, with where they land here:
 
@@ -41,34 +41,17 @@ Measured against scikit-image on every real image in ``../shared/realdata`` and 
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable
 from typing import Any
 
-import numba
 import numpy as np
 
-log = logging.getLogger(__name__)
+from cxrgen.images.kernels import numba_kernel
 
 #: scikit-image's internal gray levels (``NR_OF_GRAY``) and its defaults.
 GRAY_LEVELS = 2**14
 CLIP_LIMIT = 0.01
 NBINS = 256
-
-
-def numba_kernel(function: Callable[..., Any]) -> Any:
-    """``numba.njit(cache=True, nogil=True)``, uncached where numba finds nowhere to write its cache.
-
-    numba writes beside this file (``__pycache__``); in a read-only install, in ``$NUMBA_CACHE_DIR`` or the user's
-    cache folder (``~/.cache/numba``). With none writable it refuses to cache at decoration, which would make
-    this module unimportable; the kernels then compile once per process instead, and a warning says so.
-    """
-    try:
-        return numba.njit(cache=True, nogil=True)(function)
-    except RuntimeError as exc:  # "cannot cache function ...: no locator available"
-        log.warning("numba cannot cache %s (%s): compiling it in every process; set NUMBA_CACHE_DIR", function, exc)
-        return numba.njit(nogil=True)(function)
 
 
 def _gray_bins(image: np.ndarray) -> np.ndarray:
@@ -328,15 +311,10 @@ def _reflected(length: int, before: int, after: int, count: int) -> np.ndarray:
 
 def compile_ahead() -> None:
     """Compile, or load from numba's disk cache, every kernel for what the engines pass (float32 images and
-    8-bit pixels), and the PNG decoder's (:func:`cxrgen.images.png._unfilter`, which every engine uses).
-
-    Called before worker processes start, so that they load the kernels rather than each compile them.
+    8-bit pixels). :func:`cxrgen.images.preprocess.compile_ahead` adds the PNG decoder's.
     """
-    from cxrgen.images import png  # it imports this module
-
     equalize_adapthist(np.linspace(0.0, 1.0, 64 * 48, dtype=np.float32).reshape(64, 48))
     equalize_gray8(np.arange(64 * 48, dtype=np.uint32).reshape(64, 48).astype(np.uint8))
-    png._unfilter(np.repeat(np.arange(5, dtype=np.uint8), 4), np.empty((5, 3), dtype=np.uint8))
 
 
 def equalize_adapthist(image: np.ndarray) -> np.ndarray:

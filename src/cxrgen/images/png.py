@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cxrgen.images.clahe import numba_kernel
+from cxrgen.images.kernels import numba_kernel
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Chunks libpng reads without a word: the image itself and metadata it does not interpret.
@@ -170,3 +170,8 @@ def _unfilter(raw: np.ndarray, out: np.ndarray) -> bool:
                 up_left = up
         y += 1
     return True
+
+
+def compile_ahead() -> None:
+    """Compile, or load from numba's disk cache, :func:`_unfilter` (:func:`cxrgen.images.preprocess.compile_ahead`)."""
+    _unfilter(np.repeat(np.arange(5, dtype=np.uint8), 4), np.empty((5, 3), dtype=np.uint8))

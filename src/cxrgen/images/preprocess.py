@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cxrgen.errors import CxrgenError
 from cxrgen.images import clahe as exact_clahe
-from cxrgen.images import fast_resize
+from cxrgen.images import fast_resize, png
 from cxrgen.images.decode import (
     PER_FILE_FAILURES,
     DecodeError,
@@ -332,3 +332,12 @@ def preprocess(
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     gray = decode_pixels(path, bits_stored, inflate=engine in NUMBA_ENGINES and clahe)
     return preprocess_pixels(gray, size, engine, clahe)
+
+
+def compile_ahead() -> None:
+    """Compile, or load from numba's disk cache, the kernels of the ``exact`` engine and of the PNG decoder.
+
+    Called before worker processes start, so that they load the kernels rather than each compile them.
+    """
+    exact_clahe.compile_ahead()
+    png.compile_ahead()
