@@ -44,16 +44,25 @@ configurations:
 """
 
 
-def write_dataset(root: Path) -> int:
-    """An NIH dataset root: ``images/`` with the real PNGs, ``Data_Entry_2017_v2020.csv`` with their rows only."""
+def write_dataset(root: Path, copies: int = 1) -> int:
+    """An NIH dataset root: ``images/`` with the real PNGs, ``Data_Entry_2017_v2020.csv`` with their rows only.
+
+    ``copies`` > 1 writes every image and its row that many times (copy ``k`` renamed ``k_<name>``, patient id
+    ``k`` * 100,000 + its own): a larger study of the same pixels, where start-up weighs less per image.
+    """
     images = sorted((REALDATA / "images_1024").glob("*.png"))
     (root / "images").mkdir(parents=True)
-    for path in images:
-        shutil.copyfile(path, root / "images" / path.name)
     names = {path.name for path in images}
     with gzip.open(REALDATA / "metadata" / "Data_Entry_2017_v2020.csv.gz", "rt", encoding="utf-8") as source:
         lines = source.read().splitlines()
-    kept = [lines[0], *(line for line in lines[1:] if line.split(",", 1)[0] in names)]
+    rows = [line.split(",") for line in lines[1:] if line.split(",", 1)[0] in names]
+    kept = [lines[0]]
+    for copy in range(copies):
+        prefix = f"{copy}_" if copy else ""
+        for path in images:
+            shutil.copyfile(path, root / "images" / f"{prefix}{path.name}")
+        for row in rows:  # Image Index, ..., Patient ID in the fourth column
+            kept.append(",".join([prefix + row[0], *row[1:3], str(copy * 100_000 + int(row[3])), *row[4:]]))
     (root / "Data_Entry_2017_v2020.csv").write_text("\n".join(kept) + "\n", encoding="utf-8")
     return len(kept) - 1
 
@@ -90,12 +99,14 @@ def main() -> None:
                         help="source folders (PYTHONPATH) to time, alternating with each other")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="also profile one exact command per --src")
     parser.add_argument("--breakdown", action="store_true", help="also split the CPU time into its parts")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="each image and its row this many times, renamed: start-up weighs less")  # fmt: skip
     args = parser.parse_args()
     if not REALDATA.is_dir():
         raise SystemExit(f"{REALDATA} is absent: this benchmark needs the real NIH images")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        count = write_dataset(folder / "nih")
+        count = write_dataset(folder / "nih", args.copies)
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         load = [os.getloadavg()[0]]
         for _ in range(args.repeats):
@@ -103,7 +114,8 @@ def main() -> None:
                 for engine in ENGINES:
                     results.setdefault((str(src), engine), []).append(run_once(folder, src, engine, args.workers))
         load.append(os.getloadavg()[0])
-        print(f"cxrgen prepare STUDY --until cache --workers {args.workers}: {count} real NIH PNGs -> 224 px,")
+        copies = f" ({count // args.copies} x {args.copies})" if args.copies > 1 else ""
+        print(f"cxrgen prepare STUDY --until cache --workers {args.workers}: {count} real NIH PNGs{copies} -> 224 px,")
         print(f"fresh output folder per run, {args.repeats} runs alternating; load average {load[0]:.1f} before, "
               f"{load[1]:.1f} after, {os.cpu_count()} cores\n")  # fmt: skip
         print("| code | engine | wall s (median) | user+sys s (median) | max RSS MiB | runs: wall / cpu s |")
