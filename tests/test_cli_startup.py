@@ -7,11 +7,7 @@ interpreter, on the ``cxrgen`` these tests import.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import click
@@ -20,34 +16,15 @@ import typer
 
 import cxrgen
 from cxrgen.cli import app
+from helpers.fresh_cli import run_fresh
 
 SRC = Path(cxrgen.__file__).resolve().parents[1]
 HEAVY = ("pandas", "numpy", "pyarrow", "torch")
 
-DRIVER = """\
-import json, sys
-from cxrgen.cli import main
-sys.argv = ["cxrgen", *sys.argv[1:]]
-try:
-    main()
-except SystemExit as stop:
-    code = stop.code
-else:
-    code = 0
-print("STARTUP=" + json.dumps({"code": code, "heavy": [m for m in __HEAVY__ if m in sys.modules]}))
-""".replace("__HEAVY__", repr(HEAVY))
-
 
 def run_cli(*args: str, cwd: Path) -> tuple[int, list[str], str]:
     """``cxrgen <args>`` in a new interpreter: its exit code, the heavy packages it imported, and its output."""
-    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "100"}
-    done = subprocess.run(
-        [sys.executable, "-c", DRIVER, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("STARTUP=")]
-    assert lines, done.stdout + done.stderr
-    found = json.loads(lines[-1].removeprefix("STARTUP="))
-    return found["code"], found["heavy"], done.stdout + done.stderr
+    return run_fresh(*args, cwd=cwd, heavy=HEAVY, env={"PYTHONPATH": str(SRC), "COLUMNS": "100"}, timeout=120)
 
 
 def test_help_imports_nothing_heavy_and_lists_every_command(tmp_path: Path) -> None:

@@ -7,15 +7,13 @@ packages ``sys.modules`` holds. ``plan`` needs the architectures' input sizes (s
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.fresh_cli import run_fresh
 from helpers.native import NIH_ROWS, nih_data_entry
 
 HEAVY = ("torch", "timm", "lightning", "torchvision")
@@ -34,31 +32,12 @@ configurations:
   - {name: nih, train: [nih], internal: [nih], external: []}
 """
 
-WRAPPER = """\
-import json, sys
-from cxrgen.cli import main
-sys.argv = ["cxrgen", *sys.argv[1:]]
-try:
-    main()
-except SystemExit as stop:
-    code = stop.code
-else:
-    code = 0
-heavy = [m for m in __HEAVY__ if m in sys.modules]
-print("HEAVY=" + json.dumps({"code": code, "heavy": heavy}))
-""".replace("__HEAVY__", repr(HEAVY))
-
 
 def run_cli(*args: str, cwd: Path) -> dict[str, object]:
     """Run ``cxrgen <args>`` in a new interpreter; its exit code and the heavy packages it imported."""
-    result = subprocess.run(
-        [sys.executable, "-c", WRAPPER, *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("HEAVY=")]
-    assert lines, result.stdout + result.stderr
-    found: dict[str, object] = json.loads(lines[-1].removeprefix("HEAVY="))
-    assert found["code"] == 0, result.stdout + result.stderr
-    return found
+    code, heavy, output = run_fresh(*args, cwd=cwd, heavy=HEAVY)
+    assert code == 0, output
+    return {"code": code, "heavy": heavy}
 
 
 @pytest.fixture

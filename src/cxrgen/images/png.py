@@ -27,12 +27,6 @@ PLAIN_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"tIME", b"pHYs", b"tEXt", 
 _GRAY8 = (8, 0)  # IHDR bit depth and colour type of an 8-bit grayscale PNG
 
 
-def _plain_gray8(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of an intact 8-bit grayscale PNG made of :data:`PLAIN_CHUNKS` only, else None."""
-    layout = _layout(data)
-    return None if layout is None else layout[0]
-
-
 def _layout(data: bytes) -> tuple[tuple[int, int], bool, list[memoryview]] | None:
     """For an intact 8-bit grayscale PNG made of :data:`PLAIN_CHUNKS` only: (width, height), whether its IHDR
     is the plain form :func:`_inflate` reads (first chunk, compression, filter and interlace methods 0, its

@@ -281,16 +281,21 @@ _STEPS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray
 }
 
 
+def _check_engine(engine: str, size: int | None = None) -> None:
+    """Refuse an unknown engine, or a size below 1, before any work."""
+    if engine not in _STEPS:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if size is not None and size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+
+
 def preprocess_array(image: np.ndarray, size: int, engine: Engine = "skimage", clahe: bool = True) -> np.ndarray:
     """Optionally CLAHE, then resize and quantize a decoded image (float32 [H, W] in [0, 1]): uint8 [size, size].
 
     Raises:
         ValueError: unknown engine or a size below 1.
     """
-    if engine not in _STEPS:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if size < 1:
-        raise ValueError(f"size must be positive, got {size}")
+    _check_engine(engine, size)
     clahe_step, resize_step = _STEPS[engine]
     if clahe:
         image = clahe_step(image)
@@ -307,10 +312,7 @@ def preprocess_pixels(gray: np.ndarray, size: int, engine: Engine = "skimage", c
     Raises:
         ValueError: unknown engine or a size below 1.
     """
-    if engine not in _STEPS:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if size < 1:
-        raise ValueError(f"size must be positive, got {size}")
+    _check_engine(engine, size)
     if gray.dtype == np.uint8 and clahe and engine in NUMBA_ENGINES:
         equalized, extremes = exact_clahe.equalize_gray8(gray)
         return to_uint8(fast_resize.resize(equalized, size, extremes))
@@ -328,8 +330,7 @@ def preprocess(
         ImageError: the file cannot be decoded.
         ValueError: unknown engine or a size below 1.
     """
-    if engine not in _STEPS:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    _check_engine(engine)
     gray = decode_pixels(path, bits_stored, inflate=engine in NUMBA_ENGINES and clahe)
     return preprocess_pixels(gray, size, engine, clahe)
 
