@@ -8,6 +8,7 @@ from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.special import expit
 
 from cxrgen.metrics._arrays import FloatArray, IntArray, _masked
 
@@ -117,7 +118,7 @@ def _logistic(y: FloatArray, x: FloatArray | None, offset: FloatArray) -> tuple[
     beta = np.zeros(design.shape[1])
     for _ in range(100):
         eta = design @ beta + offset
-        mu = 1.0 / (1.0 + np.exp(-eta))
+        mu = expit(eta)  # 1 / (1 + exp(-eta)), without an overflow warning far below 0
         weight = mu * (1.0 - mu)
         info = design.T @ (design * weight[:, None])  # Fisher information
         try:
@@ -129,7 +130,7 @@ def _logistic(y: FloatArray, x: FloatArray | None, offset: FloatArray) -> tuple[
             return None
         if np.max(np.abs(step)) < 1e-10:
             eta = design @ beta + offset
-            mu = 1.0 / (1.0 + np.exp(-eta))
+            mu = expit(eta)
             info = design.T @ (design * (mu * (1.0 - mu))[:, None])
             return beta, np.sqrt(np.diag(np.linalg.inv(info)))
     return None
