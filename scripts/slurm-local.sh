@@ -4,7 +4,7 @@
 #   scripts/slurm-local.sh install          apt-get install slurm-wlm and munge when missing (needs root)
 #   scripts/slurm-local.sh start STATE_DIR  write STATE_DIR/slurm.conf for this host, start munged, slurmctld,
 #                                           slurmd; wait until the node is idle; print SLURM_CONF=<path>
-#   scripts/slurm-local.sh stop STATE_DIR   stop the daemons this script started (by their pid files)
+#   scripts/slurm-local.sh stop STATE_DIR   cancel its jobs, then stop the daemons this script started (pid files)
 #
 # Exit status 0 on success; otherwise non-zero with one line on stderr saying why (the test then skips with it).
 # The cluster: one node named after `hostname`, CPUs and memory as `slurmd -C` reports them, one partition
@@ -83,6 +83,15 @@ EOF
 
 stop() {
     local state=${1:?state dir}
+    # Jobs still queued or running are cancelled first: once the daemons are gone their job steps (slurmstepd,
+    # srun) would be left behind, orphaned, for ever.
+    if [ -s "$state/slurmctld.pid" ] && [ -f "$state/slurm.conf" ]; then
+        SLURM_CONF="$state/slurm.conf" scancel --user="$(id -un)" 2>/dev/null || true
+        for _ in $(seq 1 30); do
+            [ -z "$(SLURM_CONF="$state/slurm.conf" squeue -h 2>/dev/null)" ] && break
+            sleep 1
+        done
+    fi
     for pidfile in "$state/slurmd.pid" "$state/slurmctld.pid" "$state/munge/munged.pid"; do
         if [ -s "$pidfile" ]; then
             kill "$(cat "$pidfile")" 2>/dev/null || true
